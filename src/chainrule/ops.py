@@ -1,0 +1,153 @@
+"""The table of primitive operations: every op chainrule knows, one entry each.
+
+An entry holds two functions side by side:
+
+- ``forward(*xs)`` computes the op's value from its inputs' float data, and raises
+  ``ValueError`` or ``ZeroDivisionError`` with a short message when an input is outside
+  the op's domain;
+- ``backward(g, out, *xs)`` is the vector-Jacobian product: given the gradient ``g`` of the
+  final result with respect to this op's output ``out``, it returns one gradient per input
+  (``None`` for an input that is a constant by construction).
+
+Backward rules use only arithmetic (``+ - * / **``) and the helpers below, never ``math``
+directly. Called with floats they are the fast first-order path; called with Values they
+build a graph of the gradient itself, which is how higher-order derivatives come out of the
+same rules.
+
+Adding an op is one ``defop(...)`` line here plus a method or function that applies it.
+"""
+
+from __future__ import annotations
+
+import math
+from operator import mul
+
+
+class Op:
+    """A primitive operation: its name, its forward function and its backward rule."""
+
+    __slots__ = ("name", "forward", "backward")
+
+    def __init__(self, name, forward, backward):
+        self.name = name
+        self.forward = forward
+        self.backward = backward
+
+    def __repr__(self):
+        return f"Op({self.name!r})"
+
+
+OPS: dict[str, Op] = {}
+
+
+def defop(name, forward, backward):
+    """Register an op under ``name`` and return it."""
+    op = Op(name, forward, backward)
+    OPS[name] = op
+    return op
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers that work on floats and on Values alike, so that backward rules can use them.
+
+
+def _data(x):
+    """The float inside ``x``: ``x`` itself for a float, ``x.data`` for a Value."""
+    return x if type(x) is float else x.data
+
+
+def _log(x):
+    return math.log(x) if type(x) is float else x.log()
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward functions that need more than one expression.
+
+
+def _div(x, y):
+    if y == 0.0:
+        raise ZeroDivisionError(f"division by zero ({x!r} / {y!r})")
+    return x / y
+
+
+def _pow(x, y):
+    if x < 0.0 and not y.is_integer():
+        raise ValueError(f"a negative base ({x!r}) to a non-integer power ({y!r}) is not a real number")
+    if x == 0.0 and y < 0.0:
+        raise ZeroDivisionError(f"0.0 cannot be raised to a negative power ({y!r})")
+    try:
+        return x**y
+    except OverflowError:  # IEEE floats overflow to infinity; Python's ** raises instead
+        negative = x < 0.0 and y % 2.0 == 1.0
+        return -math.inf if negative else math.inf
+
+
+def _exp(x):
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def _log_forward(x):
+    if x <= 0.0:
+        raise ValueError(f"log is defined only for positive numbers, got {x!r}")
+    return math.log(x)
+
+
+def _sigmoid(x):
+    # Two branches so that exp never overflows: exp(-|x|) is at most 1.
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def _dot(*xs):
+    # Inputs are w_1..w_n, x_1..x_n, b: one node for a neuron's w.x + b.
+    n = len(xs) // 2
+    return sum(map(mul, xs[:n], xs[n : 2 * n])) + xs[-1]
+
+
+def _dot_backward(g, out, *xs):
+    n = len(xs) // 2
+    return (*[g * x for x in xs[n : 2 * n]], *[g * w for w in xs[:n]], g)
+
+
+def _pow_backward(g, out, x, y):
+    # d/dx x**y = y * x**(y-1);  d/dy x**y = x**y * log(x), defined for x > 0 and, as a limit, x == 0.
+    if _data(x) > 0.0:
+        dy = g * out * _log(x)
+    elif _data(x) == 0.0:
+        dy = 0.0 * g
+    else:
+        raise ValueError(f"the derivative of x ** y with respect to y needs x > 0, got x = {_data(x)!r}")
+    return g * y * x ** (y - 1.0), dy
+
+
+def _pow_constant_backward(g, out, x, c):
+    # The exponent is a constant: use its float, so a graph of this gradient stays a power of x.
+    c = _data(c)
+    return g * c * x ** (c - 1.0), None
+
+
+# ---------------------------------------------------------------------------------------------
+# The table.
+#              name       forward                     backward(g, out, *inputs) -> input grads
+
+ADD = defop("+", lambda x, y: x + y, lambda g, out, x, y: (g, g))
+SUB = defop("-", lambda x, y: x - y, lambda g, out, x, y: (g, -g))
+MUL = defop("*", lambda x, y: x * y, lambda g, out, x, y: (g * y, g * x))
+DIV = defop("/", _div, lambda g, out, x, y: (g / y, -g * out / y))
+NEG = defop("neg", lambda x: -x, lambda g, out, x: (-g,))
+POW = defop("pow", _pow, _pow_backward)  # Value ** Value
+POW_CONSTANT = defop("**", _pow, _pow_constant_backward)  # Value ** number
+EXP = defop("exp", _exp, lambda g, out, x: (g * out,))
+LOG = defop("log", _log_forward, lambda g, out, x: (g / x,))
+TANH = defop("tanh", math.tanh, lambda g, out, x: (g * (1.0 - out * out),))
+SIGMOID = defop("sigmoid", _sigmoid, lambda g, out, x: (g * out * (1.0 - out),))
+RELU = defop(
+    "relu", lambda x: x if x > 0.0 else 0.0, lambda g, out, x: (g if _data(x) > 0.0 else 0.0 * g,)
+)
+SUM = defop("sum", lambda *xs: sum(xs), lambda g, out, *xs: (g,) * len(xs))
+DOT = defop("dot", _dot, _dot_backward)
