@@ -73,6 +73,31 @@ class ScalarEngine:
         return (after - before) / nodes, nodes
 
 
+class CompiledEngine(ScalarEngine):
+    """chainrule's demo step with the loss function traced once by chainrule.compile."""
+
+    def __init__(self, X, y):
+        import chainrule
+        import chainrule.nn
+
+        super().__init__("compiled", chainrule.Value, chainrule.nn.MLP, X, y)
+        self.fast_loss = chainrule.compile(self.loss_of)
+        start = time.perf_counter()
+        self.fast_loss(self.X, self.y)  # the first call traces
+        self.trace_time = time.perf_counter() - start
+
+    def loss_of(self, X, y):
+        model = self.model
+        scores = list(map(model, X))
+        losses = [(1 + -yi * si).relu() for yi, si in zip(y, scores)]
+        data_loss = sum(losses) * (1.0 / len(losses))
+        reg_loss = 1e-4 * sum(p * p for p in model.parameters())
+        return data_loss + reg_loss
+
+    def loss(self):
+        return self.fast_loss(self.X, self.y)
+
+
 class TorchEngine:
     name = "pytorch"
 
@@ -109,6 +134,10 @@ def engines(X, y):
 
     found = [ScalarEngine("chainrule", chainrule.Value, chainrule.nn.MLP, X, y)]
     try:
+        found.append(CompiledEngine(X, y))
+    except ImportError:
+        print("numpy not installed: skipping chainrule.compile")
+    try:
         import micrograd.engine
         import micrograd.nn
 
@@ -141,15 +170,25 @@ def main():
     if "micrograd" in median:
         print(f"  chainrule is {median['micrograd'] / median['chainrule']:.1f}x faster than micrograd")
     if "pytorch" in median:
-        print(f"  chainrule / pytorch time ratio: {median['chainrule'] / median['pytorch']:.1f}")
+        print(f"  chainrule eager / pytorch time ratio: {median['chainrule'] / median['pytorch']:.2f}")
+    if "compiled" in median:
+        compiled = median["compiled"]
+        print(f"  compiled / pytorch time ratio: {compiled / median.get('pytorch', float('nan')):.2f}")
+        print(f"  compiled is {median['chainrule'] / compiled:.1f}x faster than chainrule eager")
+        if "micrograd" in median:
+            print(f"  compiled is {median['micrograd'] / compiled:.0f}x faster than micrograd")
+        trace = next(r for r in runners if r.name == "compiled").trace_time
+        print(f"  trace (compile) time {trace * 1e3:.1f} ms = {trace / median['chainrule']:.2f} eager steps")
     print("memory of one forward graph (tracemalloc)")
     per_node = {}
     for r in runners:
-        if isinstance(r, ScalarEngine):
+        if isinstance(r, ScalarEngine) and r.name != "compiled":
             per_node[r.name], nodes = r.bytes_per_node()
             print(f"  {r.name:10s} {per_node[r.name]:7.1f} bytes/node over {nodes} nodes")
     if "micrograd" in per_node:
-        print(f"  chainrule uses {per_node['chainrule'] / per_node['micrograd']:.2f} of micrograd's bytes/node")
+        print(
+            f"  chainrule uses {per_node['chainrule'] / per_node['micrograd']:.2f} of micrograd's bytes/node"
+        )
     return median, per_node
 
 

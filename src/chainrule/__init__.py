@@ -24,17 +24,43 @@ from .gradcheck import GradcheckError, gradcheck
 
 __version__ = "0.1.0"
 
+# Features with optional dependencies load on first use, so `import chainrule` stays light.
+_LAZY = {
+    "save": "serialize",
+    "load": "serialize",
+    "CheckpointError": "serialize",
+    "draw_dot": "draw",
+    "compile": "compiler",
+    "TraceWarning": "compiler",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'chainrule' has no attribute {name!r}")
+
+
 __all__ = [
     "AnomalyError",
+    "CheckpointError",
     "GradcheckError",
+    "TraceWarning",
     "Value",
     "backward",
+    "compile",
     "detect_anomaly",
     "dot",
+    "draw_dot",
     "enable_grad",
     "gradcheck",
     "is_grad_enabled",
+    "load",
     "no_grad",
+    "save",
     "sum_values",
     "topological_order",
 ]

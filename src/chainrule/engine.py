@@ -30,6 +30,7 @@ from . import ops
 class _Mode:
     recording: bool = True
     anomaly: bool = False
+    tracer: object = None  # chainrule.compile's tracer: shown every node and constant made while tracing
 
 
 _mode = contextvars.ContextVar("chainrule_mode", default=_Mode())
@@ -231,7 +232,11 @@ def _as_value(x):
     if isinstance(x, Value):
         return x
     if isinstance(x, numbers.Real):
-        return Value(x)
+        constant = Value(x)
+        tracer = _mode.get().tracer
+        if tracer is not None:
+            tracer.constant(constant)
+        return constant
     return None
 
 
@@ -244,8 +249,7 @@ def _binary(rule, x, y):
 
 def _describe(values):
     return ", ".join(
-        f"Value(data={v.data!r}, label={v.label!r})" if v.label else f"Value(data={v.data!r})"
-        for v in values
+        f"Value(data={v.data!r}, label={v.label!r})" if v.label else f"Value(data={v.data!r})" for v in values
     )
 
 
@@ -259,13 +263,21 @@ def apply(rule: ops.Op, *inputs: Value) -> Value:
         data = rule.forward(*[x.data for x in inputs])
     except (ValueError, ZeroDivisionError) as error:
         # Nothing has been recorded yet, so the graph is left as it was.
-        raise type(error)(f"{rule.name} of {_describe(inputs)}: {error}") from None
+        raise op_error(rule, inputs, error) from None
     mode = _mode.get()
     if mode.anomaly and not math.isfinite(data):
         raise AnomalyError(f"detect_anomaly: {rule.name} produced {data!r} from {_describe(inputs)}")
     if not mode.recording:
         return _make(data, None, ())
-    return _make(data, rule, inputs)
+    node = _make(data, rule, inputs)
+    if mode.tracer is not None:
+        mode.tracer.node(node)
+    return node
+
+
+def op_error(rule: ops.Op, inputs, error: Exception, stage: str = "") -> Exception:
+    """The error to raise when ``rule`` fails on ``inputs``: same type, naming the op and operands."""
+    return type(error)(f"{stage}{rule.name} of {_describe(inputs)}: {error}")
 
 
 def dot(weights, inputs, bias) -> Value:
@@ -300,27 +312,31 @@ def sum_values(values) -> Value:
 # Backpropagation, in two named steps.
 
 
-def topological_order(root: Value) -> list[Value]:
-    """Every node reachable from ``root``, each after all of its children.
+def topological_order(*roots: Value) -> list[Value]:
+    """Every node reachable from the roots, each after all of its children.
 
     An explicit stack instead of recursion, so a graph of any depth works; the order depends
     only on the order of ``children``, so it is the same on every run.
     """
     order = []
-    visited = {root}
-    stack = [(root, iter(root.children))]
-    while stack:
-        node, children = stack[-1]
-        for child in children:
-            if child not in visited:
-                visited.add(child)
-                if child.children:
-                    stack.append((child, iter(child.children)))
-                    break
-                order.append(child)  # a leaf is finished as soon as it is seen
-        else:
-            stack.pop()
-            order.append(node)
+    visited = set()
+    for root in roots:
+        if root in visited:
+            continue
+        visited.add(root)
+        stack = [(root, iter(root.children))]
+        while stack:
+            node, children = stack[-1]
+            for child in children:
+                if child not in visited:
+                    visited.add(child)
+                    if child.children:
+                        stack.append((child, iter(child.children)))
+                        break
+                    order.append(child)  # a leaf is finished as soon as it is seen
+            else:
+                stack.pop()
+                order.append(node)
     return order
 
 
@@ -346,7 +362,7 @@ def backward(root: Value, gradient=1.0) -> None:
         try:
             grads = rule.backward(g, node.data, *[c.data for c in children])
         except (ValueError, ZeroDivisionError) as error:
-            raise type(error)(f"backward of {rule.name} of {_describe(children)}: {error}") from None
+            raise op_error(rule, children, error, stage="backward of ") from None
         for child, child_grad in zip(children, grads):
             if child_grad is not None:
                 child._pending += child_grad

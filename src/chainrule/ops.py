@@ -9,6 +9,17 @@ An entry holds two functions side by side:
   final result with respect to this op's output ``out``, it returns one gradient per input
   (``None`` for an input that is a constant by construction).
 
+For ``chainrule.compile``, which replays a traced graph over numpy arrays, an entry also has
+vectorized forms that act on a whole group of nodes with the same op at once:
+
+- ``vforward(np, X)`` takes the inputs as a matrix ``X`` (one row per input, one column per
+  node, so ``X[0]`` is every node's first input) and returns a vector of outputs. numpy is
+  passed in as ``np``, so the core never imports it. A domain error comes out as nan/inf;
+  the compiler then re-runs ``forward`` on those nodes to raise eager's error;
+- ``vbackward(np, g, out, X)`` returns the input gradients, one row per input, like ``X``.
+  When it is omitted, the scalar ``backward`` rule is run on the rows of ``X``: plain arithmetic works on
+  arrays as it does on floats.
+
 Backward rules use only arithmetic (``+ - * / **``) and the helpers below, never ``math``
 directly. Called with floats they are the fast first-order path; called with Values they
 build a graph of the gradient itself, which is how higher-order derivatives come out of the
@@ -26,12 +37,14 @@ from operator import mul
 class Op:
     """A primitive operation: its name, its forward function and its backward rule."""
 
-    __slots__ = ("name", "forward", "backward")
+    __slots__ = ("name", "forward", "backward", "vforward", "vbackward")
 
-    def __init__(self, name, forward, backward):
+    def __init__(self, name, forward, backward, vforward=None, vbackward=None):
         self.name = name
         self.forward = forward
         self.backward = backward
+        self.vforward = vforward
+        self.vbackward = vbackward or (lambda np, g, out, X: backward(g, out, *X))
 
     def __repr__(self):
         return f"Op({self.name!r})"
@@ -40,9 +53,9 @@ class Op:
 OPS: dict[str, Op] = {}
 
 
-def defop(name, forward, backward):
+def defop(name, forward, backward, vforward=None, vbackward=None):
     """Register an op under ``name`` and return it."""
-    op = Op(name, forward, backward)
+    op = Op(name, forward, backward, vforward, vbackward)
     OPS[name] = op
     return op
 
@@ -132,22 +145,79 @@ def _pow_constant_backward(g, out, x, c):
 
 
 # ---------------------------------------------------------------------------------------------
-# The table.
-#              name       forward                     backward(g, out, *inputs) -> input grads
+# Vectorized forms that differ from the scalar ones (numpy arrives as ``np``; see the module doc).
 
-ADD = defop("+", lambda x, y: x + y, lambda g, out, x, y: (g, g))
-SUB = defop("-", lambda x, y: x - y, lambda g, out, x, y: (g, -g))
-MUL = defop("*", lambda x, y: x * y, lambda g, out, x, y: (g * y, g * x))
-DIV = defop("/", _div, lambda g, out, x, y: (g / y, -g * out / y))
-NEG = defop("neg", lambda x: -x, lambda g, out, x: (-g,))
-POW = defop("pow", _pow, _pow_backward)  # Value ** Value
-POW_CONSTANT = defop("**", _pow, _pow_constant_backward)  # Value ** number
-EXP = defop("exp", _exp, lambda g, out, x: (g * out,))
-LOG = defop("log", _log_forward, lambda g, out, x: (g / x,))
-TANH = defop("tanh", math.tanh, lambda g, out, x: (g * (1.0 - out * out),))
-SIGMOID = defop("sigmoid", _sigmoid, lambda g, out, x: (g * out * (1.0 - out),))
-RELU = defop(
-    "relu", lambda x: x if x > 0.0 else 0.0, lambda g, out, x: (g if _data(x) > 0.0 else 0.0 * g,)
+
+def _vsigmoid(np, X):
+    x = X[0]
+    e = np.exp(-np.abs(x))  # never overflows, as in _sigmoid
+    return np.where(x >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _vpow_backward(np, g, out, X):
+    x, y = X
+    dy = np.where(x > 0.0, g * out * np.log(np.where(x > 0.0, x, 1.0)), 0.0)
+    dy = np.where(x < 0.0, np.nan, dy)  # the compiler re-runs _pow_backward there, which raises
+    return g * y * x ** (y - 1.0), dy
+
+
+def _vdot(np, X):
+    n = len(X) // 2
+    return np.einsum("ij,ij->j", X[:n], X[n : 2 * n]) + X[-1]
+
+
+def _vdot_backward(np, g, out, X):
+    n = len(X) // 2
+    return np.concatenate([g * X[n : 2 * n], g * X[:n], g[None]])
+
+
+# ---------------------------------------------------------------------------------------------
+# The table: one entry per op.
+#   defop(name, forward(*xs), backward(g, out, *xs), vforward(np, X)[, vbackward(np, g, out, X)])
+
+
+def _rows(f):
+    """A vectorized forward that runs the scalar arithmetic ``f`` on the rows of X."""
+    return lambda np, X: f(*X)
+
+
+ADD = defop("+", lambda x, y: x + y, lambda g, out, x, y: (g, g), _rows(lambda x, y: x + y))
+SUB = defop("-", lambda x, y: x - y, lambda g, out, x, y: (g, -g), _rows(lambda x, y: x - y))
+MUL = defop("*", lambda x, y: x * y, lambda g, out, x, y: (g * y, g * x), _rows(lambda x, y: x * y))
+DIV = defop("/", _div, lambda g, out, x, y: (g / y, -g * out / y), _rows(lambda x, y: x / y))
+NEG = defop("neg", lambda x: -x, lambda g, out, x: (-g,), _rows(lambda x: -x))
+POW = defop(  # Value ** Value
+    "pow", _pow, _pow_backward, _rows(lambda x, y: x**y), _vpow_backward
 )
-SUM = defop("sum", lambda *xs: sum(xs), lambda g, out, *xs: (g,) * len(xs))
-DOT = defop("dot", _dot, _dot_backward)
+POW_CONSTANT = defop(  # Value ** number
+    "**",
+    _pow,
+    _pow_constant_backward,
+    _rows(lambda x, c: x**c),
+    lambda np, g, out, X: (g * X[1] * X[0] ** (X[1] - 1.0), 0.0 * g),
+)
+EXP = defop("exp", _exp, lambda g, out, x: (g * out,), lambda np, X: np.exp(X[0]))
+LOG = defop("log", _log_forward, lambda g, out, x: (g / x,), lambda np, X: np.log(X[0]))
+TANH = defop("tanh", math.tanh, lambda g, out, x: (g * (1.0 - out * out),), lambda np, X: np.tanh(X[0]))
+SIGMOID = defop("sigmoid", _sigmoid, lambda g, out, x: (g * out * (1.0 - out),), _vsigmoid)
+RELU = defop(
+    "relu",
+    lambda x: x if x > 0.0 else 0.0,
+    lambda g, out, x: (g if _data(x) > 0.0 else 0.0 * g,),
+    lambda np, X: np.where(X[0] > 0.0, X[0], 0.0),
+    lambda np, g, out, X: (np.where(X[0] > 0.0, g, 0.0),),
+)
+SUM = defop(
+    "sum",
+    lambda *xs: sum(xs),
+    lambda g, out, *xs: (g,) * len(xs),
+    lambda np, X: X.sum(axis=0),
+    lambda np, g, out, X: np.broadcast_to(g, X.shape),
+)
+DOT = defop(
+    "dot",
+    _dot,
+    _dot_backward,
+    _vdot,
+    _vdot_backward,
+)

@@ -1,0 +1,548 @@
+"""chainrule.compile: trace a scalar computation once, replay it over flat numpy arrays.
+
+A training step builds the same graph every time; only the numbers change. ``compile(fn)``
+runs ``fn`` once on leaf Values (the *trace*), flattens the graph into a *tape* and, on every
+later call with arguments of the same structure, replays the tape over float64 arrays:
+
+- every node gets a slot in one ``data`` array: the inputs first, then the constants made
+  inside ``fn``, then the Values that existed before the call (parameters, read afresh at
+  every call), then the computed nodes;
+- computed nodes are grouped by (depth in the graph, op), so each group is one numpy
+  operation: gather the inputs, apply the op's vectorized rule from ``ops.py``, store the
+  outputs in the group's contiguous slice;
+- backward walks the groups in reverse and scatter-adds each group's input gradients
+  (``np.bincount`` over precomputed indices, not ``np.add.at``).
+
+Before grouping, chains of ``+`` (what the builtin ``sum()`` makes) are folded into one n-ary
+sum, and a sum of products ``b + w1*x1 + ... + wn*xn`` becomes one ``dot`` node, so the tape
+stays shallow.
+
+The result of a compiled call is an ordinary Value whose single op, ``compiled``, has the
+parameters as children; its backward rule runs the tape backward. So ``loss.backward()``
+accumulates into the parameters' ``.grad`` exactly as eager backward does, and a compiled
+result can be used in further eager arithmetic.
+
+What tracing cannot see: Python control flow that depends on numbers (``if v.data > 0:``).
+The branch taken while tracing is frozen into the tape. Reading ``.data`` of a traced value
+inside ``fn`` warns with ``TraceWarning`` for that reason.
+
+numpy is needed here and only here (``pip install "chainrule[fast]"``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+import sys
+import warnings
+from dataclasses import replace
+
+from . import ops
+from .engine import AnomalyError, Value, _make, _mode, op_error, topological_order
+
+
+class TraceWarning(UserWarning):
+    """``fn`` read a number while being traced, so what it did with it is frozen into the trace."""
+
+
+def compile(fn):
+    """Compile ``fn``, a function that builds a scalar graph, into a fast replay.
+
+    >>> from chainrule import Value, compile
+    >>> w = Value(2.0)
+    >>> f = compile(lambda xs: sum(w * x for x in xs))
+    >>> y = f([1.0, 2.0, 3.0])      # traces
+    >>> y.data
+    12.0
+    >>> y.backward(); w.grad
+    6.0
+    >>> f([1.0, 1.0, 1.0]).data     # replays
+    6.0
+    """
+    return CompiledFunction(fn)
+
+
+class CompiledFunction:
+    """A function with its traces, one per argument structure."""
+
+    def __init__(self, fn):
+        try:
+            import numpy
+        except ImportError:
+            raise ImportError('chainrule.compile needs numpy: pip install "chainrule[fast]"') from None
+        self.np = numpy
+
+        self.fn = fn
+        self.tapes = {}
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args):
+        if _mode.get().tracer is not None:  # called inside another trace: let it see the ops
+            return self.fn(*args)
+        flat = []
+        structure = tuple(_flatten_arguments(arg, flat) for arg in args)
+        numbers_in = self.np.concatenate(flat) if flat else self.np.empty(0)
+        tape = self.tapes.get(structure)
+        if tape is None:
+            tape = self.tapes[structure] = trace(self.fn, structure, numbers_in.tolist())
+        return tape.run(numbers_in)
+
+    def __repr__(self):
+        return f"<compiled {getattr(self.fn, '__qualname__', self.fn)!r}, {len(self.tapes)} trace(s)>"
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments: numbers and nested lists/tuples of numbers, flattened into float64 arrays plus a
+# hashable structure that says how to rebuild them.
+
+
+def _flatten_arguments(obj, flat):
+    """Append ``obj``'s numbers to ``flat`` (a list of 1-d arrays) and return its structure."""
+    np = sys.modules["numpy"]
+    kind = type(obj)
+    if kind is list or kind is tuple or isinstance(obj, np.ndarray):
+        try:  # a regular block of numbers (a row, a matrix) converts in one go
+            array = np.asarray(obj, dtype=np.float64)
+        except (TypeError, ValueError):
+            array = None
+        if array is not None and array.size:
+            flat.append(array.ravel())
+            return ("block", kind is tuple, array.shape)
+        if not isinstance(obj, np.ndarray):
+            return ("nest", kind is tuple, tuple(_flatten_arguments(x, flat) for x in obj))
+    if isinstance(obj, numbers.Real) and not isinstance(obj, Value):
+        flat.append(np.array([obj], dtype=np.float64))
+        return None
+    hint = " (use Values from outside the function as parameters instead)" if isinstance(obj, Value) else ""
+    raise TypeError(
+        f"a compiled function takes numbers or nested lists/tuples of numbers, not {type(obj).__name__}{hint}"
+    )
+
+
+def _unflatten_arguments(structure, leaves):
+    """Rebuild the argument structure with the next items of the iterator ``leaves``."""
+    if structure is None:
+        return next(leaves)
+    kind, is_tuple, shape = structure
+    if kind == "block":
+        size = 1
+        for n in shape:
+            size *= n
+        built = _reshape([next(leaves) for _ in range(size)], shape)
+    else:
+        built = [_unflatten_arguments(item, leaves) for item in shape]
+    return tuple(built) if is_tuple and isinstance(built, list) else built
+
+
+def _reshape(items, shape):
+    """A flat list as nested lists of the given shape (a block's rows are lists)."""
+    if len(shape) <= 1:
+        return items if shape else items[0]
+    step = len(items) // shape[0]
+    return [_reshape(items[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+def _flatten_result(result, outputs):
+    if isinstance(result, Value):
+        outputs.append(result)
+        return None
+    if isinstance(result, (list, tuple)):
+        return (type(result) is tuple, tuple(_flatten_result(r, outputs) for r in result))
+    raise TypeError(
+        f"a compiled function must return a Value or a list/tuple of Values, not {type(result).__name__}"
+    )
+
+
+def _unflatten_result(structure, values):
+    if structure is None:
+        return next(values)
+    is_tuple, items = structure
+    built = [_unflatten_result(item, values) for item in items]
+    return tuple(built) if is_tuple else built
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracing
+
+
+class _TracedValue(Value):
+    """A Value made while tracing. Reading its ``.data`` from user code warns."""
+
+    __slots__ = ()
+
+    @property
+    def data(self):
+        if _mode.get().tracer is not None:
+            module = sys._getframe(1).f_globals.get("__name__", "")
+            if module != "chainrule" and not module.startswith("chainrule."):
+                warnings.warn(
+                    "chainrule.compile: the traced function read .data of a traced value; "
+                    "anything computed from that number (an `if`, a constant) is frozen into the trace "
+                    "and will not change on replay",
+                    TraceWarning,
+                    stacklevel=2,
+                )
+        return _DATA.__get__(self)
+
+    @data.setter
+    def data(self, value):
+        _DATA.__set__(self, value)
+
+
+_DATA = Value.data  # the slot that really holds the float
+
+
+class _Tracer:
+    """Shown, by the engine's ``apply``, every node and number-made constant while tracing."""
+
+    def __init__(self):
+        self.constants = set()
+
+    def node(self, value):
+        value.__class__ = _TracedValue
+
+    def constant(self, value):
+        self.constants.add(value)
+
+
+def trace(fn, structure, numbers_in) -> Tape:
+    """Run ``fn`` on leaf Values standing for the input numbers and record its tape."""
+    inputs = [Value(x) for x in numbers_in]
+    for leaf in inputs:
+        leaf.__class__ = _TracedValue
+    leaves = iter(inputs)
+    args = [_unflatten_arguments(arg, leaves) for arg in structure]
+    tracer = _Tracer()
+    token = _mode.set(replace(_mode.get(), recording=True, tracer=tracer))
+    try:
+        result = fn(*args)
+    finally:
+        _mode.reset(token)
+    outputs = []
+    result_structure = _flatten_result(result, outputs)
+    return Tape(inputs, tracer.constants, outputs, result_structure)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rewriting: fold + chains into sums, and sums of products into dot products.
+
+
+def _rewrite(order, outputs):
+    """The tape's ops and children for each computed node; nodes folded into others are left out."""
+    uses = dict.fromkeys(order, 0)
+    for node in outputs:
+        uses[node] += 1
+    for node in order:
+        for child in node.children:
+            uses[child] += 1
+
+    def foldable(child, into):
+        return uses[child] == 1 and child._rule in into and child.children
+
+    plan = {}  # node -> (op, children) for every node that stays on the tape
+    folded = set()
+    for node in reversed(order):  # consumers first, so we know what they swallow
+        if node in folded or not node.children:
+            continue
+        rule, children = node._rule, list(node.children)
+        if rule is ops.ADD or rule is ops.SUM:
+            children = _expand_sum(children, lambda c: foldable(c, (ops.ADD, ops.SUM)), folded)
+            products = [c for c in children if foldable(c, (ops.MUL,))]
+            others = [c for c in children if not foldable(c, (ops.MUL,))]
+            if len(products) >= 2 and len(others) == 1:
+                folded.update(products)
+                weights = [p.children[0] for p in products]
+                xs = [p.children[1] for p in products]
+                rule, children = ops.DOT, weights + xs + others
+            elif len(children) != 2 or rule is ops.SUM:
+                rule = ops.SUM
+        plan[node] = (rule, children)
+    return [(node, *plan[node]) for node in order if node in plan]
+
+
+def _expand_sum(children, foldable, folded):
+    """Replace each foldable child by its own children, depth first, without recursion."""
+    expanded, stack = [], list(reversed(children))
+    while stack:
+        child = stack.pop()
+        if foldable(child):
+            folded.add(child)
+            stack.extend(reversed(child.children))
+        else:
+            expanded.append(child)
+    return expanded
+
+
+# ---------------------------------------------------------------------------------------------
+# The tape
+
+
+class _Scatter:
+    """Adds gradients into ``grad`` at fixed positions, summing the ones that share a position."""
+
+    __slots__ = ("unique", "inverse")
+
+    def __init__(self, np, positions):
+        self.unique, self.inverse = np.unique(positions.ravel(), return_inverse=True)
+
+    def add(self, np, grad, values):
+        grad[self.unique] += np.bincount(self.inverse, values.ravel(), len(self.unique))
+
+
+def _row_access(np, positions):
+    """The cheapest way to read and add into these positions: a slice when they run in order."""
+    first = int(positions[0])
+    if np.array_equal(positions, np.arange(first, first + len(positions))):
+        return slice(first, first + len(positions))
+    if len(np.unique(positions)) == len(positions):
+        return positions  # fancy indexing is safe for += when no position repeats
+    return _Scatter(np, positions)
+
+
+_FEW_INPUTS = 4  # groups with at most this many inputs read and write row by row
+
+
+class _Group:
+    """Nodes at the same depth with the same op and number of inputs: one numpy operation."""
+
+    def __init__(self, np, rule, start, end, children):
+        self.rule, self.start, self.end = rule, start, end
+        self.children = children  # positions: one row per input, one column per node
+        if len(children) <= _FEW_INPUTS:
+            self.rows = [_row_access(np, row) for row in children]
+        else:
+            self.rows = None
+            self.scatter = _Scatter(np, children)
+
+    def forward(self, np, data, anomaly):
+        """Compute the group's outputs into ``data``; return what backward needs."""
+        if self.rows is None:
+            X = data[self.children]
+        else:
+            X = np.empty(self.children.shape)
+            for i, access in enumerate(self.rows):
+                X[i] = data[access.unique[access.inverse] if isinstance(access, _Scatter) else access]
+        out = self.rule.vforward(np, X)
+        if not math.isfinite(out.sum()):  # a nan or inf somewhere: find it, then raise or accept
+            _recheck_forward(self.rule, X, out, anomaly)
+        data[self.start : self.end] = out
+        return X
+
+    def backward(self, np, data, grad, X, anomaly):
+        """Add the gradients of the group's inputs into ``grad``."""
+        g_out, out = grad[self.start : self.end], data[self.start : self.end]
+        input_grads = self.rule.vbackward(np, g_out, out, X)
+        if self.rows is None:
+            if not math.isfinite(input_grads.sum()):
+                _recheck_backward(self.rule, g_out, out, X, input_grads, anomaly)
+            self.scatter.add(np, grad, input_grads)
+            return
+        total = 0.0
+        for access, g in zip(self.rows, input_grads):
+            total += g.sum() if type(g) is np.ndarray else g
+            if isinstance(access, _Scatter):
+                access.add(np, grad, np.broadcast_to(g, out.shape))
+            else:
+                grad[access] += g
+        if not math.isfinite(total):
+            _recheck_backward(self.rule, g_out, out, X, np.stack(np.broadcast_arrays(*input_grads)), anomaly)
+
+
+class _MatmulGroup(_Group):
+    """Dot nodes that pair every one of U weight vectors with every one of V input vectors.
+
+    That is a layer applied to a batch: one matrix product instead of a gather of all the
+    n*U*V products. The nodes are ordered input-vector-major, so output j is pair (j // U, j % U).
+    """
+
+    def __init__(self, np, rule, start, end, children, weights, inputs):
+        super().__init__(np, rule, start, end, children)
+        n = len(children) // 2
+        self.weights, self.inputs, self.bias = weights, inputs, children[2 * n]  # (n, U), (n, V), (k,)
+        self.scatter = _Scatter(np, np.concatenate([weights.ravel(), inputs.ravel(), self.bias]))
+
+    @staticmethod
+    def try_make(np, rule, start, members, position):
+        """A _MatmulGroup for these dot nodes if they form a full weights x inputs product, else None."""
+        n = len(members[0][2]) // 2
+        w_keys = [tuple(position[c] for c in children[:n]) for _, _, children in members]
+        x_keys = [tuple(position[c] for c in children[n : 2 * n]) for _, _, children in members]
+        w_unique, x_unique = list(dict.fromkeys(w_keys)), list(dict.fromkeys(x_keys))
+        if len(w_unique) * len(x_unique) != len(members):
+            return None
+        pairs = {(x, w): member for x, w, member in zip(x_keys, w_keys, members)}
+        if len(pairs) != len(members):
+            return None
+        ordered = [pairs[(x, w)] for x in x_unique for w in w_unique]
+        for i, (node, _, _) in enumerate(ordered):
+            position[node] = start + i
+        children = np.array([[position[c] for c in ch] for _, _, ch in ordered], dtype=np.intp).T
+        weights = np.array(w_unique, dtype=np.intp).T
+        inputs = np.array(x_unique, dtype=np.intp).T
+        return _MatmulGroup(np, rule, start, start + len(ordered), children, weights, inputs), ordered
+
+    def forward(self, np, data, anomaly):
+        W, X = data[self.weights], data[self.inputs]
+        out = (X.T @ W).ravel() + data[self.bias]
+        if not math.isfinite(out.sum()):
+            _recheck_forward(self.rule, data[self.children], out, anomaly)
+        data[self.start : self.end] = out
+        return W, X
+
+    def backward(self, np, data, grad, saved, anomaly):
+        W, X = saved
+        g = grad[self.start : self.end]
+        G = g.reshape(X.shape[1], W.shape[1])  # (V, U)
+        input_grads = np.concatenate([(X @ G).ravel(), (W @ G.T).ravel(), g])
+        if not math.isfinite(input_grads.sum()):
+            X_all = data[self.children]
+            _recheck_backward(
+                self.rule,
+                g,
+                data[self.start : self.end],
+                X_all,
+                self.rule.vbackward(np, g, data[self.start : self.end], X_all),
+                anomaly,
+            )
+        self.scatter.add(np, grad, input_grads)
+
+
+class Tape:
+    """A traced graph, flattened for replay."""
+
+    def __init__(self, inputs, constants, outputs, result_structure):
+        import numpy as np
+
+        self.np = np
+        self.result_structure = result_structure
+        order = topological_order(*outputs)
+        position = {leaf: i for i, leaf in enumerate(inputs)}
+        leaves = [v for v in order if not v.children and v not in position]
+        constant_data = [v.data for v in leaves if v in constants]
+        self.externals = [v for v in leaves if v not in constants]
+        for v in [v for v in leaves if v in constants] + self.externals:
+            position[v] = len(position)
+        self.n_inputs, self.n_leaves = len(inputs), len(position)
+        self.n_fixed = self.n_inputs + len(constant_data)  # externals live in data[n_fixed:n_leaves]
+        self.constant_data = np.array(constant_data, dtype=np.float64)
+
+        depth = dict.fromkeys(position, 0)
+        groups = {}
+        for node, rule, children in _rewrite(order, outputs):
+            depth[node] = 1 + max(depth[c] for c in children)
+            groups.setdefault((depth[node], rule.name, len(children)), []).append((node, rule, children))
+        self.groups = []
+        for key in sorted(groups, key=lambda key: key[0]):  # stable: ties keep first-seen order
+            self.groups.append(self._make_group(np, groups[key], position))
+        self.size = len(position)
+        self.output_positions = [position[v] for v in outputs]
+        self.external_tuple = tuple(self.externals)
+
+    @staticmethod
+    def _make_group(np, members, position):
+        start, rule = len(position), members[0][1]
+        if rule is ops.DOT:
+            made = _MatmulGroup.try_make(np, rule, start, members, position)
+            if made is not None:
+                return made[0]
+        for node, _, _ in members:
+            position[node] = len(position)
+        children = np.array([[position[c] for c in ch] for _, _, ch in members], dtype=np.intp).T
+        return _Group(np, rule, start, len(position), children)
+
+    def run(self, flat):
+        """Replay forward on new input numbers and return the results as Values."""
+        np = self.np
+        data = np.empty(self.size)
+        data[: self.n_inputs] = flat
+        data[self.n_inputs : self.n_fixed] = self.constant_data
+        data[self.n_fixed : self.n_leaves] = [v.data for v in self.externals]
+        anomaly = _mode.get().anomaly
+        with np.errstate(all="ignore"):
+            saved = [group.forward(np, data, anomaly) for group in self.groups]
+        replay = _Replay(self, data, saved)
+        results = iter([replay.result(i, p) for i, p in enumerate(self.output_positions)])
+        return _unflatten_result(self.result_structure, results)
+
+    def backward(self, data, saved, position, g):
+        """The gradient of node ``position`` (seeded with g) with respect to every external."""
+        np = self.np
+        grad = np.zeros(self.size)
+        grad[position] = g
+        anomaly = _mode.get().anomaly
+        with np.errstate(all="ignore"):
+            for group, group_saved in zip(reversed(self.groups), reversed(saved)):
+                group.backward(np, data, grad, group_saved, anomaly)
+        return grad[self.n_fixed : self.n_leaves].tolist()
+
+
+class _Replay:
+    """The numbers of one compiled call, kept for its backward pass."""
+
+    __slots__ = ("tape", "data", "saved")
+
+    def __init__(self, tape, data, saved):
+        self.tape, self.data, self.saved = tape, data, saved
+
+    def result(self, index, position):
+        value = float(self.data[position])
+        if not _mode.get().recording:
+            return _make(value, None, ())
+        rule = ops.Op("compiled", None, functools.partial(self._backward, position))
+        result = _make(value, rule, self.tape.external_tuple)
+        result.__class__ = _CompiledValue
+        return result
+
+    def _backward(self, position, g, out, *externals):
+        if isinstance(g, Value):
+            raise NotImplementedError("backward(create_graph=True) through a compiled function")
+        return self.tape.backward(self.data, self.saved, position, g)
+
+
+class _CompiledValue(Value):
+    """The result of a compiled call: a Value whose op runs the tape backward."""
+
+    __slots__ = ()
+
+    def backward(self, gradient=1.0):
+        # The graph above the tape is just this node and the parameters, so we do what the
+        # engine's backward would do without its general walk: this node's grad, then each
+        # parameter's, from one tape pass.
+        if isinstance(gradient, Value) or _mode.get().anomaly:
+            return super().backward(gradient)
+        grads = self._rule.backward(gradient, self.data)
+        self.grad += gradient
+        for parameter, g in zip(self.children, grads):
+            parameter.grad += g
+
+
+def _recheck_forward(rule, X, out, anomaly):
+    """Nodes that came out nan/inf: run the scalar rule there, which raises eager's domain error."""
+    np = sys.modules["numpy"]
+    for node in np.flatnonzero(~np.isfinite(out)):
+        args = X[:, node].tolist()
+        try:
+            rule.forward(*args)
+        except (ValueError, ZeroDivisionError) as error:
+            raise op_error(rule, [Value(x) for x in args], error) from None
+        if anomaly:
+            raise AnomalyError(
+                f"detect_anomaly: {rule.name} produced {out[node]!r} from "
+                f"{', '.join(map(repr, args))} (compiled)"
+            )
+
+
+def _recheck_backward(rule, g_out, out, X, input_grads, anomaly):
+    np = sys.modules["numpy"]
+    for node in np.flatnonzero(~np.isfinite(input_grads).all(axis=0)):
+        args = X[:, node].tolist()
+        try:
+            rule.backward(float(g_out[node]), float(out[node]), *args)
+        except (ValueError, ZeroDivisionError) as error:
+            raise op_error(rule, [Value(x) for x in args], error, stage="backward of ") from None
+        if anomaly:
+            raise AnomalyError(
+                f"detect_anomaly: backward of {rule.name} produced a non-finite gradient for "
+                f"inputs {', '.join(map(repr, args))} (compiled)"
+            )
