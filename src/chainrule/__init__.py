@@ -8,6 +8,7 @@
 2.0
 """
 
+from . import autograd
 from .engine import (
     AnomalyError,
     Value,
@@ -20,6 +21,7 @@ from .engine import (
     sum_values,
     topological_order,
 )
+from .functional import grad, hessian, hvp
 from .gradcheck import GradcheckError, gradcheck
 
 __version__ = "0.1.0"
@@ -50,13 +52,17 @@ __all__ = [
     "GradcheckError",
     "TraceWarning",
     "Value",
+    "autograd",
     "backward",
     "compile",
     "detect_anomaly",
     "dot",
     "draw_dot",
     "enable_grad",
+    "grad",
     "gradcheck",
+    "hessian",
+    "hvp",
     "is_grad_enabled",
     "load",
     "no_grad",

@@ -210,9 +210,12 @@ class Value:
         """A new leaf with the same data, cut off from this value's graph."""
         return Value(self.data, self.label)
 
-    def backward(self, gradient=1.0):
-        """Add d(self)/d(node) * gradient to the ``grad`` of every node in self's graph."""
-        backward(self, gradient)
+    def backward(self, gradient=1.0, create_graph: bool = False):
+        """Add d(self)/d(node) * gradient to the ``grad`` of every node in self's graph.
+
+        With ``create_graph=True`` the gradients are Values that can be differentiated again.
+        """
+        backward(self, gradient, create_graph)
 
 
 def _make(data, rule, children):
@@ -340,41 +343,70 @@ def topological_order(*roots: Value) -> list[Value]:
     return order
 
 
-def backward(root: Value, gradient=1.0) -> None:
+def backward(root: Value, gradient=1.0, create_graph: bool = False) -> None:
     """Backpropagate from ``root``: add d(root)/d(node) * gradient to every node's ``grad``.
 
-    Each node's gradient for this pass is gathered in ``_pending`` (starting from zero) and
-    passed on from there, so calling backward again adds the same amount again instead of
-    feeding the old ``grad`` back in.
+    With ``create_graph=True`` the gradients are Values with a graph of their own, so they
+    can be differentiated again (see ``chainrule.autograd.grad``).
+    """
+    order = propagate(root, gradient, create_graph)
+    for node in order:
+        node.grad = _add(node.grad, node._pending) if create_graph else node.grad + node._pending
+        node._pending = 0.0
+
+
+def propagate(root: Value, gradient=1.0, create_graph: bool = False) -> list[Value]:
+    """Compute this pass's d(root)/d(node) * gradient into every node's ``_pending``.
+
+    Each node's gradient is gathered in ``_pending``, starting from zero, and only passed on
+    once every node that uses it has added its share; the nodes' ``grad`` is not read, so a
+    second backward adds the same amount again instead of feeding the old total back in.
+    Returns the nodes in topological order; the caller reads ``_pending`` and resets it to 0.
     """
     order = topological_order(root)
-    for node in order:
-        node._pending = 0.0
-    root._pending = gradient
+    root._pending = Value(gradient) if create_graph and not isinstance(gradient, Value) else gradient
     anomaly = _mode.get().anomaly
-    for node in reversed(order):  # every node is reached after all the nodes that use it
-        g = node._pending
-        node.grad += g
-        rule = node._rule
-        if rule is None:
-            continue
-        children = node.children
-        try:
-            grads = rule.backward(g, node.data, *[c.data for c in children])
-        except (ValueError, ZeroDivisionError) as error:
-            raise op_error(rule, children, error, stage="backward of ") from None
-        for child, child_grad in zip(children, grads):
-            if child_grad is not None:
-                child._pending += child_grad
-        if anomaly:
-            _check_gradients(rule, children, grads)
+    try:
+        with enable_grad() if create_graph else contextlib.nullcontext():
+            for node in reversed(order):  # every node is reached after all the nodes that use it
+                rule = node._rule
+                if rule is None:
+                    continue
+                g, children = node._pending, node.children
+                try:
+                    if create_graph:  # the same rule on Values builds the gradient's graph
+                        grads = rule.backward(g, node, *children)
+                    else:
+                        grads = rule.backward(g, node.data, *[c.data for c in children])
+                except (ValueError, ZeroDivisionError) as error:
+                    raise op_error(rule, children, error, stage="backward of ") from None
+                for child, child_grad in zip(children, grads):
+                    if child_grad is None:
+                        continue
+                    if create_graph:
+                        child._pending = _add(child._pending, child_grad)
+                    else:
+                        child._pending += child_grad
+                if anomaly:
+                    _check_gradients(rule, children, grads)
+    except BaseException:
+        for node in order:
+            node._pending = 0.0
+        raise
+    return order
+
+
+def _add(total, g):
+    """total + g, without a needless ``0.0 + g`` node when nothing has been gathered yet."""
+    return g if type(total) is float and total == 0.0 else total + g
 
 
 def _check_gradients(rule, children, grads):
     for child, child_grad in zip(children, grads):
-        if child_grad is not None and not math.isfinite(child_grad):
+        number = child_grad.data if isinstance(child_grad, Value) else child_grad
+        if child_grad is not None and not math.isfinite(number):
             raise AnomalyError(
-                f"detect_anomaly: backward of {rule.name} produced gradient {child_grad!r} "
+                f"detect_anomaly: backward of {rule.name} produced gradient {number!r} "
                 f"for {_describe([child])} (inputs: {_describe(children)})"
             )
 
@@ -389,6 +421,7 @@ __all__ = [
     "enable_grad",
     "is_grad_enabled",
     "no_grad",
+    "propagate",
     "sum_values",
     "topological_order",
 ]

@@ -1,0 +1,282 @@
+"""Draw the graph behind a Value with Graphviz, as in the lecture's pictures.
+
+Every Value becomes a box ``label | data | grad``; every computed Value gets a small oval
+holding the name of the op that made it, with an arrow from each of its inputs. A value used
+twice (``a + a``) sends two arrows into the same oval, which is exactly why its gradient adds
+up from two contributions.
+
+>>> from chainrule import Value, draw_dot
+>>> a = Value(3.0, label="a")
+>>> b = a + a
+>>> b.label = "b"
+>>> b.backward()
+>>> print(draw_dot(b).source)
+digraph {
+    graph [rankdir=LR]
+    n0 [label="{ a | data 3.0000 | grad 2.0000 }" shape=record]
+    n1 [label="{ b | data 6.0000 | grad 1.0000 }" shape=record]
+    n1_op [label="+" shape=ellipse]
+    n1_op -> n1
+    n0 -> n1_op
+    n0 -> n1_op
+}
+<BLANKLINE>
+
+The Graphviz Python package (``pip install "chainrule[viz]"``) builds the DOT text; turning it
+into a picture also needs Graphviz's ``dot`` program, which is installed separately.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .engine import Value, topological_order
+
+if TYPE_CHECKING:
+    import graphviz
+
+DEFAULT_MAX_NODES = 1000
+RANKDIRS = ("LR", "RL", "TB", "BT")
+SOURCE_SUFFIXES = (".dot", ".gv")  # files that get the DOT text itself, no rendering needed
+
+INSTALL_GRAPHVIZ = (
+    "Graphviz's `dot` program was not found on PATH, so the graph cannot be rendered. "
+    "Install Graphviz itself (the Python package alone is not enough): "
+    "Debian/Ubuntu `sudo apt-get install graphviz`, macOS `brew install graphviz`, "
+    "conda `conda install -c conda-forge graphviz`, Windows https://graphviz.org/download/. "
+    "The DOT text is still available as `.source`, and save_graph(root, 'graph.dot') writes it "
+    "without Graphviz."
+)
+
+
+class GraphTooLargeError(ValueError):
+    """Raised by ``draw_dot`` for a graph with more Values than ``max_nodes``."""
+
+
+class GraphvizNotFoundError(RuntimeError):
+    """Raised when rendering needs Graphviz's ``dot`` program and it is not installed."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Public functions
+
+
+def draw_dot(
+    root: Value, format: str = "svg", rankdir: str = "LR", max_nodes: int | None = DEFAULT_MAX_NODES
+) -> graphviz.Digraph:
+    """The graph that computed ``root``, as a ``graphviz.Digraph`` (shown inline in Jupyter).
+
+    ``format`` is the picture format used by ``render``, ``pipe`` and Jupyter; ``rankdir`` is the
+    direction of the arrows ('LR' left to right, or 'TB', 'RL', 'BT'). A graph with more than
+    ``max_nodes`` Values is refused with ``GraphTooLargeError`` before any DOT is built, because
+    Graphviz needs minutes for a training graph; pass a larger ``max_nodes``, or None for no limit.
+
+    >>> from chainrule import Value, draw_dot
+    >>> x = Value(2.0, label="x")
+    >>> graph = draw_dot(x.relu())
+    >>> graph.source.count("shape=record")  # one box per Value: x and relu(x)
+    2
+    >>> total = sum(Value(i) for i in range(10))  # 10 numbers, the 0 sum starts from, 10 additions
+    >>> draw_dot(total, max_nodes=5)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chainrule.draw.GraphTooLargeError: draw_dot: the graph has 21 Values, more than max_nodes=5...
+    """
+    if not isinstance(root, Value):
+        raise TypeError(f"draw_dot: root must be a chainrule Value, not {type(root).__name__}")
+    if rankdir not in RANKDIRS:
+        raise ValueError(f"draw_dot: rankdir must be one of {RANKDIRS}, got {rankdir!r}")
+    _check_max_nodes(max_nodes)
+    order = topological_order(root)  # linear in the size of the graph, so counting is cheap
+    if max_nodes is not None and len(order) > max_nodes:
+        raise GraphTooLargeError(
+            f"draw_dot: the graph has {len(order)} Values, more than max_nodes={max_nodes}. "
+            f"Graphviz is slow on graphs this large; to draw it anyway, pass a larger limit, "
+            f"e.g. draw_dot(root, max_nodes={len(order)}), or draw a smaller expression."
+        )
+    graphviz = _import_graphviz()
+    graph = _drawing_class(graphviz)(format=format, graph_attr={"rankdir": rankdir})
+    _add_nodes_and_edges(graph, order, horizontal=rankdir in ("LR", "RL"))
+    return graph
+
+
+def save_graph(root: Value, path: str | os.PathLike, **draw_options) -> Path:
+    """Draw ``root``'s graph into a file whose suffix names the format; return the path.
+
+    ``graph.svg``, ``graph.png``, ``graph.pdf`` ... are rendered with Graphviz's ``dot``;
+    ``graph.dot`` (or ``.gv``) gets the DOT text and needs no ``dot`` program. Other keyword
+    arguments go to ``draw_dot``. The file is written whole or not at all: the picture is made
+    in memory first and moved into place in one step, so a failure leaves no partial file.
+
+    >>> import pathlib, tempfile
+    >>> from chainrule import Value
+    >>> a = Value(3.0, label="a")
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = save_graph(a * a, pathlib.Path(folder) / "square.dot")
+    ...     print(path.read_text().count("n0 -> n1_op"))  # a feeds the * twice
+    2
+    """
+    if "format" in draw_options:
+        raise TypeError("save_graph: the format comes from the file name's suffix, e.g. graph.svg")
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not suffix:
+        raise ValueError(
+            f"save_graph: cannot tell the format of {str(path)!r} without a suffix; "
+            f"name it e.g. graph.svg, graph.png, graph.pdf or graph.dot"
+        )
+    if suffix in SOURCE_SUFFIXES:
+        content = draw_dot(root, **draw_options).source.encode("utf-8")
+    else:
+        picture_format = suffix[1:]
+        graphviz = _import_graphviz()
+        if picture_format not in graphviz.FORMATS:
+            raise ValueError(
+                f"save_graph: Graphviz cannot write {suffix!r} files ({str(path)!r}); "
+                f"use .svg, .png, .pdf or .dot"
+            )
+        content = draw_dot(root, format=picture_format, **draw_options).pipe()
+    _write_atomically(path, content)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the DOT text
+
+
+def _add_nodes_and_edges(graph, order: list[Value], horizontal: bool) -> None:
+    """A box per Value and an op oval per computed Value, named by position in ``order``."""
+    # Names come from the topological order, not id(), so the same graph gives the same text.
+    name_of = {value: f"n{i}" for i, value in enumerate(order)}
+    for value in order:
+        name = name_of[value]
+        graph.node(name, label=_record_label(value, horizontal), shape="record")
+        if not value.children:
+            continue
+        op_name = f"{name}_op"
+        graph.node(op_name, label=value.op, shape="ellipse")
+        graph.edge(op_name, name)
+        # One arrow per argument, repeats included: `a + a` shows two arrows from a.
+        for child in value.children:
+            graph.edge(name_of[child], op_name)
+
+
+def _record_label(value: Value, horizontal: bool) -> str:
+    """``{ label | data 2.0000 | grad 1.0000 }``, the label field left out when empty."""
+    fields = [f"data {_format_number(value.data)}", f"grad {_format_number(value.grad)}"]
+    if value.label:
+        fields.insert(0, _escape_record_text(str(value.label)))
+    label = " | ".join(fields)
+    # With rankdir LR, record fields stack vertically unless wrapped in braces, and the other
+    # way round for TB: the braces keep the box a single row either way.
+    if horizontal:
+        label = "{ " + label + " }"
+    return label  # never starts with '<', so Graphviz cannot mistake it for an HTML label
+
+
+def _format_number(x: float) -> str:
+    """Four decimals like the lecture; huge numbers in scientific notation; nan and inf by name."""
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if abs(x) >= 1e9:
+        return f"{x:.4e}"  # 4 decimals of a 300-digit number would not fit in a box
+    return f"{x:.4f}"
+
+
+_RECORD_SPECIAL = '{}|<>"'
+
+
+def _escape_record_text(text: str) -> str:
+    """Backslash the characters that mean something inside a record label or a DOT string."""
+    escaped = []
+    for char in text:
+        if char == "\\" or char in _RECORD_SPECIAL:
+            escaped.append("\\" + char)
+        elif char == "\n":
+            escaped.append("\\n")  # DOT's own line break
+        elif ord(char) < 32:
+            escaped.append(" ")  # other control characters have no business in a picture
+        else:
+            escaped.append(char)
+    return "".join(escaped)
+
+
+def _check_max_nodes(max_nodes) -> None:
+    if max_nodes is None:
+        return
+    if not isinstance(max_nodes, int) or isinstance(max_nodes, bool):
+        raise TypeError(f"draw_dot: max_nodes must be an integer or None, not {type(max_nodes).__name__}")
+    if max_nodes < 1:
+        raise ValueError(f"draw_dot: max_nodes must be at least 1, got {max_nodes}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Graphviz, imported on first use so `import chainrule` never needs it
+
+
+def _import_graphviz():
+    try:
+        import graphviz
+    except ImportError:
+        raise ModuleNotFoundError(
+            'drawing graphs needs the graphviz Python package: pip install "chainrule[viz]" '
+            "(or pip install graphviz)",
+            name="graphviz",
+        ) from None
+    return graphviz
+
+
+@functools.cache
+def _drawing_class(graphviz):
+    """A ``graphviz.Digraph`` whose rendering explains how to install a missing ``dot``."""
+
+    class Drawing(graphviz.Digraph):
+        # Jupyter's display (_repr_mimebundle_) and view() go through pipe() and render().
+        def pipe(self, *args, **kwargs):
+            try:
+                return super().pipe(*args, **kwargs)
+            except graphviz.ExecutableNotFound:
+                raise GraphvizNotFoundError(INSTALL_GRAPHVIZ) from None
+
+        def render(self, *args, **kwargs):
+            try:
+                return super().render(*args, **kwargs)
+            except graphviz.ExecutableNotFound:
+                raise GraphvizNotFoundError(INSTALL_GRAPHVIZ) from None
+
+    Drawing.__module__ = __name__
+    Drawing.__qualname__ = "Drawing"
+    return Drawing
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    """Write ``content`` to a temporary file next to ``path``, then rename it over ``path``."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"save_graph: folder {str(folder)!r} does not exist")
+    temporary = folder / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        # O_EXCL: never write through someone else's file; mode 0o666 lets the umask decide as usual.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with open(descriptor, "wb") as file:
+            file.write(content)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)  # atomic: readers see the old file or the new one
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["GraphTooLargeError", "GraphvizNotFoundError", "draw_dot", "save_graph"]
