@@ -27,6 +27,66 @@ class Module:
         for p in self.parameters():
             p.grad = 0.0
 
+    # Checkpoints. A module names its numbers in ``state_entries``; ``state_dict`` reads them
+    # out as plain floats, ``load_state_dict`` writes them back, and ``architecture`` says how
+    # to build the module again (``chainrule.save``/``load`` put the two together in a file).
+
+    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
+        """The named parameters, as ``(name, Value)`` or ``(name, list of Values)`` pairs.
+
+        Neuron, Layer and MLP give dotted names such as ``"layers.0.neurons.3.w"``; this
+        default, for other modules, numbers the parameters: ``"0"``, ``"1"``, ...
+        """
+        return [(f"{prefix}{i}", p) for i, p in enumerate(self.parameters())]
+
+    def state_dict(self) -> dict[str, float | list[float]]:
+        """The parameters' data by name, as plain floats (a list for a weight vector).
+
+        >>> import random; random.seed(0)
+        >>> state = MLP(2, [3, 1]).state_dict()
+        >>> list(state)[:2], len(state["layers.0.neurons.0.w"])
+        (['layers.0.neurons.0.w', 'layers.0.neurons.0.b'], 2)
+        """
+        state = {}
+        for name, entry in self.state_entries():
+            state[name] = [v.data for v in entry] if isinstance(entry, list) else entry.data
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Set the parameters' data from ``state`` (as made by ``state_dict``); gradients are kept.
+
+        Everything is checked first: a missing or unexpected name, a list of the wrong length
+        or anything that is not a finite number raises ``chainrule.CheckpointError`` naming
+        the problem, and then no parameter has changed.
+
+        >>> import random; random.seed(0)
+        >>> a, b = Neuron(2), Neuron(2)
+        >>> b.load_state_dict(a.state_dict())
+        >>> [w.data for w in b.w] == [w.data for w in a.w]
+        True
+        """
+        # serialize.py imports this module (for the types a checkpoint may name), so import it here.
+        from .serialize import CheckpointError, state_problems
+
+        entries = dict(self.state_entries())
+        shapes = {name: len(e) if isinstance(e, list) else None for name, e in entries.items()}
+        problems = state_problems(state, shapes)
+        if problems:
+            raise CheckpointError(f"the state does not fit {self!r}: " + "; ".join(problems))
+        for name, entry in entries.items():
+            if isinstance(entry, list):
+                for v, x in zip(entry, state[name], strict=True):
+                    v.data = float(x)
+            else:
+                entry.data = float(state[name])
+
+    def architecture(self) -> dict:
+        """What the module is, as a JSON-ready dict from which ``chainrule.save``/``load`` rebuild it."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot describe its architecture; "
+            "checkpoints support Neuron, Layer and MLP"
+        )
+
 
 class Neuron(Module):
     """``activation(w . x + b)``, with weights drawn uniformly from [-1, 1] as in micrograd."""
@@ -54,6 +114,17 @@ class Neuron(Module):
     def parameters(self):
         return self.w + [self.b]
 
+    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
+        return [(f"{prefix}w", self.w), (f"{prefix}b", self.b)]
+
+    def architecture(self) -> dict:
+        """The neuron's size and activation, for checkpoints.
+
+        >>> Neuron(3, nonlin=False).architecture()
+        {'type': 'Neuron', 'nin': 3, 'nonlin': False, 'activation': 'linear'}
+        """
+        return {"type": "Neuron", "nin": len(self.w), "nonlin": self.nonlin, "activation": self.activation}
+
     def __repr__(self):
         return f"Neuron({len(self.w)}, activation={self.activation!r})"
 
@@ -76,6 +147,26 @@ class Layer(Module):
 
     def parameters(self):
         return [p for n in self.neurons for p in n.parameters()]
+
+    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
+        return [
+            entry for i, n in enumerate(self.neurons) for entry in n.state_entries(f"{prefix}neurons.{i}.")
+        ]
+
+    def architecture(self) -> dict:
+        """The layer's sizes and activation, for checkpoints.
+
+        >>> Layer(3, 2, activation="tanh").architecture()
+        {'type': 'Layer', 'nin': 3, 'nout': 2, 'nonlin': True, 'activation': 'tanh'}
+        """
+        n = self.neurons[0]  # every neuron of a layer is built with the same arguments
+        return {
+            "type": "Layer",
+            "nin": len(n.w),
+            "nout": len(self.neurons),
+            "nonlin": n.nonlin,
+            "activation": n.activation,
+        }
 
     def __repr__(self):
         n = self.neurons[0]
@@ -100,6 +191,23 @@ class MLP(Module):
 
     def parameters(self):
         return [p for layer in self.layers for p in layer.parameters()]
+
+    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
+        return [
+            entry
+            for i, layer in enumerate(self.layers)
+            for entry in layer.state_entries(f"{prefix}layers.{i}.")
+        ]
+
+    def architecture(self) -> dict:
+        """The network's sizes and activation, for checkpoints.
+
+        >>> MLP(2, [16, 16, 1]).architecture()
+        {'type': 'MLP', 'nin': 2, 'nouts': [16, 16, 1], 'activation': 'relu'}
+        """
+        nin = len(self.layers[0].neurons[0].w)
+        nouts = [len(layer.neurons) for layer in self.layers]
+        return {"type": "MLP", "nin": nin, "nouts": nouts, "activation": self.activation}
 
     def __repr__(self):
         nin = len(self.layers[0].neurons[0].w)

@@ -1,0 +1,240 @@
+"""Loss functions: each turns predictions and targets into one Value to call ``backward`` on.
+
+Every loss is built from ordinary Value ops, so its gradient comes from the same rules as
+everything else; there is no hand-written derivative here. Means over many examples use
+``sum_values`` (one n-ary node) rather than a chain of ``+``.
+
+The two losses that involve ``exp`` are written so that ``exp`` only ever sees an argument
+that is zero or negative: then it cannot overflow, and logits of +-1000 give finite losses
+and gradients.
+
+>>> from chainrule import Value
+>>> from chainrule.losses import mse
+>>> p = Value(3.0)
+>>> loss = mse(p, 1.0)      # (3 - 1)**2
+>>> loss.backward()
+>>> loss.data, p.grad       # d/dp (p - 1)**2 = 2 (p - 1)
+(4.0, 4.0)
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from .engine import Value, sum_values
+
+__all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "hinge", "l2", "mse"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking and normalising the arguments.
+
+
+def _is_scalar(x) -> bool:
+    return isinstance(x, (Value, numbers.Real))
+
+
+def _as_list(x, loss: str, what: str) -> list:
+    """``x`` as a list of Values or numbers; a single Value or number becomes a list of one."""
+    if _is_scalar(x):
+        return [x]
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{loss}: {what} must be a Value, a number or a list of them, not {type(x).__name__}")
+    try:
+        items = list(x)
+    except TypeError:
+        raise TypeError(
+            f"{loss}: {what} must be a Value, a number or a list of them, not {type(x).__name__}"
+        ) from None
+    for i, item in enumerate(items):
+        if not _is_scalar(item):
+            raise TypeError(f"{loss}: {what}[{i}] must be a Value or a number, not {type(item).__name__}")
+    return items
+
+
+def _as_values(items: list) -> list[Value]:
+    """Numbers become constant Values, so that methods like ``exp`` can be called on every item."""
+    return [x if isinstance(x, Value) else Value(x) for x in items]
+
+
+def _paired(x, y, loss: str, x_name: str, y_name: str) -> tuple[list, list]:
+    """Two argument lists of the same, non-zero length."""
+    xs, ys = _as_list(x, loss, x_name), _as_list(y, loss, y_name)
+    if len(xs) != len(ys):
+        raise ValueError(f"{loss}: {len(xs)} {x_name} but {len(ys)} {y_name}")
+    if not xs:
+        raise ValueError(f"{loss}: the mean over no {x_name} is undefined; pass at least one")
+    return xs, ys
+
+
+def _data(x) -> float:
+    return x.data if isinstance(x, Value) else float(x)
+
+
+def _mean(values: list[Value]) -> Value:
+    return sum_values(values) / len(values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Regression and margin losses.
+
+
+def mse(predictions, targets) -> Value:
+    """Mean squared error: the mean of ``(p - t)**2``.
+
+    Each argument is a Value, a number, or a list of them (of the same length).
+
+    >>> from chainrule import Value
+    >>> mse([Value(1.0), Value(2.0)], [0.0, 4.0]).data     # (1 + 4) / 2
+    2.5
+    """
+    ps, ts = _paired(predictions, targets, "mse", "predictions", "targets")
+    return _mean([(p - t) ** 2 for p, t in zip(ps, ts, strict=True)])
+
+
+def hinge(scores, targets) -> Value:
+    """The SVM max-margin loss of micrograd's demo: the mean of ``relu(1 - y * s)``.
+
+    ``targets`` are +1 or -1 (not 0/1: map a 0/1 label ``c`` to ``2 * c - 1``). A score on the
+    right side of the boundary by a margin of at least 1 costs nothing.
+
+    >>> from chainrule import Value
+    >>> hinge([Value(2.0), Value(0.5)], [1, -1]).data      # (0 + 1.5) / 2
+    0.75
+    """
+    ss, ys = _paired(scores, targets, "hinge", "scores", "targets")
+    for i, y in enumerate(ys):
+        if _data(y) not in (1.0, -1.0):
+            raise ValueError(f"hinge: targets must be +1 or -1, but targets[{i}] is {_data(y)!r}")
+    return _mean([(1 - y * s).relu() for s, y in zip(_as_values(ss), ys, strict=True)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Classification losses on logits.
+
+
+def _softplus(x: Value) -> Value:
+    """``log(1 + exp(x))``, using the form in which ``exp`` gets a non-positive argument.
+
+    The branch only picks between two formulas for the same function, so the gradient is
+    the true one, ``sigmoid(x)``, on both sides, including at 0. (The branch-free form
+    ``relu(x) + log(1 + exp(-|x|))`` would give relu's subgradient 0 at x = 0 and a gradient
+    that is off by 0.5 there.)
+    """
+    if x.data >= 0.0:
+        return x + (1.0 + (-x).exp()).log()  # x + log(1 + e^-x) = log(e^x (e^-x + 1))
+    return (1.0 + x.exp()).log()
+
+
+def binary_cross_entropy_with_logits(logits, targets) -> Value:
+    """Binary cross-entropy on raw scores (logits), averaged: like PyTorch's function of that name.
+
+    For a logit ``x`` and a target ``y`` in [0, 1] (usually 0 or 1) the loss is
+    ``-y log(sigmoid(x)) - (1 - y) log(1 - sigmoid(x))``, computed as ``log(1 + exp(x)) - x y``
+    so that it stays finite for any logit.
+
+    >>> from chainrule import Value
+    >>> x = Value(0.0)
+    >>> loss = binary_cross_entropy_with_logits(x, 1)
+    >>> loss.backward()
+    >>> round(loss.data, 6), x.grad                     # log 2, and sigmoid(0) - 1
+    (0.693147, -0.5)
+    """
+    xs, ys = _paired(logits, targets, "binary_cross_entropy_with_logits", "logits", "targets")
+    for i, y in enumerate(ys):
+        if not 0.0 <= _data(y) <= 1.0:
+            raise ValueError(
+                f"binary_cross_entropy_with_logits: targets must lie in [0, 1], "
+                f"but targets[{i}] is {_data(y)!r}"
+            )
+    return _mean([_softplus(x) - x * y for x, y in zip(_as_values(xs), ys, strict=True)])
+
+
+def _is_class_index(target) -> bool:
+    return isinstance(target, numbers.Integral) and not isinstance(target, bool)
+
+
+def _cross_entropy_one(logits, target, where: str = "") -> Value:
+    """``-log(softmax(logits)[target])`` for one example."""
+    items = logits
+    if _is_scalar(items) or isinstance(items, (str, bytes)):
+        raise TypeError(f"cross_entropy: logits{where} must be a list of Values, not {type(items).__name__}")
+    items = list(items)
+    for i, z in enumerate(items):
+        if not _is_scalar(z):
+            hint = " (for a batch, pass a list of class indices as the target)" if not where else ""
+            raise TypeError(
+                f"cross_entropy: logits{where}[{i}] must be a Value or a number, not {type(z).__name__}{hint}"
+            )
+    if not items:
+        raise ValueError(f"cross_entropy: logits{where} is empty; softmax needs at least one logit")
+    if not _is_class_index(target):
+        raise TypeError(f"cross_entropy: target{where} must be an integer class index, got {target!r}")
+    if not 0 <= target < len(items):
+        raise ValueError(
+            f"cross_entropy: target{where} {target} is out of range for {len(items)} logits "
+            f"(classes 0..{len(items) - 1})"
+        )
+    zs = _as_values(items)
+    # log-sum-exp trick: subtracting the largest logit leaves the softmax unchanged, and since
+    # it is a plain float (a constant) the gradient is unchanged too; every exp is now <= 1.
+    biggest = max(z.data for z in zs)
+    shifted = [z - biggest for z in zs]
+    return sum_values([s.exp() for s in shifted]).log() - shifted[target]
+
+
+def cross_entropy(logits, target) -> Value:
+    """Softmax cross-entropy of a list of logits against an integer class, like PyTorch's.
+
+    The loss is ``log(sum_j exp(z_j)) - z_target``; its gradient is ``softmax(z) - onehot``.
+    For a batch, pass a list of logit lists and a list of class indices: the result is the
+    mean over the batch.
+
+    >>> from chainrule import Value
+    >>> z = [Value(1000.0), Value(-1000.0)]         # stable even for huge logits
+    >>> loss = cross_entropy(z, 1)
+    >>> loss.backward()
+    >>> loss.data, [v.grad for v in z]
+    (2000.0, [1.0, -1.0])
+    >>> round(cross_entropy([[0.0, 0.0], [5.0, 5.0]], [0, 1]).data, 6)    # both log 2
+    0.693147
+    """
+    if _is_class_index(target):
+        return _cross_entropy_one(logits, target)
+    if _is_scalar(target) or isinstance(target, (str, bytes)):
+        raise TypeError(
+            f"cross_entropy: target must be an integer class index or a list of them, got {target!r}"
+        )
+    try:
+        targets, rows = list(target), list(logits)
+    except TypeError:
+        raise TypeError(
+            "cross_entropy: for a batch, pass a list of logit lists and a list of class indices"
+        ) from None
+    if len(rows) != len(targets):
+        raise ValueError(f"cross_entropy: {len(rows)} rows of logits but {len(targets)} targets")
+    if not rows:
+        raise ValueError("cross_entropy: the mean over an empty batch is undefined")
+    return _mean(
+        [
+            _cross_entropy_one(row, t, where=f"[{i}]")
+            for i, (row, t) in enumerate(zip(rows, targets, strict=True))
+        ]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Regularisation.
+
+
+def l2(parameters) -> Value:
+    """The sum of squares of the parameters; multiply by a small factor and add it to a loss.
+
+    >>> from chainrule import Value
+    >>> l2([Value(3.0), Value(-4.0)]).data
+    25.0
+    """
+    if hasattr(parameters, "parameters") and not isinstance(parameters, Value):
+        raise TypeError("l2: pass model.parameters(), not the model itself")
+    ps = _as_list(parameters, "l2", "parameters")
+    return sum_values([p * p for p in ps])

@@ -1,0 +1,242 @@
+"""Optimizers: they move each parameter's ``data`` a little against its ``grad``.
+
+The training loop is the same as in PyTorch::
+
+    optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for step in range(100):
+        optimizer.zero_grad()
+        loss = ...            # build the loss from the model's outputs
+        loss.backward()
+        optimizer.step()
+
+``SGD`` and ``Adam`` follow the algorithms written out in PyTorch's documentation (and the
+tests check them step by step against ``torch.optim`` when it is installed). The learning
+rate may be a number or a schedule: a function of the 0-based step index, such as
+``linear_decay(1.0, 0.1, 100)``, the schedule of micrograd's demo.
+
+>>> from chainrule import Value
+>>> from chainrule.optim import SGD
+>>> x = Value(3.0)
+>>> optimizer = SGD([x], lr=0.25)
+>>> for _ in range(3):
+...     optimizer.zero_grad()
+...     (x * x).backward()        # gradient 2x, so each step halves x
+...     optimizer.step()
+>>> x.data
+0.375
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable
+
+from .engine import Value
+
+__all__ = ["SGD", "Adam", "Optimizer", "linear_decay"]
+
+LearningRate = float | Callable[[int], float]
+
+
+def _check_number(optimizer: str, name: str, value, low: float = 0.0) -> float:
+    """``value`` as a float, after checking that it is a finite real number >= ``low``."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{optimizer}: {name} must be a number, got {value!r}")
+    if not (math.isfinite(value) and value >= low):
+        raise ValueError(f"{optimizer}: {name} must be a finite number >= {low}, got {value!r}")
+    return float(value)
+
+
+class Optimizer:
+    """The shared part of every optimizer: the parameter list, the learning rate, the step count.
+
+    A subclass writes the update in ``_update(lr)``; ``step()`` works out the learning rate
+    for this step, calls ``_update`` and counts the step. ``lr`` is a number or a function
+    that maps the 0-based step index ``k`` to the learning rate of step ``k``.
+
+    >>> from chainrule import Value
+    >>> optimizer = SGD([Value(1.0)], lr=lambda k: 0.1 / (k + 1))
+    >>> optimizer.current_lr(), optimizer.step_count
+    (0.1, 0)
+    >>> optimizer.step()
+    >>> optimizer.current_lr(), optimizer.step_count
+    (0.05, 1)
+    """
+
+    def __init__(self, params: Iterable[Value], lr: LearningRate):
+        name = type(self).__name__
+        if isinstance(params, Value) or not isinstance(params, Iterable):
+            raise TypeError(f"{name}: params must be a list of Values, such as model.parameters()")
+        self.params: list[Value] = list(params)
+        if not self.params:
+            raise ValueError(f"{name}: got an empty list of parameters, so there is nothing to optimize")
+        seen = set()
+        for i, p in enumerate(self.params):
+            if not isinstance(p, Value):
+                raise TypeError(f"{name}: params[{i}] must be a Value, not {type(p).__name__}")
+            if p in seen:  # it would be updated twice per step
+                raise ValueError(f"{name}: params[{i}] appears more than once in the list")
+            seen.add(p)
+        if not callable(lr):
+            _check_number(name, "lr", lr)
+        self.lr = lr
+        self.step_count = 0
+
+    def zero_grad(self) -> None:
+        """Set every parameter's gradient to 0; call it before each ``backward``."""
+        for p in self.params:
+            p.grad = 0.0
+
+    def current_lr(self) -> float:
+        """The learning rate the next ``step()`` will use."""
+        if not callable(self.lr):
+            return float(self.lr)
+        lr = self.lr(self.step_count)
+        try:
+            return _check_number(type(self).__name__, f"lr({self.step_count})", lr)
+        except TypeError as error:
+            raise TypeError(f"{error} (the schedule must return a number)") from None
+
+    def step(self) -> None:
+        """Update every parameter from its current gradient."""
+        lr = self.current_lr()  # checked before any parameter changes
+        self._update(lr)
+        self.step_count += 1
+
+    def _update(self, lr: float) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define _update(lr)")
+
+
+def _decayed_gradient(p: Value, weight_decay: float) -> float:
+    # PyTorch's weight_decay is L2 regularisation folded into the gradient: the gradient
+    # of (weight_decay / 2) * p**2 is weight_decay * p.
+    return p.grad + weight_decay * p.data
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, with optional momentum and weight decay.
+
+    Each step, for every parameter ``p`` with gradient ``g``::
+
+        g = g + weight_decay * p
+        if momentum:  b = g on the first step, then b = momentum * b + g;  g = b
+        p = p - lr * g
+
+    This is PyTorch's ``SGD`` with ``dampening=0`` and ``nesterov=False``.
+
+    >>> from chainrule import Value
+    >>> p = Value(1.0)
+    >>> p.grad = 2.0
+    >>> SGD([p], lr=0.1).step()
+    >>> p.data                       # 1 - 0.1 * 2
+    0.8
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Value],
+        lr: LearningRate,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__(params, lr)
+        self.momentum = _check_number("SGD", "momentum", momentum)
+        self.weight_decay = _check_number("SGD", "weight_decay", weight_decay)
+        self.buffers: list[float] | None = None  # the momentum of each parameter, after step 1
+
+    def _update(self, lr: float) -> None:
+        grads = [_decayed_gradient(p, self.weight_decay) for p in self.params]
+        if self.momentum:
+            if self.buffers is None:
+                self.buffers = list(grads)
+            else:
+                self.buffers = [self.momentum * b + g for b, g in zip(self.buffers, grads, strict=True)]
+            grads = self.buffers
+        for p, g in zip(self.params, grads, strict=True):
+            p.data -= lr * g
+
+
+class Adam(Optimizer):
+    """Adam: a step along a running mean of the gradient, scaled by a running mean of its square.
+
+    Each step ``t = 1, 2, ...``, for every parameter ``p`` with gradient ``g``::
+
+        g = g + weight_decay * p
+        m = beta1 * m + (1 - beta1) * g          # m and v start at 0
+        v = beta2 * v + (1 - beta2) * g * g
+        m_hat = m / (1 - beta1**t)               # undo the pull towards the zero start
+        v_hat = v / (1 - beta2**t)
+        p = p - lr * m_hat / (sqrt(v_hat) + eps)
+
+    This is PyTorch's ``Adam`` (with ``amsgrad=False``); ``weight_decay`` is L2 regularisation,
+    not AdamW's decoupled decay.
+
+    >>> from chainrule import Value
+    >>> p = Value(1.0)
+    >>> p.grad = 0.5
+    >>> Adam([p], lr=0.1).step()     # the first step moves by about lr, whatever the gradient's size
+    >>> round(p.data, 6)
+    0.9
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Value],
+        lr: LearningRate = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__(params, lr)
+        if isinstance(betas, (str, bytes)) or not isinstance(betas, Iterable):
+            raise TypeError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
+        betas = tuple(betas)
+        if len(betas) != 2:
+            raise ValueError(f"Adam: betas must be a pair (beta1, beta2), got {len(betas)} numbers")
+        beta1, beta2 = (_check_number("Adam", f"betas[{i}]", b) for i, b in enumerate(betas))
+        for i, beta in enumerate((beta1, beta2)):
+            if not beta < 1.0:
+                raise ValueError(f"Adam: betas[{i}] must be in [0, 1), got {beta!r}")
+        self.betas = (beta1, beta2)
+        self.eps = _check_number("Adam", "eps", eps)
+        self.weight_decay = _check_number("Adam", "weight_decay", weight_decay)
+        self.m = [0.0] * len(self.params)  # running mean of the gradient
+        self.v = [0.0] * len(self.params)  # running mean of the squared gradient
+
+    def _update(self, lr: float) -> None:
+        beta1, beta2 = self.betas
+        t = self.step_count + 1
+        correction1 = 1.0 - beta1**t
+        correction2 = 1.0 - beta2**t
+        for i, p in enumerate(self.params):
+            g = _decayed_gradient(p, self.weight_decay)
+            self.m[i] = beta1 * self.m[i] + (1.0 - beta1) * g
+            self.v[i] = beta2 * self.v[i] + (1.0 - beta2) * g * g
+            m_hat = self.m[i] / correction1
+            v_hat = self.v[i] / correction2
+            p.data -= lr * m_hat / (math.sqrt(v_hat) + self.eps)
+
+
+def linear_decay(start: float, end: float, steps: int) -> Callable[[int], float]:
+    """A learning-rate schedule that goes in a straight line from ``start`` (step 0) towards ``end``.
+
+    Step ``k`` gets ``start + (end - start) * k / steps``; from step ``steps`` on it stays at
+    ``end``. micrograd's demo uses ``lr = 1.0 - 0.9 * k / 100``, which is
+    ``linear_decay(1.0, 0.1, 100)``.
+
+    >>> schedule = linear_decay(1.0, 0.1, 100)
+    >>> schedule(0), schedule(50), schedule(100), schedule(500)
+    (1.0, 0.55, 0.1, 0.1)
+    """
+    start = _check_number("linear_decay", "start", start)
+    end = _check_number("linear_decay", "end", end)
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"linear_decay: steps must be a positive integer, got {steps!r}")
+
+    def schedule(k: int) -> float:
+        if k >= steps:
+            return end
+        return start + (end - start) * k / steps
+
+    return schedule
