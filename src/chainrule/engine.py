@@ -206,6 +206,10 @@ class Value:
     def relu(self):
         return apply(ops.RELU, self)
 
+    def softplus(self):
+        """log(1 + exp(self)), finite for any input; its derivative is the sigmoid."""
+        return apply(ops.SOFTPLUS, self)
+
     def detach(self):
         """A new leaf with the same data, cut off from this value's graph."""
         return Value(self.data, self.label)
@@ -293,22 +297,40 @@ def dot(weights, inputs, bias) -> Value:
     weights, inputs = list(weights), list(inputs)
     if len(weights) != len(inputs):
         raise ValueError(f"dot: {len(weights)} weights but {len(inputs)} inputs")
-    values = [_as_value(x) for x in (*weights, *inputs, bias)]
-    for x, v in zip((*weights, *inputs, bias), values):
+    return apply(ops.DOT, *_as_values([*weights, *inputs, bias], "dot"))
+
+
+def _as_values(values, where: str) -> list[Value]:
+    values = list(values)
+    converted = [_as_value(x) for x in values]
+    for x, v in zip(values, converted):
         if v is None:
-            raise TypeError(f"dot: inputs must be Values or real numbers, not {type(x).__name__}")
-    return apply(ops.DOT, *values)
+            raise TypeError(f"{where}: inputs must be Values or real numbers, not {type(x).__name__}")
+    return converted
 
 
 def sum_values(values) -> Value:
-    """The sum of many Values (or numbers) as one graph node, instead of a chain of ``+``."""
-    inputs = [_as_value(x) for x in values]
-    for x, v in zip(values, inputs):
-        if v is None:
-            raise TypeError(f"sum: inputs must be Values or real numbers, not {type(x).__name__}")
+    """The sum of many Values (or numbers) as one graph node, instead of a chain of ``+``.
+
+    >>> sum_values([Value(1.0), 2, Value(3.0)]).data
+    6.0
+    """
+    inputs = _as_values(values, "sum")
     if not inputs:
         return Value(0.0)
     return apply(ops.SUM, *inputs)
+
+
+def logsumexp(values) -> Value:
+    """``log(sum(exp(v) for v in values))`` as one node, finite even for logits of +-1000.
+
+    >>> round(logsumexp([Value(1000.0), Value(1000.0)]).data - 1000.0, 6)   # log 2
+    0.693147
+    """
+    inputs = _as_values(values, "logsumexp")
+    if not inputs:
+        raise ValueError("logsumexp: needs at least one value")
+    return apply(ops.LOGSUMEXP, *inputs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,6 +442,7 @@ __all__ = [
     "dot",
     "enable_grad",
     "is_grad_enabled",
+    "logsumexp",
     "no_grad",
     "propagate",
     "sum_values",

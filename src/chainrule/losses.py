@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numbers
 
-from .engine import Value, sum_values
+from .engine import Value, logsumexp, sum_values
 
 __all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "hinge", "l2", "mse"]
 
@@ -113,19 +113,6 @@ def hinge(scores, targets) -> Value:
 # Classification losses on logits.
 
 
-def _softplus(x: Value) -> Value:
-    """``log(1 + exp(x))``, using the form in which ``exp`` gets a non-positive argument.
-
-    The branch only picks between two formulas for the same function, so the gradient is
-    the true one, ``sigmoid(x)``, on both sides, including at 0. (The branch-free form
-    ``relu(x) + log(1 + exp(-|x|))`` would give relu's subgradient 0 at x = 0 and a gradient
-    that is off by 0.5 there.)
-    """
-    if x.data >= 0.0:
-        return x + (1.0 + (-x).exp()).log()  # x + log(1 + e^-x) = log(e^x (e^-x + 1))
-    return (1.0 + x.exp()).log()
-
-
 def binary_cross_entropy_with_logits(logits, targets) -> Value:
     """Binary cross-entropy on raw scores (logits), averaged: like PyTorch's function of that name.
 
@@ -147,7 +134,7 @@ def binary_cross_entropy_with_logits(logits, targets) -> Value:
                 f"binary_cross_entropy_with_logits: targets must lie in [0, 1], "
                 f"but targets[{i}] is {_data(y)!r}"
             )
-    return _mean([_softplus(x) - x * y for x, y in zip(_as_values(xs), ys, strict=True)])
+    return _mean([x.softplus() - x * y for x, y in zip(_as_values(xs), ys, strict=True)])
 
 
 def _is_class_index(target) -> bool:
@@ -176,11 +163,8 @@ def _cross_entropy_one(logits, target, where: str = "") -> Value:
             f"(classes 0..{len(items) - 1})"
         )
     zs = _as_values(items)
-    # log-sum-exp trick: subtracting the largest logit leaves the softmax unchanged, and since
-    # it is a plain float (a constant) the gradient is unchanged too; every exp is now <= 1.
-    biggest = max(z.data for z in zs)
-    shifted = [z - biggest for z in zs]
-    return sum_values([s.exp() for s in shifted]).log() - shifted[target]
+    # logsumexp is one stable op (its gradient is the softmax), so no exp can overflow.
+    return logsumexp(zs) - zs[target]
 
 
 def cross_entropy(logits, target) -> Value:

@@ -73,6 +73,14 @@ def _log(x):
     return math.log(x) if type(x) is float else x.log()
 
 
+def _exp_of(x):
+    return _exp(x) if type(x) is float else x.exp()
+
+
+def _sigmoid_of(x):
+    return _sigmoid(x) if type(x) is float else x.sigmoid()
+
+
 # ---------------------------------------------------------------------------------------------
 # Forward functions that need more than one expression.
 
@@ -114,6 +122,25 @@ def _sigmoid(x):
         return 1.0 / (1.0 + math.exp(-x))
     e = math.exp(x)
     return e / (1.0 + e)
+
+
+def _softplus(x):
+    # log(1 + e^x) = max(x, 0) + log(1 + e^-|x|): the exp never overflows.
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+def _logsumexp(*xs):
+    # log(sum e^x) = m + log(sum e^(x - m)) with m the largest x: every exp is at most 1.
+    m = max(xs)
+    if math.isinf(m):
+        return m
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+def _vlogsumexp(np, X):
+    m = X.max(axis=0)
+    finite_m = np.where(np.isinf(m), 0.0, m)
+    return np.where(np.isinf(m), m, finite_m + np.log(np.exp(X - finite_m).sum(axis=0)))
 
 
 def _dot(*xs):
@@ -213,6 +240,20 @@ SUM = defop(
     lambda g, out, *xs: (g,) * len(xs),
     lambda np, X: X.sum(axis=0),
     lambda np, g, out, X: np.broadcast_to(g, X.shape),
+)
+SOFTPLUS = defop(
+    "softplus",
+    _softplus,
+    lambda g, out, x: (g * _sigmoid_of(x),),
+    lambda np, X: np.maximum(X[0], 0.0) + np.log1p(np.exp(-np.abs(X[0]))),
+    lambda np, g, out, X: (g * _vsigmoid(np, X),),
+)
+LOGSUMEXP = defop(  # n-ary; its gradient is the softmax
+    "logsumexp",
+    _logsumexp,
+    lambda g, out, *xs: tuple(g * _exp_of(x - out) for x in xs),
+    _vlogsumexp,
+    lambda np, g, out, X: g * np.exp(X - out),
 )
 DOT = defop(
     "dot",
