@@ -39,7 +39,7 @@ import warnings
 from dataclasses import replace
 
 from . import ops
-from .engine import AnomalyError, Value, _make, _mode, op_error, topological_order
+from .engine import AnomalyError, Value, _make, _mode, op_error
 
 
 class TraceWarning(UserWarning):
@@ -106,7 +106,7 @@ def _flatten_arguments(obj, flat):
             array = np.asarray(obj, dtype=np.float64)
         except (TypeError, ValueError):
             array = None
-        if array is not None and array.size:
+        if array is not None:
             flat.append(array.ravel())
             return ("block", kind is tuple, array.shape)
         if not isinstance(obj, np.ndarray):
@@ -228,22 +228,52 @@ def trace(fn, structure, numbers_in) -> Tape:
 # Rewriting: fold + chains into sums, and sums of products into dot products.
 
 
+def _on_tape(node) -> bool:
+    """Was this node computed while tracing? Anything else is an input, a constant or external."""
+    return type(node) is _TracedValue and bool(node.children)
+
+
+def _traced_order(outputs) -> list[Value]:
+    """Like ``topological_order``, but Values made before the trace count as leaves.
+
+    Their own graphs were built earlier; replay reads their data afresh, as for a parameter.
+    """
+    order, visited = [], set()
+    for output in outputs:
+        if output in visited:
+            continue
+        visited.add(output)
+        stack = [(output, iter(output.children if _on_tape(output) else ()))]
+        while stack:
+            node, children = stack[-1]
+            for child in children:
+                if child not in visited:
+                    visited.add(child)
+                    stack.append((child, iter(child.children if _on_tape(child) else ())))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
+    return order
+
+
 def _rewrite(order, outputs):
     """The tape's ops and children for each computed node; nodes folded into others are left out."""
     uses = dict.fromkeys(order, 0)
     for node in outputs:
         uses[node] += 1
     for node in order:
-        for child in node.children:
-            uses[child] += 1
+        if _on_tape(node):
+            for child in node.children:
+                uses[child] += 1
 
     def foldable(child, into):
-        return uses[child] == 1 and child._rule in into and child.children
+        return uses[child] == 1 and child._rule in into and _on_tape(child)
 
     plan = {}  # node -> (op, children) for every node that stays on the tape
     folded = set()
     for node in reversed(order):  # consumers first, so we know what they swallow
-        if node in folded or not node.children:
+        if node in folded or not _on_tape(node):
             continue
         rule, children = node._rule, list(node.children)
         if rule is ops.ADD or rule is ops.SUM:
@@ -334,6 +364,7 @@ class _Group:
         g_out, out = grad[self.start : self.end], data[self.start : self.end]
         input_grads = self.rule.vbackward(np, g_out, out, X)
         if self.rows is None:
+            input_grads = _as_matrix(np, input_grads, X.shape)
             if not math.isfinite(input_grads.sum()):
                 _recheck_backward(self.rule, g_out, out, X, input_grads, anomaly)
             self.scatter.add(np, grad, input_grads)
@@ -346,7 +377,34 @@ class _Group:
             else:
                 grad[access] += g
         if not math.isfinite(total):
-            _recheck_backward(self.rule, g_out, out, X, np.stack(np.broadcast_arrays(*input_grads)), anomaly)
+            _recheck_backward(self.rule, g_out, out, X, _as_matrix(np, input_grads, X.shape), anomaly)
+
+    def backward_part(self, np, data, grad, needed, anomaly):
+        """Backward for the nodes marked in ``needed`` only.
+
+        The others lie on the way to another output of the same call: eager backward would
+        never visit them, so their (possibly nan) local gradients must not leak in.
+        """
+        X = data[self.children]
+        g_out, out = grad[self.start : self.end], data[self.start : self.end]
+        input_grads = np.where(needed, _as_matrix(np, self.rule.vbackward(np, g_out, out, X), X.shape), 0.0)
+        if not math.isfinite(input_grads.sum()):
+            _recheck_backward(
+                self.rule, g_out[needed], out[needed], X[:, needed], input_grads[:, needed], anomaly
+            )
+        if getattr(self, "full_scatter", None) is None:
+            self.full_scatter = _Scatter(np, self.children)
+        self.full_scatter.add(np, grad, input_grads)
+
+
+def _as_matrix(np, rows, shape):
+    """Input gradients given as rows (arrays or numbers) as one (inputs, nodes) matrix."""
+    if isinstance(rows, np.ndarray) and rows.shape == shape:
+        return rows
+    matrix = np.empty(shape)
+    for row, g in zip(matrix, rows):
+        row[...] = g
+    return matrix
 
 
 class _MatmulGroup(_Group):
@@ -416,9 +474,9 @@ class Tape:
 
         self.np = np
         self.result_structure = result_structure
-        order = topological_order(*outputs)
+        order = _traced_order(outputs)
         position = {leaf: i for i, leaf in enumerate(inputs)}
-        leaves = [v for v in order if not v.children and v not in position]
+        leaves = [v for v in order if not _on_tape(v) and v not in position]
         constant_data = [v.data for v in leaves if v in constants]
         self.externals = [v for v in leaves if v not in constants]
         for v in [v for v in leaves if v in constants] + self.externals:
@@ -438,6 +496,8 @@ class Tape:
         self.size = len(position)
         self.output_positions = [position[v] for v in outputs]
         self.external_tuple = tuple(self.externals)
+        self.externals_are_leaves = not any(v.children for v in self.externals)
+        self.cones = {}  # output position -> which nodes it depends on
 
     @staticmethod
     def _make_group(np, members, position):
@@ -470,11 +530,30 @@ class Tape:
         np = self.np
         grad = np.zeros(self.size)
         grad[position] = g
+        needed = self._needed_by(position)
         anomaly = _mode.get().anomaly
         with np.errstate(all="ignore"):
             for group, group_saved in zip(reversed(self.groups), reversed(saved)):
-                group.backward(np, data, grad, group_saved, anomaly)
+                part = None if needed is None else needed[group.start : group.end]
+                if part is None or part.all():
+                    group.backward(np, data, grad, group_saved, anomaly)
+                elif part.any():
+                    group.backward_part(np, data, grad, part, anomaly)
         return grad[self.n_fixed : self.n_leaves].tolist()
+
+    def _needed_by(self, position):
+        """Which nodes ``position`` depends on, or None when that is every node (one output)."""
+        if len(set(self.output_positions)) == 1:
+            return None
+        if position not in self.cones:
+            needed = self.np.zeros(self.size, dtype=bool)
+            needed[position] = True
+            for group in reversed(self.groups):
+                part = needed[group.start : group.end]
+                if part.any():
+                    needed[group.children[:, part]] = True
+            self.cones[position] = needed
+        return self.cones[position]
 
 
 class _Replay:
@@ -489,15 +568,17 @@ class _Replay:
         value = float(self.data[position])
         if not _mode.get().recording:
             return _make(value, None, ())
-        rule = ops.Op("compiled", None, functools.partial(self._backward, position))
+        rule = ops.Op("compiled", None, functools.partial(_compiled_backward, self, position))
         result = _make(value, rule, self.tape.external_tuple)
         result.__class__ = _CompiledValue
         return result
 
-    def _backward(self, position, g, out, *externals):
-        if isinstance(g, Value):
-            raise NotImplementedError("backward(create_graph=True) through a compiled function")
-        return self.tape.backward(self.data, self.saved, position, g)
+
+def _compiled_backward(replay, position, g, out, *externals):
+    """The backward rule of a compiled result: one pass of the tape, seeded at its output."""
+    if isinstance(g, Value):
+        raise NotImplementedError("backward(create_graph=True) through a compiled function")
+    return replay.tape.backward(replay.data, replay.saved, position, g)
 
 
 class _CompiledValue(Value):
@@ -505,12 +586,14 @@ class _CompiledValue(Value):
 
     __slots__ = ()
 
-    def backward(self, gradient=1.0):
-        # The graph above the tape is just this node and the parameters, so we do what the
-        # engine's backward would do without its general walk: this node's grad, then each
-        # parameter's, from one tape pass.
-        if isinstance(gradient, Value) or _mode.get().anomaly:
+    def backward(self, gradient=1.0, create_graph: bool = False):
+        if create_graph:
+            raise NotImplementedError("backward(create_graph=True) through a compiled function")
+        replay, _ = self._rule.backward.args
+        if isinstance(gradient, Value) or _mode.get().anomaly or not replay.tape.externals_are_leaves:
             return super().backward(gradient)
+        # The graph above the tape is just this node and the parameters (leaves), so do what
+        # the engine's backward would do without its general walk: one tape pass, then add.
         grads = self._rule.backward(gradient, self.data)
         self.grad += gradient
         for parameter, g in zip(self.children, grads):

@@ -182,7 +182,7 @@ class Value:
         return _binary(ops.POW_CONSTANT, self, other)
 
     def __rpow__(self, other):
-        return _binary(ops.POW, other, self)
+        return _binary(ops.RPOW, other, self)
 
     def __neg__(self):
         return apply(ops.NEG, self)

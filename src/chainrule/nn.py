@@ -177,6 +177,8 @@ class MLP(Module):
     """A multi-layer perceptron: every layer but the last has the activation; the last is linear."""
 
     def __init__(self, nin: int, nouts: list[int], activation: str = "relu"):
+        if isinstance(nouts, int) or not list(nouts):
+            raise ValueError(f"MLP: nouts must be a non-empty list of layer sizes, got {nouts!r}")
         sizes = [nin] + list(nouts)
         self.layers = [
             Layer(sizes[i], sizes[i + 1], nonlin=i != len(nouts) - 1, activation=activation)

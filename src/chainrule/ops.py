@@ -154,21 +154,34 @@ def _dot_backward(g, out, *xs):
     return (*[g * x for x in xs[n : 2 * n]], *[g * w for w in xs[:n]], g)
 
 
-def _pow_backward(g, out, x, y):
-    # d/dx x**y = y * x**(y-1);  d/dy x**y = x**y * log(x), defined for x > 0 and, as a limit, x == 0.
+def _pow_base_grad(g, x, y):
+    # d/dx x**y = y * x**(y-1); when y == 0 the power is constant, even at x == 0.
+    if _data(y) == 0.0:
+        return 0.0 * g
+    return g * y * x ** (y - 1.0)
+
+
+def _pow_exponent_grad(g, out, x):
+    # d/dy x**y = x**y * log(x), defined for x > 0 and, as a limit, for x == 0.
     if _data(x) > 0.0:
-        dy = g * out * _log(x)
-    elif _data(x) == 0.0:
-        dy = 0.0 * g
-    else:
-        raise ValueError(f"the derivative of x ** y with respect to y needs x > 0, got x = {_data(x)!r}")
-    return g * y * x ** (y - 1.0), dy
+        return g * out * _log(x)
+    if _data(x) == 0.0:
+        return 0.0 * g
+    raise ValueError(f"the derivative of x ** y with respect to y needs x > 0, got x = {_data(x)!r}")
+
+
+def _pow_backward(g, out, x, y):
+    return _pow_base_grad(g, x, y), _pow_exponent_grad(g, out, x)
 
 
 def _pow_constant_backward(g, out, x, c):
     # The exponent is a constant: use its float, so a graph of this gradient stays a power of x.
-    c = _data(c)
-    return g * c * x ** (c - 1.0), None
+    return _pow_base_grad(g, x, _data(c)), None
+
+
+def _rpow_backward(g, out, c, y):
+    # The base is a constant: only the exponent gets a gradient.
+    return None, _pow_exponent_grad(g, out, c)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,11 +194,13 @@ def _vsigmoid(np, X):
     return np.where(x >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def _vpow_backward(np, g, out, X):
-    x, y = X
+def _vpow_base_grad(np, g, x, y):
+    return np.where(y == 0.0, 0.0, g * y * x ** (y - 1.0))
+
+
+def _vpow_exponent_grad(np, g, out, x):
     dy = np.where(x > 0.0, g * out * np.log(np.where(x > 0.0, x, 1.0)), 0.0)
-    dy = np.where(x < 0.0, np.nan, dy)  # the compiler re-runs _pow_backward there, which raises
-    return g * y * x ** (y - 1.0), dy
+    return np.where(x < 0.0, np.nan, dy)  # the compiler re-runs the scalar rule there, which raises
 
 
 def _vdot(np, X):
@@ -214,14 +229,25 @@ MUL = defop("*", lambda x, y: x * y, lambda g, out, x, y: (g * y, g * x), _rows(
 DIV = defop("/", _div, lambda g, out, x, y: (g / y, -g * out / y), _rows(lambda x, y: x / y))
 NEG = defop("neg", lambda x: -x, lambda g, out, x: (-g,), _rows(lambda x: -x))
 POW = defop(  # Value ** Value
-    "pow", _pow, _pow_backward, _rows(lambda x, y: x**y), _vpow_backward
+    "pow",
+    _pow,
+    _pow_backward,
+    _rows(lambda x, y: x**y),
+    lambda np, g, out, X: (_vpow_base_grad(np, g, X[0], X[1]), _vpow_exponent_grad(np, g, out, X[0])),
+)
+RPOW = defop(  # number ** Value
+    "rpow",
+    _pow,
+    _rpow_backward,
+    _rows(lambda c, y: c**y),
+    lambda np, g, out, X: (0.0 * g, _vpow_exponent_grad(np, g, out, X[0])),
 )
 POW_CONSTANT = defop(  # Value ** number
     "**",
     _pow,
     _pow_constant_backward,
     _rows(lambda x, c: x**c),
-    lambda np, g, out, X: (g * X[1] * X[0] ** (X[1] - 1.0), 0.0 * g),
+    lambda np, g, out, X: (_vpow_base_grad(np, g, X[0], X[1]), 0.0 * g),
 )
 EXP = defop("exp", _exp, lambda g, out, x: (g * out,), lambda np, X: np.exp(X[0]))
 LOG = defop("log", _log_forward, lambda g, out, x: (g / x,), lambda np, X: np.log(X[0]))
