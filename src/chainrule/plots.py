@@ -1,0 +1,203 @@
+"""Pictures of a training run: what the network learned, and how the loss and accuracy went.
+
+``plot_training(result, "moons.png")`` writes one PNG with two panels:
+
+- left, for a data set in the plane (moons, circles, blobs): the class the network predicts
+  at every point of a grid (the decision regions), with the data on top, training points as
+  dots and test points as crosses; for digits: some test images with the predicted class,
+  in red where it is wrong;
+- right: the loss (log scale) and the batch accuracy at every step.
+
+matplotlib draws it on its Agg canvas, which renders to a file and needs no display. The
+figure is built directly (``matplotlib.figure.Figure``) rather than through ``pyplot``, so
+plotting never changes the backend or the figures of a notebook that calls it.
+
+>>> import os, tempfile
+>>> from chainrule.datasets import moons
+>>> from chainrule.training import train
+>>> result = train(moons(n_samples=20, seed=0), steps=3, hidden=[4])
+>>> with tempfile.TemporaryDirectory() as folder:
+...     path = plot_training(result, os.path.join(folder, "moons.png"))
+...     path.read_bytes()[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import uuid
+from pathlib import Path
+
+from .training import TrainResult, predict
+
+__all__ = ["plot_training", "training_figure"]
+
+GRID_SIZE = 40  # the decision regions are evaluated on a GRID_SIZE x GRID_SIZE grid
+SHOWN_DIGITS = 4  # digits shows SHOWN_DIGITS x SHOWN_DIGITS test images
+
+
+def _import_matplotlib():
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError(
+            'chainrule.plots needs matplotlib: pip install "chainrule[demo]"', name="matplotlib"
+        ) from None
+    return Figure, FigureCanvasAgg
+
+
+def _class_colors(n_classes: int) -> list[str]:
+    # matplotlib's default color cycle: distinct colors that read well on white.
+    cycle = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]
+    return [cycle[i % len(cycle)] for i in range(n_classes)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Left panel: decision regions (2-D data) or sample images (digits).
+
+
+def _grid_axis(values: list[float], size: int) -> list[float]:
+    """``size`` evenly spaced points spanning ``values`` plus a margin of a tenth on each side."""
+    low, high = min(values), max(values)
+    margin = (high - low) / 10 or 1.0
+    low, high = low - margin, high + margin
+    return [low + (high - low) * i / (size - 1) for i in range(size)]
+
+
+def _draw_decision_regions(ax, result: TrainResult) -> None:
+    from matplotlib.colors import ListedColormap
+    from matplotlib.lines import Line2D
+
+    data = result.data
+    points = data.X_train + data.X_test
+    xs = _grid_axis([p[0] for p in points], GRID_SIZE)
+    ys = _grid_axis([p[1] for p in points], GRID_SIZE)
+    regions = [[predict(result.model, [x, y], data.n_classes) for x in xs] for y in ys]
+
+    colors = _class_colors(data.n_classes)
+    levels = [k - 0.5 for k in range(data.n_classes + 1)]  # one band of color per class
+    ax.contourf(xs, ys, regions, levels=levels, colors=colors, alpha=0.25)
+    cmap = ListedColormap(colors)
+    style = {"cmap": cmap, "vmin": 0, "vmax": data.n_classes - 1}
+    train_x, train_y = [p[0] for p in data.X_train], [p[1] for p in data.X_train]
+    ax.scatter(train_x, train_y, c=data.y_train, s=18, edgecolors="black", linewidths=0.4, **style)
+    if data.X_test:
+        test_x, test_y = [p[0] for p in data.X_test], [p[1] for p in data.X_test]
+        ax.scatter(test_x, test_y, c=data.y_test, marker="x", s=24, **style)
+        # The markers' colors are the classes, so the legend shows the shapes in gray.
+        shapes = [
+            Line2D([], [], marker="o", linestyle="", color="gray", markeredgecolor="black", label="train"),
+            Line2D([], [], marker="x", linestyle="", color="gray", label="test"),
+        ]
+        ax.legend(handles=shapes, loc="upper right", fontsize="small")
+    ax.set_xlim(xs[0], xs[-1])
+    ax.set_ylim(ys[0], ys[-1])
+    ax.set_title("decision regions")
+
+
+def _draw_digits(ax, result: TrainResult) -> None:
+    """The first test images in one picture (a mosaic), each with the predicted class above it."""
+    data = result.data
+    images, labels = (data.X_test, data.y_test) if data.X_test else (data.X_train, data.y_train)
+    side = round(len(images[0]) ** 0.5)  # 8 for the 8x8 digits
+    tile_width, tile_height = side + 1, side + 4  # a blank column to the right, a band for the text above
+    n = SHOWN_DIGITS
+    mosaic = [[0.0] * (n * tile_width) for _ in range(n * tile_height)]
+    for k, (pixels, label) in enumerate(zip(images[: n * n], labels, strict=False)):
+        top, left = (k // n) * tile_height + 4, (k % n) * tile_width
+        for r in range(side):
+            mosaic[top + r][left : left + side] = pixels[r * side : (r + 1) * side]
+        guess = predict(result.model, pixels, data.n_classes)
+        right = guess == label
+        text = f"{guess}" if right else f"{guess} (is {label})"
+        x, y = left + side / 2 - 0.5, top - 1.2  # centred over the tile, in pixel coordinates
+        ax.text(x, y, text, ha="center", va="bottom", color="black" if right else "red")
+    # One image for all tiles: much faster to draw than a grid of small plots.
+    ax.imshow(mosaic, cmap="gray_r", vmin=0.0, vmax=1.0)
+    ax.set_axis_off()
+    ax.set_title("test images: predicted class (true class if wrong)" if data.X_test else "predicted classes")
+
+
+# ---------------------------------------------------------------------------------------------
+# Right panel: loss and accuracy per step.
+
+
+def _draw_curves(ax, result: TrainResult) -> None:
+    steps = range(1, len(result.losses) + 1)
+    ax.plot(steps, result.losses, color="C0", label="loss")
+    if all(loss > 0 for loss in result.losses):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss", color="C0")
+    ax.set_title("training")
+
+    # With full-batch training every step sees the whole training set.
+    batch_size = result.settings.get("batch_size")
+    full_batch = batch_size is None or batch_size >= len(result.data.X_train)
+    label = "training accuracy" if full_batch else "batch accuracy"
+    accuracy_ax = ax.twinx()
+    accuracy_ax.plot(steps, result.accuracies, color="C1", label=label)
+    accuracy_ax.set_ylim(0.0, 1.02)
+    accuracy_ax.set_ylabel(label, color="C1")
+
+
+def _title(result: TrainResult) -> str:
+    title = f"{result.data.name}: train accuracy {result.train_accuracy:.1%}"
+    if result.test_accuracy is not None:
+        title += f", test accuracy {result.test_accuracy:.1%}"
+    return title + f" after {len(result.losses)} steps"
+
+
+# ---------------------------------------------------------------------------------------------
+# Public functions
+
+
+def training_figure(result: TrainResult):
+    """The two-panel matplotlib ``Figure`` for a ``TrainResult`` (see the module docstring).
+
+    >>> from chainrule.datasets import blobs
+    >>> from chainrule.training import train
+    >>> figure = training_figure(train(blobs(n_samples=12, seed=0), steps=2, hidden=[3]))
+    >>> len(figure.axes)     # regions, loss, and the accuracy axis that shares the loss's x
+    3
+    """
+    Figure, FigureCanvasAgg = _import_matplotlib()
+    figure = Figure(figsize=(11, 4.6), layout="constrained")
+    FigureCanvasAgg(figure)  # render with Agg: no display needed
+    left, right = figure.add_gridspec(1, 2, width_ratios=[1, 1.1])
+    if result.data.n_features == 2:
+        _draw_decision_regions(figure.add_subplot(left), result)
+    else:
+        _draw_digits(figure.add_subplot(left), result)
+    _draw_curves(figure.add_subplot(right), result)
+    figure.suptitle(_title(result))
+    return figure
+
+
+def plot_training(result: TrainResult, path: str | os.PathLike) -> Path:
+    """Write the training figure of ``result`` to ``path`` as a PNG and return the path.
+
+    The image is rendered in memory first and then moved into place in one step, so a
+    failure never leaves a half-written file.
+    """
+    path = Path(path)
+    buffer = io.BytesIO()
+    training_figure(result).savefig(buffer, format="png", dpi=100)
+    _write_atomically(path, buffer.getvalue())
+    return path
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    # A uniquely named file next to the target ("x" mode: never reuse one), then one rename.
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "xb") as file:
+            file.write(content)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise

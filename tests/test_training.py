@@ -1,0 +1,198 @@
+"""chainrule.training: the recipes, the loop, the progress hook; checked against PyTorch when installed."""
+
+import random
+
+import pytest
+
+from chainrule.datasets import blobs, moons
+from chainrule.nn import MLP
+from chainrule.optim import linear_decay
+from chainrule.training import (
+    DivergedError,
+    StepReport,
+    _batches,
+    accuracy,
+    make_loss_fn,
+    train,
+)
+
+pytest.importorskip("sklearn")
+
+
+@pytest.fixture(scope="module")
+def small_moons():
+    return moons(n_samples=30, noise=0.1, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The same training run written in PyTorch (float64), from the same initial weights.
+
+
+def _initial_model(seed, nin, nouts):
+    """The model ``train`` builds: it seeds ``random`` with ``seed`` right before building it."""
+    random.seed(seed)
+    return MLP(nin, nouts)
+
+
+def _torch_layers(torch, model):
+    layers = []
+    for layer in model.layers:
+        W = torch.tensor([[w.data for w in n.w] for n in layer.neurons], dtype=torch.float64)
+        b = torch.tensor([n.b.data for n in layer.neurons], dtype=torch.float64)
+        layers.append((W.requires_grad_(), b.requires_grad_()))
+    return layers
+
+
+def _torch_forward(torch, layers, X):
+    h = X
+    for i, (W, b) in enumerate(layers):
+        h = h @ W.T + b
+        if i < len(layers) - 1:
+            h = torch.relu(h)
+    return h
+
+
+def _l2(layers):
+    return sum((W * W).sum() + (b * b).sum() for W, b in layers)
+
+
+def test_binary_recipe_matches_pytorch_step_by_step(small_moons):
+    torch = pytest.importorskip("torch")
+    steps, lr, alpha, seed = 12, 1.0, 1e-4, 7
+    result = train(small_moons, steps=steps, seed=seed, hidden=[6, 5])
+
+    layers = _torch_layers(torch, _initial_model(seed, 2, [6, 5, 1]))
+    params = [p for pair in layers for p in pair]
+    X = torch.tensor(small_moons.X_train, dtype=torch.float64)
+    y = torch.tensor([2.0 * label - 1.0 for label in small_moons.y_train], dtype=torch.float64)
+    expected_losses = []
+    for k in range(steps):
+        scores = _torch_forward(torch, layers, X)[:, 0]
+        loss = torch.relu(1 - y * scores).mean() + alpha * _l2(layers)  # SVM hinge + L2, full batch
+        expected_losses.append(loss.item())
+        for p in params:
+            p.grad = None
+        loss.backward()
+        with torch.no_grad():
+            for p in params:
+                p -= (lr + (lr / 10 - lr) * k / steps) * p.grad  # linear decay from lr to lr/10
+
+    assert result.losses == pytest.approx(expected_losses, rel=1e-10, abs=1e-12)
+    final = [w.data for n in result.model.layers[0].neurons for w in n.w]
+    assert final == pytest.approx(layers[0][0].detach().flatten().tolist(), rel=1e-9, abs=1e-12)
+
+
+def test_multiclass_recipe_matches_pytorch_adam_and_cross_entropy():
+    torch = pytest.importorskip("torch")
+    data = blobs(n_samples=24, centers=3, seed=2)
+    steps, lr, alpha, seed = 8, 0.03, 1e-4, 11
+    # batch_size >= the data set: every step sees all examples, so no shuffling to reproduce.
+    result = train(data, steps=steps, seed=seed, hidden=[5], batch_size=100)
+    assert result.settings["optimizer"] == "adam" and result.settings["lr"] == lr
+
+    layers = _torch_layers(torch, _initial_model(seed, 2, [5, 3]))
+    params = [p for pair in layers for p in pair]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    schedule = linear_decay(lr, lr / 10, steps)
+    X = torch.tensor(data.X_train, dtype=torch.float64)
+    targets = torch.tensor(data.y_train)
+    expected_losses = []
+    for k in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = schedule(k)
+        logits = _torch_forward(torch, layers, X)
+        loss = torch.nn.functional.cross_entropy(logits, targets) + alpha * _l2(layers)
+        expected_losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    assert result.losses == pytest.approx(expected_losses, rel=1e-9, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop's bookkeeping
+
+
+def test_progress_hook_hears_every_step(small_moons):
+    reports = []
+    result = train(small_moons, steps=4, hidden=[3], progress=reports.append)
+    assert [r.step for r in reports] == [1, 2, 3, 4]
+    assert all(isinstance(r, StepReport) and r.steps == 4 for r in reports)
+    assert [r.loss for r in reports] == result.losses
+    assert [r.accuracy for r in reports] == result.accuracies
+
+
+def test_same_seed_same_run_and_the_seed_changes_it(small_moons):
+    first = train(small_moons, steps=3, hidden=[3], seed=1)
+    assert train(small_moons, steps=3, hidden=[3], seed=1).losses == first.losses
+    assert train(small_moons, steps=3, hidden=[3], seed=2).losses != first.losses
+
+
+def test_final_accuracies_are_measured_on_the_whole_splits():
+    data = blobs(n_samples=40, centers=3, seed=0, test_size=0.25)
+    result = train(data, steps=3, hidden=[4])
+    assert result.train_accuracy == accuracy(result.model, data.X_train, data.y_train, 3)
+    assert result.test_accuracy == accuracy(result.model, data.X_test, data.y_test, 3)
+
+
+def test_samples_trains_on_a_subset_and_keeps_the_whole_test_split():
+    result = train("digits", samples=30, steps=2, batch_size=10, hidden=[4])
+    assert len(result.data.X_train) == 30
+    assert len(result.data.X_test) == 360
+    assert result.test_accuracy is not None
+    assert result.settings["samples"] == 30
+
+
+def test_recipes_by_name():
+    binary = train("moons", steps=1, samples=10, hidden=[2]).settings
+    assert (binary["optimizer"], binary["lr"], binary["batch_size"]) == ("sgd", 1.0, None)
+    assert binary["seed"] == 1337  # micrograd's demo seed
+
+
+def test_another_optimizer_gets_its_own_default_lr(small_moons):
+    assert train(small_moons, steps=1, hidden=[2], optimizer="adam").settings["lr"] == 0.05
+
+
+def test_minibatches_cover_every_example_once_per_epoch():
+    batches = _batches(10, 3, random.Random(0))
+    epoch = [next(batches) for _ in range(3)]  # 3 batches of 3; one example waits for the next epoch
+    seen = [i for batch in epoch for i in batch]
+    assert all(len(batch) == 3 for batch in epoch)
+    assert len(set(seen)) == 9
+
+
+def test_loss_fn_is_the_hinge_loss_plus_l2():
+    model = MLP(1, [1])
+    model.layers[0].neurons[0].w[0].data = 2.0  # score = 2x
+    loss_fn = make_loss_fn(model, binary=True, alpha=0.5)
+    # x = -1, class 1 (target +1): score -2, hinge max(0, 1 - (+1)(-2)) = 3; L2 = 0.5 * (2^2 + 0^2) = 2
+    loss, scores = loss_fn([[-1.0]], [1])
+    assert [s.data for s in scores] == [-2.0]
+    assert loss.data == 5.0
+
+
+def test_diverging_training_is_reported():
+    with pytest.raises(DivergedError, match="training diverged at step .*: the loss is"):
+        train(moons(n_samples=10, seed=0), steps=5, lr=1e200, hidden=[4, 4])
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"steps": 0}, "steps must be a positive integer"),
+        ({"lr": -1.0}, "lr must be a finite number > 0"),
+        ({"optimizer": "rmsprop"}, "optimizer must be one of"),
+        ({"samples": 1000}, "samples=1000 but moons has only 30 training examples"),
+        ({"hidden": [4, 0]}, "every hidden layer size must be a positive integer"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ],
+)
+def test_bad_options_are_refused(small_moons, options, message):
+    with pytest.raises(ValueError, match=message):
+        train(small_moons, **options)
+
+
+def test_unknown_data_set_name():
+    with pytest.raises(ValueError, match="unknown data set 'mnist'"):
+        train("mnist")
