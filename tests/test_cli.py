@@ -83,6 +83,14 @@ def test_train_digits_on_a_subset_into_the_default_folder(tmp_path):
     assert repr(chainrule.load(out / "model.json")) == "MLP(64, [4, 10], activation='relu')"
 
 
+def test_train_compiles_by_default_and_eager_turns_it_off(tmp_path, moons_run):
+    default, _ = moons_run
+    assert "(compiled; tracing took" in default.stdout
+    eager = run("train", "moons", "--steps", "3", "--hidden", "4", "--eager", "--out", str(tmp_path))
+    assert eager.returncode == 0, eager.stderr
+    assert "3 steps in" in eager.stdout and "(eager)" in eager.stdout
+
+
 def test_output_folder_under_a_regular_file(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

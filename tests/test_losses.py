@@ -315,3 +315,54 @@ def test_paired_losses_reject_bad_arguments(loss):
 def test_bce_rejects_targets_outside_0_1():
     with pytest.raises(ValueError, match=r"targets\[0\] is 2.0"):
         binary_cross_entropy_with_logits([Value(0.0)], [2])
+
+
+# ---------------------------------------------------------------------------------------------
+# cross_entropy with class probabilities as the target (PyTorch's soft targets)
+
+
+def test_a_one_hot_target_gives_the_same_loss_and_gradient_as_its_class_index():
+    logits = [0.7, -2.0, 3.1, 0.0]
+    by_index = chainrule_result(lambda z: cross_entropy(z, 2), logits)
+    by_probabilities = chainrule_result(lambda z: cross_entropy(z, [0.0, 0.0, 1.0, 0.0]), logits)
+    assert_close(by_probabilities, by_index)
+
+
+@pytest.mark.parametrize("probabilities", [[0.25, 0.25, 0.5], [1.0, 0.0, 0.0], [0.1, 0.6, 0.3]])
+def test_soft_targets_match_torch(probabilities):
+    logits = [0.3, -1.2, 2.2, 0.5, 1.0, -0.4]
+    rows = [probabilities, list(reversed(probabilities))]
+    ours = chainrule_result(lambda z: cross_entropy([z[:3], z[3:]], rows), logits)
+    theirs = torch_result(
+        lambda torch, x: torch.nn.functional.cross_entropy(
+            x.view(2, 3), torch.tensor(rows, dtype=torch.float64)
+        ),
+        logits,
+    )
+    assert_close(ours, theirs)
+
+
+def test_soft_target_gradients_match_finite_differences():
+    assert gradcheck(lambda a, b, c: cross_entropy([a, b, c], [0.2, 0.3, 0.5]), [0.5, -1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ([0.5, 0.5], "has 2 probabilities for 3 logits"),
+        ([1.5, -0.5, 0.0], r"target\[0\] is 1.5; probabilities lie in \[0, 1\]"),
+        (["a", 0.0, 1.0], r"target\[0\] must be a Value or a number, not str"),
+    ],
+)
+def test_bad_soft_targets_are_named(target, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        cross_entropy([0.0, 1.0, 2.0], target)
+
+
+def test_targets_given_as_values_are_used_as_they_are():
+    # Inside chainrule.compile the targets are traced Values; the losses must not read their .data.
+    t = Value(-1.0)
+    s = Value(0.5)
+    assert hinge([s], [t]).data == pytest.approx(1.5)
+    probabilities = [Value(0.0), Value(1.0)]
+    assert cross_entropy([0.0, 0.0], probabilities).data == pytest.approx(math.log(2.0))

@@ -13,6 +13,7 @@ from chainrule.training import (
     _batches,
     accuracy,
     make_loss_fn,
+    targets_for,
     train,
 )
 
@@ -167,7 +168,7 @@ def test_loss_fn_is_the_hinge_loss_plus_l2():
     model.layers[0].neurons[0].w[0].data = 2.0  # score = 2x
     loss_fn = make_loss_fn(model, binary=True, alpha=0.5)
     # x = -1, class 1 (target +1): score -2, hinge max(0, 1 - (+1)(-2)) = 3; L2 = 0.5 * (2^2 + 0^2) = 2
-    loss, scores = loss_fn([[-1.0]], [1])
+    loss, scores = loss_fn([[-1.0]], targets_for([1], 2))
     assert [s.data for s in scores] == [-2.0]
     assert loss.data == 5.0
 
@@ -196,3 +197,41 @@ def test_bad_options_are_refused(small_moons, options, message):
 def test_unknown_data_set_name():
     with pytest.raises(ValueError, match="unknown data set 'mnist'"):
         train("mnist")
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled training (the default when numpy is installed) against eager training.
+
+
+@pytest.mark.parametrize("which", ["moons", "blobs"])
+def test_compiled_training_follows_eager_training(which):
+    pytest.importorskip("numpy")
+    data = moons(n_samples=40, seed=3) if which == "moons" else blobs(n_samples=60, centers=3, seed=3)
+    eager = train(data, steps=12, hidden=[5, 4], batch_size=16, compile=False)
+    fast = train(data, steps=12, hidden=[5, 4], batch_size=16, compile=True)
+    assert (eager.settings["compile"], fast.settings["compile"]) == (False, True)
+    assert eager.trace_seconds == 0.0 < fast.trace_seconds <= fast.seconds
+    assert fast.losses == pytest.approx(eager.losses, rel=1e-9)
+    assert fast.accuracies == eager.accuracies
+    eager_weights = [p.data for p in eager.model.parameters()]
+    assert [p.data for p in fast.model.parameters()] == pytest.approx(eager_weights, rel=1e-9, abs=1e-12)
+    assert (fast.train_accuracy, fast.test_accuracy) == (eager.train_accuracy, eager.test_accuracy)
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 150])
+def test_compiled_accuracy_equals_eager_accuracy(n):
+    pytest.importorskip("numpy")
+    data = blobs(n_samples=200, centers=3, seed=1, test_size=0.0) if n > 1 else blobs(n_samples=10, seed=1)
+    random.seed(4)
+    model = MLP(2, [6, 3])
+    X, y = data.X_train[:n], data.y_train[:n]
+    assert accuracy(model, X, y, 3, compile=True) == accuracy(model, X, y, 3)
+
+
+def test_the_digits_recipe_reaches_95_percent_on_the_test_split():
+    pytest.importorskip("numpy")
+    result = train("digits")  # MLP 64-32-10, 500 minibatch steps of Adam, compiled
+    assert [len(layer.neurons) for layer in result.model.layers] == [32, 10]
+    assert result.settings["compile"] is True
+    assert len(result.data.X_train) == 1437  # the whole training split
+    assert result.test_accuracy >= 0.95

@@ -103,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``chainrule`` command, with its ``train`` and ``grad`` commands.
 
     >>> args = build_parser().parse_args(["train", "moons", "--hidden", "8,8"])
-    >>> args.dataset, args.hidden, args.steps
-    ('moons', [8, 8], None)
+    >>> args.dataset, args.hidden, args.steps, args.eager
+    ('moons', [8, 8], None, False)
     """
     from .training import DEFAULT_SEED, RECIPES
 
@@ -134,9 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--hidden",
         type=_layer_sizes,
-        default=[16, 16],
         metavar="SIZES",
-        help="hidden layer sizes (default 16,16)",
+        help="hidden layer sizes (default 16,16; digits: 32)",
     )
     train.add_argument("--activation", choices=["relu", "tanh", "sigmoid"], default="relu")
     train.add_argument(
@@ -150,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--samples", type=_positive_int, metavar="N", help="train on only the first N training examples"
+    )
+    train.add_argument(
+        "--eager",
+        action="store_true",
+        help="run every step through the Value graph, without chainrule.compile (slower)",
     )
     train.add_argument("--out", type=Path, metavar="FOLDER", help="output folder (default runs/DATASET/)")
     train.set_defaults(run=run_train)
@@ -282,6 +286,7 @@ def run_train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             samples=args.samples,
             progress=progress,
+            compile=False if args.eager else None,
         )
     finally:
         progress.close()
@@ -290,6 +295,7 @@ def run_train(args: argparse.Namespace) -> int:
     print(
         f"{args.dataset}: {result.model!r}, {settings['optimizer']} from lr {settings['lr']:g}, "
         f"{settings['steps']} steps in {result.seconds:.1f} s"
+        + (f" (compiled; tracing took {result.trace_seconds:.2f} s)" if settings["compile"] else " (eager)")
     )
     print(_accuracy_line("train", result.train_accuracy, len(result.data.X_train)))
     if result.test_accuracy is not None:

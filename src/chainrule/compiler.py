@@ -35,6 +35,7 @@ import functools
 import math
 import numbers
 import sys
+import time
 import warnings
 from dataclasses import replace
 
@@ -75,6 +76,7 @@ class CompiledFunction:
 
         self.fn = fn
         self.tapes = {}
+        self.trace_seconds = 0.0  # the time spent tracing, over all traces so far
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args):
@@ -85,7 +87,9 @@ class CompiledFunction:
         numbers_in = self.np.concatenate(flat) if flat else self.np.empty(0)
         tape = self.tapes.get(structure)
         if tape is None:
+            start = time.perf_counter()
             tape = self.tapes[structure] = trace(self.fn, structure, numbers_in.tolist())
+            self.trace_seconds += time.perf_counter() - start
         return tape.run(numbers_in)
 
     def __repr__(self):

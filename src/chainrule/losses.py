@@ -67,8 +67,10 @@ def _paired(x, y, loss: str, x_name: str, y_name: str) -> tuple[list, list]:
     return xs, ys
 
 
-def _data(x) -> float:
-    return x.data if isinstance(x, Value) else float(x)
+def _is_number(x) -> bool:
+    """A plain number, whose value is checked. Targets given as Values (as they are inside
+    ``chainrule.compile``, where reading ``.data`` would freeze them) are taken as they are."""
+    return not isinstance(x, Value)
 
 
 def _mean(values: list[Value]) -> Value:
@@ -104,8 +106,8 @@ def hinge(scores, targets) -> Value:
     """
     ss, ys = _paired(scores, targets, "hinge", "scores", "targets")
     for i, y in enumerate(ys):
-        if _data(y) not in (1.0, -1.0):
-            raise ValueError(f"hinge: targets must be +1 or -1, but targets[{i}] is {_data(y)!r}")
+        if _is_number(y) and y not in (1, -1):
+            raise ValueError(f"hinge: targets must be +1 or -1, but targets[{i}] is {float(y)!r}")
     return _mean([(1 - y * s).relu() for s, y in zip(_as_values(ss), ys, strict=True)])
 
 
@@ -129,10 +131,10 @@ def binary_cross_entropy_with_logits(logits, targets) -> Value:
     """
     xs, ys = _paired(logits, targets, "binary_cross_entropy_with_logits", "logits", "targets")
     for i, y in enumerate(ys):
-        if not 0.0 <= _data(y) <= 1.0:
+        if _is_number(y) and not 0.0 <= y <= 1.0:
             raise ValueError(
-                f"binary_cross_entropy_with_logits: targets must lie in [0, 1], "
-                f"but targets[{i}] is {_data(y)!r}"
+                "binary_cross_entropy_with_logits: targets must lie in [0, 1], "
+                f"but targets[{i}] is {float(y)!r}"
             )
     return _mean([x.softplus() - x * y for x, y in zip(_as_values(xs), ys, strict=True)])
 
@@ -141,38 +143,42 @@ def _is_class_index(target) -> bool:
     return isinstance(target, numbers.Integral) and not isinstance(target, bool)
 
 
-def _cross_entropy_one(logits, target, where: str = "") -> Value:
-    """``-log(softmax(logits)[target])`` for one example."""
-    items = logits
-    if _is_scalar(items) or isinstance(items, (str, bytes)):
-        raise TypeError(f"cross_entropy: logits{where} must be a list of Values, not {type(items).__name__}")
-    items = list(items)
-    for i, z in enumerate(items):
-        if not _is_scalar(z):
-            hint = " (for a batch, pass a list of class indices as the target)" if not where else ""
-            raise TypeError(
-                f"cross_entropy: logits{where}[{i}] must be a Value or a number, not {type(z).__name__}{hint}"
-            )
-    if not items:
+def _cross_entropy_one(logits: list, target, where: str = "") -> Value:
+    """``-sum_j p_j log(softmax(logits)_j)`` for one example; a class index is a one-hot ``p``."""
+    if not logits:
         raise ValueError(f"cross_entropy: logits{where} is empty; softmax needs at least one logit")
-    if not _is_class_index(target):
-        raise TypeError(f"cross_entropy: target{where} must be an integer class index, got {target!r}")
-    if not 0 <= target < len(items):
-        raise ValueError(
-            f"cross_entropy: target{where} {target} is out of range for {len(items)} logits "
-            f"(classes 0..{len(items) - 1})"
-        )
-    zs = _as_values(items)
+    zs = _as_values(logits)
     # logsumexp is one stable op (its gradient is the softmax), so no exp can overflow.
-    return logsumexp(zs) - zs[target]
+    if _is_class_index(target):
+        if not 0 <= target < len(zs):
+            raise ValueError(
+                f"cross_entropy: target{where} {target} is out of range for {len(zs)} logits "
+                f"(classes 0..{len(zs) - 1})"
+            )
+        return logsumexp(zs) - zs[target]
+    if _is_scalar(target) or isinstance(target, (str, bytes)) or not hasattr(target, "__iter__"):
+        raise TypeError(
+            f"cross_entropy: target{where} must be an integer class index or a list of class probabilities, "
+            f"got {target!r}"
+        )
+    ps = _as_list(target, "cross_entropy", f"target{where}")
+    if len(ps) != len(zs):
+        raise ValueError(f"cross_entropy: target{where} has {len(ps)} probabilities for {len(zs)} logits")
+    for j, p in enumerate(ps):
+        if _is_number(p) and not 0.0 <= p <= 1.0:
+            raise ValueError(f"cross_entropy: target{where}[{j}] is {p!r}; probabilities lie in [0, 1]")
+    # sum_j p_j (logsumexp(z) - z_j), with sum_j p_j = 1.
+    return logsumexp(zs) - sum_values([p * z for p, z in zip(ps, zs, strict=True)])
 
 
 def cross_entropy(logits, target) -> Value:
-    """Softmax cross-entropy of a list of logits against an integer class, like PyTorch's.
+    """Softmax cross-entropy of a list of logits against a class, like PyTorch's.
 
     The loss is ``log(sum_j exp(z_j)) - z_target``; its gradient is ``softmax(z) - onehot``.
-    For a batch, pass a list of logit lists and a list of class indices: the result is the
-    mean over the batch.
+    The target is an integer class index, or (as PyTorch also allows) a list of class
+    probabilities ``p`` that sum to 1, for the loss ``log(sum_j exp(z_j)) - sum_j p_j z_j``.
+    For a batch, pass a list of logit lists and a list of targets: the result is the mean
+    over the batch.
 
     >>> from chainrule import Value
     >>> z = [Value(1000.0), Value(-1000.0)]         # stable even for huge logits
@@ -182,29 +188,36 @@ def cross_entropy(logits, target) -> Value:
     (2000.0, [1.0, -1.0])
     >>> round(cross_entropy([[0.0, 0.0], [5.0, 5.0]], [0, 1]).data, 6)    # both log 2
     0.693147
+    >>> cross_entropy([2.0, 1.0], [0.0, 1.0]).data == cross_entropy([2.0, 1.0], 1).data
+    True
     """
-    if _is_class_index(target):
-        return _cross_entropy_one(logits, target)
-    if _is_scalar(target) or isinstance(target, (str, bytes)):
+    if _is_scalar(logits) or isinstance(logits, (str, bytes)) or not hasattr(logits, "__iter__"):
+        raise TypeError(f"cross_entropy: logits must be a list of Values, not {type(logits).__name__}")
+    rows = list(logits)
+    if not rows and not _is_scalar(target):
+        raise ValueError("cross_entropy: the mean over an empty batch is undefined")
+    if not rows or _is_scalar(rows[0]):  # one example
+        for i, z in enumerate(rows):
+            if not _is_scalar(z):
+                raise TypeError(
+                    f"cross_entropy: logits[{i}] must be a Value or a number, not {type(z).__name__}"
+                )
+        return _cross_entropy_one(rows, target)
+    if _is_scalar(target) or isinstance(target, (str, bytes)) or not hasattr(target, "__iter__"):
         raise TypeError(
-            f"cross_entropy: target must be an integer class index or a list of them, got {target!r}"
+            "cross_entropy: for a batch, pass a list of class indices (or of probability lists), "
+            f"got {target!r}"
         )
-    try:
-        targets, rows = list(target), list(logits)
-    except TypeError:
-        raise TypeError(
-            "cross_entropy: for a batch, pass a list of logit lists and a list of class indices"
-        ) from None
+    targets = list(target)
     if len(rows) != len(targets):
         raise ValueError(f"cross_entropy: {len(rows)} rows of logits but {len(targets)} targets")
-    if not rows:
-        raise ValueError("cross_entropy: the mean over an empty batch is undefined")
-    return _mean(
-        [
-            _cross_entropy_one(row, t, where=f"[{i}]")
-            for i, (row, t) in enumerate(zip(rows, targets, strict=True))
-        ]
-    )
+    losses = []
+    for i, (row, t) in enumerate(zip(rows, targets, strict=True)):
+        zs = _as_list(row, "cross_entropy", f"logits[{i}]") if not _is_scalar(row) else None
+        if zs is None:
+            raise TypeError(f"cross_entropy: logits[{i}] must be a list of Values, like the rows before it")
+        losses.append(_cross_entropy_one(zs, t, where=f"[{i}]"))
+    return _mean(losses)
 
 
 # ---------------------------------------------------------------------------------------------
