@@ -30,11 +30,12 @@ import os
 import uuid
 from pathlib import Path
 
-from .training import TrainResult, predict
+from .training import TrainResult, predict, predict_all
 
 __all__ = ["plot_training", "training_figure"]
 
 GRID_SIZE = 40  # the decision regions are evaluated on a GRID_SIZE x GRID_SIZE grid
+FINE_GRID_SIZE = 120  # the same when the model runs compiled, which is fast enough for more
 SHOWN_DIGITS = 4  # digits shows SHOWN_DIGITS x SHOWN_DIGITS test images
 
 
@@ -73,9 +74,12 @@ def _draw_decision_regions(ax, result: TrainResult) -> None:
 
     data = result.data
     points = data.X_train + data.X_test
-    xs = _grid_axis([p[0] for p in points], GRID_SIZE)
-    ys = _grid_axis([p[1] for p in points], GRID_SIZE)
-    regions = [[predict(result.model, [x, y], data.n_classes) for x in xs] for y in ys]
+    size = FINE_GRID_SIZE if result.settings.get("compile") else GRID_SIZE
+    xs = _grid_axis([p[0] for p in points], size)
+    ys = _grid_axis([p[1] for p in points], size)
+    grid = [[x, y] for y in ys for x in xs]
+    classes = predict_all(result.model, grid, data.n_classes, compile=result.settings.get("compile", False))
+    regions = [classes[row * len(xs) : (row + 1) * len(xs)] for row in range(len(ys))]
 
     colors = _class_colors(data.n_classes)
     levels = [k - 0.5 for k in range(data.n_classes + 1)]  # one band of color per class

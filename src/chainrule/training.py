@@ -57,6 +57,7 @@ __all__ = [
     "make_loss_fn",
     "targets_for",
     "predict",
+    "predict_all",
     "train",
 ]
 
@@ -163,17 +164,24 @@ def accuracy(
         raise ValueError("accuracy: no examples to measure it on")
     if len(X) != len(y):
         raise ValueError(f"accuracy: {len(X)} examples but {len(y)} labels")
-    if compile:
-        predicted = _predict_compiled(model, X, n_classes)
-    else:
-        predicted = [predict(model, x, n_classes) for x in X]
+    predicted = predict_all(model, X, n_classes, compile=compile)
     return sum(p == label for p, label in zip(predicted, y, strict=True)) / len(X)
 
 
 EVAL_CHUNK = 64
 
 
-def _predict_compiled(model: MLP, X: Sequence[Sequence[float]], n_classes: int) -> list[int]:
+def predict_all(
+    model: MLP, X: Sequence[Sequence[float]], n_classes: int, *, compile: bool = False
+) -> list[int]:
+    """The class the model predicts for each example; see ``accuracy`` for ``compile``.
+
+    >>> import random; random.seed(0)
+    >>> predict_all(MLP(1, [1]), [[1.0], [-1.0]], n_classes=2)
+    [1, 0]
+    """
+    if not compile:
+        return [predict(model, x, n_classes) for x in X]
     from .compiler import compile as compile_fn
 
     forward = compile_fn(lambda rows: [model(row) for row in rows])
