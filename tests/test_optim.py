@@ -223,7 +223,7 @@ def test_a_bad_schedule_value_stops_the_step_before_anything_changes():
         (lambda: Adam([Value(1.0)], eps=-1e-8), ValueError, "eps"),
         (lambda: Adam([Value(1.0)], weight_decay=-0.1), ValueError, "weight_decay"),
         (lambda: linear_decay(1.0, 0.1, 0), ValueError, "steps must be a positive integer"),
-        (lambda: linear_decay(1.0, 0.1, 2.5), ValueError, "steps must be a positive integer"),
+        (lambda: linear_decay(1.0, 0.1, 2.5), TypeError, "steps must be an integer, got 2.5"),
         (lambda: linear_decay(-1.0, 0.1, 10), ValueError, "start must be a finite number >= 0"),
     ],
 )

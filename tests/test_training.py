@@ -235,3 +235,16 @@ def test_the_digits_recipe_reaches_95_percent_on_the_test_split():
     assert result.settings["compile"] is True
     assert len(result.data.X_train) == 1437  # the whole training split
     assert result.test_accuracy >= 0.95
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"steps": 2.5}, "train: steps must be an integer, got 2.5"),
+        ({"lr": "0.1"}, "train: lr must be a number, got '0.1'"),
+        ({"alpha": None}, "train: alpha must be a number, got None"),
+    ],
+)
+def test_options_of_the_wrong_kind_are_type_errors(small_moons, options, message):
+    with pytest.raises(TypeError, match=message):
+        train(small_moons, **options)

@@ -24,6 +24,8 @@ import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from ._checks import check_integer, check_number
+
 __all__ = ["NAMES", "Dataset", "blobs", "circles", "digits", "load", "moons"]
 
 
@@ -58,14 +60,6 @@ def _import_sklearn():
     return sklearn
 
 
-def _check_count(where: str, name: str, value, low: int = 1) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{where}: {name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{where}: {name} must be at least {low}, got {value!r}")
-    return int(value)
-
-
 def _check_seed(where: str, seed) -> int:
     # numpy's random generators, which scikit-learn uses, take seeds from 0 to 2**32 - 1.
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
@@ -73,14 +67,6 @@ def _check_seed(where: str, seed) -> int:
     if not 0 <= seed < 2**32:
         raise ValueError(f"{where}: seed must be between 0 and 2**32 - 1, got {seed!r}")
     return int(seed)
-
-
-def _check_amount(where: str, name: str, value) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{where}: {name} must be a number, got {value!r}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{where}: {name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def _check_points(where: str, name: str, points) -> list[list[float]]:
@@ -147,8 +133,8 @@ def moons(n_samples: int = 100, noise: float = 0.1, seed: int = 0, test_size: fl
     (6, 2, [])
     """
     where = "moons"
-    n_samples = _check_count(where, "n_samples", n_samples, low=2)
-    noise, seed = _check_amount(where, "noise", noise), _check_seed(where, seed)
+    n_samples = check_integer(where, "n_samples", n_samples, low=2)
+    noise, seed = check_number(where, "noise", noise), _check_seed(where, seed)
     test_size = _check_test_size(where, test_size, n_samples)
     X, y = _import_sklearn().datasets.make_moons(n_samples=n_samples, noise=noise, random_state=seed)
     return _as_dataset("moons", X, y, 2, test_size, seed)
@@ -171,9 +157,9 @@ def circles(
     [0.25, 0.25, 0.25, 0.25]
     """
     where = "circles"
-    n_samples = _check_count(where, "n_samples", n_samples, low=2)
-    noise, seed = _check_amount(where, "noise", noise), _check_seed(where, seed)
-    factor = _check_amount(where, "factor", factor)
+    n_samples = check_integer(where, "n_samples", n_samples, low=2)
+    noise, seed = check_number(where, "noise", noise), _check_seed(where, seed)
+    factor = check_number(where, "factor", factor)
     if not 0.0 <= factor < 1.0:
         raise ValueError(f"circles: factor must be in [0, 1), got {factor!r}")
     test_size = _check_test_size(where, test_size, n_samples)
@@ -206,16 +192,16 @@ def blobs(
     [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [5.0, 5.0, 5.0], [5.0, 5.0, 5.0]]
     """
     where = "blobs"
-    n_samples = _check_count(where, "n_samples", n_samples)
+    n_samples = check_integer(where, "n_samples", n_samples)
     if isinstance(centers, numbers.Integral):
-        n_classes = _check_count(where, "centers", centers)
-        n_features = _check_count(where, "n_features", n_features)
+        n_classes = check_integer(where, "centers", centers)
+        n_features = check_integer(where, "n_features", n_features)
     else:
         centers = _check_points(where, "centers", centers)
         n_classes, n_features = len(centers), len(centers[0])
     if n_samples < n_classes:
         raise ValueError(f"blobs: {n_samples} samples cannot fill {n_classes} clusters")
-    cluster_std, seed = _check_amount(where, "cluster_std", cluster_std), _check_seed(where, seed)
+    cluster_std, seed = check_number(where, "cluster_std", cluster_std), _check_seed(where, seed)
     test_size = _check_test_size(where, test_size, n_samples)
     X, y = _import_sklearn().datasets.make_blobs(
         n_samples=n_samples,

@@ -29,23 +29,14 @@ rate may be a number or a schedule: a function of the 0-based step index, such a
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterable
 
+from ._checks import check_integer, check_number
 from .engine import Value
 
 __all__ = ["SGD", "Adam", "Optimizer", "linear_decay"]
 
 LearningRate = float | Callable[[int], float]
-
-
-def _check_number(optimizer: str, name: str, value, low: float = 0.0) -> float:
-    """``value`` as a float, after checking that it is a finite real number >= ``low``."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{optimizer}: {name} must be a number, got {value!r}")
-    if not (math.isfinite(value) and value >= low):
-        raise ValueError(f"{optimizer}: {name} must be a finite number >= {low}, got {value!r}")
-    return float(value)
 
 
 class Optimizer:
@@ -79,7 +70,7 @@ class Optimizer:
                 raise ValueError(f"{name}: params[{i}] appears more than once in the list")
             seen.add(p)
         if not callable(lr):
-            _check_number(name, "lr", lr)
+            check_number(name, "lr", lr)
         self.lr = lr
         self.step_count = 0
 
@@ -94,7 +85,7 @@ class Optimizer:
             return float(self.lr)
         lr = self.lr(self.step_count)
         try:
-            return _check_number(type(self).__name__, f"lr({self.step_count})", lr)
+            return check_number(type(self).__name__, f"lr({self.step_count})", lr)
         except TypeError as error:
             raise TypeError(f"{error} (the schedule must return a number)") from None
 
@@ -141,8 +132,8 @@ class SGD(Optimizer):
         weight_decay: float = 0.0,
     ):
         super().__init__(params, lr)
-        self.momentum = _check_number("SGD", "momentum", momentum)
-        self.weight_decay = _check_number("SGD", "weight_decay", weight_decay)
+        self.momentum = check_number("SGD", "momentum", momentum)
+        self.weight_decay = check_number("SGD", "weight_decay", weight_decay)
         self.buffers: list[float] | None = None  # the momentum of each parameter, after step 1
 
     def _update(self, lr: float) -> None:
@@ -194,13 +185,13 @@ class Adam(Optimizer):
         betas = tuple(betas)
         if len(betas) != 2:
             raise ValueError(f"Adam: betas must be a pair (beta1, beta2), got {len(betas)} numbers")
-        beta1, beta2 = (_check_number("Adam", f"betas[{i}]", b) for i, b in enumerate(betas))
+        beta1, beta2 = (check_number("Adam", f"betas[{i}]", b) for i, b in enumerate(betas))
         for i, beta in enumerate((beta1, beta2)):
             if not beta < 1.0:
                 raise ValueError(f"Adam: betas[{i}] must be in [0, 1), got {beta!r}")
         self.betas = (beta1, beta2)
-        self.eps = _check_number("Adam", "eps", eps)
-        self.weight_decay = _check_number("Adam", "weight_decay", weight_decay)
+        self.eps = check_number("Adam", "eps", eps)
+        self.weight_decay = check_number("Adam", "weight_decay", weight_decay)
         self.m = [0.0] * len(self.params)  # running mean of the gradient
         self.v = [0.0] * len(self.params)  # running mean of the squared gradient
 
@@ -229,10 +220,9 @@ def linear_decay(start: float, end: float, steps: int) -> Callable[[int], float]
     >>> schedule(0), schedule(50), schedule(100), schedule(500)
     (1.0, 0.55, 0.1, 0.1)
     """
-    start = _check_number("linear_decay", "start", start)
-    end = _check_number("linear_decay", "end", end)
-    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"linear_decay: steps must be a positive integer, got {steps!r}")
+    start = check_number("linear_decay", "start", start)
+    end = check_number("linear_decay", "end", end)
+    steps = check_integer("linear_decay", "steps", steps)
 
     def schedule(k: int) -> float:
         if k >= steps:

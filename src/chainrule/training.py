@@ -34,12 +34,12 @@ targets), so that ``chainrule.compile`` can trace it once and replay it.
 from __future__ import annotations
 
 import math
-import numbers
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from ._checks import check_integer, check_number
 from .datasets import Dataset
 from .engine import Value, no_grad
 from .losses import cross_entropy, hinge, l2
@@ -270,20 +270,6 @@ def _batches(n: int, batch_size: int | None, rng: random.Random) -> Iterator[lis
             yield order[start : start + batch_size]
 
 
-def _check_positive_int(name: str, value) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"train: {name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_positive_number(name: str, value) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"train: {name} must be a number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"train: {name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
 def _load(dataset: str | Dataset, seed: int) -> Dataset:
     if isinstance(dataset, Dataset):
         return dataset
@@ -363,24 +349,23 @@ def train(
     recipe = _recipe_for(data)
     binary = data.n_classes == 2
 
-    steps = _check_positive_int("steps", recipe.steps if steps is None else steps)
+    steps = check_integer("train", "steps", recipe.steps if steps is None else steps)
     optimizer = recipe.optimizer if optimizer is None else optimizer
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"train: optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if lr is None:
         lr = recipe.lr if optimizer == recipe.optimizer else FALLBACK_LR[binary, optimizer]
-    lr = _check_positive_number("lr", lr)
-    batch_size = recipe.batch_size if batch_size is None else _check_positive_int("batch_size", batch_size)
-    if not isinstance(alpha, numbers.Real) or not (math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"train: alpha must be a finite number >= 0, got {alpha!r}")
+    lr = check_number("train", "lr", lr, strict=True)
+    batch_size = recipe.batch_size if batch_size is None else check_integer("train", "batch_size", batch_size)
+    alpha = check_number("train", "alpha", alpha)
     hidden = [
-        _check_positive_int("every hidden layer size", h)
+        check_integer("train", "every hidden layer size", h)
         for h in (recipe.hidden if hidden is None else hidden)
     ]
     if compile is None:
         compile = _numpy_is_installed()
     if samples is not None:
-        samples = _check_positive_int("samples", samples)
+        samples = check_integer("train", "samples", samples)
         if samples > len(data.X_train):
             raise ValueError(
                 f"train: samples={samples} but {data.name} has only {len(data.X_train)} training examples"
