@@ -178,6 +178,20 @@ def test_a_value_result_is_a_compiled_node_over_the_parameters():
     assert y.grad == 1.0  # the root's own grad, as eager's backward sets it
 
 
+def test_arguments_reach_fn_as_the_lists_and_tuples_they_were():
+    w = Value(2.0)
+    seen = []
+
+    def fn(pair, rows):
+        seen.append((type(pair), type(rows), [type(row) for row in rows]))
+        return w * pair[0] + w * rows[0][0] + w * rows[1][0]
+
+    f = chainrule.compile(fn)
+    for rows in ([(3.0,), [4.0]], [(3.0,), (4.0,)], [[3.0], [4.0]]):
+        assert f((1.0, 2.0), rows).data == 2.0 * (1.0 + 3.0 + 4.0)
+        assert seen[-1] == (tuple, list, [type(row) for row in rows])
+
+
 def test_nested_list_and_tuple_results_mirror_what_fn_returned():
     w = Value(0.5)
 

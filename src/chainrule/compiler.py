@@ -110,7 +110,8 @@ def _flatten_arguments(obj, flat):
             array = np.asarray(obj, dtype=np.float64)
         except (TypeError, ValueError):
             array = None
-        if array is not None:
+        # A block's inner rows are rebuilt as lists, so rows given as tuples take the slower path.
+        if array is not None and (array.ndim <= 1 or _rows_are_lists(obj, array.ndim, np)):
             flat.append(array.ravel())
             return ("block", kind is tuple, array.shape)
         if not isinstance(obj, np.ndarray):
@@ -121,6 +122,15 @@ def _flatten_arguments(obj, flat):
     hint = " (use Values from outside the function as parameters instead)" if isinstance(obj, Value) else ""
     raise TypeError(
         f"a compiled function takes numbers or nested lists/tuples of numbers, not {type(obj).__name__}{hint}"
+    )
+
+
+def _rows_are_lists(obj, ndim, np) -> bool:
+    """Whether every container inside ``obj`` (an ``ndim``-deep block) is a list or an array."""
+    return all(
+        (type(row) is list or isinstance(row, np.ndarray))
+        and (ndim <= 2 or _rows_are_lists(row, ndim - 1, np))
+        for row in obj
     )
 
 
