@@ -19,7 +19,7 @@ import importlib.util
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
@@ -53,34 +53,24 @@ class _Parser(argparse.ArgumentParser):
 # Argument types: each turns a string into a value or says why it cannot.
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number_type(convert: Callable[[str], float], accept: Callable[[float], bool], expected: str):
+    """An argparse ``type``: ``convert`` the text, then check the number with ``accept``."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**32 - 1, got {text!r}")
-    return value
+_positive_int = _number_type(int, lambda n: n >= 1, "a positive integer")
+_positive_float = _number_type(float, lambda x: math.isfinite(x) and x > 0, "a positive number")
+_seed = _number_type(int, lambda n: 0 <= n < 2**32, "an integer from 0 to 2**32 - 1")
 
 
 def _layer_sizes(text: str) -> list[int]:
