@@ -52,6 +52,11 @@ def _as_list(x, loss: str, what: str) -> list:
     return items
 
 
+def _is_sequence(x) -> bool:
+    """A list-like of items (not a single Value or number, and not a string)."""
+    return not _is_scalar(x) and not isinstance(x, (str, bytes)) and hasattr(x, "__iter__")
+
+
 def _as_values(items: list) -> list[Value]:
     """Numbers become constant Values, so that methods like ``exp`` can be called on every item."""
     return [x if isinstance(x, Value) else Value(x) for x in items]
@@ -156,7 +161,7 @@ def _cross_entropy_one(logits: list, target, where: str = "") -> Value:
                 f"(classes 0..{len(zs) - 1})"
             )
         return logsumexp(zs) - zs[target]
-    if _is_scalar(target) or isinstance(target, (str, bytes)) or not hasattr(target, "__iter__"):
+    if not _is_sequence(target):
         raise TypeError(
             f"cross_entropy: target{where} must be an integer class index or a list of class probabilities, "
             f"got {target!r}"
@@ -191,7 +196,7 @@ def cross_entropy(logits, target) -> Value:
     >>> cross_entropy([2.0, 1.0], [0.0, 1.0]).data == cross_entropy([2.0, 1.0], 1).data
     True
     """
-    if _is_scalar(logits) or isinstance(logits, (str, bytes)) or not hasattr(logits, "__iter__"):
+    if not _is_sequence(logits):
         raise TypeError(f"cross_entropy: logits must be a list of Values, not {type(logits).__name__}")
     rows = list(logits)
     if not rows and not _is_scalar(target):
@@ -203,7 +208,7 @@ def cross_entropy(logits, target) -> Value:
                     f"cross_entropy: logits[{i}] must be a Value or a number, not {type(z).__name__}"
                 )
         return _cross_entropy_one(rows, target)
-    if _is_scalar(target) or isinstance(target, (str, bytes)) or not hasattr(target, "__iter__"):
+    if not _is_sequence(target):
         raise TypeError(
             "cross_entropy: for a batch, pass a list of class indices (or of probability lists), "
             f"got {target!r}"
@@ -213,10 +218,9 @@ def cross_entropy(logits, target) -> Value:
         raise ValueError(f"cross_entropy: {len(rows)} rows of logits but {len(targets)} targets")
     losses = []
     for i, (row, t) in enumerate(zip(rows, targets, strict=True)):
-        zs = _as_list(row, "cross_entropy", f"logits[{i}]") if not _is_scalar(row) else None
-        if zs is None:
+        if _is_scalar(row):
             raise TypeError(f"cross_entropy: logits[{i}] must be a list of Values, like the rows before it")
-        losses.append(_cross_entropy_one(zs, t, where=f"[{i}]"))
+        losses.append(_cross_entropy_one(_as_list(row, "cross_entropy", f"logits[{i}]"), t, where=f"[{i}]"))
     return _mean(losses)
 
 

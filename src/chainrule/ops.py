@@ -155,13 +155,13 @@ def _dot_backward(g, out, *xs):
 
 
 def _pow_base_grad(g, x, y):
-    # d/dx x**y = y * x**(y-1).
-    if type(y) is not float:  # a Value exponent (create_graph): build the graph, even at y == 0
-        return g * y * x ** (y - 1.0)
-    if y == 0.0:  # a constant power has slope 0, even at x == 0
-        return 0.0 * g
-    if type(x) is float:
-        return g * y * _pow(x, y - 1.0)  # overflows to inf, as the forward pass does
+    # d/dx x**y = y * x**(y-1). A Value exponent (create_graph) always builds the graph, even
+    # at y == 0, since the slope in y of this gradient need not vanish there.
+    if type(y) is float:
+        if y == 0.0:  # a constant power has slope 0, even at x == 0
+            return 0.0 * g
+        if type(x) is float:
+            return g * y * _pow(x, y - 1.0)  # overflows to inf, as the forward pass does
     return g * y * x ** (y - 1.0)
 
 
