@@ -32,8 +32,5 @@ def grad(output: Value, inputs, create_graph: bool = False) -> list:
         if isinstance(output, (int, float)):
             return [0.0 for _ in inputs]
         raise TypeError(f"grad: output must be a Value, got {type(output).__name__}")
-    order = propagate(output, 1.0, create_graph)
-    derivatives = [x._pending for x in inputs]  # an input outside the graph still holds 0.0
-    for node in order:
-        node._pending = 0.0
-    return derivatives
+    pending = propagate(output, 1.0, create_graph)
+    return [pending.get(x, 0.0) for x in inputs]  # an input outside the graph gets 0.0

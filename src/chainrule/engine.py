@@ -13,8 +13,10 @@ Read it top to bottom:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
+import itertools
 import math
 import numbers
 from dataclasses import dataclass, replace
@@ -125,7 +127,7 @@ class Value:
     2.0
     """
 
-    __slots__ = ("data", "grad", "label", "children", "_rule", "_pending", "__weakref__")
+    __slots__ = ("data", "grad", "label", "children", "_rule", "__weakref__")
 
     def __init__(self, data, label: str = ""):
         self.data = _as_float(data)
@@ -133,7 +135,6 @@ class Value:
         self.label = label
         self.children = ()
         self._rule = None  # the ops.Op that made this value; None for a leaf
-        self._pending = 0.0  # gradient gathered during the current backward pass
 
     @property
     def op(self) -> str:
@@ -230,7 +231,6 @@ def _make(data, rule, children):
     value.label = ""
     value.children = children
     value._rule = rule
-    value._pending = 0.0
     return value
 
 
@@ -368,54 +368,80 @@ def topological_order(*roots: Value) -> list[Value]:
 def backward(root: Value, gradient=1.0, create_graph: bool = False) -> None:
     """Backpropagate from ``root``: add d(root)/d(node) * gradient to every node's ``grad``.
 
-    With ``create_graph=True`` the gradients are Values with a graph of their own, so they
-    can be differentiated again (see ``chainrule.autograd.grad``).
+    All or nothing: the new totals are worked out first and then stored in one step, so if
+    anything raises on the way (a domain error, a bad ``.grad``, Ctrl-C), no node changes.
+    A ``grad`` set to ``None`` counts as zero, as in PyTorch. With ``create_graph=True`` the
+    gradients are Values with a graph of their own, so they can be differentiated again
+    (see ``chainrule.autograd.grad``).
     """
-    order = propagate(root, gradient, create_graph)
-    for node in order:
-        node.grad = _add(node.grad, node._pending) if create_graph else node.grad + node._pending
-        node._pending = 0.0
+    pending = propagate(root, gradient, create_graph)
+    nodes = list(pending)
+    totals = [_accumulate(node, pending[node], create_graph) for node in nodes]
+    # One loop in C: a KeyboardInterrupt cannot arrive between two of these assignments.
+    collections.deque(map(setattr, nodes, itertools.repeat("grad"), totals), maxlen=0)
 
 
-def propagate(root: Value, gradient=1.0, create_graph: bool = False) -> list[Value]:
-    """Compute this pass's d(root)/d(node) * gradient into every node's ``_pending``.
+def _accumulate(node: Value, g, create_graph: bool):
+    """What ``node.grad`` becomes once ``g`` is added to it."""
+    total = node.grad
+    if total is None:
+        return g
+    if create_graph:
+        return _add(total, g)
+    if isinstance(total, (float, Value)):
+        return total + g
+    if isinstance(total, numbers.Real) and not isinstance(total, bool):
+        return float(total) + g
+    raise TypeError(f"the grad of {_describe([node])} must be a number, a Value or None; got {total!r}")
 
-    Each node's gradient is gathered in ``_pending``, starting from zero, and only passed on
-    once every node that uses it has added its share; the nodes' ``grad`` is not read, so a
-    second backward adds the same amount again instead of feeding the old total back in.
-    Returns the nodes in topological order; the caller reads ``_pending`` and resets it to 0.
+
+def _check_gradient(gradient, create_graph: bool):
+    """The seed of a backward pass as a float, or as a Value when building a graph."""
+    if isinstance(gradient, Value):
+        return gradient if create_graph else gradient.data
+    if isinstance(gradient, numbers.Real) and not isinstance(gradient, bool):
+        number = float(gradient)
+        return Value(number) if create_graph else number
+    raise TypeError(f"backward: gradient must be a real number or a Value, got {gradient!r}")
+
+
+def propagate(root: Value, gradient=1.0, create_graph: bool = False) -> dict:
+    """This pass's d(root)/d(node) * gradient for every node reached, in a new dict.
+
+    Each node's gradient is gathered in the dict, starting from zero, and only passed on
+    once every node that uses it has added its share; the nodes' ``grad`` is not read or
+    written, so a second backward adds the same amount again instead of feeding the old total
+    back in, and an exception leaves nothing behind. Nodes appear in reverse topological order.
     """
+    seed = _check_gradient(gradient, create_graph)
     order = topological_order(root)
-    root._pending = Value(gradient) if create_graph and not isinstance(gradient, Value) else gradient
+    pending = {root: seed}
     anomaly = _mode.get().anomaly
-    try:
-        with enable_grad() if create_graph else contextlib.nullcontext():
-            for node in reversed(order):  # every node is reached after all the nodes that use it
-                rule = node._rule
-                if rule is None:
+    with enable_grad() if create_graph else contextlib.nullcontext():
+        for node in reversed(order):  # every node is reached after all the nodes that use it
+            rule = node._rule
+            g = pending.get(node)
+            if rule is None or g is None:
+                continue
+            children = node.children
+            try:
+                if create_graph:  # the same rule on Values builds the gradient's graph
+                    grads = rule.backward(g, node, *children)
+                else:
+                    grads = rule.backward(g, node.data, *[c.data for c in children])
+            except (ValueError, ZeroDivisionError) as error:
+                raise op_error(rule, children, error, stage="backward of ") from None
+            for child, child_grad in zip(children, grads):
+                if child_grad is None:
                     continue
-                g, children = node._pending, node.children
-                try:
-                    if create_graph:  # the same rule on Values builds the gradient's graph
-                        grads = rule.backward(g, node, *children)
-                    else:
-                        grads = rule.backward(g, node.data, *[c.data for c in children])
-                except (ValueError, ZeroDivisionError) as error:
-                    raise op_error(rule, children, error, stage="backward of ") from None
-                for child, child_grad in zip(children, grads):
-                    if child_grad is None:
-                        continue
-                    if create_graph:
-                        child._pending = _add(child._pending, child_grad)
-                    else:
-                        child._pending += child_grad
-                if anomaly:
-                    _check_gradients(rule, children, grads)
-    except BaseException:
-        for node in order:
-            node._pending = 0.0
-        raise
-    return order
+                total = pending.get(child)
+                if total is None:
+                    pending[child] = child_grad
+                else:
+                    pending[child] = total + child_grad
+            if anomaly:
+                _check_gradients(rule, children, grads)
+    return pending
 
 
 def _add(total, g):

@@ -1,0 +1,245 @@
+"""backward is all or nothing: whatever raises during it, every node is left as it was.
+
+The worst failure is a silent one: an exception (a bad argument, a ``.grad`` set to something
+odd, Ctrl-C) that leaves half-finished state behind and so corrupts the *next* backward pass.
+These tests break backward in every way we can think of, including a KeyboardInterrupt
+injected at a random line of chainrule's own code, and then check that the next pass is exact.
+"""
+
+import math
+import random
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+import chainrule
+from chainrule import Value, autograd
+
+PACKAGE_DIR = str(Path(chainrule.__file__).parent)
+
+
+def _graph(seed: int):
+    """A random graph over three leaves that reuses values, with its nodes in creation order."""
+    rng = random.Random(seed)
+    leaves = [Value(rng.uniform(0.5, 2.0), label=f"x{i}") for i in range(3)]
+    nodes = list(leaves)
+    for _ in range(rng.randint(3, 12)):
+        a, b = rng.choice(nodes), rng.choice(nodes)
+        op = rng.choice(["+", "*", "-", "tanh", "exp", "sum", "dot"])
+        if op == "+":
+            nodes.append(a + b)
+        elif op == "*":
+            nodes.append(a * b)
+        elif op == "-":
+            nodes.append(a - b)
+        elif op == "tanh":
+            nodes.append(a.tanh())
+        elif op == "exp":
+            nodes.append((a * 0.1).exp())
+        elif op == "sum":
+            nodes.append(chainrule.sum_values([a, b, a]))
+        else:
+            nodes.append(chainrule.dot([a, b], [b, 2.0], a))
+    return leaves, nodes
+
+
+def _grads(nodes):
+    return [n.grad for n in nodes]
+
+
+def _reference_grads(seed: int):
+    """The grads after one clean backward, on a fresh copy of the same graph."""
+    _, nodes = _graph(seed)
+    nodes[-1].backward()
+    return _grads(nodes)
+
+
+class _Injector:
+    """A trace function that raises ``error`` at the n-th line executed inside chainrule."""
+
+    def __init__(self, n: int, error: BaseException):
+        self.n, self.error, self.count = n, error, 0
+
+    def __call__(self, frame, event, arg):
+        if not frame.f_code.co_filename.startswith(PACKAGE_DIR):
+            return None
+        return self._line
+
+    def _line(self, frame, event, arg):
+        self.count += 1
+        if self.count == self.n:
+            raise self.error
+        return self._line
+
+
+def _run_with_injection(action, n: int, error: BaseException) -> bool:
+    """Run ``action`` with ``error`` injected at line ``n``; True if it was raised."""
+    injector = _Injector(n, error)
+    sys.settrace(injector)
+    try:
+        action()
+    except type(error):
+        return True
+    finally:
+        sys.settrace(None)
+    return False
+
+
+@hsettings(max_examples=60)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 400),
+    error=st.sampled_from([KeyboardInterrupt, RuntimeError, MemoryError]),
+    create_graph=st.booleans(),
+)
+def test_an_exception_at_any_line_of_backward_leaves_every_node_as_it_was(seed, n, error, create_graph):
+    _, nodes = _graph(seed)
+    nodes[-1].backward()  # some gradient already there, so "as it was" is not just zero
+    before = _grads(nodes)
+    raised = _run_with_injection(lambda: nodes[-1].backward(create_graph=create_graph), n, error("injected"))
+    if raised:
+        assert _grads(nodes) == before
+    # Whether or not it was interrupted, the next clean pass adds exactly one more derivative.
+    done = _grads(nodes)
+    nodes[-1].backward()
+    reference = _reference_grads(seed)
+    for node, old, ref in zip(nodes, done, reference):
+        old = old.data if isinstance(old, Value) else old
+        new = node.grad.data if isinstance(node.grad, Value) else node.grad
+        assert new == pytest.approx(old + ref, rel=1e-12, abs=1e-12)
+
+
+@hsettings(max_examples=30)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 300))
+def test_an_exception_inside_autograd_grad_does_not_leak_into_the_next_call(seed, n):
+    leaves, nodes = _graph(seed)
+    expected = autograd.grad(nodes[-1], leaves)
+    _run_with_injection(lambda: autograd.grad(nodes[-1], leaves), n, KeyboardInterrupt())
+    assert autograd.grad(nodes[-1], leaves) == expected
+    assert _grads(nodes) == [0.0] * len(nodes)  # grad() never writes .grad
+
+
+@pytest.mark.parametrize(
+    "gradient",
+    [None, "1.0", b"1", [1.0], (1.0,), {"g": 1.0}, 1j, object()],
+    ids=["None", "str", "bytes", "list", "tuple", "dict", "complex", "object"],
+)
+def test_a_bad_gradient_argument_is_a_type_error_that_touches_nothing(gradient):
+    leaves, nodes = _graph(3)
+    nodes[-1].backward()
+    before = _grads(nodes)
+    with pytest.raises(TypeError, match="gradient"):
+        nodes[-1].backward(gradient)
+    assert _grads(nodes) == before
+    nodes[-1].backward()
+    assert _grads(nodes) == pytest.approx([2 * g for g in before])
+
+
+def test_a_numpy_array_as_gradient_is_refused_and_a_numpy_scalar_is_accepted():
+    np = pytest.importorskip("numpy")
+    x = Value(2.0)
+    y = x * x
+    with pytest.raises(TypeError, match="gradient"):
+        y.backward(np.array([1.0, 2.0]))
+    with pytest.raises(TypeError, match="gradient"):
+        y.backward(np.array(1.0))  # a 0-d array is an array, not a number
+    assert x.grad == 0.0
+    y.backward(np.float64(0.5))
+    assert x.grad == 2.0 and type(x.grad) is float
+
+
+def test_real_numbers_of_other_types_are_accepted_as_gradient():
+    x = Value(2.0)
+    y = x * x
+    y.backward(Fraction(1, 2))
+    y.backward(1)
+    assert x.grad == 2.0 + 4.0 and type(x.grad) is float
+
+
+def test_a_bool_gradient_is_refused():
+    x = Value(2.0)
+    with pytest.raises(TypeError, match="gradient"):
+        (x * x).backward(True)
+
+
+def test_a_value_gradient_without_create_graph_uses_its_number():
+    x = Value(3.0)
+    y = x * x
+    y.backward(Value(0.5))
+    assert x.grad == 3.0 and type(x.grad) is float
+
+
+def test_a_grad_set_to_none_counts_as_zero_as_in_pytorch():
+    a = Value(3.0)
+    b = a * a
+    c = b + a
+    c.backward()
+    a.grad = None  # what PyTorch users write instead of zero_grad
+    b.grad = None  # an intermediate node too
+    c.backward()
+    assert a.grad == 2 * 3.0 + 1.0
+    assert b.grad == 1.0
+    assert c.grad == 2.0
+
+
+def test_a_grad_set_to_none_on_an_unused_input_stays_none():
+    a, unused = Value(1.0), Value(2.0)
+    unused.grad = None
+    (a * 2).backward()
+    assert unused.grad is None and a.grad == 2.0
+
+
+def test_a_grad_that_is_not_a_number_raises_and_leaves_every_node_intact():
+    a = Value(3.0, label="a")
+    b = a * a
+    c = b + a
+    c.backward()
+    before = _grads([a, b, c])
+    b.grad = "oops"
+    with pytest.raises(TypeError, match=r"grad.*'oops'"):
+        c.backward()
+    assert a.grad == before[0] and c.grad == before[2] and b.grad == "oops"
+    b.grad = before[1]
+    c.backward()
+    assert _grads([a, b, c]) == [2 * g for g in before]
+
+
+def test_a_domain_error_in_backward_leaves_every_node_intact():
+    # x ** y with x < 0 and an integer y is fine forward, but its y-gradient needs x > 0.
+    x, y = Value(-2.0), Value(2.0)
+    out = x**y + x
+    with pytest.raises(ValueError, match="x > 0"):
+        out.backward()
+    assert x.grad == 0.0 and y.grad == 0.0 and out.grad == 0.0
+
+
+def test_an_interrupted_pass_does_not_change_a_later_pass_on_a_shared_subgraph():
+    # Two roots share a subgraph; interrupting the first root's pass must not leave anything
+    # that the second root's pass picks up.
+    a = Value(1.5)
+    shared = a * a
+    r1, r2 = shared * 3.0, shared + a
+    for n in range(1, 200):
+        for v in (a, shared, r1, r2):
+            v.grad = 0.0
+        _run_with_injection(r1.backward, n, KeyboardInterrupt())
+        for v in (a, shared, r1, r2):
+            v.grad = 0.0
+        r2.backward()
+        assert a.grad == pytest.approx(2 * 1.5 + 1.0) and shared.grad == 1.0
+
+
+def test_gradients_stay_finite_floats_after_many_interrupted_passes():
+    x = Value(0.3)
+    y = (x * x).tanh() + x
+    for n in range(1, 100):
+        _run_with_injection(y.backward, n, KeyboardInterrupt())
+    x.grad = 0.0
+    y.backward()
+    expected = 2 * 0.3 * (1 - math.tanh(0.09) ** 2) + 1
+    assert x.grad == pytest.approx(expected, rel=1e-12)
