@@ -92,7 +92,7 @@ def _div(x, y):
 
 
 def _pow(x, y):
-    if x < 0.0 and not y.is_integer():
+    if x < 0.0 and not y.is_integer() and not math.isnan(y):  # a nan exponent passes nan on
         raise ValueError(f"a negative base ({x!r}) to a non-integer power ({y!r}) is not a real number")
     if x == 0.0 and y < 0.0:
         raise ZeroDivisionError(f"0.0 cannot be raised to a negative power ({y!r})")
@@ -166,11 +166,14 @@ def _pow_base_grad(g, x, y):
 
 
 def _pow_exponent_grad(g, out, x):
-    # d/dy x**y = x**y * log(x), defined for x > 0 and, as a limit, for x == 0.
-    if _data(x) > 0.0:
+    # d/dy x**y = x**y * log(x), defined for x > 0 and, as a limit, for x == 0. A nan in x
+    # or y (then out is nan) passes on as nan, as in every op, instead of a domain error.
+    if _data(x) > 0.0 or math.isnan(_data(x)):
         return g * out * _log(x)
     if _data(x) == 0.0:
         return 0.0 * g
+    if math.isnan(_data(out)):
+        return g * out
     raise ValueError(f"the derivative of x ** y with respect to y needs x > 0, got x = {_data(x)!r}")
 
 
@@ -199,12 +202,13 @@ def _vsigmoid(np, X):
 
 
 def _vpow_base_grad(np, g, x, y):
-    return np.where(y == 0.0, 0.0, g * y * x ** (y - 1.0))
+    return np.where(y == 0.0, 0.0 * g, g * y * x ** (y - 1.0))
 
 
 def _vpow_exponent_grad(np, g, out, x):
-    dy = np.where(x > 0.0, g * out * np.log(np.where(x > 0.0, x, 1.0)), 0.0)
-    return np.where(x < 0.0, np.nan, dy)  # the compiler re-runs the scalar rule there, which raises
+    dy = np.where(x == 0.0, 0.0 * g, g * out * np.log(np.where(x < 0.0, 1.0, x)))
+    # x < 0 with a finite result: the compiler re-runs the scalar rule there, which raises.
+    return np.where((x < 0.0) & ~np.isnan(out), np.nan, dy)
 
 
 def _vdot(np, X):
@@ -259,10 +263,12 @@ TANH = defop("tanh", math.tanh, lambda g, out, x: (g * (1.0 - out * out),), lamb
 SIGMOID = defop("sigmoid", _sigmoid, lambda g, out, x: (g * out * (1.0 - out),), _vsigmoid)
 RELU = defop(
     "relu",
-    lambda x: x if x > 0.0 else 0.0,
-    lambda g, out, x: (g if _data(x) > 0.0 else 0.0 * g,),
-    lambda np, X: np.where(X[0] > 0.0, X[0], 0.0),
-    lambda np, g, out, X: (np.where(X[0] > 0.0, g, 0.0),),
+    # Written with <= so that a nan passes through (x > 0.0 would turn it into 0.0), and its
+    # gradient too, as in PyTorch.
+    lambda x: 0.0 if x <= 0.0 else x,
+    lambda g, out, x: (0.0 * g if _data(x) <= 0.0 else g,),
+    lambda np, X: np.where(X[0] <= 0.0, 0.0, X[0]),
+    lambda np, g, out, X: (np.where(X[0] <= 0.0, 0.0, g),),
 )
 SUM = defop(
     "sum",
