@@ -235,3 +235,66 @@ def test_bad_arguments_raise_clear_errors(make, error, message):
 def test_a_bare_optimizer_says_what_is_missing():
     with pytest.raises(NotImplementedError, match="must define _update"):
         Optimizer([Value(1.0)], lr=0.1).step()
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients that are not plain floats: Values (after create_graph), None, and nonsense.
+
+
+def _quadratic_step(optimizer_class, create_graph, **kwargs):
+    params = [Value(1.0), Value(-2.0)]
+    optimizer = optimizer_class(params, lr=0.1, **kwargs)
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss = params[0] * params[0] * params[1] + params[1] * params[1]
+        loss.backward(create_graph=create_graph)
+        optimizer.step()
+    return params
+
+
+@pytest.mark.parametrize("optimizer_class", [SGD, Adam])
+def test_a_step_after_create_graph_uses_the_number_inside_the_gradient(optimizer_class):
+    kwargs = {"momentum": 0.9} if optimizer_class is SGD else {}
+    plain = _quadratic_step(optimizer_class, False, **kwargs)
+    with_graph = _quadratic_step(optimizer_class, True, **kwargs)
+    for p, q in zip(plain, with_graph):
+        assert type(q.data) is float
+        assert q.data == p.data
+    (with_graph[0] * 2.0).backward()  # the parameters still work in later ops
+
+
+@pytest.mark.parametrize("optimizer_class", [SGD, Adam])
+def test_a_parameter_whose_grad_is_none_is_skipped_as_in_pytorch(optimizer_class):
+    torch = pytest.importorskip("torch")
+    kwargs = {"weight_decay": 0.1} | ({"momentum": 0.9} if optimizer_class is SGD else {})
+    params = [Value(1.0), Value(2.0)]
+    optimizer = optimizer_class(params, lr=0.1, **kwargs)
+    tensors = [torch.tensor(v.data, dtype=torch.float64, requires_grad=True) for v in params]
+    reference = getattr(torch.optim, optimizer_class.__name__)(tensors, lr=0.1, **kwargs)
+    for step in range(4):
+        params[0].grad, params[1].grad = 0.5 * step + 0.1, (None if step % 2 else -0.3)
+        tensors[0].grad = torch.tensor(params[0].grad, dtype=torch.float64)
+        tensors[1].grad = None if params[1].grad is None else torch.tensor(-0.3, dtype=torch.float64)
+        optimizer.step()
+        reference.step()
+        assert [p.data for p in params] == pytest.approx([t.item() for t in tensors], rel=1e-12)
+
+
+@pytest.mark.parametrize("optimizer_class", [SGD, Adam])
+@pytest.mark.parametrize("bad", ["0.5", [0.5], object()], ids=["str", "list", "object"])
+def test_a_grad_that_is_not_a_number_is_refused_before_any_parameter_moves(optimizer_class, bad):
+    params = [Value(1.0), Value(2.0), Value(3.0)]
+    optimizer = optimizer_class(params, lr=0.1)
+    params[0].grad, params[1].grad, params[2].grad = 0.5, 0.5, bad
+    with pytest.raises(TypeError, match=r"params\[2\]"):
+        optimizer.step()
+    assert [p.data for p in params] == [1.0, 2.0, 3.0]
+    assert optimizer.step_count == 0
+    params[2].grad = 0.5
+    optimizer.step()  # and the optimizer still works, its state untouched by the failed step
+    fresh = [Value(1.0), Value(2.0), Value(3.0)]
+    reference = optimizer_class(fresh, lr=0.1)
+    for p in fresh:
+        p.grad = 0.5
+    reference.step()
+    assert [p.data for p in params] == [p.data for p in fresh]

@@ -29,6 +29,7 @@ rate may be a number or a schedule: a function of the 0-based step index, such a
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable
 
 from ._checks import check_integer, check_number
@@ -99,10 +100,31 @@ class Optimizer:
         raise NotImplementedError(f"{type(self).__name__} must define _update(lr)")
 
 
-def _decayed_gradient(p: Value, weight_decay: float) -> float:
-    # PyTorch's weight_decay is L2 regularisation folded into the gradient: the gradient
-    # of (weight_decay / 2) * p**2 is weight_decay * p.
-    return p.grad + weight_decay * p.data
+def _gradient_number(optimizer: str, i: int, p: Value) -> float | None:
+    """The gradient of ``params[i]`` as a float; None when its ``grad`` is None (PyTorch skips those).
+
+    After ``backward(create_graph=True)`` a gradient is a Value: the step uses the number in it,
+    so ``p.data`` stays a float.
+    """
+    g = p.grad
+    if g is None or type(g) is float:
+        return g
+    if isinstance(g, Value):
+        return g.data
+    if isinstance(g, numbers.Real) and not isinstance(g, bool):
+        return float(g)
+    raise TypeError(f"{optimizer}: params[{i}].grad must be a number, a Value or None, got {g!r}")
+
+
+def _decayed_gradients(optimizer: Optimizer, weight_decay: float) -> list[float | None]:
+    """Every parameter's gradient, checked before any parameter moves, with weight decay added.
+
+    PyTorch's weight_decay is L2 regularisation folded into the gradient: the gradient of
+    (weight_decay / 2) * p**2 is weight_decay * p.
+    """
+    name = type(optimizer).__name__
+    grads = [_gradient_number(name, i, p) for i, p in enumerate(optimizer.params)]
+    return [None if g is None else g + weight_decay * p.data for p, g in zip(optimizer.params, grads)]
 
 
 class SGD(Optimizer):
@@ -134,17 +156,17 @@ class SGD(Optimizer):
         super().__init__(params, lr)
         self.momentum = check_number("SGD", "momentum", momentum)
         self.weight_decay = check_number("SGD", "weight_decay", weight_decay)
-        self.buffers: list[float] | None = None  # the momentum of each parameter, after step 1
+        # The momentum of each parameter; None until the parameter's first gradient.
+        self.buffers: list[float | None] = [None] * len(self.params)
 
     def _update(self, lr: float) -> None:
-        grads = [_decayed_gradient(p, self.weight_decay) for p in self.params]
-        if self.momentum:
-            if self.buffers is None:
-                self.buffers = list(grads)
-            else:
-                self.buffers = [self.momentum * b + g for b, g in zip(self.buffers, grads, strict=True)]
-            grads = self.buffers
-        for p, g in zip(self.params, grads, strict=True):
+        grads = _decayed_gradients(self, self.weight_decay)
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            if g is None:  # no gradient: PyTorch leaves the parameter and its momentum alone
+                continue
+            if self.momentum:
+                b = self.buffers[i]
+                g = self.buffers[i] = g if b is None else self.momentum * b + g
             p.data -= lr * g
 
 
@@ -194,18 +216,19 @@ class Adam(Optimizer):
         self.weight_decay = check_number("Adam", "weight_decay", weight_decay)
         self.m = [0.0] * len(self.params)  # running mean of the gradient
         self.v = [0.0] * len(self.params)  # running mean of the squared gradient
+        # Steps taken by each parameter: one whose grad is None skips a step, as in PyTorch.
+        self.t = [0] * len(self.params)
 
     def _update(self, lr: float) -> None:
         beta1, beta2 = self.betas
-        t = self.step_count + 1
-        correction1 = 1.0 - beta1**t
-        correction2 = 1.0 - beta2**t
-        for i, p in enumerate(self.params):
-            g = _decayed_gradient(p, self.weight_decay)
+        for i, (p, g) in enumerate(zip(self.params, _decayed_gradients(self, self.weight_decay))):
+            if g is None:
+                continue
+            self.t[i] += 1
             self.m[i] = beta1 * self.m[i] + (1.0 - beta1) * g
             self.v[i] = beta2 * self.v[i] + (1.0 - beta2) * g * g
-            m_hat = self.m[i] / correction1
-            v_hat = self.v[i] / correction2
+            m_hat = self.m[i] / (1.0 - beta1 ** self.t[i])  # undo the pull towards the zero start
+            v_hat = self.v[i] / (1.0 - beta2 ** self.t[i])
             p.data -= lr * m_hat / (math.sqrt(v_hat) + self.eps)
 
 
