@@ -102,16 +102,20 @@ def test_an_exception_at_any_line_of_backward_leaves_every_node_as_it_was(seed, 
     nodes[-1].backward()  # some gradient already there, so "as it was" is not just zero
     before = _grads(nodes)
     raised = _run_with_injection(lambda: nodes[-1].backward(create_graph=create_graph), n, error("injected"))
-    if raised:
-        assert _grads(nodes) == before
-    # Whether or not it was interrupted, the next clean pass adds exactly one more derivative.
-    done = _grads(nodes)
-    nodes[-1].backward()
     reference = _reference_grads(seed)
-    for node, old, ref in zip(nodes, done, reference):
-        old = old.data if isinstance(old, Value) else old
-        new = node.grad.data if isinstance(node.grad, Value) else node.grad
-        assert new == pytest.approx(old + ref, rel=1e-12, abs=1e-12)
+    after = [b + r for b, r in zip(before, reference)]
+    if raised:
+        # All or nothing: an interrupt that lands after the last assignment (on the way out of
+        # the call) finds the pass complete, which is as good as one that never started.
+        assert _numbers(nodes) in (before, pytest.approx(after, rel=1e-12, abs=1e-12))
+    # Whether or not it was interrupted, the next clean pass adds exactly one more derivative.
+    done = _numbers(nodes)
+    nodes[-1].backward()
+    assert _numbers(nodes) == pytest.approx([d + r for d, r in zip(done, reference)], rel=1e-12, abs=1e-12)
+
+
+def _numbers(nodes):
+    return [n.grad.data if isinstance(n.grad, Value) else n.grad for n in nodes]
 
 
 @hsettings(max_examples=30)

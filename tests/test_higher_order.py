@@ -562,7 +562,7 @@ def test_hvp_vector_length_must_match():
 def counting_values():
     """Inside the block, count every Value made: through Value(...) and through the engine's _make."""
     count = {"values": 0}
-    original_make, original_init = engine._make, Value.__init__
+    original_make, original_init = engine._node, Value.__init__
 
     def counting_make(*args):
         count["values"] += 1
@@ -573,7 +573,7 @@ def counting_values():
         original_init(self, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setattr(engine, "_make", counting_make)
+        monkeypatch.setattr(engine, "_node", counting_make)
         monkeypatch.setattr(Value, "__init__", counting_init)
         yield count
 
@@ -601,15 +601,15 @@ def test_first_order_backward_creates_no_values(graph):
 
 
 def test_value_counter_counts_both_ways_of_making_a_value():
-    original_make, original_init = engine._make, Value.__init__
+    original_make, original_init = engine._node, Value.__init__
     with counting_values() as count:
         x = Value(1.0)  # through __init__
         assert count["values"] == 1
-        x.exp()  # through the engine's _make
+        x.exp()  # through the engine's _node
         assert count["values"] == 2
     Value(2.0).exp()  # after the block nothing is counted: the originals are back
     assert count["values"] == 2
-    assert engine._make is original_make and Value.__init__ is original_init
+    assert engine._node is original_make and Value.__init__ is original_init
 
 
 # ---------------------------------------------------------------------------------------------

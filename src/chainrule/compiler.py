@@ -37,10 +37,9 @@ import numbers
 import sys
 import time
 import warnings
-from dataclasses import replace
 
 from . import ops
-from .engine import AnomalyError, Value, _make, _mode, op_error
+from .engine import AnomalyError, Value, _make, _mode, _ModeSwitch, op_error
 
 
 class TraceWarning(UserWarning):
@@ -228,11 +227,8 @@ def trace(fn, structure, numbers_in) -> Tape:
     leaves = iter(inputs)
     args = [_unflatten_arguments(arg, leaves) for arg in structure]
     tracer = _Tracer()
-    token = _mode.set(replace(_mode.get(), recording=True, tracer=tracer))
-    try:
+    with _ModeSwitch(recording=True, tracer=tracer):
         result = fn(*args)
-    finally:
-        _mode.reset(token)
     outputs = []
     result_structure = _flatten_result(result, outputs)
     return Tape(inputs, tracer.constants, outputs, result_structure)

@@ -16,9 +16,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import functools
 import itertools
 import math
 import numbers
+import operator
+import threading
 from dataclasses import dataclass, replace
 
 from . import ops
@@ -37,6 +40,17 @@ class _Mode:
 
 _mode = contextvars.ContextVar("chainrule_mode", default=_Mode())
 
+# How many mode switches are open right now, in any thread. While it is 0 every thread is in
+# the default mode, so the common ops may skip looking the mode up (see ``Value.__add__``).
+_modes_open = 0
+_modes_lock = threading.Lock()
+
+
+def _count_open_modes(change: int) -> None:
+    global _modes_open
+    with _modes_lock:
+        _modes_open += change
+
 
 class _ModeSwitch(contextlib.ContextDecorator):
     """Change fields of the mode inside a ``with`` block or a decorated function."""
@@ -50,11 +64,13 @@ class _ModeSwitch(contextlib.ContextDecorator):
         return _ModeSwitch(**self._changes)
 
     def __enter__(self):
+        _count_open_modes(+1)
         self._tokens.append(_mode.set(replace(_mode.get(), **self._changes)))
         return self
 
     def __exit__(self, *exc_info):
         _mode.reset(self._tokens.pop())
+        _count_open_modes(-1)
         return False
 
 
@@ -125,51 +141,126 @@ class Value:
     >>> b.backward()
     >>> a.grad             # ... so both paths add up
     2.0
+
+    The constructor also takes the two forms that hand-written engines use, so their code runs
+    unchanged: micrograd's ``Value(data, _children, _op)``, whose gradient comes from a closure
+    assigned to ``_backward``, and ``Value(data, children, local_grads)``, a node whose
+    backward multiplies the incoming gradient by each local gradient.
+
+    >>> x = Value(3.0)
+    >>> y = Value(x.data**2, (x,), (2 * x.data,))   # y = x^2, with dy/dx = 2x stored
+    >>> y.backward()
+    >>> x.grad
+    6.0
     """
 
-    __slots__ = ("data", "grad", "label", "children", "_rule", "__weakref__")
+    __slots__ = ("data", "grad", "label", "children", "_rule", "_local", "__weakref__")
 
-    def __init__(self, data, label: str = ""):
+    def __init__(self, data, _children=(), _op="", label="", *, children=None, local_grads=None):
         self.data = _as_float(data)
         self.grad = 0.0
         self.label = label
-        self.children = ()
-        self._rule = None  # the ops.Op that made this value; None for a leaf
+        if children is not None:
+            _children = children
+        if not isinstance(_op, str):  # the GPT scripts' Value(data, children, local_grads)
+            _op, local_grads = "", _op
+        if not _children and not _op and local_grads is None:
+            self.children, self._rule, self._local = (), None, None
+        else:
+            self.children, self._rule, self._local = _hand_made_node(_children, _op, local_grads)
 
     @property
     def op(self) -> str:
         """The name of the op that made this value; '' for a leaf."""
         return "" if self._rule is None else self._rule.name
 
-    # micrograd's names for the same things, read-only
-    _op = op
+    @property
+    def _op(self) -> str:
+        """The op's name as micrograd and the lecture write it ('ReLU', '**2'), read-only."""
+        if self._rule is ops.RELU:
+            return "ReLU"
+        if self._rule is ops.POW_CONSTANT:
+            c = self.children[1].data
+            return f"**{int(c) if c.is_integer() else c}"
+        return self.op
 
     @property
-    def _prev(self) -> tuple:
-        return self.children
+    def _prev(self) -> set:
+        """micrograd's name for the children, as a set."""
+        return set(self.children)
+
+    @property
+    def _backward(self):
+        """The lecture's one-node backward step: add this node's share into its children's ``grad``.
+
+        Every computed Value has one; ``out._backward = closure`` sets it for a node made with
+        ``Value(data, _children, _op)``, the lecture's way to add an op.
+        """
+        if callable(self._local):
+            return self._local
+        return functools.partial(_backward_step, self)
+
+    @_backward.setter
+    def _backward(self, closure):
+        if not callable(closure):
+            raise TypeError(f"_backward must be a function of no arguments, got {closure!r}")
+        if not self.children:
+            return  # a leaf has nothing to pass its gradient to (the lecture sets a no-op)
+        if type(self._local) is tuple or self._rule.backward is not None:
+            raise AttributeError(
+                f"_backward of a {self.op!r} node is fixed by its op; only a node made with "
+                "Value(data, _children, _op) takes a closure"
+            )
+        self._local = closure
 
     def __repr__(self):
         label = f", label={self.label!r}" if self.label else ""
         return f"Value(data={self.data!r}, grad={self.grad!r}{label})"
 
-    # Arithmetic. A plain number on either side becomes a constant leaf.
+    # Arithmetic. A plain number on either side becomes a constant leaf. The common ops take a
+    # fast path when both sides are plain (a Value, a float or an int) and no mode is on: they
+    # build the node directly and store the local gradients that backward multiplies by.
+    # Everything else goes through ``apply``, which does the same more generally.
     def __add__(self, other):
-        return _binary(ops.ADD, self, other)
+        if _modes_open or type(other) not in _PLAIN:
+            return _binary(ops.ADD, self, other)
+        if type(other) is not Value:
+            other = _constant(other)
+        return _node(self.data + other.data, ops.ADD, (self, other), _ONE_ONE)
 
     def __radd__(self, other):
-        return _binary(ops.ADD, other, self)
+        if _modes_open or type(other) not in _PLAIN:
+            return _binary(ops.ADD, other, self)
+        other = _constant(other)
+        return _node(other.data + self.data, ops.ADD, (other, self), _ONE_ONE)
 
     def __sub__(self, other):
-        return _binary(ops.SUB, self, other)
+        if _modes_open or type(other) not in _PLAIN:
+            return _binary(ops.SUB, self, other)
+        if type(other) is not Value:
+            other = _constant(other)
+        return _node(self.data - other.data, ops.SUB, (self, other), _ONE_MINUS_ONE)
 
     def __rsub__(self, other):
-        return _binary(ops.SUB, other, self)
+        if _modes_open or type(other) not in _PLAIN:
+            return _binary(ops.SUB, other, self)
+        other = _constant(other)
+        return _node(other.data - self.data, ops.SUB, (other, self), _ONE_MINUS_ONE)
 
     def __mul__(self, other):
-        return _binary(ops.MUL, self, other)
+        if _modes_open or type(other) not in _PLAIN:
+            return _binary(ops.MUL, self, other)
+        if type(other) is not Value:
+            other = _constant(other)
+        x, y = self.data, other.data
+        return _node(x * y, ops.MUL, (self, other), (y, x))
 
     def __rmul__(self, other):
-        return _binary(ops.MUL, other, self)
+        if _modes_open or type(other) not in _PLAIN:
+            return _binary(ops.MUL, other, self)
+        other = _constant(other)
+        x, y = other.data, self.data
+        return _node(x * y, ops.MUL, (other, self), (y, x))
 
     def __truediv__(self, other):
         return _binary(ops.DIV, self, other)
@@ -186,26 +277,39 @@ class Value:
         return _binary(ops.RPOW, other, self)
 
     def __neg__(self):
-        return apply(ops.NEG, self)
+        if _modes_open:
+            return apply(ops.NEG, self)
+        return _node(-self.data, ops.NEG, (self,), _MINUS_ONE)
 
     def __pos__(self):
         return self
 
     # Functions
     def exp(self):
-        return apply(ops.EXP, self)
+        if _modes_open:
+            return apply(ops.EXP, self)
+        out = ops._exp(self.data)
+        return _node(out, ops.EXP, (self,), (out,))
 
     def log(self):
         return apply(ops.LOG, self)
 
     def tanh(self):
-        return apply(ops.TANH, self)
+        if _modes_open:
+            return apply(ops.TANH, self)
+        t = math.tanh(self.data)
+        return _node(t, ops.TANH, (self,), (1.0 - t * t,))
 
     def sigmoid(self):
         return apply(ops.SIGMOID, self)
 
     def relu(self):
-        return apply(ops.RELU, self)
+        if _modes_open:
+            return apply(ops.RELU, self)
+        x = self.data
+        if x <= 0.0:  # not `x > 0.0`, so that a nan passes through, as in ops.RELU
+            return _node(0.0, ops.RELU, (self,), _ZERO)
+        return _node(x, ops.RELU, (self,), _ONE)
 
     def softplus(self):
         """log(1 + exp(self)), finite for any input; its derivative is the sigmoid."""
@@ -213,7 +317,7 @@ class Value:
 
     def detach(self):
         """A new leaf with the same data, cut off from this value's graph."""
-        return Value(self.data, self.label)
+        return Value(self.data, label=self.label)
 
     def backward(self, gradient=1.0, create_graph: bool = False):
         """Add d(self)/d(node) * gradient to the ``grad`` of every node in self's graph.
@@ -223,15 +327,75 @@ class Value:
         backward(self, gradient, create_graph)
 
 
-def _make(data, rule, children):
-    """A computed Value, built without re-checking data that an op just produced."""
-    value = Value.__new__(Value)
+# The fast path's pieces: which operand types it takes, and the local gradients that never change.
+_PLAIN = frozenset({Value, float, int})
+_ONE, _ZERO, _MINUS_ONE = (1.0,), (0.0,), (-1.0,)
+_ONE_ONE, _ONE_MINUS_ONE = (1.0, 1.0), (1.0, -1.0)
+_new = object.__new__
+
+
+def _node(data, rule, children, local):
+    """A computed Value, built without re-checking data that an op just produced.
+
+    ``local`` holds d(node)/d(child) for each child when the op stored them, else None.
+    """
+    value = _new(Value)
     value.data = data
     value.grad = 0.0
     value.label = ""
     value.children = children
     value._rule = rule
+    value._local = local
     return value
+
+
+def _make(data, rule, children):
+    return _node(data, rule, children, None)
+
+
+def _constant(x):
+    """A leaf for a plain number (float or int) on the fast path."""
+    return _node(x if type(x) is float else _as_float(x), None, (), None)
+
+
+def _hand_made_node(children, op_name, local_grads):
+    """Check the parts of a node built with the constructor; return (children, rule, local)."""
+    if isinstance(children, str):
+        raise TypeError(
+            f"Value: the second argument is the tuple of children, not a label: {children!r}; "
+            "a label is given by keyword, Value(data, label=...)"
+        )
+    try:
+        children = tuple(children)
+    except TypeError:
+        raise TypeError(f"Value: children must be a tuple of Values, got {children!r}") from None
+    for child in children:
+        if not isinstance(child, Value):
+            raise TypeError(f"Value: children must be Values, got {type(child).__name__}: {child!r}")
+    if local_grads is None:  # micrograd's form: the gradient comes from a closure set later
+        return children, _hand_made_op(op_name), None
+    if isinstance(local_grads, str):
+        raise TypeError(f"Value: local_grads must be numbers, got {local_grads!r}")
+    local = tuple(_as_float(g) for g in local_grads)
+    if len(local) != len(children):
+        raise ValueError(f"Value: {len(children)} children but {len(local)} local gradients")
+    return children, _hand_made_op(op_name or "local"), local
+
+
+_HAND_MADE_OPS: dict[str, ops.Op] = {}
+
+
+def _hand_made_op(name: str) -> ops.Op:
+    """An op with only a name: its nodes take their backward from local gradients or a closure."""
+    if name not in _HAND_MADE_OPS:
+        _HAND_MADE_OPS[name] = ops.Op(name, None, None)
+    return _HAND_MADE_OPS[name]
+
+
+def _backward_step(node: Value) -> None:
+    """What ``node._backward()`` does for a built-in op: child.grad += d(node)/d(child) * node.grad."""
+    for child, child_grad in _child_gradients(node, node.grad, False):
+        child.grad = child_grad if child.grad is None else child.grad + child_grad
 
 
 def _as_value(x):
@@ -419,29 +583,64 @@ def propagate(root: Value, gradient=1.0, create_graph: bool = False) -> dict:
     anomaly = _mode.get().anomaly
     with enable_grad() if create_graph else contextlib.nullcontext():
         for node in reversed(order):  # every node is reached after all the nodes that use it
-            rule = node._rule
             g = pending.get(node)
-            if rule is None or g is None:
+            if g is None or node._rule is None:
                 continue
-            children = node.children
-            try:
-                if create_graph:  # the same rule on Values builds the gradient's graph
-                    grads = rule.backward(g, node, *children)
-                else:
-                    grads = rule.backward(g, node.data, *[c.data for c in children])
-            except (ValueError, ZeroDivisionError) as error:
-                raise op_error(rule, children, error, stage="backward of ") from None
-            for child, child_grad in zip(children, grads):
-                if child_grad is None:
+            local = node._local
+            if type(local) is tuple and not create_graph:  # the common case, inline for speed
+                shares = zip(node.children, map(operator.mul, local, itertools.repeat(g)))
+            else:
+                shares = _child_gradients(node, g, create_graph)
+            for child, child_grad in shares:
+                if child_grad is None:  # an input that is a constant by construction
                     continue
+                if anomaly:
+                    _check_finite(node, child, child_grad)
                 total = pending.get(child)
-                if total is None:
-                    pending[child] = child_grad
-                else:
-                    pending[child] = total + child_grad
-            if anomaly:
-                _check_gradients(rule, children, grads)
+                pending[child] = child_grad if total is None else total + child_grad
     return pending
+
+
+def _child_gradients(node: Value, g, create_graph: bool):
+    """(child, g * d(node)/d(child)) for each child of ``node``: the chain rule at one node."""
+    rule, local, children = node._rule, node._local, node.children
+    if type(local) is tuple and (not create_graph or rule.backward is None):
+        # Stored local gradients: always for Value(data, children, local_grads), and for the
+        # fast ops in a first-order pass (with create_graph their rule builds a graph instead).
+        return zip(children, map(operator.mul, local, itertools.repeat(g)))
+    if callable(local):
+        return _run_closure(node, local, g)
+    if rule.backward is None:  # made with Value(data, _children, _op) and no _backward set
+        return ()
+    try:
+        if create_graph:  # the same rule on Values builds the gradient's graph
+            grads = rule.backward(g, node, *children)
+        else:
+            grads = rule.backward(g, node.data, *[c.data for c in children])
+    except (ValueError, ZeroDivisionError) as error:
+        raise op_error(rule, children, error, stage="backward of ") from None
+    return zip(children, grads)
+
+
+def _run_closure(node: Value, closure, g) -> list:
+    """Run a lecture-style ``_backward`` closure and return what it added to each child.
+
+    The closure reads ``node.grad`` and adds into its children's ``grad``; so for the length
+    of the call ``node.grad`` holds this pass's gradient and each child's ``grad`` starts at 0,
+    and afterwards everything is put back. The closure's shares then add up like any other.
+    """
+    children = list(dict.fromkeys(node.children))  # a child used twice is one grad to read
+    saved_node_grad, saved = node.grad, [child.grad for child in children]
+    try:
+        for child in children:
+            child.grad = 0.0
+        node.grad = g
+        closure()
+        return [(child, child.grad) for child in children]
+    finally:
+        node.grad = saved_node_grad
+        for child, child_grad in zip(children, saved):
+            child.grad = child_grad
 
 
 def _add(total, g):
@@ -449,14 +648,13 @@ def _add(total, g):
     return g if type(total) is float and total == 0.0 else total + g
 
 
-def _check_gradients(rule, children, grads):
-    for child, child_grad in zip(children, grads):
-        number = child_grad.data if isinstance(child_grad, Value) else child_grad
-        if child_grad is not None and not math.isfinite(number):
-            raise AnomalyError(
-                f"detect_anomaly: backward of {rule.name} produced gradient {number!r} "
-                f"for {_describe([child])} (inputs: {_describe(children)})"
-            )
+def _check_finite(node, child, child_grad):
+    number = child_grad.data if isinstance(child_grad, Value) else child_grad
+    if not math.isfinite(number):
+        raise AnomalyError(
+            f"detect_anomaly: backward of {node.op} produced gradient {number!r} "
+            f"for {_describe([child])} (inputs: {_describe(node.children)})"
+        )
 
 
 __all__ = [
