@@ -1,11 +1,17 @@
-"""Tests for checkpoints: Module.state_dict/load_state_dict and chainrule.save/load."""
+"""Tests for checkpoints: Module.state_dict/load_state_dict and chainrule.save/load, including
+hostile paths and files: special files, huge or crafted checkpoints, long names, symlinks,
+permissions, read-only folders, and temporary files left by a killed save."""
 
+import errno
 import json
 import os
 import pickle
 import random
+import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -13,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chainrule
-from chainrule import CheckpointError, load, save, serialize
+from chainrule import CheckpointError, Value, load, save, serialize
 from chainrule.nn import MLP, Layer, Module, Neuron
 
 
@@ -38,8 +44,15 @@ def saved(model, tmp_path):
     return path
 
 
+def listing(folder):
+    return sorted(os.listdir(folder))
+
+
 def folder_listing(path):
-    return sorted(os.listdir(path.parent))
+    return listing(path.parent)
+
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="needs POSIX special files")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,9 +381,8 @@ def test_a_crash_during_the_first_save_leaves_no_file(model, tmp_path, monkeypat
     assert os.listdir(tmp_path) == []
 
 
-def test_a_killed_process_leaves_the_previous_file(saved):
-    # A real crash: the process dies (os._exit, no cleanup) just before the rename.
-    before = saved.read_bytes()
+def kill_during_save(path):
+    """Run a save in a child process that dies (no cleanup at all) just before the rename."""
     script = textwrap.dedent(
         f"""
         import os, random
@@ -378,16 +390,25 @@ def test_a_killed_process_leaves_the_previous_file(saved):
         from chainrule.nn import MLP
         serialize.os.replace = lambda *args: os._exit(3)
         random.seed(99)
-        save(MLP(2, [16, 16, 1]), {str(saved)!r})
+        save(MLP(2, [16, 16, 1]), {str(path)!r})
         """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
     assert result.returncode == 3, result.stderr
+
+
+def test_a_killed_process_leaves_the_previous_file(saved):
+    # A real crash: the process dies (os._exit, no cleanup) just before the rename.
+    before = saved.read_bytes()
+    kill_during_save(saved)
     assert saved.read_bytes() == before
     load(saved)
-    # The hard kill could not remove its (hidden, complete) temporary file; that is all it leaves.
+    # The hard kill could not remove its (hidden, complete) temporary file; that is all it
+    # leaves, and the next save of this checkpoint removes it.
     leftovers = [name for name in folder_listing(saved) if name != "model.json"]
-    assert all(name.startswith(".model.json.") and name.endswith(".tmp") for name in leftovers)
+    assert all(name.startswith(serialize._temporary_prefix("model.json")) for name in leftovers)
+    save(MLP(2, [3, 1]), saved)
+    assert folder_listing(saved) == ["model.json"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,3 +552,570 @@ def test_any_corrupted_byte_gives_a_checkpoint_or_a_checkpoint_error(tmp_path_fa
     except CheckpointError:
         return
     assert isinstance(loaded, MLP)  # a changed digit can still be a valid checkpoint
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile paths and files
+
+
+def load_in_child(path, setup=""):
+    """Run ``load(path)`` in a fresh interpreter that cannot hang or eat memory for long.
+
+    A loader that blocks on a FIFO or reads /dev/zero to the end would take the test run down
+    with it; in a child with a timeout and a 1 GB address-space limit it just fails the test.
+    Returns what the child printed: the exception's type and message, or "loaded".
+    """
+    script = textwrap.dedent(
+        f"""
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+        from chainrule import load, serialize
+        {setup}
+        try:
+            load({str(path)!r})
+        except BaseException as error:
+            print(type(error).__name__, error)
+        else:
+            print("loaded")
+        """
+    )
+    try:
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"load({str(path)!r}) hung")
+    return result.stdout.strip() + result.stderr.strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# load: only regular files
+
+
+@posix_only
+def test_load_refuses_a_fifo_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "model.json"
+    os.mkfifo(fifo)
+    outcome = load_in_child(fifo)
+    assert outcome.startswith("CheckpointError"), outcome
+    assert "named pipe" in outcome and "not a regular file" in outcome and str(fifo) in outcome
+
+
+@posix_only
+def test_a_file_swapped_for_a_fifo_after_the_check_does_not_hang(tmp_path):
+    # The race: os.stat saw a regular file, then the name was given to a FIFO. Opening must
+    # not block, and the check on the opened file must refuse it.
+    fifo = tmp_path / "model.json"
+    os.mkfifo(fifo)
+    regular = tmp_path / "regular.json"
+    regular.write_text("{}")
+    setup = textwrap.dedent(
+        f"""
+        import os
+        real_stat = os.stat
+        def stat(path, *args, **kwargs):
+            if os.fspath(path) == {str(fifo)!r}:
+                return real_stat({str(regular)!r})
+            return real_stat(path, *args, **kwargs)
+        serialize.os.stat = stat
+        """
+    ).replace("\n", "\n        ")
+    outcome = load_in_child(fifo, setup)
+    assert outcome.startswith("CheckpointError"), outcome
+    assert "named pipe" in outcome
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_load_refuses_dev_zero_without_reading_it():
+    outcome = load_in_child("/dev/zero")
+    assert outcome.startswith("CheckpointError"), outcome
+    assert "/dev/zero" in outcome and "device" in outcome
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="no /dev/null")
+def test_load_refuses_dev_null_as_a_device_not_as_an_empty_file():
+    with pytest.raises(CheckpointError, match="/dev/null is a character device, not a regular file"):
+        load("/dev/null")
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
+def test_load_refuses_a_socket():
+    # Unix socket paths are short (about 100 bytes), so not under pytest's long tmp_path.
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:
+        path = os.path.join(folder, "s.json")
+        server = socket.socket(socket.AF_UNIX)
+        try:
+            server.bind(path)
+            with pytest.raises(CheckpointError, match="is a socket, not a regular file"):
+                load(path)
+        finally:
+            server.close()
+
+
+def test_load_refuses_a_folder(tmp_path):
+    with pytest.raises(IsADirectoryError) as raised:
+        load(tmp_path)
+    assert raised.value.filename == str(tmp_path)
+
+
+@posix_only
+def test_load_follows_a_symlink_to_a_regular_file(saved, tmp_path):
+    link = tmp_path / "link.json"
+    link.symlink_to(saved)
+    assert load(link).state_dict() == load(saved).state_dict()
+
+
+# ---------------------------------------------------------------------------------------------
+# load: a size limit, checked before reading and while reading
+
+
+def test_the_size_limit_is_generous_for_real_models():
+    # MLP(784, [256, 256, 10]), an MNIST model far larger than a scalar engine trains
+    # comfortably, needs about 270,000 numbers of at most 25 characters each.
+    parameters = serialize._mlp_parameter_count(784, [256, 256, 10])
+    assert serialize.MAX_CHECKPOINT_BYTES >= 25 * parameters
+
+
+def test_a_file_over_the_limit_is_refused_before_reading(saved, monkeypatch):
+    size = saved.stat().st_size
+    monkeypatch.setattr(serialize, "MAX_CHECKPOINT_BYTES", size - 1)
+    with pytest.raises(CheckpointError) as raised:
+        load(saved)
+    message = str(raised.value)
+    assert str(saved) in message
+    assert f"is {size} bytes" in message and f"limit of {size - 1} bytes" in message
+    assert "MAX_CHECKPOINT_BYTES" in message
+    monkeypatch.setattr(serialize, "MAX_CHECKPOINT_BYTES", size)
+    load(saved)  # exactly at the limit is fine
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_the_read_itself_stops_past_the_limit():
+    # The size is checked before reading, but a file can grow between that check and the
+    # read; the read itself must stop one byte past the limit. /dev/zero, disguised as a
+    # small regular file, is a file that never ends.
+    setup = textwrap.dedent(
+        """
+        import os, stat
+        def disguise(info):
+            fields = list(info)
+            fields[stat.ST_MODE] = stat.S_IFREG | 0o644
+            fields[stat.ST_SIZE] = 10
+            return os.stat_result(fields)
+        real_stat, real_fstat = os.stat, os.fstat
+        serialize.os.stat = lambda *args, **kwargs: disguise(real_stat(*args, **kwargs))
+        serialize.os.fstat = lambda fd: disguise(real_fstat(fd))
+        serialize.MAX_CHECKPOINT_BYTES = 1000
+        """
+    ).replace("\n", "\n        ")
+    outcome = load_in_child("/dev/zero", setup)
+    assert outcome.startswith("CheckpointError"), outcome
+    assert "/dev/zero is larger than the limit of 1000 bytes" in outcome
+
+
+# ---------------------------------------------------------------------------------------------
+# load: a crafted state is refused before any module is built
+
+
+def crafted(tmp_path, architecture, state):
+    path = tmp_path / "crafted.json"
+    document = {"format": "chainrule-checkpoint", "version": 1, "architecture": architecture, "state": state}
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.fixture
+def nothing_built(monkeypatch):
+    """Make building any Value fail the test: a refusal must come from the file alone."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("load built a module for a checkpoint it should refuse")
+
+    monkeypatch.setattr(Neuron, "__init__", refuse)
+
+
+N = 20_000  # big enough that building first would be slow to notice, small enough to stay fast
+
+
+@pytest.mark.parametrize(
+    "state, fragments",
+    [
+        ({"junk": [0] * (N + 1)}, ["missing keys 'layers.0.neurons.0.w', 'layers.0.neurons.0.b'", "'junk'"]),
+        (
+            {"layers.0.neurons.0.w": [0] * N, "layers.0.neurons.0.bias": 0},
+            ["missing key 'layers.0.neurons.0.b'", "unexpected key 'layers.0.neurons.0.bias'"],
+        ),
+        (
+            {"layers.0.neurons.0.w": [0] * (N - 1), "layers.0.neurons.0.b": [0, 0]},
+            [f"layers.0.neurons.0.w has {N - 1} numbers, the model needs {N}", "neurons.0.b is [0, 0]"],
+        ),
+        ({"layers.0.neurons.0.w": [0] * (N - 1) + ["x"], "layers.0.neurons.0.b": 0}, [f"w[{N - 1}] is 'x'"]),
+    ],
+    ids=["wrong keys", "renamed bias", "numbers moved between entries", "not a number"],
+)
+def test_a_state_that_does_not_fit_is_refused_before_building(tmp_path, nothing_built, state, fragments):
+    architecture = {"type": "MLP", "nin": N, "nouts": [1], "activation": "relu"}
+    assert_refused(crafted(tmp_path, architecture, state), *fragments)
+
+
+def test_a_huge_architecture_is_refused_from_its_declared_size(tmp_path, nothing_built):
+    architecture = {"type": "MLP", "nin": 10**6, "nouts": [10**6], "activation": "relu"}
+    path = crafted(tmp_path, architecture, {"layers.0.neurons.0.w": [0.0] * 100, "layers.0.neurons.0.b": 0.0})
+    with pytest.raises(CheckpointError, match="needs 1000001000000 parameters, but its state holds only 101"):
+        load(path)
+
+
+@pytest.mark.parametrize("kind", ["Neuron", "Layer"])
+def test_the_other_types_are_checked_before_building_too(tmp_path, nothing_built, kind):
+    architecture = {"type": kind, "nin": 3, "nonlin": True, "activation": "relu"}
+    if kind == "Layer":
+        architecture["nout"] = 1
+    path = crafted(tmp_path, architecture, {"v": [0, 0, 0, 0]})
+    with pytest.raises(CheckpointError, match="unexpected key 'v'"):
+        load(path)
+
+
+architectures = st.one_of(
+    st.builds(
+        lambda nin, nonlin, activation: {
+            "type": "Neuron",
+            "nin": nin,
+            "nonlin": nonlin,
+            "activation": activation,
+        },
+        st.integers(1, 4),
+        st.booleans(),
+        st.sampled_from(["relu", "tanh", "linear"]),
+    ),
+    st.builds(
+        lambda nin, nout, nonlin: {
+            "type": "Layer",
+            "nin": nin,
+            "nout": nout,
+            "nonlin": nonlin,
+            "activation": "tanh",
+        },
+        st.integers(1, 4),
+        st.integers(1, 4),
+        st.booleans(),
+    ),
+    st.builds(
+        lambda nin, nouts: {"type": "MLP", "nin": nin, "nouts": nouts, "activation": "relu"},
+        st.integers(1, 4),
+        st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    ),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(architecture=architectures)
+def test_the_shapes_read_from_an_architecture_are_the_built_modules_shapes(architecture):
+    # load checks a file against shapes worked out from the architecture alone; they must be
+    # exactly the shapes of the module that from_architecture builds.
+    module = serialize.from_architecture(architecture)
+    built = {name: len(e) if isinstance(e, list) else None for name, e in module.state_entries()}
+    assert serialize.architecture_shapes(architecture) == built
+    assert list(serialize.architecture_shapes(architecture)) == list(built)  # same order
+
+
+# ---------------------------------------------------------------------------------------------
+# save: what goes into the file
+
+
+def test_a_value_gradient_from_create_graph_does_not_get_in_the_way(model, tmp_path):
+    loss = model([0.5, -1.0]) ** 2
+    loss.backward(create_graph=True)
+    assert any(isinstance(p.grad, Value) for p in model.parameters())
+    path = tmp_path / "model.json"
+    save(model, path)
+    assert load(path).state_dict() == model.state_dict()
+
+
+def test_a_value_in_data_is_refused_clearly(model, tmp_path):
+    inner = Value(0.5)
+    inner.grad = Value(2.0)  # what create_graph leaves behind
+    model.layers[0].neurons[1].w[0].data = inner
+    with pytest.raises(CheckpointError, match=r"layers.0.neurons.1.w\[0\] is Value\(data=0.5, grad=Value"):
+        save(model, tmp_path / "model.json")
+    assert listing(tmp_path) == []
+
+
+def test_numpy_numbers_in_data_are_saved_as_floats(model, tmp_path):
+    np = pytest.importorskip("numpy")
+    model.layers[1].neurons[0].b.data = np.float32(0.25)
+    model.layers[0].neurons[0].w[1].data = np.int64(3)
+    path = tmp_path / "model.json"
+    save(model, path)
+    loaded = load(path)
+    assert loaded.layers[1].neurons[0].b.data == 0.25
+    assert loaded.layers[0].neurons[0].w[1].data == 3.0
+
+
+def test_save_refuses_a_checkpoint_that_load_would_refuse_as_too_big(model, saved, monkeypatch):
+    before = saved.read_bytes()
+    monkeypatch.setattr(serialize, "MAX_CHECKPOINT_BYTES", 200)
+    model.layers[0].neurons[0].b.data = 1.0
+    with pytest.raises(CheckpointError, match="larger than the limit of 200 bytes") as raised:
+        save(model, saved)
+    assert str(saved) in str(raised.value)
+    assert saved.read_bytes() == before
+    assert folder_listing(saved) == ["model.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# save: paths
+
+
+def test_a_name_near_the_length_limit_works(model, tmp_path):
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    path = tmp_path / ("m" * (limit - 5) + ".json")
+    save(model, path)
+    assert load(path).state_dict() == model.state_dict()
+    assert listing(tmp_path) == [path.name]
+
+
+def test_a_name_over_the_length_limit_names_the_users_path(model, tmp_path):
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    path = tmp_path / ("m" * limit + ".json")
+    with pytest.raises(OSError) as raised:
+        save(model, path)
+    assert raised.value.errno == errno.ENAMETOOLONG
+    assert raised.value.filename == str(path)
+    assert listing(tmp_path) == []
+
+
+def test_a_missing_folder_names_the_users_path(model, tmp_path):
+    path = tmp_path / "nope" / "model.json"
+    with pytest.raises(FileNotFoundError, match="no such folder") as raised:
+        save(model, path)
+    assert raised.value.filename == str(path)
+
+
+def test_a_file_in_the_way_of_the_folder_is_not_a_folder(model, saved):
+    path = saved / "model.json"  # saved is a file, not a folder
+    with pytest.raises(NotADirectoryError) as raised:
+        save(model, path)
+    assert raised.value.filename == str(path)
+    assert "not a folder" in str(raised.value)
+
+
+def test_a_path_ending_in_a_separator_is_refused(model, tmp_path):
+    path = str(tmp_path / "model.json") + os.sep
+    with pytest.raises(IsADirectoryError) as raised:
+        save(model, path)
+    assert raised.value.filename == path
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "error_number, error_type",
+    [(errno.EROFS, OSError), (errno.EACCES, PermissionError), (errno.ENOSPC, OSError)],
+)
+def test_errors_creating_the_temporary_file_name_the_users_path(
+    model, tmp_path, monkeypatch, error_number, error_type
+):
+    path = tmp_path / "model.json"
+    real_open = os.open
+
+    def failing_open(name, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            raise OSError(error_number, os.strerror(error_number), name)
+        return real_open(name, flags, *args, **kwargs)
+
+    monkeypatch.setattr(serialize.os, "open", failing_open)
+    with pytest.raises(error_type) as raised:
+        save(model, path)
+    error = raised.value
+    assert error.errno == error_number
+    assert error.filename == str(path)
+    assert os.strerror(error_number) in str(error)
+    assert ".tmp" not in str(error) and "chainrule-" not in str(error)
+
+
+def test_errors_while_writing_and_renaming_name_the_users_path(model, saved, monkeypatch):
+    before = saved.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(serialize.os, "fsync", full)
+    with pytest.raises(OSError) as raised:
+        save(model, saved)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(saved)
+    monkeypatch.undo()
+
+    def refuse(source, target):
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), source, target)
+
+    monkeypatch.setattr(serialize.os, "replace", refuse)
+    with pytest.raises(OSError) as raised:
+        save(model, saved)
+    assert raised.value.filename == str(saved) and raised.value.filename2 is None
+    monkeypatch.undo()
+    assert saved.read_bytes() == before
+    assert folder_listing(saved) == ["model.json"]
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_folder_names_the_users_path(model, tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError) as raised:
+            save(model, folder / "model.json")
+        assert raised.value.filename == str(folder / "model.json")
+    finally:
+        folder.chmod(0o700)
+
+
+# ---------------------------------------------------------------------------------------------
+# save: over what is already there
+
+
+@posix_only
+def test_saving_over_a_file_keeps_its_permissions(model, saved):
+    saved.chmod(0o600)
+    save(model, saved)
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    saved.chmod(0o751)
+    save(model, saved)
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o751
+
+
+@posix_only
+def test_a_new_file_gets_the_usual_permissions(model, tmp_path):
+    umask = os.umask(0o027)
+    try:
+        save(model, tmp_path / "model.json")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "model.json").stat().st_mode) == 0o640
+
+
+@posix_only
+def test_saving_to_a_symlink_writes_through_to_its_target(model, tmp_path):
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "best.json"
+    save(Neuron(2), target)
+    target.chmod(0o600)
+    link = tmp_path / "model.json"
+    link.symlink_to(os.path.join("runs", "best.json"))  # relative, as people make them
+    save(model, link)
+    assert link.is_symlink() and os.readlink(link) == os.path.join("runs", "best.json")
+    assert load(target).state_dict() == model.state_dict()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert listing(tmp_path) == ["model.json", "runs"] and listing(tmp_path / "runs") == ["best.json"]
+
+
+@posix_only
+def test_saving_to_a_dangling_symlink_creates_its_target(model, tmp_path):
+    link = tmp_path / "model.json"
+    link.symlink_to("new.json")
+    save(model, link)
+    assert link.is_symlink()
+    assert load(tmp_path / "new.json").state_dict() == model.state_dict()
+
+
+@posix_only
+def test_a_symlink_loop_is_refused_naming_the_path(model, tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    with pytest.raises(OSError) as raised:
+        save(model, a)
+    assert raised.value.errno == errno.ELOOP and raised.value.filename == str(a)
+    assert a.is_symlink() and b.is_symlink()
+
+
+def test_saving_over_a_folder_is_refused(model, tmp_path):
+    (tmp_path / "model.json").mkdir()
+    with pytest.raises(IsADirectoryError) as raised:
+        save(model, tmp_path / "model.json")
+    assert raised.value.filename == str(tmp_path / "model.json")
+    assert listing(tmp_path) == ["model.json"]
+
+
+@posix_only
+def test_saving_over_a_fifo_is_refused_and_leaves_it(model, tmp_path):
+    fifo = tmp_path / "model.json"
+    os.mkfifo(fifo)
+    with pytest.raises(CheckpointError, match="is a named pipe"):
+        save(model, fifo)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert listing(tmp_path) == ["model.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# save: temporary files left by a killed save do not pile up
+
+
+@posix_only
+def test_the_next_save_removes_what_killed_saves_left(model, saved):
+    before = saved.read_bytes()
+    kill_during_save(saved)
+    (first,) = set(folder_listing(saved)) - {"model.json"}  # a complete, hidden temporary file
+    kill_during_save(saved)  # removes the first one's leftover, then leaves its own
+    (second,) = set(folder_listing(saved)) - {"model.json"}
+    assert second != first
+    assert saved.read_bytes() == before
+    save(model, saved)
+    assert folder_listing(saved) == ["model.json"]
+
+
+@posix_only
+def test_cleaning_leaves_other_files_alone(model, saved, tmp_path):
+    other = tmp_path / "other.json"
+    kill_during_save(other)  # another checkpoint's leftover is that checkpoint's business
+    leftover = set(listing(tmp_path)) - {"model.json"}
+    for name in (".model.json.swp", "model.json.tmp", ".chainrule-notes.tmp"):
+        (tmp_path / name).write_text("a user's file")
+    save(model, saved)
+    assert (
+        set(listing(tmp_path))
+        == {"model.json", ".model.json.swp", "model.json.tmp", ".chainrule-notes.tmp"} | leftover
+    )
+
+
+@posix_only
+def test_a_temporary_file_still_being_written_is_not_removed(model, saved, tmp_path):
+    # Another process saving the same checkpoint holds a lock on its temporary file until its
+    # rename; a concurrent save must not delete it. (A lock held through another open file
+    # description conflicts even within one process, so this process can play both parts.)
+    fcntl = pytest.importorskip("fcntl")
+    kill_during_save(saved)
+    (leftover,) = set(listing(tmp_path)) - {"model.json"}
+    with open(tmp_path / leftover, "rb") as busy:
+        fcntl.flock(busy.fileno(), fcntl.LOCK_EX)
+        save(model, saved)
+        assert leftover in listing(tmp_path)
+    save(model, saved)
+    assert listing(tmp_path) == ["model.json"]
+
+
+@posix_only
+def test_a_temporary_file_removed_before_it_was_locked_is_replaced(model, saved, monkeypatch):
+    # The narrow race: another save's cleaning removes our new temporary file between its
+    # creation and our lock. The save must notice and carry on with a fresh one.
+    fcntl = pytest.importorskip("fcntl")
+    real_flock = fcntl.flock
+    removed = []
+
+    def flock(fd, operation):
+        if not removed:
+            name = next(n for n in os.listdir(saved.parent) if n != "model.json")
+            os.unlink(saved.parent / name)
+            removed.append(name)
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(serialize.fcntl, "flock", flock)
+    model.layers[0].neurons[0].b.data = 7.0
+    save(model, saved)
+    monkeypatch.undo()
+    assert removed
+    assert load(saved).layers[0].neurons[0].b.data == 7.0
+    assert folder_listing(saved) == ["model.json"]
+
+
+def test_temporary_names_are_short_whatever_the_target(tmp_path):
+    for name in ("m.json", "m" * 255, "é" * 127):
+        temporary = serialize._temporary_prefix(name)
+        assert temporary.startswith(".") and len(os.fsencode(temporary)) < 64

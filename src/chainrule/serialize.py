@@ -23,8 +23,10 @@ model with a nan or infinite weight (usually the sign of a diverged training run
 
 ``save`` writes a temporary file next to the target, flushes it to disk and renames it over
 the target in one step (``os.replace``), so a crash during a save leaves the previous
-checkpoint as it was. ``load`` checks everything it reads and reports what is wrong with a
-``CheckpointError`` (a ``ValueError``).
+checkpoint as it was; the next save of the same checkpoint removes a temporary file that a
+killed save left behind. ``load`` reads regular files of at most ``MAX_CHECKPOINT_BYTES``
+only, checks everything it reads before building the module, and reports what is wrong
+with a ``CheckpointError`` (a ``ValueError``).
 
 >>> import os, random, tempfile
 >>> from chainrule import save, load
@@ -45,20 +47,44 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import math
 import numbers
 import os
 import random
-import uuid
+import secrets
+import stat
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+try:
+    import fcntl  # POSIX file locks, to tell a killed save's temporary file from a live one
+except ImportError:  # Windows
+    fcntl = None
 
 from .nn import ACTIVATIONS, MLP, Layer, Module, Neuron
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "from_architecture", "load", "save", "state_problems"]
+__all__ = [
+    "FORMAT",
+    "MAX_CHECKPOINT_BYTES",
+    "VERSION",
+    "CheckpointError",
+    "architecture_shapes",
+    "from_architecture",
+    "load",
+    "save",
+    "state_problems",
+]
 
 FORMAT = "chainrule-checkpoint"
 VERSION = 1
+
+# The largest checkpoint load will read, and save will write. A parameter takes at most about
+# 25 bytes of JSON, so this is over a million parameters: far more than a scalar engine
+# trains, yet a bound on what a hostile file can make load parse and build. Raise it
+# (``chainrule.serialize.MAX_CHECKPOINT_BYTES = ...``) to load a bigger model.
+MAX_CHECKPOINT_BYTES = 32 * 1024 * 1024
 _TOP_LEVEL_KEYS = ("format", "version", "architecture", "state")
 
 
@@ -72,6 +98,8 @@ class CheckpointError(ValueError):
 
 def _number_problem(x, where: str) -> str | None:
     """Why ``x`` cannot be a parameter's value, or None if it can."""
+    if type(x) is float and math.isfinite(x):  # the usual case, answered without the slower ABC check
+        return None
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         return f"{where} is {x!r} ({type(x).__name__}), not a number"
     try:
@@ -117,8 +145,10 @@ def state_problems(state, shapes: dict[str, int | None]) -> list[str]:
         elif len(value) != length:
             problem = f"{name} has {len(value)} numbers, the model needs {length}"
         else:
-            found = (_number_problem(x, f"{name}[{i}]") for i, x in enumerate(value))
-            problem = next((p for p in found if p), None)
+            # Name an entry only once it is found wrong: formatting a name for each of a
+            # large model's numbers would cost more than checking them.
+            bad = next((i for i, x in enumerate(value) if _number_problem(x, "")), None)
+            problem = None if bad is None else _number_problem(value[bad], f"{name}[{bad}]")
         if problem:
             problems.append(problem)
     if len(problems) > 6:
@@ -151,22 +181,55 @@ def _mlp_parameter_count(nin: int, nouts: list[int]) -> int:
     return sum(nout * (n + 1) for n, nout in zip(sizes[:-1], nouts, strict=True))
 
 
-# Each type's fields, its number of parameters, and its constructor. Nothing outside this
-# table can be built from a file.
-_TYPES: dict[str, tuple[tuple[str, ...], Callable[[dict], int], Callable[[dict], Module]]] = {
-    "Neuron": (
+# The names and shapes each type's state_entries() will have, worked out from the architecture
+# alone, so that load can check a file's state before building anything. They mirror the
+# state_entries methods in nn.py (a test checks that they agree).
+
+
+def _neuron_shapes(nin: int, prefix: str = "") -> dict[str, int | None]:
+    return {f"{prefix}w": nin, f"{prefix}b": None}
+
+
+def _layer_shapes(nin: int, nout: int, prefix: str = "") -> dict[str, int | None]:
+    shapes = {}
+    for j in range(nout):
+        shapes.update(_neuron_shapes(nin, f"{prefix}neurons.{j}."))
+    return shapes
+
+
+def _mlp_shapes(nin: int, nouts: list[int]) -> dict[str, int | None]:
+    shapes, sizes = {}, [nin, *nouts]
+    for i, (n, nout) in enumerate(zip(sizes[:-1], nouts, strict=True)):
+        shapes.update(_layer_shapes(n, nout, f"layers.{i}."))
+    return shapes
+
+
+class _Type(NamedTuple):
+    fields: tuple[str, ...]
+    parameter_count: Callable[[dict], int]
+    shapes: Callable[[dict], dict[str, int | None]]
+    build: Callable[[dict], Module]
+
+
+# Each type's fields, its number of parameters, its state's shapes and its constructor.
+# Nothing outside this table can be built from a file.
+_TYPES: dict[str, _Type] = {
+    "Neuron": _Type(
         ("nin", "nonlin", "activation"),
         lambda a: a["nin"] + 1,
+        lambda a: _neuron_shapes(a["nin"]),
         lambda a: Neuron(a["nin"], nonlin=a["nonlin"], activation=a["activation"]),
     ),
-    "Layer": (
+    "Layer": _Type(
         ("nin", "nout", "nonlin", "activation"),
         lambda a: a["nout"] * (a["nin"] + 1),
+        lambda a: _layer_shapes(a["nin"], a["nout"]),
         lambda a: Layer(a["nin"], a["nout"], nonlin=a["nonlin"], activation=a["activation"]),
     ),
-    "MLP": (
+    "MLP": _Type(
         ("nin", "nouts", "activation"),
         lambda a: _mlp_parameter_count(a["nin"], a["nouts"]),
+        lambda a: _mlp_shapes(a["nin"], a["nouts"]),
         lambda a: MLP(a["nin"], a["nouts"], activation=a["activation"]),
     ),
 }
@@ -179,7 +242,7 @@ def _architecture_problem(architecture) -> str | None:
     kind = architecture.get("type")
     if not isinstance(kind, str) or kind not in _TYPES:
         return f"the architecture type {kind!r} is not one a checkpoint may hold ({', '.join(_TYPES)})"
-    fields = _TYPES[kind][0]
+    fields = _TYPES[kind].fields
     missing = [key for key in fields if key not in architecture]
     unexpected = [key for key in architecture if key != "type" and key not in fields]
     if missing:
@@ -206,7 +269,7 @@ def from_architecture(architecture: dict) -> Module:
     problem = _architecture_problem(architecture)
     if problem:
         raise CheckpointError(problem)
-    build = _TYPES[architecture["type"]][2]
+    build = _TYPES[architecture["type"]].build
     # The constructors draw initial weights from the global random module; loading a model
     # should not shift the random numbers a user's program sees next.
     random_state = random.getstate()
@@ -216,8 +279,75 @@ def from_architecture(architecture: dict) -> Module:
         random.setstate(random_state)
 
 
+def architecture_shapes(architecture: dict) -> dict[str, int | None]:
+    """The names and shapes of the state a module built from ``architecture`` has, without building it.
+
+    Each name maps to the length of its list of numbers, or to None for a single number, as
+    ``state_problems`` expects. Raises ``CheckpointError`` for an architecture
+    ``from_architecture`` would refuse.
+
+    >>> architecture_shapes({"type": "Layer", "nin": 3, "nout": 2, "nonlin": True, "activation": "relu"})
+    {'neurons.0.w': 3, 'neurons.0.b': None, 'neurons.1.w': 3, 'neurons.1.b': None}
+    """
+    problem = _architecture_problem(architecture)
+    if problem:
+        raise CheckpointError(problem)
+    return _TYPES[architecture["type"]].shapes(architecture)
+
+
 def _parameter_count(architecture: dict) -> int:
-    return _TYPES[architecture["type"]][1](architecture)
+    return _TYPES[architecture["type"]].parameter_count(architecture)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files. Checkpoints are read from and written to regular files only: a FIFO would block a
+# read until some writer came along, a device such as /dev/zero never ends, and replacing a
+# device or a folder is never what a save means.
+
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _refuse_special_file(mode: int, path: str, context: str) -> None:
+    """Raise unless ``mode`` (an ``st_mode``) is a regular file's; ``context`` starts the message."""
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    kind = next((name for is_kind, name in _SPECIAL_FILES if is_kind(mode)), "a special file")
+    raise CheckpointError(f"{context}{path} is {kind}, not a regular file")
+
+
+def _too_big(path: str, size: str, limit: int) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path} is {size} than the limit of {limit} bytes "
+        "(chainrule.serialize.MAX_CHECKPOINT_BYTES; raise it to load a bigger model)"
+    )
+
+
+def _read_checkpoint(path: str) -> bytes:
+    """The bytes of the file at ``path``: a regular file of at most MAX_CHECKPOINT_BYTES bytes."""
+    limit = MAX_CHECKPOINT_BYTES
+    try:
+        info = os.stat(path)
+        _refuse_special_file(info.st_mode, path, "checkpoint ")
+        if info.st_size > limit:
+            raise _too_big(path, f"{info.st_size} bytes, more", limit)
+        # If the name was given to a FIFO since the check, O_NONBLOCK keeps the open from
+        # waiting for a writer; for a regular file it changes nothing.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "no such checkpoint file", path) from None
+    with open(fd, "rb") as file:
+        _refuse_special_file(os.fstat(fd).st_mode, path, "checkpoint ")  # the file actually opened
+        raw = file.read(limit + 1)  # one byte more tells a file that grew since the check
+    if len(raw) > limit:
+        raise _too_big(path, "larger", limit)
+    return raw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,27 +379,148 @@ def _sync_folder(folder: str) -> None:
             os.close(fd)
 
 
-def _write_atomically(path: str, chunks: Iterator[str]) -> None:
-    """Write ``chunks`` to ``path`` so that ``path`` holds either its old content or all of the new."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(errno.ENOENT, "cannot save the checkpoint: no such folder", folder)
-    # The temporary file lives in the same folder, because a rename is atomic only within one
-    # file system. os.open with mode 0o666 lets the user's umask set the permissions, as for
-    # any new file; O_EXCL makes sure we never write into someone else's file.
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+def _save_target(path: str) -> str:
+    """The file a save to ``path`` replaces: for a symlink, the file it points to.
+
+    Editors write through a symlink in the same way: the link stays a link, and the file it
+    points to gets the new content.
+    """
+    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
+        raise IsADirectoryError(errno.EISDIR, "a checkpoint's path must name a file, not a folder", path)
+    target = os.path.realpath(path)
+    if os.path.islink(target):  # realpath stops where links go round in a loop
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+    return target
+
+
+# A save writes a temporary file next to the checkpoint, named from a digest of the
+# checkpoint's name: short enough for any name (the longest file name is 255 bytes on most
+# file systems), and the same for every save of that checkpoint, so that the next save can
+# find the files that a killed one left behind.
+_TEMPORARY_SUFFIX = ".tmp"
+
+
+def _temporary_prefix(name: str) -> str:
+    return f".chainrule-{hashlib.sha256(os.fsencode(name)).hexdigest()[:16]}-"
+
+
+def _still_named(path: str, fd: int) -> bool:
+    """Whether ``path`` still names the open file ``fd`` (another save may have removed it)."""
     try:
-        with open(fd, "w", encoding="utf-8", newline="\n") as file:
+        return os.path.samestat(os.stat(path, follow_symlinks=False), os.fstat(fd))
+    except FileNotFoundError:
+        return False
+
+
+def _lock(fd: int, wait: bool) -> bool:
+    """Lock an open file for this process alone; False if another holds it or the system has no locks."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _create_temporary(folder: str, name: str) -> tuple[int, str]:
+    """A new, empty temporary file for a checkpoint called ``name``, locked while this save runs.
+
+    The lock tells other saves of the same checkpoint that the file is in use; the system
+    drops it when the process ends, however it ends.
+    """
+    prefix = _temporary_prefix(name)
+    while True:
+        temporary = os.path.join(folder, f"{prefix}{secrets.token_hex(8)}{_TEMPORARY_SUFFIX}")
+        # Mode 0o666 lets the user's umask set the permissions, as for any new file; O_EXCL
+        # makes sure we never write into someone else's file.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        if fcntl is None or not _lock(fd, wait=True) or _still_named(temporary, fd):
+            return fd, temporary
+        # Another save, cleaning up, removed the file between our creating and locking it.
+        os.close(fd)
+
+
+def _remove_stale_temporaries(folder: str, name: str) -> None:
+    """Delete the temporary files that killed saves of the checkpoint ``name`` left behind.
+
+    A running save holds the lock on its temporary file until the rename, so a file that can
+    be locked belongs to no running save. Without locks (Windows) nothing is removed.
+    """
+    if fcntl is None:
+        return
+    prefix = _temporary_prefix(name)
+    with contextlib.suppress(OSError):  # an unreadable folder: creating the new file will say why
+        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(_TEMPORARY_SUFFIX)]
+        for entry in names:
+            candidate = os.path.join(folder, entry)
+            with contextlib.suppress(OSError):  # gone already, a symlink, or not ours to remove
+                fd = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                try:
+                    regular = stat.S_ISREG(os.fstat(fd).st_mode)
+                    if regular and _lock(fd, wait=False) and _still_named(candidate, fd):
+                        os.unlink(candidate)
+                finally:
+                    os.close(fd)
+
+
+def _save_error(error: OSError, path: str, folder: str) -> OSError:
+    """``error`` again (the same subclass, by its errno), naming the user's path, not the temporary file."""
+    if error.errno is None:
+        return error
+    reason = error.strerror
+    if error.errno in (errno.ENOENT, errno.ENOTDIR) and not os.path.isdir(folder):
+        reason = "no such folder" if error.errno == errno.ENOENT else "a part of the path is not a folder"
+    return OSError(error.errno, f"cannot save the checkpoint: {reason}", path)
+
+
+def _write_atomically(path: str, chunks: Iterator[str]) -> None:
+    """Write ``chunks`` to ``path`` so that ``path`` holds either its old content or all of the new.
+
+    The new content goes to a temporary file in the same folder (a rename is atomic only within
+    one file system), which then replaces the old file. An existing file keeps its permissions,
+    and a symlink keeps pointing to the file that gets the new content.
+    """
+    target = _save_target(path)
+    folder, name = os.path.split(target)
+    try:
+        try:
+            existing = os.stat(target)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None:
+            _refuse_special_file(existing.st_mode, path, "cannot save the checkpoint: ")
+        _remove_stale_temporaries(folder, name)
+        fd, temporary = _create_temporary(folder, name)
+    except OSError as error:
+        raise _save_error(error, path, folder) from None
+    size = 0
+    try:
+        # On POSIX the file stays open, and locked, until the rename; Windows cannot rename an
+        # open file (and has no lock to keep).
+        with open(fd, "wb", closefd=fcntl is None) as file:
+            if existing is not None and hasattr(os, "fchmod"):
+                os.fchmod(fd, stat.S_IMODE(existing.st_mode))
             for chunk in chunks:
-                file.write(chunk)
+                data = chunk.encode("utf-8")
+                size += len(data)
+                if size > MAX_CHECKPOINT_BYTES:  # never write a file that load would refuse
+                    raise CheckpointError(
+                        f"cannot save the checkpoint to {path}: it would be larger than the limit "
+                        f"of {MAX_CHECKPOINT_BYTES} bytes that load reads "
+                        "(chainrule.serialize.MAX_CHECKPOINT_BYTES)"
+                    )
+                file.write(data)
             file.flush()
-            os.fsync(file.fileno())  # the data is on disk before the new name points at it
-        os.replace(temporary, path)
-    except BaseException:  # including KeyboardInterrupt: never leave a half-written file behind
-        with contextlib.suppress(FileNotFoundError):
+            os.fsync(fd)  # the data is on disk before the new name points at it
+        os.replace(temporary, target)
+    except BaseException as error:  # including KeyboardInterrupt: never leave a half-written file behind
+        with contextlib.suppress(OSError):
             os.unlink(temporary)
+        if isinstance(error, OSError):
+            raise _save_error(error, path, folder) from None
         raise
+    finally:
+        if fcntl is not None:
+            os.close(fd)
     _sync_folder(folder)
 
 
@@ -277,7 +528,9 @@ def save(module: Module, path: str | os.PathLike) -> None:
     """Write ``module``'s architecture and parameters to ``path`` as a JSON checkpoint, atomically.
 
     The folder must exist. Gradients are not saved. A module with a nan or infinite
-    parameter is refused with ``CheckpointError``, and the file is left as it was.
+    parameter is refused with ``CheckpointError``, and the file is left as it was. Saving
+    over a file keeps its permissions; saving to a symlink writes to the file it points to.
+    A failure to write raises an ``OSError`` naming ``path``.
 
     >>> import os, tempfile
     >>> from chainrule.nn import Neuron
@@ -293,7 +546,7 @@ def save(module: Module, path: str | os.PathLike) -> None:
     """
     if not isinstance(module, Module):
         raise TypeError(f"save: expected a chainrule.nn Module, got {type(module).__name__}")
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     try:
         architecture = module.architecture()
     except NotImplementedError as error:
@@ -306,6 +559,8 @@ def save(module: Module, path: str | os.PathLike) -> None:
     problems = state_problems(state, shapes)
     if problems:
         raise CheckpointError(f"cannot save {module!r} to {path}: " + "; ".join(problems))
+    # Plain floats only: a numpy number in a parameter's data is a number, but not one JSON writes.
+    state = {name: [float(x) for x in v] if isinstance(v, list) else float(v) for name, v in state.items()}
     document = {"format": FORMAT, "version": VERSION, "architecture": architecture, "state": state}
     _write_atomically(path, _json_lines(document))
 
@@ -392,22 +647,20 @@ def _state_size(state: dict) -> int:
 def load(path: str | os.PathLike) -> Module:
     """Read a checkpoint written by ``save`` and return the module it describes.
 
-    A missing file raises ``FileNotFoundError``; a file that is not a usable checkpoint
-    (not JSON, cut short, another format or version, an unknown module type, numbers that
-    do not fit the architecture) raises ``CheckpointError`` saying what is wrong.
+    A missing file raises ``FileNotFoundError`` and a folder ``IsADirectoryError``. A file
+    that is not a usable checkpoint raises ``CheckpointError`` saying what is wrong: not a
+    regular file (a FIFO, a device such as /dev/zero, a socket), larger than
+    ``MAX_CHECKPOINT_BYTES``, not JSON, cut short, another format or version, an unknown
+    module type, or numbers that do not fit the architecture. All of this is checked before
+    the module is built.
 
     >>> load("no/such/checkpoint.json")
     Traceback (most recent call last):
     ...
     FileNotFoundError: [Errno 2] no such checkpoint file: 'no/such/checkpoint.json'
     """
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as file:
-            raw = file.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(errno.ENOENT, "no such checkpoint file", path) from None
-    document = _parse(raw, path)
+    path = os.fsdecode(path)
+    document = _parse(_read_checkpoint(path), path)
     _check_header(document, path)
     architecture, state = document["architecture"], document["state"]
     problem = _architecture_problem(architecture)
@@ -415,12 +668,21 @@ def load(path: str | os.PathLike) -> Module:
         raise CheckpointError(f"checkpoint {path}: {problem}")
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: 'state' should be a JSON object, not {_json_type(state)}")
-    # Refuse to build a model bigger than the file could fill, so that a damaged architecture
-    # ("nin": 1000000000000) fails at once instead of allocating memory without end.
+    # Refuse a model bigger than the file could fill, so that a damaged architecture
+    # ("nin": 1000000000000) fails at once. This also bounds the list of names and shapes
+    # worked out next by the count of numbers the file really holds.
     needed, held = _parameter_count(architecture), _state_size(state)
     if needed > held:
         raise CheckpointError(
             f"checkpoint {path}: its architecture needs {needed} parameters, but its state holds only {held}"
+        )
+    # Check every name and shape before building anything: a file whose state does not fit
+    # must not cost the time and memory of building the model it names.
+    problems = state_problems(state, architecture_shapes(architecture))
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {path}: the state does not fit its {architecture['type']} architecture: "
+            + "; ".join(problems)
         )
     module = from_architecture(architecture)
     try:
