@@ -504,27 +504,25 @@ def logsumexp(values) -> Value:
 def topological_order(*roots: Value) -> list[Value]:
     """Every node reachable from the roots, each after all of its children.
 
-    An explicit stack instead of recursion, so a graph of any depth works; the order depends
-    only on the order of ``children``, so it is the same on every run.
+    A depth-first walk with an explicit stack instead of recursion, so a graph of any depth
+    works. A node is pushed back under a ``None`` marker before its children; when the marker
+    comes off the stack, everything below the node is done and it can be placed. The order
+    depends only on the order of ``children``, so it is the same on every run.
     """
     order = []
     visited = set()
-    for root in roots:
-        if root in visited:
-            continue
-        visited.add(root)
-        stack = [(root, iter(root.children))]
-        while stack:
-            node, children = stack[-1]
-            for child in children:
-                if child not in visited:
-                    visited.add(child)
-                    if child.children:
-                        stack.append((child, iter(child.children)))
-                        break
-                    order.append(child)  # a leaf is finished as soon as it is seen
+    stack = list(reversed(roots))
+    while stack:
+        node = stack.pop()
+        if node is None:  # the marker: the node under it has all its children placed
+            order.append(stack.pop())
+        elif node not in visited:
+            visited.add(node)
+            if node.children:
+                stack.append(node)
+                stack.append(None)
+                stack.extend(reversed(node.children))  # so the first child is walked first
             else:
-                stack.pop()
                 order.append(node)
     return order
 
@@ -587,11 +585,12 @@ def propagate(root: Value, gradient=1.0, create_graph: bool = False) -> dict:
             if g is None or node._rule is None:
                 continue
             local = node._local
-            if type(local) is tuple and not create_graph:  # the common case, inline for speed
-                shares = zip(node.children, map(operator.mul, local, itertools.repeat(g)))
-            else:
-                shares = _child_gradients(node, g, create_graph)
-            for child, child_grad in shares:
+            if type(local) is tuple and not (create_graph or anomaly):  # the common case, inline
+                for child, d in zip(node.children, local):
+                    total = pending.get(child)
+                    pending[child] = d * g if total is None else total + d * g
+                continue
+            for child, child_grad in _child_gradients(node, g, create_graph):
                 if child_grad is None:  # an input that is a constant by construction
                     continue
                 if anomaly:
