@@ -544,8 +544,17 @@ def backward(root: Value, gradient=1.0, create_graph: bool = False) -> None:
 
 
 def _accumulate(node: Value, g, create_graph: bool):
-    """What ``node.grad`` becomes once ``g`` is added to it."""
+    """What ``node.grad`` becomes once ``g`` is added to it.
+
+    With ``create_graph`` only a leaf keeps a gradient with a graph, as in PyTorch; a computed
+    node keeps its number, since its gradient's graph would often refer back to the node itself
+    (d/dh h*h = 2h) and so make a reference cycle that only the garbage collector could free.
+    """
     total = node.grad
+    if create_graph and node.children:
+        g, create_graph = (g.data if isinstance(g, Value) else g), False
+        if isinstance(total, Value):
+            total = total.data
     if total is None:
         return g
     if create_graph:
