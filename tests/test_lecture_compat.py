@@ -368,6 +368,17 @@ def tanh_from_exp(n):
     return (e - 1) / (e + 1)
 
 
+@pytest.mark.parametrize("Value", ENGINES_AND_MICROGRAD)
+def test_a_hand_made_node_without_a_closure_passes_nothing_on(Value):
+    """Until a ``_backward`` is assigned, a node built by hand is a dead end, as in the lecture."""
+    a = Value(2.0, label="a")
+    made = Value(5.0, (a,), "custom")
+    assert made._op == "custom" and made._prev == {a}
+    total = made * a
+    total.backward()
+    assert a.grad == 5.0  # only the product's own path: made's data, nothing through made
+
+
 @pytest.mark.parametrize("Value", ENGINES)
 def test_tanh_from_exp_and_division(Value):
     """The lecture's check that the broken-down tanh gives the same gradients as the whole one."""
