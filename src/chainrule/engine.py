@@ -186,7 +186,9 @@ class Value:
 
     @property
     def _prev(self) -> set:
-        """micrograd's name for the children, as a set."""
+        """micrograd's name for the children, as a set (micrograd's ``x**2`` leaves out the 2)."""
+        if self._rule is ops.POW_CONSTANT:
+            return {self.children[0]}
         return set(self.children)
 
     @property
@@ -198,6 +200,8 @@ class Value:
         """
         if callable(self._local):
             return self._local
+        if not self.children:
+            return _nothing  # a leaf passes its gradient nowhere
         return functools.partial(_backward_step, self)
 
     @_backward.setter
@@ -390,6 +394,10 @@ def _hand_made_op(name: str) -> ops.Op:
     if name not in _HAND_MADE_OPS:
         _HAND_MADE_OPS[name] = ops.Op(name, None, None)
     return _HAND_MADE_OPS[name]
+
+
+def _nothing() -> None:
+    pass
 
 
 def _backward_step(node: Value) -> None:
