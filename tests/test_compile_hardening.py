@@ -24,7 +24,11 @@ from chainrule.losses import mse  # noqa: E402
 from chainrule.nn import MLP  # noqa: E402
 from chainrule.optim import SGD  # noqa: E402
 
-SLOT = Value.__dict__["data"]  # the slot descriptor that holds a Value's float
+SLOTS = {name: Value.__dict__[name] for name in ("data", "grad")}  # where a Value's numbers live
+
+
+def assert_slots_restored():
+    assert {name: Value.__dict__[name] for name in SLOTS} == SLOTS
 
 
 def assert_close(compiled, eager, what):
@@ -285,8 +289,20 @@ def test_a_gradient_that_branches_on_a_traced_number_raises(op):
         lambda model, x: SGD(model.parameters(), lr=0.1).step(),
         lambda model, x: model.state_dict(),
         lambda model, x: chainrule.gradcheck(lambda v: v * v, [x]),
+        lambda model, x: model.zero_grad(),  # would zero the gradients once, not at every call
+        lambda model, x: SGD(model.parameters(), lr=0.1).zero_grad(),
+        lambda model, x: model.load_state_dict(model.state_dict()),
+        lambda model, x: (model.parameters()[0] * x).backward(create_graph=True),
     ],
-    ids=["optimizer step", "state_dict", "gradcheck"],
+    ids=[
+        "optimizer step",
+        "state_dict",
+        "gradcheck",
+        "zero_grad",
+        "optimizer zero_grad",
+        "load_state_dict",
+        "backward with create_graph",
+    ],
 )
 def test_library_functions_that_read_numbers_refuse_while_tracing(inside):
     model = MLP(2, [2, 1])
@@ -296,11 +312,14 @@ def test_library_functions_that_read_numbers_refuse_while_tracing(inside):
         inside(model, x)
         return model([x, x])
 
+    for p in model.parameters():
+        p.grad = 0.5
     f = chainrule.compile(fn)
-    with pytest.raises(NotImplementedError, match="frozen"):
+    with pytest.raises(NotImplementedError, match="tracing"):
         f(1.0)
     assert len(f.tapes) == 0
     assert [p.data for p in model.parameters()] == before
+    assert [p.grad for p in model.parameters()] == [0.5] * len(before)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,6 +345,26 @@ def test_using_data_of_a_parameter_as_a_number_warns():
     f = chainrule.compile(lambda x: w.data * x)
     with pytest.warns(chainrule.TraceWarning, match="frozen"):
         f(1.0)
+
+
+@pytest.mark.parametrize(
+    "touch",
+    [
+        lambda w, x: w.grad * x,  # the gradient as it was while tracing
+        lambda w, x: setattr(w, "grad", 0.0),  # zeroed once, not at every call
+        lambda w, x: setattr(w, "data", 1.0),  # set once, not at every call
+    ],
+    ids=["read .grad", "write .grad", "write .data"],
+)
+def test_touching_grad_or_writing_data_of_a_parameter_warns(touch):
+    w = Value(2.0)
+
+    def fn(x):
+        touch(w, x)
+        return w * x
+
+    with pytest.warns(chainrule.TraceWarning, match="once, while tracing|frozen"):
+        chainrule.compile(fn)(1.0)
 
 
 def test_reading_data_of_a_value_made_by_detach_warns_as_a_traced_value():
@@ -355,14 +394,14 @@ def test_chainrule_internals_and_display_read_data_without_warning():
 def test_the_slot_is_restored_after_tracing_even_when_fn_raises():
     w = Value(2.0)
     chainrule.compile(lambda x: w * x)(1.0)
-    assert Value.__dict__["data"] is SLOT
+    assert_slots_restored()
 
     def failing(x):
         raise KeyError("boom")
 
     with pytest.raises(KeyError):
         chainrule.compile(failing)(1.0)
-    assert Value.__dict__["data"] is SLOT
+    assert_slots_restored()
     assert w.data == 2.0  # and Values read as before
 
 
@@ -399,7 +438,7 @@ def test_tracing_in_one_thread_does_not_touch_eager_code_in_another():
         thread.join(10)
     assert results == [6.0]
     assert caught == []
-    assert Value.__dict__["data"] is SLOT
+    assert_slots_restored()
 
 
 def test_overlapping_traces_in_two_threads_each_keep_watching_until_they_end():
@@ -413,7 +452,7 @@ def test_overlapping_traces_in_two_threads_each_keep_watching_until_they_end():
         thread.join(10)
     assert results == [12.0]
     assert [type(c.message) for c in caught] == [chainrule.TraceWarning]
-    assert Value.__dict__["data"] is SLOT
+    assert_slots_restored()
 
 
 # ---------------------------------------------------------------------------------------------

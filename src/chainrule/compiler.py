@@ -28,11 +28,11 @@ backward skips the nodes reached only through them, which eager backward never v
 
 What tracing cannot see: Python control flow that depends on numbers (``if v.data > 0:``).
 The branch taken while tracing is frozen into the tape. So while a trace runs, ``Value.data``
-is a property that checks who reads it (the plain slot is put back when the trace ends, so
-eager code pays nothing): ``fn`` reading ``.data`` of any Value, traced or made outside it (a
-parameter), warns with ``TraceWarning``; a chainrule function that would freeze the number
-(``backward()``, an optimizer step, ...) raises ``NotImplementedError``; ops, ``repr`` and
-drawings read freely.
+and ``Value.grad`` are properties that check who reads and writes them (the plain slots are put
+back when the trace ends, so eager code pays nothing): ``fn`` touching them on any Value, traced
+or made outside it (a parameter), warns with ``TraceWarning``; a chainrule function that would
+freeze a number or act only once (``backward()``, ``zero_grad()``, an optimizer step, ...)
+raises ``NotImplementedError``; ops, new Values, ``repr`` and drawings pass freely.
 
 Arguments are checked like eager arithmetic checks numbers: only real numbers (numpy's too),
 in lists, tuples and numpy arrays, get in; anything else is a TypeError naming its position.
@@ -241,7 +241,7 @@ class _TracedValue(Value):
 
 class _Tracer:
     """Shown, by the engine, every node, number-made constant, ``detach()`` and ``no_grad`` op
-    while tracing, and (through ``_read_data``) every read of a Value's number."""
+    while tracing, and (through ``_watched``) every read and write of a Value's data and grad."""
 
     def __init__(self):
         self.constants = set()
@@ -264,49 +264,71 @@ class _Tracer:
         self.node(node)
         return self.detached(node)
 
-    def read(self, value, reader):
-        """``reader`` (a frame) read ``value.data``: warn, or refuse, if that number gets frozen."""
+    def touched(self, value, frame, slot, writing):
+        """Code running in ``frame`` read or wrote ``value.data`` or ``value.grad`` (``slot``):
+        warn, or refuse, since what it does happens once, while tracing, and not on replay."""
         if value in self.constants:
             return  # a number written in fn: a constant anyway
-        module = reader.f_globals.get("__name__", "")
+        module = frame.f_globals.get("__name__", "")
         traced = type(value) is _TracedValue
-        what = "a traced value" if traced else "a Value made outside the function (a parameter, say)"
         if module.partition(".")[0] != "chainrule":
+            what = "a traced value" if traced else "a Value made outside the function (a parameter, say)"
+            effect = (
+                "that write happens once, while tracing, not on every call"
+                if writing
+                else "anything computed from that number (an `if`, a constant) is frozen into the "
+                "trace and will not change on replay. Compute with the Value itself instead"
+            )
             warnings.warn(
-                f"chainrule.compile: the traced function read .data of {what}; "
-                "anything computed from that number (an `if`, a constant) is frozen into the trace "
-                "and will not change on replay. Compute with the Value itself instead.",
+                f"chainrule.compile: the traced function {'wrote' if writing else 'read'} .{slot} "
+                f"of {what}; {effect}.",
                 TraceWarning,
-                stacklevel=3,  # the user's line: read <- _read_data <- the reader
+                stacklevel=3,  # the user's line: touched <- the property <- the user
             )
         elif module not in _QUIET_MODULES:
-            code = reader.f_code
+            code = frame.f_code
             function = getattr(code, "co_qualname", code.co_name).partition(".<locals>")[0]
             generic = (
-                f"{function} ({module}) read the number inside "
-                f"{'a traced value' if traced else 'a Value'} while tracing, so what it makes of it "
-                "would be frozen into the trace and not change on replay; call it outside the "
-                "compiled function"
+                f"{function} ({module}) {'wrote' if writing else 'read'} .{slot} of "
+                f"{'a traced value' if traced else 'a Value'} while tracing; that happens once, "
+                "while tracing, and is frozen into the trace, not repeated on replay. Call it "
+                "outside the compiled function"
             )
-            explanation = next((text for ids, text in _FREEZING_READERS if id(code) in ids), generic)
+            explanation = next((text for ids, text in _FREEZING_CODE if id(code) in ids), generic)
             raise NotImplementedError(f"chainrule.compile: {explanation}")
 
 
-def _read_data(value):
-    """``Value.data`` while a trace runs in some thread: the slot's float, after a check of who
-    reads it in a thread that is tracing. Reads that are part of an op (``apply``) or that only
-    show the number (``repr``, error messages, drawings) pass; see ``_Tracer.read`` for the rest."""
-    data = _DATA.__get__(value)
-    tracer = _mode.get().tracer
-    if tracer is not None:
-        reader = sys._getframe(1)
-        if id(reader.f_code) not in _QUIET_READERS:
-            tracer.read(value, reader)
-    return data
+def _watched(slot, name):
+    """A property over one of Value's slots, used while a trace runs in some thread.
+
+    In a thread that is tracing, every read and write is shown to the tracer, except those by
+    ``_QUIET_CODE``: a new Value being filled in, an op reading its inputs, or code that only
+    shows the number (``repr``, error messages). See ``_Tracer.touched`` for the rest.
+    """
+
+    # Every op reads its inputs through here while tracing, so the names it needs are bound
+    # once, as default arguments, instead of being looked up at every call.
+    def get(value, get_slot=slot.__get__, mode=_mode.get, caller=sys._getframe):
+        tracer = mode().tracer
+        if tracer is not None:
+            frame = caller(1)
+            if id(frame.f_code) not in _QUIET_CODE:
+                tracer.touched(value, frame, name, writing=False)
+        return get_slot(value)
+
+    def set(value, x, set_slot=slot.__set__, mode=_mode.get, caller=sys._getframe):
+        tracer = mode().tracer
+        if tracer is not None:
+            frame = caller(1)
+            if id(frame.f_code) not in _QUIET_CODE:
+                tracer.touched(value, frame, name, writing=True)
+        set_slot(value, x)
+
+    return property(get, set)
 
 
-_DATA = Value.__dict__["data"]  # the slot that really holds a Value's float
-_WATCHED_DATA = property(_read_data, _DATA.__set__)
+_SLOTS = {name: Value.__dict__[name] for name in ("data", "grad")}  # where the numbers really live
+_WATCHED = {name: _watched(slot, name) for name, slot in _SLOTS.items()}
 
 
 def _code_ids(*functions):
@@ -319,16 +341,18 @@ def _code_ids(*functions):
     return ids
 
 
-_QUIET_READERS = _code_ids(  # by id: a set of code objects would hash each one on every read
+_QUIET_CODE = _code_ids(  # by id: a set of code objects would hash each one on every read
+    Value.__init__,  # a new Value
+    engine._make,  # a new computed Value
     engine.apply,  # an op: the trace records it
     engine._describe,  # error messages
     engine._check_gradients,  # detect_anomaly's check; replay checks again
     Value.__repr__,
 )
 _QUIET_MODULES = ("chainrule.compiler", "chainrule.draw")
-_FREEZING_READERS = [  # readers with a more helpful explanation than the generic one
+_FREEZING_CODE = [  # code with a more helpful explanation than the generic one
     (
-        _code_ids(engine.propagate),
+        _code_ids(engine.propagate, engine.backward),
         "backward() (or autograd.grad without create_graph=True) inside a compiled function would "
         "run only while tracing: its gradients would be frozen into the trace and never computed "
         "on replay. Return the loss and call backward() on the compiled function's result",
@@ -340,21 +364,22 @@ _FREEZING_READERS = [  # readers with a more helpful explanation than the generi
     ),
 ]
 _watch_lock = threading.Lock()
-_traces_running = 0  # in all threads; Value.data is watched while this is above 0
+_traces_running = 0  # in all threads; Value's slots are watched while this is above 0
 
 
 @contextlib.contextmanager
-def _watching_data():
-    """Make ``Value.data`` a checking property for the duration of a trace.
+def _watching_slots():
+    """Make ``Value.data`` and ``Value.grad`` checking properties for the duration of a trace.
 
-    Outside any trace it is the plain slot, so eager code pays nothing. The property is shared
-    by all threads while any of them traces, but it only checks reads in a thread that is
-    tracing (the tracer lives in a context variable); the last trace to end puts the slot back.
+    Outside any trace they are the plain slots, so eager code pays nothing. The properties are
+    shared by all threads while any of them traces, but they only check in a thread that is
+    tracing (the tracer lives in a context variable); the last trace to end puts the slots back.
     """
     global _traces_running
     with _watch_lock:
         if _traces_running == 0:
-            Value.data = _WATCHED_DATA
+            for name, watched in _WATCHED.items():
+                setattr(Value, name, watched)
         _traces_running += 1
     try:
         yield
@@ -362,7 +387,8 @@ def _watching_data():
         with _watch_lock:
             _traces_running -= 1
             if _traces_running == 0:
-                Value.data = _DATA
+                for name, slot in _SLOTS.items():
+                    setattr(Value, name, slot)
 
 
 def trace(fn, structure, numbers_in) -> Tape:
@@ -375,7 +401,7 @@ def trace(fn, structure, numbers_in) -> Tape:
     tracer = _Tracer()
     token = _mode.set(replace(_mode.get(), recording=True, tracer=tracer))
     try:
-        with _watching_data():
+        with _watching_slots():
             result = fn(*args)
     finally:
         _mode.reset(token)
