@@ -256,6 +256,20 @@ def test_backward_inside_the_traced_function_raises_at_trace_time():
     assert len(f.tapes) == 0 and w.grad == 0.0
 
 
+def test_backward_of_an_earlier_compiled_result_inside_a_trace_raises():
+    w = Value(2.0)
+    earlier = chainrule.compile(lambda x: w * x)(3.0)
+
+    def fn(x):
+        earlier.backward()
+        return w * x
+
+    f = chainrule.compile(fn)
+    with pytest.raises(NotImplementedError, match=r"backward\(\)"):
+        f(1.0)
+    assert len(f.tapes) == 0 and w.grad == 0.0
+
+
 @pytest.mark.parametrize(
     "fn",
     [

@@ -345,11 +345,12 @@ _QUIET_CODE = _code_ids(  # by id: a set of code objects would hash each one on 
     Value.__init__,  # a new Value
     engine._make,  # a new computed Value
     engine.apply,  # an op: the trace records it
+    _Tracer.detached,  # a stop_gradient node: the trace records it
     engine._describe,  # error messages
     engine._check_gradients,  # detect_anomaly's check; replay checks again
     Value.__repr__,
 )
-_QUIET_MODULES = ("chainrule.compiler", "chainrule.draw")
+_QUIET_MODULES = ("chainrule.draw",)  # drawings only show the numbers
 _FREEZING_CODE = [  # code with a more helpful explanation than the generic one
     (
         _code_ids(engine.propagate, engine.backward),
@@ -783,8 +784,9 @@ class _CompiledValue(Value):
         if create_graph:
             raise NotImplementedError("backward(create_graph=True) through a compiled function")
         replay, _ = self._rule.backward.args
-        if isinstance(gradient, Value) or _mode.get().anomaly or not replay.tape.externals_are_leaves:
-            return super().backward(gradient)
+        mode = _mode.get()
+        if isinstance(gradient, Value) or mode.anomaly or mode.tracer or not replay.tape.externals_are_leaves:
+            return super().backward(gradient)  # while tracing, the engine's backward refuses
         # The graph above the tape is just this node and the parameters (leaves), so do what
         # the engine's backward would do without its general walk: one tape pass, then add.
         grads = self._rule.backward(gradient, self.data)
