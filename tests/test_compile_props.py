@@ -8,7 +8,9 @@ cancel is judged by the rounding of its terms, not of its tiny result).
 A graph is a *program*: a list of steps, each an op applied to nodes already in a growing
 pool (inputs, parameters, then every node built so far), so nodes are reused freely. Every op
 of the engine appears, including the builtin ``sum()`` over Values (a chain of ``+``, which
-the compiler folds into one sum) and ``sum(w * x for ...)`` (which it turns into a dot product).
+the compiler folds into one sum) and ``sum(w * x for ...)`` (which it turns into a dot product),
+and so do ``detach()`` and ops under ``no_grad`` (with ``enable_grad`` inside), which a trace
+records behind a stop_gradient: their numbers replay, their gradients stay zero, as in eager.
 
 To keep every number finite for *any* inputs in the drawn range (replays use new numbers, so
 a graph must be safe everywhere, not only where it was traced), each node carries a static
@@ -23,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chainrule
-from chainrule import Value, topological_order
+from chainrule import Value, enable_grad, no_grad, topological_order
 
 LIMIT = 20.0  # no node may exceed this in size, whatever the inputs (|input|, |parameter| <= 2)
 INPUT_RANGE = 2.0
@@ -131,7 +133,37 @@ OPS = {
         lambda b, _: _dot_bound(b),
     ),
     "sum(w*x)": ("pairs", None, lambda v, _: _sum_products(v), lambda b, _: _sum_products_bound(b)),
+    "detach": (1, None, lambda v, _: v[0].detach(), lambda b, _: b[0]),
+    "enable_grad inside no_grad": (
+        2,
+        None,
+        lambda v, _: _enable_grad_inside_no_grad(*v),
+        lambda b, _: b[0] * b[1] + b[0] * b[1] * b[0],
+    ),
 }
+
+
+def _under_no_grad(build):
+    """``build`` run under no_grad: a result that replays but passes no gradient back."""
+
+    def built(values, extra):
+        with no_grad():
+            return build(values, extra)
+
+    return built
+
+
+def _enable_grad_inside_no_grad(a, b):
+    with no_grad():
+        stopped = a * b
+        with enable_grad():
+            recorded = stopped * a  # a gradient reaches a through this factor, not through stopped
+        return stopped + recorded
+
+
+for _name in ("mul", "exp", "relu", "logsumexp", "dot", "sum(w*x)"):
+    _count, _extra, _build, _bound = OPS[_name]
+    OPS[f"{_name} under no_grad"] = (_count, _extra, _under_no_grad(_build), _bound)
 
 
 @st.composite

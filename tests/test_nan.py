@@ -39,6 +39,12 @@ CASES = {
         lambda t, *xs: t.logsumexp(t.stack(xs), 0),
         (0.7, 1.3, -2.0),
     ),
+    # compile's op for detach() inside a trace; x + (detach(x) - x) is PyTorch's way to say it
+    "stop_gradient": (
+        lambda x: chainrule.engine.apply(ops.STOP_GRADIENT, x),
+        lambda t, x: x + (x.detach() - x),
+        (0.7,),
+    ),
     "dot": (
         lambda w1, w2, x1, x2, b: chainrule.dot([w1, w2], [x1, x2], b),
         lambda t, w1, w2, x1, x2, b: w1 * x1 + w2 * x2 + b,

@@ -22,23 +22,38 @@ parameters as children; its backward rule runs the tape backward. So ``loss.back
 accumulates into the parameters' ``.grad`` exactly as eager backward does, and a compiled
 result can be used in further eager arithmetic.
 
+``detach()`` and ops under ``no_grad`` are recorded too, each behind a ``stop_gradient`` node
+(identity forward, no gradient backward): replay recomputes them from the new numbers, and
+backward skips the nodes reached only through them, which eager backward never visits.
+
 What tracing cannot see: Python control flow that depends on numbers (``if v.data > 0:``).
-The branch taken while tracing is frozen into the tape. Reading ``.data`` of a traced value
-inside ``fn`` warns with ``TraceWarning`` for that reason.
+The branch taken while tracing is frozen into the tape. So while a trace runs, ``Value.data``
+and ``Value.grad`` are properties that check who reads and writes them (the plain slots are put
+back when the trace ends, so eager code pays nothing): ``fn`` touching them on any Value, traced
+or made outside it (a parameter), warns with ``TraceWarning``; a chainrule function that would
+freeze a number or act only once (``backward()``, ``zero_grad()``, an optimizer step, ...)
+raises ``NotImplementedError``; ops, new Values, ``repr`` and drawings pass freely.
+
+Arguments are checked like eager arithmetic checks numbers: only real numbers (numpy's too),
+in lists, tuples and numpy arrays, get in; anything else is a TypeError naming its position.
 
 numpy is needed here and only here (``pip install "chainrule[fast]"``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import numbers
+import reprlib
 import sys
+import threading
 import time
+import types
 import warnings
 
-from . import ops
+from . import engine, ops
 from .engine import AnomalyError, Value, _make, _mode, _ModeSwitch, op_error
 
 
@@ -82,7 +97,7 @@ class CompiledFunction:
         if _mode.get().tracer is not None:  # called inside another trace: let it see the ops
             return self.fn(*args)
         flat = []
-        structure = tuple(_flatten_arguments(arg, flat) for arg in args)
+        structure = tuple(_flatten_arguments(arg, flat, (i,)) for i, arg in enumerate(args))
         numbers_in = self.np.concatenate(flat) if flat else self.np.empty(0)
         tape = self.tapes.get(structure)
         if tape is None:
@@ -100,28 +115,66 @@ class CompiledFunction:
 # hashable structure that says how to rebuild them.
 
 
-def _flatten_arguments(obj, flat):
-    """Append ``obj``'s numbers to ``flat`` (a list of 1-d arrays) and return its structure."""
+def _flatten_arguments(obj, flat, position):
+    """Append ``obj``'s numbers to ``flat`` (a list of 1-d arrays) and return its structure.
+
+    ``position`` says where ``obj`` is, for error messages: (argument index, item index, ...).
+    Only real numbers get in, as in eager arithmetic; anything else is a TypeError naming it.
+    """
     np = sys.modules["numpy"]
     kind = type(obj)
     if kind is list or kind is tuple or isinstance(obj, np.ndarray):
-        try:  # a regular block of numbers (a row, a matrix) converts in one go
-            array = np.asarray(obj, dtype=np.float64)
-        except (TypeError, ValueError):
-            array = None
+        array = _real_block(np, obj, position)
         # A block's inner rows are rebuilt as lists, so rows given as tuples take the slower path.
         if array is not None and (array.ndim <= 1 or _rows_are_lists(obj, array.ndim, np)):
             flat.append(array.ravel())
             return ("block", kind is tuple, array.shape)
-        if not isinstance(obj, np.ndarray):
-            return ("nest", kind is tuple, tuple(_flatten_arguments(x, flat) for x in obj))
-    if isinstance(obj, numbers.Real) and not isinstance(obj, Value):
-        flat.append(np.array([obj], dtype=np.float64))
+        if getattr(obj, "ndim", 1) > 0:  # ragged, or items of several types: one by one
+            items = tuple(_flatten_arguments(x, flat, (*position, i)) for i, x in enumerate(obj))
+            return ("nest", kind is tuple, items)
+        obj = obj.item()  # a 0-d array of objects holds one item
+    flat.append(np.array([_real_number(np, obj, position)]))
+    return None
+
+
+def _real_block(np, obj, position):
+    """``obj`` as a float64 array if it is a regular block of real numbers, else None.
+
+    A numpy array of strings, complex numbers, dates, ... is refused here; in a list, the item
+    by item path names the first item that is not a real number.
+    """
+    try:
+        array = np.asarray(obj)
+    except (TypeError, ValueError, OverflowError):  # ragged rows, or items numpy cannot store
         return None
+    if array.dtype.kind in "biuf":  # bools, integers, floats
+        return array.astype(np.float64, copy=False)
+    if array.dtype.kind == "O" or not isinstance(obj, np.ndarray):
+        return None
+    raise TypeError(
+        f"{_argument(position)} must hold real numbers, not a numpy array of {array.dtype.type.__name__}"
+    )
+
+
+def _real_number(np, obj, position) -> float:
+    """``obj`` as a float, if it is a real number (numpy's too) that a float can hold."""
+    if isinstance(obj, (numbers.Real, np.bool_)) and not isinstance(obj, Value):
+        try:
+            return float(obj)
+        except OverflowError:
+            message = f"{_argument(position)} is too large for a float: {reprlib.repr(obj)}"
+            raise OverflowError(message) from None
     hint = " (use Values from outside the function as parameters instead)" if isinstance(obj, Value) else ""
     raise TypeError(
-        f"a compiled function takes numbers or nested lists/tuples of numbers, not {type(obj).__name__}{hint}"
+        f"{_argument(position)} must be a real number (or a list, tuple or numpy array of them), "
+        f"not {type(obj).__name__}: {reprlib.repr(obj)}{hint}"
     )
+
+
+def _argument(position) -> str:
+    """``(0, 2, 1)`` as 'argument 0[2][1] of the compiled function'."""
+    index, *items = position
+    return f"argument {index}{''.join(f'[{i}]' for i in items)} of the compiled function"
 
 
 def _rows_are_lists(obj, ndim, np) -> bool:
@@ -180,34 +233,14 @@ def _unflatten_result(structure, values):
 
 
 class _TracedValue(Value):
-    """A Value made while tracing. Reading its ``.data`` from user code warns."""
+    """A Value made while tracing: a node of the tape (or an input leaf)."""
 
     __slots__ = ()
 
-    @property
-    def data(self):
-        if _mode.get().tracer is not None:
-            module = sys._getframe(1).f_globals.get("__name__", "")
-            if module != "chainrule" and not module.startswith("chainrule."):
-                warnings.warn(
-                    "chainrule.compile: the traced function read .data of a traced value; "
-                    "anything computed from that number (an `if`, a constant) is frozen into the trace "
-                    "and will not change on replay",
-                    TraceWarning,
-                    stacklevel=2,
-                )
-        return _DATA.__get__(self)
-
-    @data.setter
-    def data(self, value):
-        _DATA.__set__(self, value)
-
-
-_DATA = Value.data  # the slot that really holds the float
-
 
 class _Tracer:
-    """Shown, by the engine's ``apply``, every node and number-made constant while tracing."""
+    """Shown, by the engine, every node, number-made constant, ``detach()`` and ``no_grad`` op
+    while tracing, and (through ``_watched``) every read and write of a Value's data and grad."""
 
     def __init__(self):
         self.constants = set()
@@ -218,6 +251,152 @@ class _Tracer:
     def constant(self, value):
         self.constants.add(value)
 
+    def detached(self, value):
+        """``value.detach()``: a stop_gradient node, so that replay recomputes it from new numbers."""
+        stopped = _make(value.data, ops.STOP_GRADIENT, (value,))
+        stopped.label = value.label
+        self.node(stopped)
+        return stopped
+
+    def unrecorded(self, node):
+        """An op under ``no_grad``: recorded all the same, behind a stop_gradient."""
+        self.node(node)
+        return self.detached(node)
+
+    def touched(self, value, frame, slot, writing):
+        """Code running in ``frame`` read or wrote ``value.data`` or ``value.grad`` (``slot``):
+        warn, or refuse, since what it does happens once, while tracing, and not on replay."""
+        if value in self.constants:
+            return  # a number written in fn: a constant anyway
+        module = frame.f_globals.get("__name__", "")
+        traced = type(value) is _TracedValue
+        if module.partition(".")[0] != "chainrule":
+            what = "a traced value" if traced else "a Value made outside the function (a parameter, say)"
+            effect = (
+                "that write happens once, while tracing, not on every call"
+                if writing
+                else "anything computed from that number (an `if`, a constant) is frozen into the "
+                "trace and will not change on replay. Compute with the Value itself instead"
+            )
+            warnings.warn(
+                f"chainrule.compile: the traced function {'wrote' if writing else 'read'} .{slot} "
+                f"of {what}; {effect}.",
+                TraceWarning,
+                stacklevel=3,  # the user's line: touched <- the property <- the user
+            )
+        elif module not in _QUIET_MODULES:
+            code = frame.f_code
+            function = getattr(code, "co_qualname", code.co_name).partition(".<locals>")[0]
+            generic = (
+                f"{function} ({module}) {'wrote' if writing else 'read'} .{slot} of "
+                f"{'a traced value' if traced else 'a Value'} while tracing; that happens once, "
+                "while tracing, and is frozen into the trace, not repeated on replay. Call it "
+                "outside the compiled function"
+            )
+            explanation = next((text for ids, text in _FREEZING_CODE if id(code) in ids), generic)
+            raise NotImplementedError(f"chainrule.compile: {explanation}")
+
+
+def _watched(slot, name):
+    """A property over one of Value's slots, used while a trace runs in some thread.
+
+    In a thread that is tracing, every read and write is shown to the tracer, except those by
+    ``_QUIET_CODE``: a new Value being filled in, an op reading its inputs, or code that only
+    shows the number (``repr``, error messages). See ``_Tracer.touched`` for the rest.
+    """
+
+    # Every op reads its inputs through here while tracing, so the names it needs are bound
+    # once, as default arguments, instead of being looked up at every call.
+    def get(value, get_slot=slot.__get__, mode=_mode.get, caller=sys._getframe):
+        tracer = mode().tracer
+        if tracer is not None:
+            frame = caller(1)
+            if id(frame.f_code) not in _QUIET_CODE:
+                tracer.touched(value, frame, name, writing=False)
+        return get_slot(value)
+
+    def set(value, x, set_slot=slot.__set__, mode=_mode.get, caller=sys._getframe):
+        tracer = mode().tracer
+        if tracer is not None:
+            frame = caller(1)
+            if id(frame.f_code) not in _QUIET_CODE:
+                tracer.touched(value, frame, name, writing=True)
+        set_slot(value, x)
+
+    return property(get, set)
+
+
+_SLOTS = {name: Value.__dict__[name] for name in ("data", "grad")}  # where the numbers really live
+_WATCHED = {name: _watched(slot, name) for name, slot in _SLOTS.items()}
+
+
+def _code_ids(*functions):
+    """The ids of these functions' code objects and of the comprehensions inside them."""
+    ids, codes = set(), [f.__code__ for f in functions]
+    while codes:
+        code = codes.pop()
+        ids.add(id(code))
+        codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return ids
+
+
+_QUIET_CODE = _code_ids(  # by id: a set of code objects would hash each one on every read
+    Value.__init__,  # a new Value
+    engine._node,  # a new computed Value
+    engine.apply,  # an op: the trace records it
+    _Tracer.detached,  # a stop_gradient node: the trace records it
+    engine._describe,  # error messages
+    engine._check_finite,  # detect_anomaly's check; replay checks again
+    Value.__repr__,
+)
+_QUIET_MODULES = ("chainrule.draw",)  # drawings only show the numbers
+_FREEZING_CODE = [  # code with a more helpful explanation than the generic one
+    (
+        _code_ids(
+            engine.propagate,
+            engine.backward,
+            engine._child_gradients,
+            engine._accumulate,
+            engine._run_closure,
+            engine._backward_step,
+        ),
+        "backward() (or autograd.grad without create_graph=True) inside a compiled function would "
+        "run only while tracing: its gradients would be frozen into the trace and never computed "
+        "on replay. Return the loss and call backward() on the compiled function's result",
+    ),
+    (
+        _code_ids(ops._data),
+        "with create_graph=True, the gradient of relu (or of x ** y with respect to y) chooses its "
+        "formula by the sign of its input: the choice made while tracing would be frozen into the trace",
+    ),
+]
+_watch_lock = threading.Lock()
+_traces_running = 0  # in all threads; Value's slots are watched while this is above 0
+
+
+@contextlib.contextmanager
+def _watching_slots():
+    """Make ``Value.data`` and ``Value.grad`` checking properties for the duration of a trace.
+
+    Outside any trace they are the plain slots, so eager code pays nothing. The properties are
+    shared by all threads while any of them traces, but they only check in a thread that is
+    tracing (the tracer lives in a context variable); the last trace to end puts the slots back.
+    """
+    global _traces_running
+    with _watch_lock:
+        if _traces_running == 0:
+            for name, watched in _WATCHED.items():
+                setattr(Value, name, watched)
+        _traces_running += 1
+    try:
+        yield
+    finally:
+        with _watch_lock:
+            _traces_running -= 1
+            if _traces_running == 0:
+                for name, slot in _SLOTS.items():
+                    setattr(Value, name, slot)
+
 
 def trace(fn, structure, numbers_in) -> Tape:
     """Run ``fn`` on leaf Values standing for the input numbers and record its tape."""
@@ -227,7 +406,7 @@ def trace(fn, structure, numbers_in) -> Tape:
     leaves = iter(inputs)
     args = [_unflatten_arguments(arg, leaves) for arg in structure]
     tracer = _Tracer()
-    with _ModeSwitch(recording=True, tracer=tracer):
+    with _ModeSwitch(recording=True, tracer=tracer), _watching_slots():
         result = fn(*args)
     outputs = []
     result_structure = _flatten_result(result, outputs)
@@ -392,8 +571,9 @@ class _Group:
     def backward_part(self, np, data, grad, needed, anomaly):
         """Backward for the nodes marked in ``needed`` only.
 
-        The others lie on the way to another output of the same call: eager backward would
-        never visit them, so their (possibly nan) local gradients must not leak in.
+        The others lie on the way to another output of the same call, or behind a stop_gradient:
+        eager backward would never visit them, so their (possibly nan) local gradients must not
+        leak in.
         """
         X = data[self.children]
         g_out, out = grad[self.start : self.end], data[self.start : self.end]
@@ -507,7 +687,8 @@ class Tape:
         self.output_positions = [position[v] for v in outputs]
         self.external_tuple = tuple(self.externals)
         self.externals_are_leaves = not any(v.children for v in self.externals)
-        self.cones = {}  # output position -> which nodes it depends on
+        self.stops_gradients = any(group.rule is ops.STOP_GRADIENT for group in self.groups)
+        self.cones = {}  # output position -> which nodes its gradient reaches
 
     @staticmethod
     def _make_group(np, members, position):
@@ -552,15 +733,20 @@ class Tape:
         return grad[self.n_fixed : self.n_leaves].tolist()
 
     def _needed_by(self, position):
-        """Which nodes ``position`` depends on, or None when that is every node (one output)."""
-        if len(set(self.output_positions)) == 1:
+        """Which nodes the gradient of ``position`` reaches, or None when that is every node.
+
+        It is every node for a single output without stop_gradients. Otherwise eager backward
+        would not visit the others (another output's graph, or what lies behind a detach), so
+        their local gradients, possibly nan, must not leak in.
+        """
+        if len(set(self.output_positions)) == 1 and not self.stops_gradients:
             return None
         if position not in self.cones:
             needed = self.np.zeros(self.size, dtype=bool)
             needed[position] = True
             for group in reversed(self.groups):
                 part = needed[group.start : group.end]
-                if part.any():
+                if part.any() and group.rule is not ops.STOP_GRADIENT:
                     needed[group.children[:, part]] = True
             self.cones[position] = needed
         return self.cones[position]
@@ -600,8 +786,9 @@ class _CompiledValue(Value):
         if create_graph:
             raise NotImplementedError("backward(create_graph=True) through a compiled function")
         replay, _ = self._rule.backward.args
-        if isinstance(gradient, Value) or _mode.get().anomaly or not replay.tape.externals_are_leaves:
-            return super().backward(gradient)
+        mode = _mode.get()
+        if isinstance(gradient, Value) or mode.anomaly or mode.tracer or not replay.tape.externals_are_leaves:
+            return super().backward(gradient)  # while tracing, the engine's backward refuses
         # The graph above the tape is just this node and the parameters (leaves), so do what
         # the engine's backward would do without its general walk: one tape pass, then add.
         grads = self._rule.backward(gradient, self.data)
@@ -619,7 +806,7 @@ def _recheck_forward(rule, X, out, anomaly):
             rule.forward(*args)
         except (ValueError, ZeroDivisionError) as error:
             raise op_error(rule, [Value(x) for x in args], error) from None
-        if anomaly:
+        if anomaly and rule is not ops.STOP_GRADIENT:  # a detach passes nan on, as eager's does
             raise AnomalyError(
                 f"detect_anomaly: {rule.name} produced {out[node]!r} from "
                 f"{', '.join(map(repr, args))} (compiled)"

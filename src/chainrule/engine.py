@@ -321,6 +321,9 @@ class Value:
 
     def detach(self):
         """A new leaf with the same data, cut off from this value's graph."""
+        tracer = _mode.get().tracer
+        if tracer is not None:  # chainrule.compile must recompute it on replay, not freeze it
+            return tracer.detached(self)
         return Value(self.data, label=self.label)
 
     def backward(self, gradient=1.0, create_graph: bool = False):
@@ -447,6 +450,8 @@ def apply(rule: ops.Op, *inputs: Value) -> Value:
     if mode.anomaly and not math.isfinite(data):
         raise AnomalyError(f"detect_anomaly: {rule.name} produced {data!r} from {_describe(inputs)}")
     if not mode.recording:
+        if mode.tracer is not None:  # chainrule.compile must recompute it on replay, not freeze it
+            return mode.tracer.unrecorded(_make(data, rule, inputs))
         return _make(data, None, ())
     node = _make(data, rule, inputs)
     if mode.tracer is not None:

@@ -298,3 +298,10 @@ DOT = defop(
     _vdot,
     _vdot_backward,
 )
+STOP_GRADIENT = defop(  # what detach() and no_grad() make while chainrule.compile traces
+    "stop_gradient",
+    lambda x: x,
+    lambda g, out, x: (None,),  # no gradient reaches the input: it counts as a constant
+    lambda np, X: X[0],
+    lambda np, g, out, X: (np.zeros_like(g),),
+)
