@@ -139,16 +139,43 @@ def test_mlp_with_a_one_neuron_hidden_layer_works():
 # Bad arguments
 
 
-@pytest.mark.parametrize("nin", [0, -1, 2.5, "3", None, True])
-def test_bad_nin_is_a_value_error(nin):
+# A size that is not an integer at all is a TypeError (as everywhere in chainrule: see
+# chainrule._checks); an integer out of range is a ValueError. A bool is not a size.
+@pytest.mark.parametrize("nin", [0, -1])
+def test_nin_out_of_range_is_a_value_error(nin):
     with pytest.raises(ValueError, match="nin"):
         Neuron(nin)
 
 
-@pytest.mark.parametrize("nout", [0, -2, 1.5, "4"])
-def test_bad_nout_is_a_value_error(nout):
+@pytest.mark.parametrize("nin", [2.5, "3", None, True, False])
+def test_nin_that_is_not_an_integer_is_a_type_error(nin):
+    with pytest.raises(TypeError, match="nin"):
+        Neuron(nin)
+
+
+@pytest.mark.parametrize("nout", [0, -2])
+def test_nout_out_of_range_is_a_value_error(nout):
     with pytest.raises(ValueError, match="nout"):
         Layer(2, nout)
+
+
+@pytest.mark.parametrize("nout", [1.5, "4", True])
+def test_nout_that_is_not_an_integer_is_a_type_error(nout):
+    with pytest.raises(TypeError, match="nout"):
+        Layer(2, nout)
+
+
+@pytest.mark.parametrize("nouts", [3, "16", None, 2.0])
+def test_nouts_that_is_not_a_list_is_a_type_error(nouts):
+    with pytest.raises(TypeError, match="nouts"):
+        MLP(2, nouts)
+
+
+@pytest.mark.parametrize("nonlin", ["False", None, 2, 0.5])
+def test_nonlin_that_is_not_true_or_false_is_a_type_error(nonlin):
+    # "False" is a non-empty string, so it would silently mean True
+    with pytest.raises(TypeError, match="nonlin"):
+        Neuron(2, nonlin=nonlin)
 
 
 @pytest.mark.parametrize("activation", ["softmax", "ReLU", "", None])
@@ -192,3 +219,170 @@ def test_reprs_are_readable():
     assert layer.startswith("Layer(") and "3" in layer and "4" in layer and "tanh" in layer
     mlp = repr(MLP(2, [16, 16, 1]))
     assert mlp.startswith("MLP(") and "[16, 16, 1]" in mlp
+
+
+# ---------------------------------------------------------------------------------------------
+# Composition goes through __call__ (as in micrograd and PyTorch), so custom modules take part.
+
+
+class Doubled(Layer):
+    """A Layer whose outputs are twice a plain Layer's: it overrides only __call__."""
+
+    def __call__(self, x):
+        out = super().__call__(x)
+        return [2 * v for v in out] if isinstance(out, list) else 2 * out
+
+
+class Scale(Module):
+    """A user-written layer with one parameter that multiplies every input by it."""
+
+    def __init__(self, s):
+        self.s = Value(s)
+
+    def __call__(self, x):
+        xs = x if isinstance(x, list) else [x]
+        out = [self.s * v for v in xs]
+        return out[0] if len(out) == 1 else out
+
+    def parameters(self):
+        return [self.s]
+
+
+def _plain_outputs(model, x):
+    """The outputs of a plain MLP's layers applied in turn, from the weights by hand (floats)."""
+    for layer in model.layers:
+        x = [sum(w.data * xi for w, xi in zip(n.w, x)) + n.b.data for n in layer.neurons]
+        x = [max(0.0, v) if n.nonlin else v for v, n in zip(x, layer.neurons)]
+    return x
+
+
+def test_mlp_runs_a_layer_subclass_that_overrides_call():
+    random.seed(7)
+    model = MLP(2, [3, 2])
+    expected = _plain_outputs(model, [0.5, -1.5])
+    plain = model.layers[1]
+    doubled = Doubled.__new__(Doubled)
+    doubled.neurons = plain.neurons  # the same weights, and __call__ doubles
+    model.layers[1] = doubled
+    assert [y.data for y in model([0.5, -1.5])] == pytest.approx([2 * v for v in expected], rel=1e-14)
+
+
+def test_mlp_runs_a_user_layer_appended_to_its_layers():
+    random.seed(8)
+    model = MLP(2, [4, 1])
+    x = [1.5, -0.5]
+    (expected,) = _plain_outputs(model, x)
+    scale = Scale(3.0)
+    model.layers.append(scale)
+    out = model(x)
+    assert isinstance(out, Value)  # one output stays a single Value, as in micrograd
+    assert out.data == pytest.approx(3.0 * expected, rel=1e-14)
+    out.backward()
+    assert scale.s.grad == pytest.approx(expected, rel=1e-14)  # d(s * y)/ds = y
+    # the appended layer's parameter is the model's too, and has a name in the state
+    assert model.parameters()[-1] is scale.s
+    assert len(model.parameters()) == 4 * 3 + 5 + 1
+    state = model.state_dict()
+    assert state["layers.2.0"] == 3.0
+    model.load_state_dict({**state, "layers.2.0": 5.0})
+    assert scale.s.data == 5.0
+
+
+def test_a_neuron_subclass_that_overrides_call_runs_inside_a_layer_and_an_mlp():
+    class Negated(Neuron):
+        def __call__(self, x):
+            return -super().__call__(x)
+
+    random.seed(9)
+    model = MLP(2, [2, 1])
+    expected = _plain_outputs(model, [1.0, 2.0])[0]
+    last = model.layers[1].neurons[0]
+    negated = Negated(2, nonlin=False)
+    negated.w, negated.b = last.w, last.b
+    model.layers[1].neurons[0] = negated
+    assert model([1.0, 2.0]).data == pytest.approx(-expected, rel=1e-14)
+
+
+def test_mlp_is_its_layers_called_in_turn():
+    random.seed(10)
+    for nouts in ([3, 1], [1, 3, 1], [4, 4, 2], [1]):
+        model = MLP(3, nouts)
+        x = [0.2, -0.9, 1.1]
+        h = x
+        for layer in model.layers:
+            h = layer(h)  # a one-output layer hands a single Value on, which a Neuron accepts
+        out = model(x)
+        assert type(out) is type(h)
+        outs, hs = (out, h) if isinstance(out, list) else ([out], [h])
+        assert [v.data for v in outs] == [v.data for v in hs]
+        assert [v.data for v in outs] == pytest.approx(_plain_outputs(model, x), rel=1e-14)
+
+
+def test_custom_layers_have_a_readable_repr_and_a_clear_save_error(tmp_path):
+    from chainrule import save
+
+    random.seed(11)
+    model = MLP(2, [3, 1])
+    model.layers.append(Scale(2.0))
+    text = repr(model)
+    assert "Scale" in text and "Layer(2, 3" in text
+    with pytest.raises(NotImplementedError, match="Scale"):
+        model.architecture()
+    with pytest.raises(TypeError, match="Scale"):
+        save(model, tmp_path / "model.json")
+    assert not (tmp_path / "model.json").exists()
+
+
+def _replace_layer(model, i, layer):
+    model.layers[i] = layer
+    return model
+
+
+def _append_layer(model, layer):
+    model.layers.append(layer)
+    return model
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        # each of these computes something MLP(nin, nouts, activation) would not rebuild
+        lambda: _replace_layer(MLP(2, [3, 1]), 1, Doubled(3, 1, nonlin=False)),
+        lambda: _replace_layer(MLP(2, [3, 1]), 1, Layer(3, 1)),  # the last layer is not linear
+        lambda: _replace_layer(MLP(2, [3, 1]), 0, Layer(2, 3, activation="tanh")),
+        lambda: _replace_layer(MLP(2, [3, 1]), 1, Layer(4, 1, nonlin=False)),  # sizes do not chain
+        lambda: _append_layer(MLP(2, [3, 1]), Layer(1, 2, nonlin=False)),
+    ],
+)
+def test_an_mlp_whose_layers_were_changed_cannot_be_saved_as_a_plain_one(changed, tmp_path):
+    from chainrule import save
+
+    random.seed(12)
+    model = changed()
+    with pytest.raises(NotImplementedError):
+        model.architecture()
+    with pytest.raises(TypeError, match="save"):
+        save(model, tmp_path / "model.json")
+    assert "MLP(" in repr(model)
+
+
+def test_subclasses_cannot_be_saved_as_their_base_class(tmp_path):
+    from chainrule import save
+
+    class Wide(MLP):
+        def __call__(self, x):
+            return super().__call__(x) * 10
+
+    for module in (Wide(2, [1]), Doubled(2, 2), Scale(1.0)):
+        with pytest.raises(NotImplementedError, match=type(module).__name__):
+            module.architecture()
+        with pytest.raises(TypeError):
+            save(module, tmp_path / "m.json")
+
+
+def test_an_empty_or_custom_mlp_still_has_a_repr_and_parameters():
+    model = MLP(2, [1])
+    model.layers = []
+    assert repr(model) == "MLP(layers=[])"
+    assert model.parameters() == []
+    assert model([1.0, 2.0]) == [1.0, 2.0]  # no layers: the input, as micrograd's MLP does

@@ -3,6 +3,10 @@
 Each raises the right exception type (TypeError for the wrong kind of thing, ValueError for a
 value out of range) with a message that names the function, the argument and what it got.
 
+An integer is any ``numbers.Integral``, so numpy's integers (``np.int64(3)``, or an item of
+``list(np.array([16, 1]))``) count as much as Python's ``int``; a bool does not, although
+Python makes ``True`` an int. A flag is ``True`` or ``False``, Python's or numpy's.
+
 >>> check_integer("moons", "n_samples", 0, low=2)
 Traceback (most recent call last):
 ...
@@ -19,9 +23,19 @@ import math
 import numbers
 
 
+def is_integer(value) -> bool:
+    """True for an integer of any kind (Python's, numpy's), False for a bool and anything else.
+
+    >>> is_integer(3), is_integer(True), is_integer(3.0)
+    (True, False, False)
+    """
+    # numpy's bool is not a numbers.Integral, so only Python's bool needs turning away here.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_integer(where: str, name: str, value, low: int = 1) -> int:
     """``value`` as an int, after checking that it is an integer (not a bool) >= ``low``."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+    if not is_integer(value):
         raise TypeError(f"{where}: {name} must be an integer, got {value!r}")
     if value < low:
         bound = "a positive integer" if low == 1 else f"at least {low}"
@@ -38,3 +52,22 @@ def check_number(where: str, name: str, value, low: float = 0.0, *, strict: bool
         bound = f"> {low}" if strict else f">= {low}"
         raise ValueError(f"{where}: {name} must be a finite number {bound}, got {value!r}")
     return float(value)
+
+
+def check_flag(where: str, name: str, value) -> bool:
+    """``value`` as a bool, after checking that it is True or False (Python's or numpy's).
+
+    A string such as ``"False"`` is refused: it is truthy, so it would silently mean True.
+
+    >>> check_flag("Neuron", "nonlin", "no")
+    Traceback (most recent call last):
+    ...
+    TypeError: Neuron: nonlin must be True or False, got 'no'
+    """
+    # numpy's bool (np.True_) is not a subclass of bool; it is told by its dtype, so that
+    # this module never needs to import numpy.
+    dtype_kind = getattr(getattr(value, "dtype", None), "kind", None)
+    numpy_bool = dtype_kind == "b" and getattr(value, "shape", None) == ()
+    if not (isinstance(value, bool) or numpy_bool):
+        raise TypeError(f"{where}: {name} must be True or False, got {value!r}")
+    return bool(value)

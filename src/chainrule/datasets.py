@@ -24,7 +24,7 @@ import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from ._checks import check_integer, check_number
+from ._checks import check_integer, check_number, is_integer
 
 __all__ = ["NAMES", "Dataset", "blobs", "circles", "digits", "load", "moons"]
 
@@ -62,23 +62,33 @@ def _import_sklearn():
 
 def _check_seed(where: str, seed) -> int:
     # numpy's random generators, which scikit-learn uses, take seeds from 0 to 2**32 - 1.
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-        raise TypeError(f"{where}: seed must be an integer, got {seed!r}")
-    if not 0 <= seed < 2**32:
+    if is_integer(seed) and not 0 <= seed < 2**32:
         raise ValueError(f"{where}: seed must be between 0 and 2**32 - 1, got {seed!r}")
-    return int(seed)
+    return check_integer(where, "seed", seed, low=0)  # a TypeError for anything but an integer
+
+
+def _items(x) -> list | None:
+    """The items of a list, a tuple or a numpy array, as a list; None for anything else."""
+    if isinstance(x, (str, bytes)) or not hasattr(x, "__len__") or not hasattr(x, "__iter__"):
+        return None
+    try:
+        return list(x)
+    except TypeError:  # a 0-d numpy array has both methods but no items
+        return None
 
 
 def _check_points(where: str, name: str, points) -> list[list[float]]:
     """``points`` as a non-empty list of equally long lists of finite floats."""
     problem = f"{where}: {name} must be a number of clusters or a list of points, got {points!r}"
-    if isinstance(points, (str, bytes)) or not isinstance(points, Sequence) or not points:
+    rows = _items(points)
+    if not rows:
         raise TypeError(problem)
     checked = []
-    for point in points:
-        if isinstance(point, (str, bytes)) or not isinstance(point, Sequence) or not point:
+    for point in rows:
+        coordinates = _items(point)
+        if not coordinates:
             raise TypeError(problem)
-        checked.append([_check_coordinate(where, name, x) for x in point])
+        checked.append([_check_coordinate(where, name, x) for x in coordinates])
     if len({len(point) for point in checked}) != 1:
         raise ValueError(f"{where}: the {name} must all have the same number of coordinates, got {points!r}")
     return checked
@@ -193,7 +203,7 @@ def blobs(
     """
     where = "blobs"
     n_samples = check_integer(where, "n_samples", n_samples)
-    if isinstance(centers, numbers.Integral):
+    if is_integer(centers):
         n_classes = check_integer(where, "centers", centers)
         n_features = check_integer(where, "n_features", n_features)
     else:

@@ -35,6 +35,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._checks import is_integer
 from .engine import Value, topological_order
 
 if TYPE_CHECKING:
@@ -211,7 +212,7 @@ def _escape_record_text(text: str) -> str:
 def _check_max_nodes(max_nodes) -> None:
     if max_nodes is None:
         return
-    if not isinstance(max_nodes, int) or isinstance(max_nodes, bool):
+    if not is_integer(max_nodes):
         raise TypeError(f"draw_dot: max_nodes must be an integer or None, not {type(max_nodes).__name__}")
     if max_nodes < 1:
         raise ValueError(f"draw_dot: max_nodes must be at least 1, got {max_nodes}")

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from . import autograd
+from ._checks import is_integer
 from .engine import Value
 
 
@@ -27,7 +28,7 @@ def grad(f, argnums=0):
     with numbers, the result is floats; called with Values (as an outer ``grad`` does), the
     result is Values with a graph, which is what lets ``grad(grad(f))`` work.
     """
-    single = isinstance(argnums, int)
+    single = is_integer(argnums)
     nums = (argnums,) if single else tuple(argnums)
 
     def derivative(*args):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numbers
 
+from ._checks import is_integer
 from .engine import Value, logsumexp, sum_values
 
 __all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "hinge", "l2", "mse"]
@@ -144,17 +145,13 @@ def binary_cross_entropy_with_logits(logits, targets) -> Value:
     return _mean([x.softplus() - x * y for x, y in zip(_as_values(xs), ys, strict=True)])
 
 
-def _is_class_index(target) -> bool:
-    return isinstance(target, numbers.Integral) and not isinstance(target, bool)
-
-
 def _cross_entropy_one(logits: list, target, where: str = "") -> Value:
     """``-sum_j p_j log(softmax(logits)_j)`` for one example; a class index is a one-hot ``p``."""
     if not logits:
         raise ValueError(f"cross_entropy: logits{where} is empty; softmax needs at least one logit")
     zs = _as_values(logits)
     # logsumexp is one stable op (its gradient is the softmax), so no exp can overflow.
-    if _is_class_index(target):
+    if is_integer(target):  # a class index (a bool is not one)
         if not 0 <= target < len(zs):
             raise ValueError(
                 f"cross_entropy: target{where} {target} is out of range for {len(zs)} logits "

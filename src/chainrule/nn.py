@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import numbers
 import random
 
+from ._checks import check_flag, check_integer
 from .engine import Value, dot
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
@@ -82,18 +84,24 @@ class Module:
 
     def architecture(self) -> dict:
         """What the module is, as a JSON-ready dict from which ``chainrule.save``/``load`` rebuild it."""
-        raise NotImplementedError(
-            f"{type(self).__name__} cannot describe its architecture; "
-            "checkpoints support Neuron, Layer and MLP"
-        )
+        raise _cannot_describe(self)
+
+
+def _cannot_describe(module, why: str = "") -> NotImplementedError:
+    # A checkpoint rebuilds a module from its type name and sizes alone, so a subclass (whose
+    # __call__ may differ) or a user's own layer would come back as something else.
+    return NotImplementedError(
+        f"{type(module).__name__} cannot describe its architecture{why}; "
+        "checkpoints support Neuron, Layer and MLP as they are built (not subclasses or changed copies)"
+    )
 
 
 class Neuron(Module):
     """``activation(w . x + b)``, with weights drawn uniformly from [-1, 1] as in micrograd."""
 
     def __init__(self, nin: int, nonlin: bool = True, activation: str = "relu"):
-        if not isinstance(nin, int) or isinstance(nin, bool) or nin < 1:
-            raise ValueError(f"Neuron: nin must be a positive integer, got {nin!r}")
+        nin = check_integer("Neuron", "nin", nin)
+        nonlin = check_flag("Neuron", "nonlin", nonlin)
         if activation not in ACTIVATIONS:
             raise ValueError(f"Neuron: activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.w = [Value(random.uniform(-1, 1)) for _ in range(nin)]
@@ -102,7 +110,7 @@ class Neuron(Module):
         self.activation = activation if nonlin else "linear"
 
     def __call__(self, x):
-        if isinstance(x, (Value, int, float)):  # a single input
+        if isinstance(x, (Value, numbers.Real)):  # a single input, e.g. from a one-output layer
             x = [x]
         if len(x) != len(self.w):
             raise ValueError(f"Neuron: expected {len(self.w)} inputs, got {len(x)}")
@@ -123,18 +131,19 @@ class Neuron(Module):
         >>> Neuron(3, nonlin=False).architecture()
         {'type': 'Neuron', 'nin': 3, 'nonlin': False, 'activation': 'linear'}
         """
+        if type(self) is not Neuron:
+            raise _cannot_describe(self)
         return {"type": "Neuron", "nin": len(self.w), "nonlin": self.nonlin, "activation": self.activation}
 
     def __repr__(self):
-        return f"Neuron({len(self.w)}, activation={self.activation!r})"
+        return f"{type(self).__name__}({len(self.w)}, activation={self.activation!r})"
 
 
 class Layer(Module):
     """``nout`` neurons that share the same inputs."""
 
     def __init__(self, nin: int, nout: int, **kwargs):
-        if not isinstance(nout, int) or isinstance(nout, bool) or nout < 1:
-            raise ValueError(f"Layer: nout must be a positive integer, got {nout!r}")
+        nout = check_integer("Layer", "nout", nout)
         self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
 
     def outputs(self, x) -> list[Value]:
@@ -143,7 +152,7 @@ class Layer(Module):
 
     def __call__(self, x):
         out = self.outputs(x)
-        return out[0] if len(out) == 1 else out
+        return out[0] if len(out) == 1 else out  # micrograd's convention, which MLP relies on
 
     def parameters(self):
         return [p for n in self.neurons for p in n.parameters()]
@@ -159,27 +168,46 @@ class Layer(Module):
         >>> Layer(3, 2, activation="tanh").architecture()
         {'type': 'Layer', 'nin': 3, 'nout': 2, 'nonlin': True, 'activation': 'tanh'}
         """
-        n = self.neurons[0]  # every neuron of a layer is built with the same arguments
+        if type(self) is not Layer or not self.neurons:
+            raise _cannot_describe(self)
+        # Layer(nin, nout, ...) builds every neuron with the same arguments; a checkpoint can
+        # only rebuild a layer whose neurons (which a user may have replaced) still agree.
+        neurons = [_described(n, f"neurons[{i}]") for i, n in enumerate(self.neurons)]
+        if any(n != neurons[0] for n in neurons):
+            raise _cannot_describe(self, " (its neurons differ in size or activation)")
+        n = neurons[0]
         return {
             "type": "Layer",
-            "nin": len(n.w),
-            "nout": len(self.neurons),
-            "nonlin": n.nonlin,
-            "activation": n.activation,
+            "nin": n["nin"],
+            "nout": len(neurons),
+            "nonlin": n["nonlin"],
+            "activation": n["activation"],
         }
 
     def __repr__(self):
-        n = self.neurons[0]
-        return f"Layer({len(n.w)}, {len(self.neurons)}, activation={n.activation!r})"
+        n = self.neurons[0] if self.neurons else None
+        if not isinstance(n, Neuron):  # a layer whose neurons a user replaced
+            return f"{type(self).__name__}(neurons={self.neurons!r})"
+        return f"{type(self).__name__}({len(n.w)}, {len(self.neurons)}, activation={n.activation!r})"
+
+
+def _described(module, where: str) -> dict:
+    """``module.architecture()``, with an error that says where in its container it sits."""
+    if not isinstance(module, Module):
+        raise NotImplementedError(f"{where} is a {type(module).__name__}, not a chainrule.nn Module")
+    try:
+        return module.architecture()
+    except NotImplementedError as error:
+        raise NotImplementedError(f"{where}: {error}") from None
 
 
 class MLP(Module):
     """A multi-layer perceptron: every layer but the last has the activation; the last is linear."""
 
     def __init__(self, nin: int, nouts: list[int], activation: str = "relu"):
-        if isinstance(nouts, int) or not list(nouts):
-            raise ValueError(f"MLP: nouts must be a non-empty list of layer sizes, got {nouts!r}")
-        sizes = [nin] + list(nouts)
+        nin = check_integer("MLP", "nin", nin)
+        nouts = _layer_sizes(nouts)
+        sizes = [nin] + nouts
         self.layers = [
             Layer(sizes[i], sizes[i + 1], nonlin=i != len(nouts) - 1, activation=activation)
             for i in range(len(nouts))
@@ -187,9 +215,12 @@ class MLP(Module):
         self.activation = activation
 
     def __call__(self, x):
+        # Every layer through its own __call__, as in micrograd and PyTorch, so a subclass that
+        # overrides it, or a user's layer put into ``layers``, takes part. A layer with one
+        # output returns a single Value, which the next layer's neurons take as their input.
         for layer in self.layers:
-            x = layer.outputs(x)
-        return x[0] if len(x) == 1 else x
+            x = layer(x)
+        return x
 
     def parameters(self):
         return [p for layer in self.layers for p in layer.parameters()]
@@ -207,11 +238,45 @@ class MLP(Module):
         >>> MLP(2, [16, 16, 1]).architecture()
         {'type': 'MLP', 'nin': 2, 'nouts': [16, 16, 1], 'activation': 'relu'}
         """
-        nin = len(self.layers[0].neurons[0].w)
-        nouts = [len(layer.neurons) for layer in self.layers]
+        if type(self) is not MLP or not self.layers:
+            raise _cannot_describe(self)
+        layers = [_described(layer, f"layers[{i}]") for i, layer in enumerate(self.layers)]
+        nin, nouts = layers[0]["nin"], [layer["nout"] for layer in layers]
+        # A checkpoint keeps only (nin, nouts, activation), so the layers must be exactly the
+        # ones MLP(nin, nouts, activation) builds: sizes that chain, the activation on every
+        # hidden layer and a linear last layer. A user may have replaced or added layers.
+        sizes, last = [nin] + nouts, len(nouts) - 1
+        built = [
+            {
+                "type": "Layer",
+                "nin": sizes[i],
+                "nout": sizes[i + 1],
+                "nonlin": i != last,
+                "activation": self.activation if i != last else "linear",
+            }
+            for i in range(len(nouts))
+        ]
+        if layers != built:
+            raise _cannot_describe(self, f" (its layers are not the ones MLP({nin}, {nouts}) builds)")
         return {"type": "MLP", "nin": nin, "nouts": nouts, "activation": self.activation}
 
     def __repr__(self):
-        nin = len(self.layers[0].neurons[0].w)
-        nouts = [len(layer.neurons) for layer in self.layers]
+        try:
+            architecture = self.architecture()
+        except NotImplementedError:  # changed or custom layers: show them all
+            return f"{type(self).__name__}(layers={self.layers!r})"
+        nin, nouts = architecture["nin"], architecture["nouts"]
         return f"MLP({nin}, {nouts}, activation={self.activation!r})"
+
+
+def _layer_sizes(nouts) -> list[int]:
+    """``nouts`` as a non-empty list of ints: any list-like of integers (a numpy array too)."""
+    if isinstance(nouts, (str, bytes)):
+        raise TypeError(f"MLP: nouts must be a list of layer sizes, got {nouts!r}")
+    try:
+        sizes = list(nouts)
+    except TypeError:
+        raise TypeError(f"MLP: nouts must be a list of layer sizes, got {nouts!r}") from None
+    if not sizes:
+        raise ValueError(f"MLP: nouts must be a non-empty list of layer sizes, got {nouts!r}")
+    return [check_integer("MLP", "every layer size in nouts", n) for n in sizes]

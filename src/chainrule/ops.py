@@ -49,8 +49,20 @@ class Op:
     def __repr__(self):
         return f"Op({self.name!r})"
 
+    def __reduce__(self):
+        # An op holds lambdas, which pickle cannot store; a registered op is stored by its name
+        # and comes back as the same object from the table (so copy and deepcopy return it too).
+        if OPS.get(self.name) is not self:
+            raise TypeError(f"cannot pickle or copy {self!r}: only the ops in chainrule.ops.OPS can be")
+        return _registered_op, (self.name,)
+
 
 OPS: dict[str, Op] = {}
+
+
+def _registered_op(name: str) -> Op:
+    """The op registered under ``name``: how a pickled op is restored."""
+    return OPS[name]
 
 
 def defop(name, forward, backward, vforward=None, vbackward=None):

@@ -345,6 +345,7 @@ def train(
     >>> result.settings["optimizer"], len(result.data.X_train)
     ('sgd', 10)
     """
+    seed = check_integer("train", "seed", seed, low=0)  # random.seed takes no numpy integer
     data = _load(dataset, seed)
     recipe = _recipe_for(data)
     binary = data.n_classes == 2

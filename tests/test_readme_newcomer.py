@@ -1,0 +1,51 @@
+"""The README's opening works for a newcomer: a virtual environment first, the two set-up
+commands, what else is needed (Graphviz, PyTorch for the cross-checks), and a real LICENSE.
+Its drawing snippet writes only the SVG it promises."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+OPENING = README.split("\n## ", 1)[0]  # everything before the first section
+BASH_BLOCKS = re.findall(r"```bash\n(.*?)```", OPENING, flags=re.DOTALL)
+
+
+def test_the_opening_says_to_make_a_virtual_environment_before_the_two_set_up_commands():
+    venv, setup = BASH_BLOCKS[:2]
+    assert venv.strip() == "python3 -m venv .venv && . .venv/bin/activate"
+    assert setup.strip().splitlines() == [
+        'pip install -e ".[demo]" && chainrule train moons',
+        'pip install -e ".[test]" && pytest',
+    ]
+
+
+def test_the_opening_names_graphviz_and_the_pytorch_cross_checks():
+    assert "Graphviz" in OPENING and "apt-get install graphviz" in OPENING
+    assert "pip install torch==2.13.0" in OPENING
+    assert "skip" in OPENING
+
+
+def test_the_license_that_pyproject_promises_is_there():
+    # (read as text: tomllib is Python 3.11+, and chainrule supports 3.10)
+    assert 'license = { text = "MIT" }' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert license_text.startswith("MIT License\n")
+    assert "Copyright (c) 2026 the chainrule authors" in license_text
+    assert "WITHOUT WARRANTY OF ANY KIND" in license_text
+
+
+def test_the_drawing_snippet_writes_only_the_svg(tmp_path):
+    pytest.importorskip("graphviz")
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz's dot is not installed")
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL) if "draw_dot" in b]
+    done = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.svg"]
+    assert (tmp_path / "f.svg").read_text(encoding="utf-8").lstrip().startswith("<?xml")
