@@ -362,7 +362,7 @@ class Value:
 
 def _restore_leaf(data, grad, label):
     """A leaf Value with this data, grad and label: how a copied or pickled Value comes back."""
-    value = Value(data, label)
+    value = Value(data, label=label)
     value.grad = grad
     return value
 
