@@ -386,3 +386,30 @@ def test_an_empty_or_custom_mlp_still_has_a_repr_and_parameters():
     assert repr(model) == "MLP(layers=[])"
     assert model.parameters() == []
     assert model([1.0, 2.0]) == [1.0, 2.0]  # no layers: the input, as micrograd's MLP does
+
+
+def test_the_lecture_network_round_trips_through_a_checkpoint(tmp_path):
+    import random
+
+    import chainrule
+
+    random.seed(3)
+    model = MLP(3, [4, 4, 1], activation="tanh", linear_output=False, bias_init="uniform")
+    assert all(n.b.data != 0.0 for layer in model.layers for n in layer.neurons)
+    assert model.architecture()["linear_output"] is False
+    path = tmp_path / "lecture.json"
+    chainrule.save(model, path)
+    loaded = chainrule.load(path)
+    assert repr(loaded) == repr(model) == "MLP(3, [4, 4, 1], activation='tanh', linear_output=False)"
+    for x in ([2.0, 3.0, -1.0], [0.5, 1.0, 1.0]):
+        assert loaded(x).data == model(x).data and loaded(x).op == "tanh"
+
+
+def test_a_default_mlp_architecture_has_no_linear_output_key():
+    assert "linear_output" not in MLP(2, [3, 1]).architecture()
+
+
+@pytest.mark.parametrize("bad", ["normal", 0, None])
+def test_a_bad_bias_init_is_refused(bad):
+    with pytest.raises(ValueError, match="bias_init"):
+        MLP(2, [3, 1], bias_init=bad)

@@ -17,6 +17,7 @@ from ._checks import check_flag, check_integer
 from .engine import Value, dot
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
+BIAS_INITS = ("zero", "uniform")
 
 
 class Module:
@@ -99,13 +100,16 @@ def _cannot_describe(module, why: str = "") -> NotImplementedError:
 class Neuron(Module):
     """``activation(w . x + b)``, with weights drawn uniformly from [-1, 1] as in micrograd."""
 
-    def __init__(self, nin: int, nonlin: bool = True, activation: str = "relu"):
+    def __init__(self, nin: int, nonlin: bool = True, activation: str = "relu", bias_init: str = "zero"):
         nin = check_integer("Neuron", "nin", nin)
         nonlin = check_flag("Neuron", "nonlin", nonlin)
         if activation not in ACTIVATIONS:
             raise ValueError(f"Neuron: activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if bias_init not in BIAS_INITS:
+            raise ValueError(f"Neuron: bias_init must be one of {BIAS_INITS}, got {bias_init!r}")
         self.w = [Value(random.uniform(-1, 1)) for _ in range(nin)]
-        self.b = Value(0.0)
+        # micrograd starts the bias at 0; the lecture draws it after the weights, like them.
+        self.b = Value(random.uniform(-1, 1) if bias_init == "uniform" else 0.0)
         self.nonlin = nonlin
         self.activation = activation if nonlin else "linear"
 
@@ -202,14 +206,39 @@ def _described(module, where: str) -> dict:
 
 
 class MLP(Module):
-    """A multi-layer perceptron: every layer but the last has the activation; the last is linear."""
+    """A multi-layer perceptron: every layer but the last has the activation; the last is linear.
 
-    def __init__(self, nin: int, nouts: list[int], activation: str = "relu"):
+    ``linear_output=False`` puts the activation on the last layer too, and ``bias_init="uniform"``
+    draws each bias from [-1, 1] after its neuron's weights instead of starting it at 0. Together
+    they build the network of the backpropagation lecture, weight for weight:
+
+    >>> random.seed(1337)
+    >>> lecture = MLP(3, [4, 4, 1], activation="tanh", linear_output=False, bias_init="uniform")
+    >>> lecture([2.0, 3.0, -1.0]).op      # tanh on the output too, so it lies in (-1, 1)
+    'tanh'
+    """
+
+    def __init__(
+        self,
+        nin: int,
+        nouts: list[int],
+        activation: str = "relu",
+        *,
+        linear_output: bool = True,
+        bias_init: str = "zero",
+    ):
         nin = check_integer("MLP", "nin", nin)
         nouts = _layer_sizes(nouts)
-        sizes = [nin] + nouts
+        self.linear_output = check_flag("MLP", "linear_output", linear_output)
+        sizes, last = [nin] + nouts, len(nouts) - 1
         self.layers = [
-            Layer(sizes[i], sizes[i + 1], nonlin=i != len(nouts) - 1, activation=activation)
+            Layer(
+                sizes[i],
+                sizes[i + 1],
+                nonlin=i != last or not self.linear_output,
+                activation=activation,
+                bias_init=bias_init,
+            )
             for i in range(len(nouts))
         ]
         self.activation = activation
@@ -251,14 +280,17 @@ class MLP(Module):
                 "type": "Layer",
                 "nin": sizes[i],
                 "nout": sizes[i + 1],
-                "nonlin": i != last,
-                "activation": self.activation if i != last else "linear",
+                "nonlin": i != last or not self.linear_output,
+                "activation": self.activation if i != last or not self.linear_output else "linear",
             }
             for i in range(len(nouts))
         ]
         if layers != built:
             raise _cannot_describe(self, f" (its layers are not the ones MLP({nin}, {nouts}) builds)")
-        return {"type": "MLP", "nin": nin, "nouts": nouts, "activation": self.activation}
+        architecture = {"type": "MLP", "nin": nin, "nouts": nouts, "activation": self.activation}
+        if not self.linear_output:  # left out by default, so older checkpoints read the same
+            architecture["linear_output"] = False
+        return architecture
 
     def __repr__(self):
         try:
@@ -266,7 +298,8 @@ class MLP(Module):
         except NotImplementedError:  # changed or custom layers: show them all
             return f"{type(self).__name__}(layers={self.layers!r})"
         nin, nouts = architecture["nin"], architecture["nouts"]
-        return f"MLP({nin}, {nouts}, activation={self.activation!r})"
+        last = "" if self.linear_output else ", linear_output=False"
+        return f"MLP({nin}, {nouts}, activation={self.activation!r}{last})"
 
 
 def _layer_sizes(nouts) -> list[int]:

@@ -169,8 +169,8 @@ def _field_problem(key: str, value) -> str | None:
         return f"{key} must be a positive integer, not {value!r}"
     if key == "nouts" and not (isinstance(value, list) and value and all(map(_positive_int, value))):
         return f"nouts must be a non-empty list of positive integers, not {value!r}"
-    if key == "nonlin" and not isinstance(value, bool):
-        return f"nonlin must be true or false, not {value!r}"
+    if key in ("nonlin", "linear_output") and not isinstance(value, bool):
+        return f"{key} must be true or false, not {value!r}"
     if key == "activation" and value not in ACTIVATIONS:
         return f"activation must be one of {', '.join(ACTIVATIONS)}, not {value!r}"
     return None
@@ -209,6 +209,7 @@ class _Type(NamedTuple):
     parameter_count: Callable[[dict], int]
     shapes: Callable[[dict], dict[str, int | None]]
     build: Callable[[dict], Module]
+    optional: tuple[str, ...] = ()  # fields that may be left out, for their default
 
 
 # Each type's fields, its number of parameters, its state's shapes and its constructor.
@@ -230,7 +231,10 @@ _TYPES: dict[str, _Type] = {
         ("nin", "nouts", "activation"),
         lambda a: _mlp_parameter_count(a["nin"], a["nouts"]),
         lambda a: _mlp_shapes(a["nin"], a["nouts"]),
-        lambda a: MLP(a["nin"], a["nouts"], activation=a["activation"]),
+        lambda a: MLP(
+            a["nin"], a["nouts"], activation=a["activation"], linear_output=a.get("linear_output", True)
+        ),
+        optional=("linear_output",),
     ),
 }
 
@@ -242,14 +246,14 @@ def _architecture_problem(architecture) -> str | None:
     kind = architecture.get("type")
     if not isinstance(kind, str) or kind not in _TYPES:
         return f"the architecture type {kind!r} is not one a checkpoint may hold ({', '.join(_TYPES)})"
-    fields = _TYPES[kind].fields
+    fields, optional = _TYPES[kind].fields, _TYPES[kind].optional
     missing = [key for key in fields if key not in architecture]
-    unexpected = [key for key in architecture if key != "type" and key not in fields]
+    unexpected = [key for key in architecture if key != "type" and key not in fields + optional]
     if missing:
         return f"the {kind} architecture is missing {_list_keys(missing)}"
     if unexpected:
         return f"the {kind} architecture has unexpected {_list_keys(unexpected)}"
-    for key in fields:
+    for key in [*fields, *(key for key in optional if key in architecture)]:
         problem = _field_problem(key, architecture[key])
         if problem:
             return f"in the {kind} architecture, {problem}"
