@@ -154,7 +154,8 @@ class Value:
     6.0
     """
 
-    __slots__ = ("data", "grad", "label", "children", "_rule", "_local", "__weakref__")
+    # _pending is scratch space for a backward pass (see _propagate_numbers), set only there.
+    __slots__ = ("data", "grad", "label", "children", "_rule", "_local", "_pending", "__weakref__")
 
     def __init__(self, data, _children=(), _op="", label="", *, children=None, local_grads=None):
         self.data = _as_float(data)
@@ -550,26 +551,47 @@ def logsumexp(values) -> Value:
 def topological_order(*roots: Value) -> list[Value]:
     """Every node reachable from the roots, each after all of its children.
 
-    A depth-first walk with an explicit stack instead of recursion, so a graph of any depth
-    works. A node is pushed back under a ``None`` marker before its children; when the marker
-    comes off the stack, everything below the node is done and it can be placed. The order
-    depends only on the order of ``children``, so it is the same on every run.
+    A depth-first walk that places a node once all its children are placed. The order depends
+    only on the order of ``children``, so it is the same on every run. Recursion is the
+    simplest and the fastest way to write it; a graph too deep for Python's recursion limit
+    is walked again with an explicit stack, so any depth works.
     """
-    order = []
-    visited = set()
+    try:
+        return _depth_first(roots)
+    except RecursionError:
+        return _depth_first_with_a_stack(roots)
+
+
+def _depth_first(roots) -> list[Value]:
+    order, visited = [], set()
+    for root in roots:
+        if root not in visited:
+            _visit(root, visited, order)
+    return order
+
+
+def _visit(node, visited, order):
+    visited.add(node)
+    for child in node.children:
+        if child not in visited:
+            _visit(child, visited, order)
+    order.append(node)
+
+
+def _depth_first_with_a_stack(roots) -> list[Value]:
+    # The same walk, with the call stack made explicit: a node is pushed back under a ``None``
+    # marker before its children, and placed when the marker comes off the stack.
+    order, visited = [], set()
     stack = list(reversed(roots))
     while stack:
         node = stack.pop()
-        if node is None:  # the marker: the node under it has all its children placed
+        if node is None:
             order.append(stack.pop())
         elif node not in visited:
             visited.add(node)
-            if node.children:
-                stack.append(node)
-                stack.append(None)
-                stack.extend(reversed(node.children))  # so the first child is walked first
-            else:
-                order.append(node)
+            stack.append(node)
+            stack.append(None)
+            stack.extend(reversed(node.children))  # so the first child is walked first
     return order
 
 
@@ -582,11 +604,27 @@ def backward(root: Value, gradient=1.0, create_graph: bool = False) -> None:
     gradients are Values with a graph of their own, so they can be differentiated again
     (see ``chainrule.autograd.grad``).
     """
-    pending = propagate(root, gradient, create_graph)
-    nodes = list(pending)
-    totals = [_accumulate(node, pending[node], create_graph) for node in nodes]
+    seed = _check_gradient(gradient, create_graph)
+    if not (create_graph or _mode.get().anomaly):
+        order = topological_order(root)
+        try:
+            _propagate_numbers(order, seed, add_to_grad=True)
+        except TypeError:  # a grad that is None or not a number: the careful path below sorts it out
+            pass
+        else:
+            _store_grads(order, map(_PENDING, order))
+            return
+    pending = propagate(root, seed, create_graph)
+    totals = [_accumulate(node, g, create_graph) for node, g in pending.items()]
+    _store_grads(pending, totals)
+
+
+def _store_grads(nodes, totals) -> None:
     # One loop in C: a KeyboardInterrupt cannot arrive between two of these assignments.
     collections.deque(map(setattr, nodes, itertools.repeat("grad"), totals), maxlen=0)
+
+
+_PENDING = operator.attrgetter("_pending")
 
 
 def _accumulate(node: Value, g, create_graph: bool):
@@ -628,22 +666,19 @@ def propagate(root: Value, gradient=1.0, create_graph: bool = False) -> dict:
     Each node's gradient is gathered in the dict, starting from zero, and only passed on
     once every node that uses it has added its share; the nodes' ``grad`` is not read or
     written, so a second backward adds the same amount again instead of feeding the old total
-    back in, and an exception leaves nothing behind. Nodes appear in reverse topological order.
+    back in, and an exception leaves nothing behind.
     """
     seed = _check_gradient(gradient, create_graph)
     order = topological_order(root)
-    pending = {root: seed}
     anomaly = _mode.get().anomaly
+    if not (create_graph or anomaly):
+        _propagate_numbers(order, seed, add_to_grad=False)
+        return dict(zip(order, map(_PENDING, order)))
+    pending = {root: seed}
     with enable_grad() if create_graph else contextlib.nullcontext():
         for node in reversed(order):  # every node is reached after all the nodes that use it
             g = pending.get(node)
             if g is None or node._rule is None:
-                continue
-            local = node._local
-            if type(local) is tuple and not (create_graph or anomaly):  # the common case, inline
-                for child, d in zip(node.children, local):
-                    total = pending.get(child)
-                    pending[child] = d * g if total is None else total + d * g
                 continue
             for child, child_grad in _child_gradients(node, g, create_graph):
                 if child_grad is None:  # an input that is a constant by construction
@@ -653,6 +688,38 @@ def propagate(root: Value, gradient=1.0, create_graph: bool = False) -> dict:
                 total = pending.get(child)
                 pending[child] = child_grad if total is None else total + child_grad
     return pending
+
+
+def _propagate_numbers(order: list[Value], seed: float, add_to_grad: bool) -> None:
+    """``propagate`` for the common case, first order with no checks: every share is a float.
+
+    For speed the shares are gathered in each node's ``_pending`` slot, not in a dict. Every
+    node of the pass starts at 0.0 here, so whatever an interrupted earlier pass left in those
+    slots is never read; the nodes' ``grad`` is only read. A node's share is complete when the
+    walk reaches it, so with ``add_to_grad`` its ``_pending`` then becomes its new total,
+    ``grad + share``, ready to be stored (a grad that is not a number raises TypeError here).
+    """
+    collections.deque(map(setattr, order, itertools.repeat("_pending"), itertools.repeat(0.0)), maxlen=0)
+    order[-1]._pending = seed
+    for node in reversed(order):
+        local = node._local
+        if type(local) is tuple:  # the fast ops stored d(node)/d(child) for each child
+            g = node._pending
+            for child, d in zip(node.children, local):
+                child._pending += d * g
+        elif node._rule is not None:
+            for child, child_grad in _child_gradients(node, node._pending, False):
+                if child_grad is not None:
+                    child._pending += child_grad
+        if add_to_grad:
+            node._pending = _plus(node.grad, node._pending)
+
+
+def _plus(grad, share):
+    """grad + share for a grad that is a float or an int; a TypeError for anything else."""
+    if type(grad) is float or type(grad) is int:
+        return grad + share
+    raise TypeError("not a plain number")
 
 
 def _child_gradients(node: Value, g, create_graph: bool):
