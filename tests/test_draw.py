@@ -335,3 +335,10 @@ def test_the_graph_of_a_gradient_can_be_drawn_and_saved(tmp_path):
     assert "{ x | data 3.0000 | grad 45.0000 }" in records(source).values()
     path = save_graph(gradient, tmp_path / "gradient.dot")
     assert path.read_text(encoding="utf-8") == source
+
+
+def test_a_missing_folder_is_reported_before_rendering(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", "")  # rendering would fail for want of dot; the folder comes first
+    with pytest.raises(FileNotFoundError, match="folder does not exist") as missing:
+        save_graph(Value(1.0), tmp_path / "missing" / "graph.svg")
+    assert missing.value.filename == str(tmp_path / "missing")

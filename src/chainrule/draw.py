@@ -138,6 +138,8 @@ def save_graph(root: Value, path: str | os.PathLike, **draw_options) -> Path:
             f"save_graph: cannot tell the format of {str(path)!r} without a suffix; "
             f"name it e.g. graph.svg, graph.png, graph.pdf or graph.dot"
         )
+    if not path.parent.is_dir():  # checked first: rendering may take a while, and may fail otherwise
+        raise FileNotFoundError(errno.ENOENT, "folder does not exist", str(path.parent))
     if suffix in SOURCE_SUFFIXES:
         content = draw_dot(root, **draw_options).source.encode("utf-8")
     else:
@@ -280,10 +282,7 @@ def _write_atomically(path: Path, content: bytes) -> None:
 
     An error names ``path``, never the temporary file, which the user has not heard of.
     """
-    folder = path.parent
-    if not folder.is_dir():
-        raise FileNotFoundError(errno.ENOENT, "folder does not exist", str(folder))
-    temporary = folder / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
         # O_EXCL: never write through someone else's file; mode 0o666 lets the umask decide as usual.
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
