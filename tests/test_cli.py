@@ -565,6 +565,11 @@ def test_empty_hidden_and_out_are_errors(tmp_path, args, expected):
     assert list(tmp_path.iterdir()) == []  # nothing written into the current folder
 
 
+def test_an_empty_draw_path_is_an_error(tmp_path):
+    line = assert_one_line_error(run("grad", "a", "a=1", "--draw", "", cwd=tmp_path), status=2)
+    assert "argument --draw: expected a file name, got ''" in line
+
+
 def test_train_help_shows_the_learning_rate_of_each_optimizer():
     pytest.importorskip("sklearn")
     from chainrule.training import RECIPES, train

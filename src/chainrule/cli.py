@@ -111,11 +111,19 @@ def _layer_sizes(text: str) -> list[int]:
         ) from None
 
 
-def _folder(text: str) -> Path:
-    """A folder name; an empty one would quietly mean the current folder, so it is refused."""
-    if not text:
-        raise argparse.ArgumentTypeError(f"expected a folder name, got {text!r}")
-    return Path(text)
+def _path_type(what: str) -> Callable[[str], Path]:
+    """An argparse ``type`` for a path; an empty one would quietly mean the current folder."""
+
+    def parse(text: str) -> Path:
+        if not text:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return Path(text)
+
+    return parse
+
+
+_folder = _path_type("a folder name")
+_file = _path_type("a file name")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     grad.add_argument("expression", metavar="EXPR", help="the expression, e.g. 'b = a + a'")
     grad.add_argument("values", metavar="NAME=VALUE", nargs="*", help="a value for each input, e.g. a=3")
     grad.add_argument(
-        "--draw", type=Path, metavar="FILE", help="also draw the graph (.svg, .png, .pdf or .dot)"
+        "--draw", type=_file, metavar="FILE", help="also draw the graph (.svg, .png, .pdf or .dot)"
     )
     grad.set_defaults(run=run_grad)
     parser.commands = {"train": train, "grad": grad}  # for the hint after an unknown argument
