@@ -299,3 +299,46 @@ def test_save_graph_refuses_unknown_formats_and_missing_folders(tmp_path):
     with pytest.raises(GraphTooLargeError):
         save_graph(root * 2, tmp_path / "graph.dot", max_nodes=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_save_graph_onto_a_folder_names_the_path_not_a_temporary_file(tmp_path):
+    target = tmp_path / "taken.dot"
+    target.mkdir()
+    with pytest.raises(IsADirectoryError) as refused:
+        save_graph(Value(1.0), target)
+    assert refused.value.filename == str(target)
+    assert ".tmp" not in str(refused.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.dot"]  # no temporary file left behind
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients that are Values: after backward(create_graph=True)
+
+
+def test_a_graph_with_value_gradients_shows_the_numbers_inside():
+    x = Value(0.5, label="x")
+    y = x**4
+    y.label = "y"
+    y.backward(create_graph=True)  # x.grad = 4 x^3 = 0.5, as a Value with its own graph
+    assert isinstance(x.grad, Value)
+    boxes = records(draw_dot(y).source).values()
+    assert "{ x | data 0.5000 | grad 0.5000 }" in boxes
+    assert "{ y | data 0.0625 | grad 1.0000 }" in boxes  # y.grad is the Value 1.0
+
+
+def test_the_graph_of_a_gradient_can_be_drawn_and_saved(tmp_path):
+    x = Value(3.0, label="x")
+    (x * x * x).backward(create_graph=True)  # x.grad = 3 x^2 = 27
+    gradient = x.grad
+    gradient.backward(create_graph=True)  # d/dx 3 x^2 = 6 x = 18 accumulates into x.grad: 27 + 18
+    source = draw_dot(gradient).source
+    assert "{ x | data 3.0000 | grad 45.0000 }" in records(source).values()
+    path = save_graph(gradient, tmp_path / "gradient.dot")
+    assert path.read_text(encoding="utf-8") == source
+
+
+def test_a_missing_folder_is_reported_before_rendering(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", "")  # rendering would fail for want of dot; the folder comes first
+    with pytest.raises(FileNotFoundError, match="folder does not exist") as missing:
+        save_graph(Value(1.0), tmp_path / "missing" / "graph.svg")
+    assert missing.value.filename == str(tmp_path / "missing")

@@ -284,9 +284,111 @@ def test_error_is_a_value_error_with_column():
     assert caught.value.reason.startswith("unknown function")
 
 
-def test_a_very_long_chain_is_refused_cleanly():
-    with pytest.raises(ExpressionError, match="too long or too deeply nested"):
-        parse("+".join(["a"] * 5000))
+# ---------------------------------------------------------------------------------------------
+# Long expressions: Python builds a + a + ... + a one level deeper per term, and its own parser
+# stops after a few thousand levels.
+
+
+@pytest.mark.parametrize("terms", [5000, 50000])
+def test_a_sum_of_thousands_of_terms(terms):
+    # a + a + ... + a = terms * a, and its derivative is terms
+    result = evaluate("+".join(["a"] * terms), {"a": 1.5})
+    assert result.output.data == 1.5 * terms  # exact: every partial sum is a multiple of 0.5
+    result.output.backward()
+    assert result.inputs["a"].grad == terms
+
+
+def test_a_product_of_thousands_of_factors():
+    # x^5000 at x = 1 is 1 with derivative 5000; and (x/x) chains divide back to 1 with derivative 0
+    product = evaluate("*".join(["x"] * 5000), {"x": 1.0})
+    product.output.backward()
+    assert (product.output.data, product.inputs["x"].grad) == (1.0, 5000.0)
+    quotients = evaluate("x" + "/x*x" * 3000, {"x": 2.0})
+    quotients.output.backward()
+    assert (quotients.output.data, quotients.inputs["x"].grad) == (2.0, 1.0)
+
+
+def test_a_long_mixed_chain_matches_values_built_by_hand():
+    # Terms of every kind, joined by + and -, in a chain long enough to need the long-chain parser.
+    terms = ["a*b", "-c", "exp(a)/2", "(b - c)**2", "tanh(a*c)", "3", "a**b", "-(a + -b)", "log(b)"]
+    signs = ["+", "-", "-", "+", "+", "-", "+"]
+    chosen = [terms[i % len(terms)] for i in range(4000)]
+    operators = [signs[i % len(signs)] for i in range(len(chosen) - 1)]
+    source = "s = " + chosen[0] + "".join(f" {op} {term}" for op, term in zip(operators, chosen[1:]))
+    source += "; out = s * c - s"
+
+    env = {"a": Value(0.3, label="a"), "b": Value(1.7, label="b"), "c": Value(-0.4, label="c")}
+    a, b, c = env["a"], env["b"], env["c"]
+    by_hand = {
+        "a*b": lambda: a * b,
+        "-c": lambda: -c,
+        "exp(a)/2": lambda: a.exp() / 2,
+        "(b - c)**2": lambda: (b - c) ** 2,
+        "tanh(a*c)": lambda: (a * c).tanh(),
+        "3": lambda: Value(3.0),
+        "a**b": lambda: a**b,
+        "-(a + -b)": lambda: -(a + -b),
+        "log(b)": lambda: b.log(),
+    }
+    s = by_hand[chosen[0]]()
+    for op, term in zip(operators, chosen[1:]):
+        s = s + by_hand[term]() if op == "+" else s - by_hand[term]()
+    expected = s * c - s
+    expected.backward()
+
+    result = evaluate(source, {name: value.data for name, value in env.items()})
+    result.output.backward()
+    assert result.output.data == expected.data
+    assert {n: v.grad for n, v in result.inputs.items()} == {n: v.grad for n, v in env.items()}
+
+
+def test_an_error_deep_in_a_long_chain_has_its_position():
+    source = "a + " * 3000 + "open(a) + a"
+    with pytest.raises(ExpressionError, match=r"^col 12001: unknown function 'open'"):
+        parse(source)
+    # "c = b + " is 8 characters and each "a + " 4, so a/0 starts at column 8 + 4 * 3000 + 1.
+    with pytest.raises(ExpressionError, match=r"^line 2, col 12009: / of "):
+        evaluate("b = 1\nc = b + " + "a + " * 3000 + "a/0", {"a": 1})
+
+
+def test_a_long_chain_with_something_refused_is_refused():
+    with pytest.raises(ExpressionError, match="col 1: a lambda is not allowed"):
+        parse("lambda: " + "+".join(["a"] * 5000))
+    with pytest.raises(ExpressionError, match="too long or too deeply nested"):  # a tuple, too long
+        parse("a, " + "+".join(["a"] * 5000))
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["(" * 5000 + "a" + ")" * 5000, "exp(" + "+".join(["a"] * 5000) + ")", "**".join(["a"] * 5000)],
+    ids=["parentheses", "a chain inside a call", "a chain of powers"],
+)
+def test_what_is_still_too_deep_is_refused_cleanly(source):
+    with pytest.raises(ExpressionError, match="too long or too deeply nested|too many nested parentheses"):
+        parse(source)
+
+
+def _chain(data, names):
+    """A random chain: terms (random formulas) joined by operators, e.g. ``-(a * b) + 2 ** c - b``."""
+    terms = data.draw(st.lists(formulas(names), min_size=1, max_size=6))
+    operators = data.draw(st.lists(st.sampled_from(["+", "-", "*", "/", "**"]), min_size=len(terms) - 1,
+                                   max_size=len(terms) - 1))  # fmt: skip
+    sign = data.draw(st.sampled_from(["", "-", "+"]))
+    return sign + terms[0].source + "".join(f" {op} {term.source}" for op, term in zip(operators, terms[1:]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), separator=st.sampled_from(["; ", "\n", ";\n"]))
+def test_the_long_chain_parser_builds_the_tree_python_builds(data, separator):
+    # The oracle is Python's own parser, on expressions small enough for it: the same nodes,
+    # the same operators, and every node at the same position.
+    from chainrule.expression import _parse_long_chains
+
+    source = f"t = {_chain(data, NAMES)}{separator}{_chain(data, NAMES + ('t',))}"
+    expected, got = ast.parse(source), _parse_long_chains(source)
+    assert ast.dump(got) == ast.dump(expected)
+    starts = [(n.lineno, n.col_offset) for n in ast.walk(got) if hasattr(n, "col_offset")]
+    assert starts == [(n.lineno, n.col_offset) for n in ast.walk(expected) if hasattr(n, "col_offset")]
 
 
 def test_injection_runs_nothing(tmp_path):

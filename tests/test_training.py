@@ -1,6 +1,8 @@
 """chainrule.training: the recipes, the loop, the progress hook; checked against PyTorch when installed."""
 
+import math
 import random
+import warnings
 
 import pytest
 
@@ -9,6 +11,7 @@ from chainrule.nn import MLP
 from chainrule.optim import linear_decay
 from chainrule.training import (
     DivergedError,
+    LossIncreasedWarning,
     StepReport,
     _batches,
     accuracy,
@@ -178,6 +181,58 @@ def test_diverging_training_is_reported():
         train(moons(n_samples=10, seed=0), steps=5, lr=1e200, hidden=[4, 4])
 
 
+def _modes():
+    """Eager, and compiled when numpy is there: the checks must hold in both."""
+    return [False, pytest.param(True, marks=pytest.mark.skipif(not _has_numpy(), reason="needs numpy"))]
+
+
+def _has_numpy():
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("compile", _modes())
+@pytest.mark.parametrize("lr", [1e150, 1e308])
+def test_a_divergence_in_the_last_update_is_reported(small_moons, compile, lr):
+    # Each step's loss is measured before its update, so a blow-up in the last update showed
+    # no bad loss and the run "succeeded". With these rates the one update leaves the weights
+    # finite (about 3e149 and 3e307) but the model's outputs, and so the loss, overflow to inf.
+    with pytest.raises(
+        DivergedError, match="training diverged after the last step: the loss is inf"
+    ) as caught:
+        train(small_moons, steps=1, lr=lr, hidden=[4, 4], compile=compile)
+    assert "try a smaller learning rate" in str(caught.value)
+
+
+@pytest.mark.parametrize("compile", _modes())
+def test_weights_that_are_no_longer_finite_after_the_last_step_are_a_divergence(small_moons, compile):
+    # Inputs of size 100 make gradients of about that size, so lr 1e308 sends weights to inf.
+    scaled = small_moons._replace(X_train=[[100 * v for v in x] for x in small_moons.X_train])
+    with pytest.raises(DivergedError, match="after the last step: the weights are no longer finite"):
+        train(scaled, steps=1, lr=1e308, hidden=[4, 4], compile=compile)
+
+
+@pytest.mark.parametrize("compile", _modes())
+def test_a_loss_that_ends_higher_than_it_started_warns(small_moons, compile):
+    # lr 50 is far too large for this network: the loss climbs from about 1.2 to millions,
+    # yet stays finite, so nothing raises.
+    with pytest.warns(LossIncreasedWarning, match=r"the loss rose from 1\.2.* to .*learning rate"):
+        result = train(small_moons, steps=10, lr=50, hidden=[4, 4], compile=compile)
+    assert math.isfinite(result.losses[-1]) and result.losses[-1] > result.losses[0]
+    assert issubclass(LossIncreasedWarning, RuntimeWarning)
+
+
+@pytest.mark.parametrize("compile", _modes())
+def test_a_run_that_learns_does_not_warn(small_moons, compile):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        result = train(small_moons, steps=20, hidden=[4, 4], compile=compile)
+    assert result.losses[-1] < result.losses[0]
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
@@ -248,3 +303,40 @@ def test_the_digits_recipe_reaches_95_percent_on_the_test_split():
 def test_options_of_the_wrong_kind_are_type_errors(small_moons, options, message):
     with pytest.raises(TypeError, match=message):
         train(small_moons, **options)
+
+
+def test_a_picture_that_cannot_be_written_names_its_path_not_a_temporary_file(small_moons, tmp_path):
+    pytest.importorskip("matplotlib")
+    from chainrule.plots import plot_training
+
+    result = train(small_moons, steps=2, hidden=[2], compile=False)
+    target = tmp_path / "taken.png"
+    target.mkdir()  # a folder where the picture should go
+    with pytest.raises(IsADirectoryError) as refused:
+        plot_training(result, target)
+    assert refused.value.filename == str(target) and refused.value.filename2 is None
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.png"]  # no temporary file left behind
+
+
+def test_training_without_numpy_runs_eagerly(run_python, tmp_path):
+    # numpy is optional for train() on a data set given as lists: without it every step is eager.
+    stub = tmp_path / "numpy"
+    stub.mkdir()
+    (stub / "__init__.py").write_text("raise ImportError('No module named numpy (hidden by a test)')\n")
+    code = """
+from chainrule.datasets import Dataset
+from chainrule.training import DivergedError, train
+X = [[0.0, 1.0], [1.0, 0.0], [0.5, 0.9], [0.9, 0.4]]
+data = Dataset("toy", X, [1, 0, 1, 0], [], [], 2)
+result = train(data, steps=3, hidden=[3])
+assert result.settings["compile"] is False and len(result.losses) == 3
+try:
+    train(data, steps=1, lr=1e308, hidden=[3])
+except DivergedError as error:
+    print(error)
+"""
+    import os
+
+    paths = [str(tmp_path), os.environ.get("PYTHONPATH", "")]
+    done = run_python(code, env={"PYTHONPATH": os.pathsep.join(filter(None, paths))})
+    assert done.stdout.startswith("training diverged after the last step")

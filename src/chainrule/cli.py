@@ -15,17 +15,21 @@ written, a missing optional library, ...). Ctrl-C stops quietly with status 130.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import difflib
+import importlib
 import math
 import os
+import subprocess
 import sys
+import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
 from .expression import ExpressionError
 
-__all__ = ["build_parser", "format_number", "main"]
+__all__ = ["build_parser", "describe_number", "format_number", "main"]
 
 PROG = "chainrule"
 EXIT_ERROR = 1
@@ -42,11 +46,35 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but an error is raised (and reported by ``main`` in one line), not printed with usage."""
 
     def error(self, message):
-        if message.startswith("unrecognized arguments: -"):
-            message += (
-                " (an EXPR that starts with '-' goes after '--', as in: chainrule grad -- '-a*b' a=1 b=2)"
-            )
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+class _OutputClosed(Exception):
+    """Standard output was closed by its reader (e.g. ``chainrule grad ... | head -0``)."""
+
+
+def _say(text: str) -> None:
+    """Print a line to stdout at once, so that a closed stdout shows here and nowhere else."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise _OutputClosed from None
+
+
+def _unrecognized(extras: list[str], command: argparse.ArgumentParser) -> str:
+    """The message for arguments that no option took, with the hint that fits ``command``."""
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    # argparse keeps a command's options in _actions; it has no public list of them.
+    known = [option for action in command._actions for option in action.option_strings]
+    for extra in extras:
+        if extra.startswith("--"):
+            close = difflib.get_close_matches(extra.partition("=")[0], known, n=1)
+            if close:
+                message += f" (did you mean {close[0]}?)"
+                break
+    if command.prog == f"{PROG} grad" and any(e.startswith("-") and not e.startswith("--") for e in extras):
+        message += " (an EXPR that starts with '-' goes after '--', as in: chainrule grad -- '-a*b' a=1 b=2)"
+    return f"{message} (see {command.prog} --help)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,15 +102,28 @@ _seed = _number_type(int, lambda n: 0 <= n < 2**32, "an integer from 0 to 2**32 
 
 
 def _layer_sizes(text: str) -> list[int]:
-    """``"16,16"`` as ``[16, 16]``; an empty string means no hidden layer (a linear model)."""
-    if not text.strip():
-        return []
+    """``"16,16"`` as ``[16, 16]``."""
     try:
         return [_positive_int(part.strip()) for part in text.split(",")]
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"expected layer sizes separated by commas, such as 16,16, got {text!r}"
         ) from None
+
+
+def _path_type(what: str) -> Callable[[str], Path]:
+    """An argparse ``type`` for a path; an empty one would quietly mean the current folder."""
+
+    def parse(text: str) -> Path:
+        if not text:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return Path(text)
+
+    return parse
+
+
+_folder = _path_type("a folder name")
+_file = _path_type("a file name")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     >>> args.dataset, args.hidden, args.steps, args.eager
     ('moons', [8, 8], None, False)
     """
-    from .training import DEFAULT_SEED, RECIPES
+    from .training import DEFAULT_SEED, OPTIMIZERS, RECIPES
 
     parser = _Parser(
         prog=PROG, description="A scalar autograd engine: train a small network or take gradients."
@@ -116,7 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps", type=_positive_int, metavar="N", help="optimizer steps (default 100; digits: 500)"
     )
     train.add_argument(
-        "--lr", type=_positive_float, help="starting learning rate, decaying linearly to a tenth of it"
+        "--lr",
+        type=_positive_float,
+        help="starting learning rate, decaying linearly to a tenth of it "
+        f"(default, by data set: {_default_lrs(RECIPES, OPTIMIZERS)})",
     )
     train.add_argument(
         "--seed", type=_seed, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})"
@@ -145,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run every step through the Value graph, without chainrule.compile (slower)",
     )
-    train.add_argument("--out", type=Path, metavar="FOLDER", help="output folder (default runs/DATASET/)")
+    train.add_argument("--out", type=_folder, metavar="FOLDER", help="output folder (default runs/DATASET/)")
     train.set_defaults(run=run_train)
 
     grad = commands.add_parser(
@@ -159,10 +203,20 @@ def build_parser() -> argparse.ArgumentParser:
     grad.add_argument("expression", metavar="EXPR", help="the expression, e.g. 'b = a + a'")
     grad.add_argument("values", metavar="NAME=VALUE", nargs="*", help="a value for each input, e.g. a=3")
     grad.add_argument(
-        "--draw", type=Path, metavar="FILE", help="also draw the graph (.svg, .png, .pdf or .dot)"
+        "--draw", type=_file, metavar="FILE", help="also draw the graph (.svg, .png, .pdf or .dot)"
     )
     grad.set_defaults(run=run_grad)
+    parser.commands = {"train": train, "grad": grad}  # for the hint after an unknown argument
     return parser
+
+
+def _default_lrs(recipes: dict, optimizers: Sequence[str]) -> str:
+    """``moons, circles: sgd 1, adam 0.05; blobs, digits: ...``: data sets with the same rates together."""
+    groups: dict[str, list[str]] = {}
+    for name, recipe in recipes.items():
+        rates = ", ".join(f"{optimizer} {recipe.lrs[optimizer]:g}" for optimizer in optimizers)
+        groups.setdefault(rates, []).append(name)
+    return "; ".join(f"{', '.join(names)}: {rates}" for rates, names in groups.items())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,6 +236,19 @@ def format_number(x: float) -> str:
     return repr(x)
 
 
+def describe_number(x: float) -> str:
+    """``format_number(x)``, saying in words what nan and inf mean, so nobody takes them for answers.
+
+    >>> describe_number(0.5), describe_number(float("-inf"))
+    ('0.5', '-inf (infinite: too large for a float)')
+    """
+    if math.isnan(x):
+        return "nan (not a number: the result is undefined, as inf - inf is)"
+    if math.isinf(x):
+        return f"{format_number(x)} (infinite: too large for a float)"
+    return format_number(x)
+
+
 def run_grad(args: argparse.Namespace) -> int:
     from .expression import evaluate, parse, parse_values
 
@@ -191,21 +258,59 @@ def run_grad(args: argparse.Namespace) -> int:
         result.output.backward()
     except (ValueError, ArithmeticError) as error:  # e.g. a derivative too large for a float
         raise ExpressionError(f"cannot compute the gradient: {error}") from None
-    if args.draw is not None:  # before printing, so that a failure is the only thing reported
-        from .draw import save_graph
-
-        drawn = save_graph(result.output, args.draw)
-    value = format_number(result.output.data)
-    print(f"{result.name} = {value}" if result.name else f"value: {value}")
+    value = describe_number(result.output.data)
+    _say(f"{result.name} = {value}" if result.name else f"value: {value}")
     if result.inputs:
-        print(f"gradient of {result.name or 'the value'} with respect to each input:")
+        _say(f"gradient of {result.name or 'the value'} with respect to each input:")
         for name, leaf in result.inputs.items():
-            print(f"  {name}: {format_number(leaf.grad)}")
+            _say(f"  {name}: {describe_number(leaf.grad)}")
     else:
-        print("(no inputs, so no gradient)")
-    if args.draw is not None:
-        print(f"drew the graph in {drawn}")
+        _say("(no inputs, so no gradient)")
+    if args.draw is not None:  # after the numbers, which a failed drawing does not take back
+        _draw(result.output, args.draw)
+        _say(f"drew the graph in {args.draw}")
     return 0
+
+
+class DrawingError(Exception):
+    """The graph could not be drawn into the file the user named; the message says why."""
+
+
+def _draw(root, path: Path) -> None:
+    """``save_graph`` for the command line: any failure becomes one ``DrawingError`` line about ``path``."""
+    from .draw import GraphTooLargeError, GraphvizNotFoundError, save_graph
+
+    try:
+        save_graph(root, path)
+        return
+    except GraphTooLargeError as error:
+        reason = (
+            f"it has {error.size} values, more than {error.max_nodes}, "
+            "which Graphviz would take minutes to lay out; draw a smaller expression"
+        )
+    except ValueError:  # the suffix names no format Graphviz writes
+        what = f"Graphviz cannot write {path.suffix!r} files" if path.suffix else "no suffix tells the format"
+        reason = f"{what}; name it e.g. graph.svg, graph.png, graph.pdf or graph.dot"
+    except GraphvizNotFoundError:
+        reason = (
+            "Graphviz's `dot` program was not found on PATH; install Graphviz "
+            "(sudo apt-get install graphviz, brew install graphviz, "
+            "or conda install -c conda-forge graphviz), "
+            "or write the graph's DOT text, which needs no Graphviz, with --draw graph.dot"
+        )
+    except subprocess.CalledProcessError as error:  # dot ran and failed; its first line says why
+        stderr = error.stderr or b""
+        if isinstance(stderr, bytes):
+            stderr = stderr.decode("utf-8", errors="replace")
+        lines = stderr.strip().splitlines()
+        reason = f"Graphviz's dot failed (exit status {error.returncode})"
+        if lines:
+            reason += f": {lines[0][:200]}"
+    except ImportError as error:  # the graphviz Python package
+        reason = str(error)
+    except OSError as error:
+        reason = _os_reason(error)
+    raise DrawingError(f"cannot draw the graph in {path}: {reason}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,10 +318,28 @@ def run_grad(args: argparse.Namespace) -> int:
 
 
 def _require_demo_libraries() -> None:
-    """Fail before training, not after it, when a library for the bar, the data or the plot is missing."""
-    for module, package in (("sklearn", "scikit-learn"), ("matplotlib", "matplotlib"), ("tqdm", "tqdm")):
-        if importlib.util.find_spec(module) is None:
-            raise ImportError(f"chainrule train needs {package}: {DEMO_EXTRA}", name=module)
+    """Fail before training, not after it, when a library for the data, the bar or the plot is missing.
+
+    Each is imported (it will be, soon), since a library can be present but broken, or lack
+    numpy, which scikit-learn and matplotlib need.
+    """
+    libraries = (
+        ("numpy", "numpy"),
+        ("sklearn", "scikit-learn"),
+        ("matplotlib", "matplotlib"),
+        ("tqdm", "tqdm"),
+    )
+    for module, package in libraries:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise ImportError(f"chainrule train needs {package}: {DEMO_EXTRA}", name=module) from None
+
+
+def _os_reason(error: OSError) -> str:
+    """What went wrong, in the system's words: ``read-only file system``, ``permission denied``..."""
+    reason = error.strerror or str(error)
+    return reason[:1].lower() + reason[1:]
 
 
 def _prepare_output_folder(folder: Path) -> None:
@@ -226,9 +349,14 @@ def _prepare_output_folder(folder: Path) -> None:
     except FileExistsError:
         raise NotADirectoryError(f"cannot use output folder {str(folder)!r}: it is a file") from None
     except OSError as error:
-        raise OSError(f"cannot create output folder {str(folder)!r}: {error.strerror}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write into output folder {str(folder)!r}: permission denied")
+        raise OSError(f"cannot create output folder {str(folder)!r}: {_os_reason(error)}") from None
+    # Writing a file is the only sure test: os.access says "no" for a read-only file system and
+    # for a missing permission alike, and "yes" to root for any folder.
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OSError(f"cannot write into output folder {str(folder)!r}: {_os_reason(error)}") from None
 
 
 class _ProgressBar:
@@ -257,7 +385,7 @@ def _accuracy_line(which: str, fraction: float, count: int) -> str:
 
 def run_train(args: argparse.Namespace) -> int:
     from .serialize import save
-    from .training import train
+    from .training import LossIncreasedWarning, train
 
     _require_demo_libraries()
     out = args.out if args.out is not None else Path("runs") / args.dataset
@@ -265,38 +393,45 @@ def run_train(args: argparse.Namespace) -> int:
 
     progress = _ProgressBar(args.dataset)
     try:
-        result = train(
-            args.dataset,
-            steps=args.steps,
-            lr=args.lr,
-            seed=args.seed,
-            hidden=args.hidden,
-            activation=args.activation,
-            optimizer=args.optimizer,
-            batch_size=args.batch_size,
-            samples=args.samples,
-            progress=progress,
-            compile=False if args.eager else None,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LossIncreasedWarning)
+            result = train(
+                args.dataset,
+                steps=args.steps,
+                lr=args.lr,
+                seed=args.seed,
+                hidden=args.hidden,
+                activation=args.activation,
+                optimizer=args.optimizer,
+                batch_size=args.batch_size,
+                samples=args.samples,
+                progress=progress,
+                compile=False if args.eager else None,
+            )
     finally:
         progress.close()
+    for warning in caught:  # after the bar, one line each, without Python's source line
+        if issubclass(warning.category, LossIncreasedWarning):
+            print(f"{PROG}: warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
     settings = result.settings
-    print(
+    _say(
         f"{args.dataset}: {result.model!r}, {settings['optimizer']} from lr {settings['lr']:g}, "
         f"{settings['steps']} steps in {result.seconds:.1f} s"
         + (f" (compiled; tracing took {result.trace_seconds:.2f} s)" if settings["compile"] else " (eager)")
     )
-    print(_accuracy_line("train", result.train_accuracy, len(result.data.X_train)))
+    _say(_accuracy_line("train", result.train_accuracy, len(result.data.X_train)))
     if result.test_accuracy is not None:
-        print(_accuracy_line("test", result.test_accuracy, len(result.data.X_test)))
+        _say(_accuracy_line("test", result.test_accuracy, len(result.data.X_test)))
 
     from .plots import plot_training
 
     picture = plot_training(result, out / f"{args.dataset}.png")
     checkpoint = out / "model.json"
     save(result.model, checkpoint)
-    print(f"wrote {picture} and {checkpoint}")
+    _say(f"wrote {picture} and {checkpoint}")
     return 0
 
 
@@ -307,10 +442,12 @@ def run_train(args: argparse.Namespace) -> int:
 def _describe(error: BaseException) -> str:
     """One line saying what went wrong, without a traceback."""
     if isinstance(error, OSError) and error.strerror and error.filename is not None:
-        message = f"{error.strerror}: {error.filename!s}"
+        # A failed rename (of a temporary file onto the user's) names the user's file second.
+        path = error.filename2 if error.filename2 is not None else error.filename
+        message = f"{_os_reason(error)}: {path!s}"
     else:
         message = str(error) or type(error).__name__
-        expected = (OSError, ValueError, ImportError, RuntimeError, ArithmeticError, UsageError)
+        expected = (OSError, ValueError, ImportError, RuntimeError, ArithmeticError, UsageError, DrawingError)
         if not isinstance(error, expected):  # a bug rather than a user's mistake: name its type
             message = f"{type(error).__name__}: {message}"
     return " ".join(message.split())  # one line, whatever the message holds
@@ -332,7 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:  # reported here, where the command they were given to is known
+            raise UsageError(_unrecognized(extras, parser.commands.get(args.command, parser)))
         if args.command is None:
             raise UsageError(f"choose a command, train or grad (see {PROG} --help)")
         return args.run(args)
@@ -340,9 +479,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except (UsageError, ExpressionError) as error:
         return _fail(error, EXIT_USAGE)
-    except BrokenPipeError:
+    except _OutputClosed:
         # The reader of our output went away (e.g. `| head`): stop quietly, and keep Python
-        # from complaining when it flushes stdout at exit.
+        # from complaining when it flushes stdout at exit. Any other broken pipe is an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
     except Exception as error:

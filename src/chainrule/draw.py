@@ -28,6 +28,7 @@ into a picture also needs Graphviz's ``dot`` program, which is installed separat
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
 import os
@@ -57,6 +58,11 @@ INSTALL_GRAPHVIZ = (
 
 class GraphTooLargeError(ValueError):
     """Raised by ``draw_dot`` for a graph with more Values than ``max_nodes``."""
+
+    def __init__(self, message: str, size: int, max_nodes: int):
+        super().__init__(message)
+        self.size = size  # how many Values the graph has
+        self.max_nodes = max_nodes
 
 
 class GraphvizNotFoundError(RuntimeError):
@@ -98,7 +104,9 @@ def draw_dot(
         raise GraphTooLargeError(
             f"draw_dot: the graph has {len(order)} Values, more than max_nodes={max_nodes}. "
             f"Graphviz is slow on graphs this large; to draw it anyway, pass a larger limit, "
-            f"e.g. draw_dot(root, max_nodes={len(order)}), or draw a smaller expression."
+            f"e.g. draw_dot(root, max_nodes={len(order)}), or draw a smaller expression.",
+            size=len(order),
+            max_nodes=max_nodes,
         )
     graphviz = _import_graphviz()
     graph = _drawing_class(graphviz)(format=format, graph_attr={"rankdir": rankdir})
@@ -131,6 +139,8 @@ def save_graph(root: Value, path: str | os.PathLike, **draw_options) -> Path:
             f"save_graph: cannot tell the format of {str(path)!r} without a suffix; "
             f"name it e.g. graph.svg, graph.png, graph.pdf or graph.dot"
         )
+    if not path.parent.is_dir():  # checked first: rendering may take a while, and may fail otherwise
+        raise FileNotFoundError(errno.ENOENT, "folder does not exist", str(path.parent))
     if suffix in SOURCE_SUFFIXES:
         content = draw_dot(root, **draw_options).source.encode("utf-8")
     else:
@@ -141,7 +151,8 @@ def save_graph(root: Value, path: str | os.PathLike, **draw_options) -> Path:
                 f"save_graph: Graphviz cannot write {suffix!r} files ({str(path)!r}); "
                 f"use .svg, .png, .pdf or .dot"
             )
-        content = draw_dot(root, format=picture_format, **draw_options).pipe()
+        # quiet: dot's complaints stay in the error (CalledProcessError.stderr), off the terminal.
+        content = draw_dot(root, format=picture_format, **draw_options).pipe(quiet=True)
     _write_atomically(path, content)
     return path
 
@@ -180,8 +191,14 @@ def _record_label(value: Value, horizontal: bool) -> str:
     return label  # never starts with '<', so Graphviz cannot mistake it for an HTML label
 
 
-def _format_number(x: float) -> str:
-    """Four decimals like the lecture; huge numbers in scientific notation; nan and inf by name."""
+def _format_number(x: float | Value) -> str:
+    """Four decimals like the lecture; huge numbers in scientific notation; nan and inf by name.
+
+    After ``backward(create_graph=True)`` a gradient is a Value (with a graph of its own); the
+    box shows the number it holds.
+    """
+    if isinstance(x, Value):
+        x = x.data
     if math.isnan(x):
         return "nan"
     if math.isinf(x):
@@ -262,11 +279,11 @@ def _drawing_class(graphviz):
 
 
 def _write_atomically(path: Path, content: bytes) -> None:
-    """Write ``content`` to a temporary file next to ``path``, then rename it over ``path``."""
-    folder = path.parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"save_graph: folder {str(folder)!r} does not exist")
-    temporary = folder / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    """Write ``content`` to a temporary file next to ``path``, then rename it over ``path``.
+
+    An error names ``path``, never the temporary file, which the user has not heard of.
+    """
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
         # O_EXCL: never write through someone else's file; mode 0o666 lets the umask decide as usual.
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -275,6 +292,11 @@ def _write_atomically(path: Path, content: bytes) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)  # atomic: readers see the old file or the new one
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        if error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from None  # the same subclass, e.g. EROFS
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

@@ -31,10 +31,13 @@ Every problem raises ``ExpressionError`` (a ``ValueError``) whose message starts
 from __future__ import annotations
 
 import ast
+import io
+import keyword
 import math
 import numbers
 import operator
 import re
+import tokenize
 import unicodedata
 import warnings
 from collections.abc import Mapping, Sequence
@@ -147,16 +150,14 @@ def _syntax_tree(source: str) -> tuple[ast.Module, int]:
     stripped = source.lstrip(" \t")
     indent = len(source) - len(stripped)
     try:
-        with warnings.catch_warnings():
-            # Newer Pythons warn about e.g. invalid escapes in strings while parsing; strings
-            # are refused anyway, and a warning printed to stderr would only add noise.
-            warnings.simplefilter("ignore")
-            tree = ast.parse(stripped, mode="exec")
+        tree = _python_parse(stripped)
     except SyntaxError as error:
         column = error.offset + (indent if error.lineno == 1 else 0) if error.offset else None
         raise ExpressionError(error.msg, column, error.lineno) from None
-    except (ValueError, RecursionError, MemoryError) as error:
-        raise ExpressionError(_parser_failure(error)) from None
+    except ValueError as error:  # e.g. a null character
+        raise ExpressionError(str(error)) from None
+    except (RecursionError, MemoryError):
+        tree = _parse_long_chains(stripped)  # a + a + ... + a is too deep for ast.parse
     if not tree.body:
         raise ExpressionError("the expression is empty")
     return tree, indent
@@ -165,10 +166,117 @@ def _syntax_tree(source: str) -> tuple[ast.Module, int]:
 TOO_DEEP = "the expression is too long or too deeply nested for Python's parser; split it with assignments"
 
 
-def _parser_failure(error: Exception) -> str:
-    if isinstance(error, (RecursionError, MemoryError)):
-        return TOO_DEEP
-    return str(error)
+def _python_parse(source: str) -> ast.Module:
+    with warnings.catch_warnings():
+        # Newer Pythons warn about e.g. invalid escapes in strings while parsing; strings
+        # are refused anyway, and a warning printed to stderr would only add noise.
+        warnings.simplefilter("ignore")
+        return ast.parse(source, mode="exec")
+
+
+# ---------------------------------------------------------------------------------------------
+# Long chains. Python parses a + b + c as (a + b) + c, one level deeper for every term, and
+# ast.parse gives up after a few thousand levels. But the chain is flat in the text: each
+# statement's outermost operators (its + and -, or, if it has none, its * and /) are replaced
+# by commas, which makes the chain a flat tuple of terms that ast.parse reads easily; the
+# chain is then rebuilt from the terms, left to right. The replacements keep every character
+# in its place, so every position stays right.
+
+CHAIN_OPERATORS = {"+": ast.Add, "-": ast.Sub, "*": ast.Mult, "/": ast.Div}
+_OPERAND_ENDS = {tokenize.NAME, tokenize.NUMBER, tokenize.STRING}
+
+
+def _parse_long_chains(source: str) -> ast.Module:
+    """``ast.parse(source)``, for a source whose chains of operators are too long for it.
+
+    >>> chain = _parse_long_chains("a - b" + " + a" * 50_000).body[0].value   # ((a - b) + a) + ... + a
+    >>> ast.dump(chain.op), ast.dump(chain.right)
+    ('Add()', "Name(id='a', ctx=Load())")
+    """
+    lines = io.StringIO(source).readlines()  # the lines tokenize numbers, so rows match
+    try:
+        operators = _outermost_operators(lines)
+        masked = [list(line) for line in lines]
+        for (row, column), _ in operators:
+            masked[row - 1][column] = ","
+        tree = _python_parse("".join("".join(line) for line in masked))
+    except (SyntaxError, ValueError, RecursionError, MemoryError, tokenize.TokenError):
+        raise ExpressionError(TOO_DEEP) from None
+    # Each statement whose value is now a tuple holding replaced operators gets its chain back.
+    # Positions are compared in ast's units: UTF-8 bytes.
+    positions = [(row, _byte_column(lines[row - 1], column)) for (row, column), _ in operators]
+    next_op = 0
+    for statement in tree.body:
+        terms = getattr(statement, "value", None)
+        if not isinstance(terms, ast.Tuple):
+            continue
+        while next_op < len(positions) and positions[next_op] < (terms.lineno, terms.col_offset):
+            next_op += 1  # in a statement of another kind, which will be refused anyway
+        first = next_op
+        while next_op < len(positions) and positions[next_op] < (terms.end_lineno, terms.end_col_offset):
+            next_op += 1
+        if next_op > first:
+            if next_op - first != len(terms.elts) - 1:
+                raise ExpressionError(TOO_DEEP)  # not a plain chain after all
+            statement.value = _rebuild_chain(terms, [op for _, op in operators[first:next_op]])
+    return tree
+
+
+def _byte_column(line: str, column: int) -> int:
+    """The UTF-8 byte offset of character ``column`` of ``line`` (ast counts bytes, tokenize characters)."""
+    return column if line.isascii() else len(line[:column].encode("utf-8"))
+
+
+def _outermost_operators(lines: list[str]) -> list[tuple[tuple[int, int], type]]:
+    """The position (row, column) and ast class of each statement's outermost binary operators."""
+    found = []
+    sums, products, has_comma = [], [], False  # the current statement's outermost operators
+    depth = 0
+    previous = None
+    for token in tokenize.generate_tokens(iter(lines).__next__):
+        if token.type in (tokenize.NL, tokenize.COMMENT):
+            continue
+        text = token.string
+        if token.type == tokenize.OP and text in "([{":
+            depth += 1
+        elif token.type == tokenize.OP and text in ")]}":
+            depth -= 1
+        elif depth == 0 and (text == ";" or token.type in (tokenize.NEWLINE, tokenize.ENDMARKER)):
+            if not has_comma:  # a tuple of the user's own is refused later, left as it is
+                found += sums or products
+            sums, products, has_comma = [], [], False
+        elif depth == 0 and text == ",":
+            has_comma = True
+        elif depth == 0 and text in CHAIN_OPERATORS and _ends_an_operand(previous):
+            (sums if text in "+-" else products).append((token.start, CHAIN_OPERATORS[text]))
+        previous = token
+    return found
+
+
+def _ends_an_operand(token) -> bool:
+    """Whether an operator after ``token`` is binary (``a - b``) rather than unary (``a * -b``)."""
+    if token is None:
+        return False
+    if token.type == tokenize.NAME:
+        return not keyword.iskeyword(token.string) or token.string in ("True", "False", "None")
+    return token.type in _OPERAND_ENDS or token.string in (")", "]", "}")
+
+
+def _rebuild_chain(terms: ast.Tuple, ops: list[type]) -> ast.BinOp:
+    """``t0 op0 t1 op1 t2 ...`` as Python builds it: ``((t0 op0 t1) op1 t2) ...``."""
+    chain = terms.elts[0]
+    for op, term in zip(ops, terms.elts[1:], strict=True):
+        # Like Python's, every node of the chain starts where the chain starts.
+        chain = ast.BinOp(
+            left=chain,
+            op=op(),
+            right=term,
+            lineno=terms.lineno,
+            col_offset=terms.col_offset,
+            end_lineno=term.end_lineno,
+            end_col_offset=term.end_col_offset,
+        )
+    return chain
 
 
 class _Checker:
@@ -210,24 +318,28 @@ class _Checker:
                 target, f"'{name}' is assigned after its use at col {column}, which makes it an input"
             )
 
-    def formula(self, node: ast.expr) -> None:
-        if isinstance(node, ast.BinOp):
-            if type(node.op) not in BINARY_OPERATORS:
-                raise self.positions.error(node, f"operator '{_symbol(node.op)}' is not allowed")
-            self.formula(node.left)
-            self.formula(node.right)
-        elif isinstance(node, ast.UnaryOp):
-            if type(node.op) not in UNARY_OPERATORS:
-                raise self.positions.error(node, f"operator '{_symbol(node.op)}' is not allowed")
-            self.formula(node.operand)
-        elif isinstance(node, ast.Constant):
-            _number(node, self.positions)
-        elif isinstance(node, ast.Name):
-            self._name(node)
-        elif isinstance(node, ast.Call):
-            self._call(node)
-        else:
-            raise self.positions.error(node, f"{_describe(node)} is not allowed")
+    def formula(self, root: ast.expr) -> None:
+        # A stack of nodes still to check, not recursion: a chain of 50,000 additions is a tree
+        # 50,000 deep. Popping the left operand first checks the nodes in reading order.
+        pending = [root]
+        while pending:
+            node = pending.pop()
+            if isinstance(node, ast.BinOp):
+                if type(node.op) not in BINARY_OPERATORS:
+                    raise self.positions.error(node, f"operator '{_symbol(node.op)}' is not allowed")
+                pending += [node.right, node.left]
+            elif isinstance(node, ast.UnaryOp):
+                if type(node.op) not in UNARY_OPERATORS:
+                    raise self.positions.error(node, f"operator '{_symbol(node.op)}' is not allowed")
+                pending.append(node.operand)
+            elif isinstance(node, ast.Constant):
+                _number(node, self.positions)
+            elif isinstance(node, ast.Name):
+                self._name(node)
+            elif isinstance(node, ast.Call):
+                pending.append(self._call(node))
+            else:
+                raise self.positions.error(node, f"{_describe(node)} is not allowed")
 
     def _name(self, node: ast.Name) -> None:
         if node.id in FUNCTIONS:
@@ -235,7 +347,8 @@ class _Checker:
         if node.id not in self.assigned and node.id not in self.inputs:
             self.inputs[node.id] = self.positions.of(node)
 
-    def _call(self, node: ast.Call) -> None:
+    def _call(self, node: ast.Call) -> ast.expr:
+        """Check a call's function and arity; return its argument, which is checked next."""
         if not isinstance(node.func, ast.Name):
             raise self.positions.error(
                 node, f"only the functions {', '.join(FUNCTIONS)} can be called, by name"
@@ -245,7 +358,7 @@ class _Checker:
             raise self.positions.error(node, f"unknown function '{name}' (known: {', '.join(FUNCTIONS)})")
         if node.keywords or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
             raise self.positions.error(node, f"{name} takes exactly one argument, as in {name}(x)")
-        self.formula(node.args[0])
+        return node.args[0]
 
 
 def _symbol(op: ast.AST) -> str:
@@ -287,11 +400,8 @@ def parse(source: str) -> Expression:
     positions = _Positions(source, indent)
     checker = _Checker(positions)
     name = None
-    try:
-        for i, node in enumerate(tree.body):
-            name = checker.statement(node, last=i == len(tree.body) - 1)
-    except RecursionError:
-        raise ExpressionError(TOO_DEEP) from None
+    for i, node in enumerate(tree.body):
+        name = checker.statement(node, last=i == len(tree.body) - 1)
     return Expression(
         source=source,
         statements=tuple(tree.body),
@@ -331,35 +441,57 @@ def _literal_exponent(node: ast.expr) -> float | None:
     return None
 
 
+def _operands(node: ast.expr) -> list[ast.expr]:
+    """The sub-formulas whose Values ``node`` is computed from (a literal exponent stays a number)."""
+    if isinstance(node, ast.BinOp):
+        if isinstance(node.op, ast.Pow) and _literal_exponent(node.right) is not None:
+            return [node.left]
+        return [node.left, node.right]
+    if isinstance(node, ast.UnaryOp):
+        return [node.operand]
+    return [node.args[0]]  # a call of one of FUNCTIONS: the checker let nothing else through
+
+
 class _Builder:
     def __init__(self, positions: _Positions, names: dict[str, Value]):
         self.positions = positions
         self.names = names
 
-    def formula(self, node: ast.expr) -> Value:
-        try:
-            return self._formula(node)
-        except (ValueError, ZeroDivisionError, OverflowError) as error:
-            if isinstance(error, ExpressionError):
-                raise
-            raise self.positions.error(node, str(error)) from None
+    def formula(self, root: ast.expr) -> Value:
+        """The Value of ``root``, built bottom-up.
 
-    def _formula(self, node: ast.expr) -> Value:
-        if isinstance(node, ast.BinOp):
-            left = self.formula(node.left)
-            exponent = _literal_exponent(node.right) if isinstance(node.op, ast.Pow) else None
-            right = exponent if exponent is not None else self.formula(node.right)
-            return BINARY_OPERATORS[type(node.op)](left, right)
-        if isinstance(node, ast.UnaryOp):
-            return UNARY_OPERATORS[type(node.op)](self.formula(node.operand))
-        if isinstance(node, ast.Constant):
-            return Value(_number(node, self.positions))
-        if isinstance(node, ast.Name):
-            return self.names[node.id]
-        if isinstance(node, ast.Call):
-            argument = self.formula(node.args[0])
-            return getattr(argument, node.func.id)()  # one of FUNCTIONS: the checker made sure
-        raise self.positions.error(node, f"{_describe(node)} is not allowed")  # unreachable after parse()
+        Like the checker, this uses a stack rather than recursion, so a tree 50,000 deep is
+        fine: each node is pushed once to get its operands computed first (in reading order),
+        and once more to be computed from them.
+        """
+        results: list[Value] = []  # the Values of the finished sub-formulas, in reading order
+        pending: list[tuple[ast.expr, bool]] = [(root, False)]
+        while pending:
+            node, operands_ready = pending.pop()
+            if operands_ready:
+                results.append(self._apply(node, results))
+            elif isinstance(node, ast.Constant):
+                results.append(Value(_number(node, self.positions)))
+            elif isinstance(node, ast.Name):
+                results.append(self.names[node.id])
+            else:
+                pending.append((node, True))
+                pending += [(operand, False) for operand in reversed(_operands(node))]
+        return results.pop()
+
+    def _apply(self, node: ast.expr, results: list[Value]) -> Value:
+        """Compute ``node`` from its operands' Values, the last ones in ``results`` (taken off)."""
+        try:
+            if isinstance(node, ast.BinOp):
+                exponent = _literal_exponent(node.right) if isinstance(node.op, ast.Pow) else None
+                right = exponent if exponent is not None else results.pop()
+                left = results.pop()
+                return BINARY_OPERATORS[type(node.op)](left, right)
+            if isinstance(node, ast.UnaryOp):
+                return UNARY_OPERATORS[type(node.op)](results.pop())
+            return getattr(results.pop(), node.func.id)()  # one of FUNCTIONS: the checker made sure
+        except (ValueError, ZeroDivisionError, OverflowError) as error:
+            raise self.positions.error(node, str(error)) from None
 
 
 def _check_values(expression: Expression, values: Mapping[str, float]) -> dict[str, float]:
@@ -428,16 +560,13 @@ def evaluate(expression: str | Expression, values: Mapping[str, float]) -> Evalu
     names = dict(inputs)
     builder = _Builder(expression.positions, names)
     output = None
-    try:
-        for statement in expression.statements:
-            output = builder.formula(statement.value)
-            if isinstance(statement, ast.Assign):
-                name = statement.targets[0].id
-                if not output.label:  # 'b = a' names a's Value 'b' too; it keeps the label 'a'
-                    output.label = name
-                names[name] = output
-    except RecursionError:
-        raise ExpressionError(TOO_DEEP) from None
+    for statement in expression.statements:
+        output = builder.formula(statement.value)
+        if isinstance(statement, ast.Assign):
+            name = statement.targets[0].id
+            if not output.label:  # 'b = a' names a's Value 'b' too; it keeps the label 'a'
+                output.label = name
+            names[name] = output
     return Evaluation(output=output, name=expression.name, inputs=inputs, names=names)
 
 

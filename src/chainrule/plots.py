@@ -24,12 +24,11 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import uuid
 from pathlib import Path
 
+from .draw import _write_atomically  # one atomic writer for pictures, whose errors name the path
 from .training import TrainResult, predict, predict_all
 
 __all__ = ["plot_training", "training_figure"]
@@ -192,16 +191,3 @@ def plot_training(result: TrainResult, path: str | os.PathLike) -> Path:
     training_figure(result).savefig(buffer, format="png", dpi=100)
     _write_atomically(path, buffer.getvalue())
     return path
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    # A uniquely named file next to the target ("x" mode: never reuse one), then one rename.
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            file.write(content)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
