@@ -199,9 +199,11 @@ def _has_numpy():
 def test_a_divergence_in_the_last_update_is_reported(small_moons, compile, lr):
     # Each step's loss is measured before its update, so a blow-up in the last update showed
     # no bad loss and the run "succeeded". With these rates the one update leaves the weights
-    # finite (about 3e149 and 3e307) but the model's outputs, and so the loss, overflow to inf.
+    # finite (about 3e149 and 3e307) but the model's outputs, and so the loss, overflow.
     with pytest.raises(
-        DivergedError, match="training diverged after the last step: the loss is inf"
+        # inf, or nan where inf - inf meets a relu (which passes nan on since issue 8)
+        DivergedError,
+        match="training diverged after the last step: the loss is (inf|nan)",
     ) as caught:
         train(small_moons, steps=1, lr=lr, hidden=[4, 4], compile=compile)
     assert "try a smaller learning rate" in str(caught.value)
