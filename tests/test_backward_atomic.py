@@ -247,3 +247,60 @@ def test_gradients_stay_finite_floats_after_many_interrupted_passes():
     y.backward()
     expected = 2 * 0.3 * (1 - math.tanh(0.09) ** 2) + 1
     assert x.grad == pytest.approx(expected, rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# The same promises for the result of a compiled function, whose backward has its own fast path.
+
+
+def _compiled_loss():
+    pytest.importorskip("numpy")
+    w = [Value(0.5), Value(-1.5), Value(2.0)]
+
+    def loss(x):
+        return ((w[0] * x[0] + w[1] * x[1]).tanh() + w[2] * x[0] * x[1]) ** 2
+
+    return w, chainrule.compile(loss)
+
+
+def test_compiled_backward_treats_a_none_grad_as_zero():
+    w, f = _compiled_loss()
+    out = f([0.3, -0.2])
+    out.backward()
+    expected = [p.grad for p in w]
+    for p in w:
+        p.grad = None
+    out.backward()
+    assert [p.grad for p in w] == expected
+
+
+@pytest.mark.parametrize("gradient", [None, "1.0", [1.0], 1j])
+def test_compiled_backward_refuses_a_bad_gradient_and_touches_nothing(gradient):
+    w, f = _compiled_loss()
+    out = f([0.3, -0.2])
+    with pytest.raises(TypeError, match="gradient"):
+        out.backward(gradient)
+    assert [p.grad for p in w] == [0.0, 0.0, 0.0] and out.grad == 0.0
+
+
+def test_compiled_backward_with_a_grad_that_is_not_a_number_leaves_every_parameter_intact():
+    w, f = _compiled_loss()
+    out = f([0.3, -0.2])
+    w[2].grad = "oops"
+    with pytest.raises(TypeError, match="oops"):
+        out.backward()
+    assert [w[0].grad, w[1].grad, out.grad] == [0.0, 0.0, 0.0]
+
+
+@hsettings(max_examples=40)
+@given(n=st.integers(1, 300))
+def test_an_exception_at_any_line_of_a_compiled_backward_leaves_everything_as_it_was(n):
+    w, f = _compiled_loss()
+    out = f([0.3, -0.2])
+    out.backward()
+    before = [p.grad for p in w] + [out.grad]
+    raised = _run_with_injection(out.backward, n, KeyboardInterrupt())
+    now = [p.grad for p in w] + [out.grad]
+    if raised:
+        assert now in (before, [2 * g for g in before])
+    assert all(type(g) is float for g in now)

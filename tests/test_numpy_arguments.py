@@ -138,3 +138,20 @@ def test_draw_and_grad_take_numpy_integers():
     x = Value(1.0)
     y = (x * 2 + 1) * 3
     assert draw_dot(y, max_nodes=np.int64(100)).source == draw_dot(y, max_nodes=100).source
+
+
+def test_from_architecture_takes_numpy_integers_and_bools():
+    np = pytest.importorskip("numpy")
+    from chainrule.serialize import from_architecture
+
+    layer = from_architecture(
+        {"type": "Layer", "nin": np.int64(3), "nout": np.int32(2), "nonlin": np.True_, "activation": "tanh"}
+    )
+    assert repr(layer) == "Layer(3, 2, activation='tanh')"
+
+
+def test_autograd_grad_of_a_numpy_constant_is_zero():
+    np = pytest.importorskip("numpy")
+    from chainrule import Value, autograd
+
+    assert autograd.grad(np.float64(2.0), [Value(1.0)]) == [0.0]

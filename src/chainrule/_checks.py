@@ -64,10 +64,14 @@ def check_flag(where: str, name: str, value) -> bool:
     ...
     TypeError: Neuron: nonlin must be True or False, got 'no'
     """
+    if not is_flag(value):
+        raise TypeError(f"{where}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def is_flag(value) -> bool:
+    """True for True or False, Python's or numpy's."""
     # numpy's bool (np.True_) is not a subclass of bool; it is told by its dtype, so that
     # this module never needs to import numpy.
     dtype_kind = getattr(getattr(value, "dtype", None), "kind", None)
-    numpy_bool = dtype_kind == "b" and getattr(value, "shape", None) == ()
-    if not (isinstance(value, bool) or numpy_bool):
-        raise TypeError(f"{where}: {name} must be True or False, got {value!r}")
-    return bool(value)
+    return isinstance(value, bool) or (dtype_kind == "b" and getattr(value, "shape", None) == ())

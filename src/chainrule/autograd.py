@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 from .engine import Value, propagate
 
 
@@ -29,7 +31,7 @@ def grad(output: Value, inputs, create_graph: bool = False) -> list:
         if not isinstance(x, Value):
             raise TypeError(f"grad: inputs must be Values, got {type(x).__name__}")
     if not isinstance(output, Value):  # a constant: it depends on nothing
-        if isinstance(output, (int, float)):
+        if isinstance(output, numbers.Real):
             return [0.0 for _ in inputs]
         raise TypeError(f"grad: output must be a Value, got {type(output).__name__}")
     pending = propagate(output, 1.0, create_graph)

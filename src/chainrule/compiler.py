@@ -790,11 +790,13 @@ class _CompiledValue(Value):
         if isinstance(gradient, Value) or mode.anomaly or mode.tracer or not replay.tape.externals_are_leaves:
             return super().backward(gradient)  # while tracing, the engine's backward refuses
         # The graph above the tape is just this node and the parameters (leaves), so do what
-        # the engine's backward would do without its general walk: one tape pass, then add.
-        grads = self._rule.backward(gradient, self.data)
-        self.grad += gradient
-        for parameter, g in zip(self.children, grads):
-            parameter.grad += g
+        # the engine's backward would do without its general walk: one tape pass, then add,
+        # all or nothing as there (the totals first, then one store).
+        seed = engine._check_gradient(gradient, False)
+        grads = self._rule.backward(seed, self.data)
+        nodes = (self, *self.children)
+        totals = [engine._accumulate(node, g, False) for node, g in zip(nodes, (seed, *grads))]
+        engine._store_grads(nodes, totals)
 
 
 def _recheck_forward(rule, X, out, anomaly):

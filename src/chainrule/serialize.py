@@ -63,6 +63,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
+from ._checks import is_flag, is_integer
 from .nn import ACTIVATIONS, MLP, Layer, Module, Neuron
 
 __all__ = [
@@ -161,7 +162,7 @@ def state_problems(state, shapes: dict[str, int | None]) -> list[str]:
 
 
 def _positive_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+    return is_integer(x) and x >= 1
 
 
 def _field_problem(key: str, value) -> str | None:
@@ -169,7 +170,7 @@ def _field_problem(key: str, value) -> str | None:
         return f"{key} must be a positive integer, not {value!r}"
     if key == "nouts" and not (isinstance(value, list) and value and all(map(_positive_int, value))):
         return f"nouts must be a non-empty list of positive integers, not {value!r}"
-    if key in ("nonlin", "linear_output") and not isinstance(value, bool):
+    if key in ("nonlin", "linear_output") and not is_flag(value):
         return f"{key} must be true or false, not {value!r}"
     if key == "activation" and value not in ACTIVATIONS:
         return f"activation must be one of {', '.join(ACTIVATIONS)}, not {value!r}"
