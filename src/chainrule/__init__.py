@@ -20,6 +20,7 @@ from .engine import (
     logsumexp,
     no_grad,
     sum_values,
+    take,
     topological_order,
 )
 from .functional import grad, hessian, hvp
@@ -70,5 +71,6 @@ __all__ = [
     "no_grad",
     "save",
     "sum_values",
+    "take",
     "topological_order",
 ]

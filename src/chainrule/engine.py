@@ -532,6 +532,27 @@ def sum_values(values) -> Value:
     return apply(ops.SUM, *inputs)
 
 
+def take(rows, index):
+    """``rows[index]``: the row (or the one Value) that ``index`` picks.
+
+    Eagerly this is plain indexing. It exists for ``chainrule.compile``: an index that picks
+    what to compute (a token id choosing its embedding row) must go through ``take``, so that
+    a replay with a new index picks the new row instead of the one picked while tracing.
+
+    >>> table = [[Value(1.0), Value(2.0)], [Value(3.0), Value(4.0)]]
+    >>> [v.data for v in take(table, 1)]
+    [3.0, 4.0]
+    """
+    if isinstance(index, Value):
+        index = index.data
+    if isinstance(index, bool) or not isinstance(index, numbers.Real) or index != int(index):
+        raise TypeError(f"take: index must be an integer, got {index!r}")
+    index = int(index)
+    if not -len(rows) <= index < len(rows):
+        raise IndexError(f"take: index {index} is out of range for {len(rows)} rows")
+    return rows[index]
+
+
 def logsumexp(values) -> Value:
     """``log(sum(exp(v) for v in values))`` as one node, finite even for logits of +-1000.
 
@@ -791,5 +812,6 @@ __all__ = [
     "no_grad",
     "propagate",
     "sum_values",
+    "take",
     "topological_order",
 ]
