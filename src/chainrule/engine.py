@@ -506,9 +506,23 @@ def dot(weights, inputs, bias) -> Value:
     32.5
     """
     weights, inputs = list(weights), list(inputs)
-    if len(weights) != len(inputs):
-        raise ValueError(f"dot: {len(weights)} weights but {len(inputs)} inputs")
-    return apply(ops.DOT, *_as_values([*weights, *inputs, bias], "dot"))
+    n = len(weights)
+    if n != len(inputs):
+        raise ValueError(f"dot: {n} weights but {len(inputs)} inputs")
+    values = [*weights, *inputs, bias]
+    if _modes_open or not set(map(type, values)) <= _PLAIN:
+        return apply(ops.DOT, *_as_values(values, "dot"))
+    # The fast path, as for Value.__add__: each weight's local gradient is its input, each
+    # input's is its weight, and the bias's is 1.
+    if not set(map(type, values)) <= _JUST_VALUE:
+        values = [v if type(v) is Value else _constant(v) for v in values]
+    data = list(map(_DATA, values))
+    w, x = data[:n], data[n : 2 * n]
+    return _node(sum(map(operator.mul, w, x)) + data[-1], ops.DOT, tuple(values), (*x, *w, 1.0))
+
+
+_DATA = operator.attrgetter("data")
+_JUST_VALUE = frozenset({Value})
 
 
 def _as_values(values, where: str) -> list[Value]:
@@ -529,7 +543,9 @@ def sum_values(values) -> Value:
     inputs = _as_values(values, "sum")
     if not inputs:
         return Value(0.0)
-    return apply(ops.SUM, *inputs)
+    if _modes_open:
+        return apply(ops.SUM, *inputs)
+    return _node(sum(map(_DATA, inputs)), ops.SUM, tuple(inputs), (1.0,) * len(inputs))
 
 
 def take(rows, index):
@@ -628,11 +644,8 @@ def backward(root: Value, gradient=1.0, create_graph: bool = False) -> None:
     seed = _check_gradient(gradient, create_graph)
     if not (create_graph or _mode.get().anomaly):
         order = topological_order(root)
-        try:
+        if set(map(type, map(_GRAD, order))) <= _NUMBER_TYPES:  # else the careful path below
             _propagate_numbers(order, seed, add_to_grad=True)
-        except TypeError:  # a grad that is None or not a number: the careful path below sorts it out
-            pass
-        else:
             _store_grads(order, map(_PENDING, order))
             return
     pending = propagate(root, seed, create_graph)
@@ -646,6 +659,8 @@ def _store_grads(nodes, totals) -> None:
 
 
 _PENDING = operator.attrgetter("_pending")
+_GRAD = operator.attrgetter("grad")
+_NUMBER_TYPES = frozenset({float, int})
 
 
 def _accumulate(node: Value, g, create_graph: bool):
@@ -718,7 +733,7 @@ def _propagate_numbers(order: list[Value], seed: float, add_to_grad: bool) -> No
     node of the pass starts at 0.0 here, so whatever an interrupted earlier pass left in those
     slots is never read; the nodes' ``grad`` is only read. A node's share is complete when the
     walk reaches it, so with ``add_to_grad`` its ``_pending`` then becomes its new total,
-    ``grad + share``, ready to be stored (a grad that is not a number raises TypeError here).
+    ``share + grad``, ready to be stored (the caller has checked that every grad is a number).
     """
     collections.deque(map(setattr, order, itertools.repeat("_pending"), itertools.repeat(0.0)), maxlen=0)
     order[-1]._pending = seed
@@ -733,14 +748,7 @@ def _propagate_numbers(order: list[Value], seed: float, add_to_grad: bool) -> No
                 if child_grad is not None:
                     child._pending += child_grad
         if add_to_grad:
-            node._pending = _plus(node.grad, node._pending)
-
-
-def _plus(grad, share):
-    """grad + share for a grad that is a float or an int; a TypeError for anything else."""
-    if type(grad) is float or type(grad) is int:
-        return grad + share
-    raise TypeError("not a plain number")
+            node._pending += node.grad
 
 
 def _child_gradients(node: Value, g, create_graph: bool):
