@@ -268,7 +268,15 @@ class Value:
         return _node(x * y, ops.MUL, (other, self), (y, x))
 
     def __truediv__(self, other):
-        return _binary(ops.DIV, self, other)
+        if _modes_open or type(other) not in _PLAIN:
+            return _binary(ops.DIV, self, other)
+        if type(other) is not Value:
+            other = _constant(other)
+        x, y = self.data, other.data
+        if y == 0.0:
+            return apply(ops.DIV, self, other)  # which raises ZeroDivisionError, naming both
+        out = x / y
+        return _node(out, ops.DIV, (self, other), (1.0 / y, -out / y))
 
     def __rtruediv__(self, other):
         return _binary(ops.DIV, other, self)
@@ -276,7 +284,10 @@ class Value:
     def __pow__(self, other):
         if isinstance(other, Value):
             return apply(ops.POW, self, other)
-        return _binary(ops.POW_CONSTANT, self, other)
+        if _modes_open or type(other) not in _PLAIN or not self.data > 0.0:  # a positive base only
+            return _binary(ops.POW_CONSTANT, self, other)
+        x, c = self.data, float(other)
+        return _node(ops._pow(x, c), ops.POW_CONSTANT, (self, _constant(c)), (c * ops._pow(x, c - 1.0), 0.0))
 
     def __rpow__(self, other):
         return _binary(ops.RPOW, other, self)
@@ -297,7 +308,10 @@ class Value:
         return _node(out, ops.EXP, (self,), (out,))
 
     def log(self):
-        return apply(ops.LOG, self)
+        if _modes_open or not self.data > 0.0:  # apply raises for x <= 0 and passes a nan on
+            return apply(ops.LOG, self)
+        x = self.data
+        return _node(math.log(x), ops.LOG, (self,), (1.0 / x,))
 
     def tanh(self):
         if _modes_open:
@@ -306,7 +320,10 @@ class Value:
         return _node(t, ops.TANH, (self,), (1.0 - t * t,))
 
     def sigmoid(self):
-        return apply(ops.SIGMOID, self)
+        if _modes_open:
+            return apply(ops.SIGMOID, self)
+        s = ops._sigmoid(self.data)
+        return _node(s, ops.SIGMOID, (self,), (s * (1.0 - s),))
 
     def relu(self):
         if _modes_open:
