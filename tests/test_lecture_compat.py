@@ -610,3 +610,17 @@ def test_lecture_training_loop_gives_the_lectures_losses():
     for step, (ours, theirs) in enumerate(zip(losses, reference_losses, strict=True)):
         assert close(ours, theirs), (step, ours, theirs)
     assert losses[-1] < 0.5 * losses[0]  # and it learns, as in the lecture
+
+
+@pytest.mark.parametrize("extra", [(), ("tanh",)], ids=["local grads", "closure"])
+def test_a_node_built_by_hand_inside_a_compiled_function_is_refused(extra):
+    pytest.importorskip("numpy")
+    import math as _math
+
+    def f(x):
+        t = _math.tanh(x.data)
+        third = extra[0] if extra else (1 - t * t,)
+        return chainrule.Value(t, (x,), third) * 2.0
+
+    with pytest.warns(chainrule.TraceWarning), pytest.raises(NotImplementedError, match="by hand"):
+        chainrule.compile(f)(0.5)

@@ -430,6 +430,12 @@ def _hand_made_node(children, op_name, local_grads):
     for child in children:
         if not isinstance(child, Value):
             raise TypeError(f"Value: children must be Values, got {type(child).__name__}: {child!r}")
+    if children and _mode.get().tracer is not None:
+        raise NotImplementedError(
+            "chainrule.compile cannot replay a node built by hand (Value(data, children, ...)): its "
+            "number was computed outside chainrule's ops; use the ops (tanh(), exp(), ...) inside "
+            "a compiled function"
+        )
     if local_grads is None:  # micrograd's form: the gradient comes from a closure set later
         return children, _hand_made_op(op_name), None
     if isinstance(local_grads, str):
