@@ -237,6 +237,13 @@ class _TracedValue(Value):
 
     __slots__ = ()
 
+    def __index__(self):
+        # Indexing a list with a traced number would freeze the row picked while tracing.
+        raise TypeError(
+            "chainrule.compile: a traced number cannot index a list (the row picked while tracing "
+            "would be frozen into the trace); pick with chainrule.take(rows, index) instead"
+        )
+
 
 class _Tracer:
     """Shown, by the engine, every node, number-made constant, ``detach()`` and ``no_grad`` op
@@ -262,6 +269,26 @@ class _Tracer:
         """An op under ``no_grad``: recorded all the same, behind a stop_gradient."""
         self.node(node)
         return self.detached(node)
+
+    def take(self, rows, index):
+        """``chainrule.take(rows, index)`` with a Value index: one ``take`` node per picked Value,
+        whose inputs are the index and the candidates, so that replay picks by the new index."""
+        rows = list(rows)
+        if rows and all(isinstance(row, (list, tuple)) for row in rows):
+            width = len(rows[0])
+            if any(len(row) != width for row in rows):
+                raise ValueError(
+                    f"take: the rows have different lengths ({sorted({len(row) for row in rows})}), "
+                    "so a traced index cannot pick among them"
+                )
+            return [self._take_one(column, index) for column in zip(*rows)]
+        if any(isinstance(row, (list, tuple)) for row in rows):
+            raise TypeError("take: rows must all be Values (or numbers), or all be lists of them")
+        return self._take_one(rows, index)
+
+    @staticmethod
+    def _take_one(candidates, index):
+        return engine.apply(ops.TAKE, index, *engine._as_values(candidates, "take"))
 
     def touched(self, value, frame, slot, writing):
         """Code running in ``frame`` read or wrote ``value.data`` or ``value.grad`` (``slot``):
