@@ -147,7 +147,7 @@ def _gathered(optimizer: Optimizer, np, weight_decay: float):
     """
     grads = list(map(_GRAD, optimizer.params))
     has_grad = None
-    if not all(type(g) is float for g in grads):  # a None, an int, a Value, or something wrong
+    if set(map(type, grads)) != {float}:  # a None, an int, a Value, or something wrong
         name = type(optimizer).__name__
         grads = [_gradient_number(name, i, p) for i, p in enumerate(optimizer.params)]
         has_grad = np.array([g is not None for g in grads])
@@ -220,9 +220,12 @@ class SGD(Optimizer):
             return self._update_one_by_one(lr)
         data, g, has_grad = _gathered(self, np, self.weight_decay)
         if self.momentum:
-            started = np.array([b is not None for b in self.buffers])
-            previous = np.array([0.0 if b is None else b for b in self.buffers])
-            g = np.where(started, self.momentum * previous + g, g)
+            if None in self.buffers:  # some parameters have had no gradient yet: b starts at g
+                started = np.array([b is not None for b in self.buffers])
+                previous = np.array([0.0 if b is None else b for b in self.buffers])
+                g = np.where(started, self.momentum * previous + g, g)
+            else:
+                g = self.momentum * np.array(self.buffers) + g
             self.buffers = _with_updates(self.buffers, g, has_grad)
         _write_data(self.params, data - lr * g, has_grad)
 
