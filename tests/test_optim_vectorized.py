@@ -7,6 +7,7 @@ on some steps (they skip the step: Adam's step count and SGD's momentum are per 
 
 import math
 import random
+import warnings
 
 import pytest
 
@@ -174,3 +175,23 @@ assert abs(ps[0].data - expected) < 1e-12, ps[0].data
 
 def test_without_numpy_the_loop_over_parameters_runs(run_python):
     run_python(WITHOUT_NUMPY)
+
+
+@pytest.mark.parametrize("make", [OPTIMIZERS["sgd momentum decay"], OPTIMIZERS["adam"]])
+def test_an_overflow_gives_the_scalar_loops_inf_without_a_numpy_warning(make, monkeypatch):
+    # Regression: numpy warned "overflow encountered in multiply" where Python's floats do not.
+    def final(scalar):
+        if scalar:
+            monkeypatch.setattr(optim_module, "_NUMPY", None)
+        params = [Value(1e300), Value(1.0)]
+        optimizer = make(params)
+        params[0].grad, params[1].grad = 1e300, 1.0
+        optimizer.step()
+        monkeypatch.undo()
+        return [p.data for p in params]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast = final(scalar=False)
+    slow = final(scalar=True)
+    assert [repr(x) for x in fast] == [repr(x) for x in slow]

@@ -153,7 +153,8 @@ def _gathered(optimizer: Optimizer, np, weight_decay: float):
         has_grad = np.array([g is not None for g in grads])
         grads = [0.0 if g is None else g for g in grads]
     data = np.array(list(map(_DATA, optimizer.params)), dtype=np.float64)
-    return data, np.array(grads, dtype=np.float64) + weight_decay * data, has_grad
+    with np.errstate(all="ignore"):
+        return data, np.array(grads, dtype=np.float64) + weight_decay * data, has_grad
 
 
 def _with_updates(old: list, new, has_grad) -> list:
@@ -227,7 +228,9 @@ class SGD(Optimizer):
             else:
                 g = self.momentum * np.array(self.buffers) + g
             self.buffers = _with_updates(self.buffers, g, has_grad)
-        _write_data(self.params, data - lr * g, has_grad)
+        with np.errstate(all="ignore"):  # overflow gives inf, as Python's float arithmetic does
+            new = data - lr * g
+        _write_data(self.params, new, has_grad)
 
     def _update_one_by_one(self, lr: float) -> None:
         grads = _decayed_gradients(self, self.weight_decay)
@@ -296,9 +299,9 @@ class Adam(Optimizer):
         beta1, beta2 = self.betas
         data, g, has_grad = _gathered(self, np, self.weight_decay)
         t = np.array(self.t) + 1
-        m = beta1 * np.array(self.m) + (1.0 - beta1) * g
-        v = beta2 * np.array(self.v) + (1.0 - beta2) * g * g
         with np.errstate(all="ignore"):  # overflow gives inf, as Python's float arithmetic does
+            m = beta1 * np.array(self.m) + (1.0 - beta1) * g
+            v = beta2 * np.array(self.v) + (1.0 - beta2) * g * g
             m_hat = m / (1.0 - beta1**t)
             v_hat = v / (1.0 - beta2**t)
             denominator = np.sqrt(v_hat) + self.eps
