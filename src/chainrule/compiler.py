@@ -42,10 +42,13 @@ numpy is needed here and only here (``pip install "chainrule[fast]"``).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
+import itertools
 import math
 import numbers
+import operator
 import reprlib
 import sys
 import threading
@@ -237,6 +240,13 @@ class _TracedValue(Value):
 
     __slots__ = ()
 
+    def __index__(self):
+        # Indexing a list with a traced number would freeze the row picked while tracing.
+        raise TypeError(
+            "chainrule.compile: a traced number cannot index a list (the row picked while tracing "
+            "would be frozen into the trace); pick with chainrule.take(rows, index) instead"
+        )
+
 
 class _Tracer:
     """Shown, by the engine, every node, number-made constant, ``detach()`` and ``no_grad`` op
@@ -244,9 +254,11 @@ class _Tracer:
 
     def __init__(self):
         self.constants = set()
+        self.nodes = []  # every node computed while tracing, in the order made
 
     def node(self, value):
         value.__class__ = _TracedValue
+        self.nodes.append(value)
 
     def constant(self, value):
         self.constants.add(value)
@@ -262,6 +274,26 @@ class _Tracer:
         """An op under ``no_grad``: recorded all the same, behind a stop_gradient."""
         self.node(node)
         return self.detached(node)
+
+    def take(self, rows, index):
+        """``chainrule.take(rows, index)`` with a Value index: one ``take`` node per picked Value,
+        whose inputs are the index and the candidates, so that replay picks by the new index."""
+        rows = list(rows)
+        if rows and all(isinstance(row, (list, tuple)) for row in rows):
+            width = len(rows[0])
+            if any(len(row) != width for row in rows):
+                raise ValueError(
+                    f"take: the rows have different lengths ({sorted({len(row) for row in rows})}), "
+                    "so a traced index cannot pick among them"
+                )
+            return [self._take_one(column, index) for column in zip(*rows)]
+        if any(isinstance(row, (list, tuple)) for row in rows):
+            raise TypeError("take: rows must all be Values (or numbers), or all be lists of them")
+        return self._take_one(rows, index)
+
+    @staticmethod
+    def _take_one(candidates, index):
+        return engine.apply(ops.TAKE, index, *engine._as_values(candidates, "take"))
 
     def touched(self, value, frame, slot, writing):
         """Code running in ``frame`` read or wrote ``value.data`` or ``value.grad`` (``slot``):
@@ -307,19 +339,21 @@ def _watched(slot, name):
 
     # Every op reads its inputs through here while tracing, so the names it needs are bound
     # once, as default arguments, instead of being looked up at every call.
-    def get(value, get_slot=slot.__get__, mode=_mode.get, caller=sys._getframe):
-        tracer = mode().tracer
-        if tracer is not None:
-            frame = caller(1)
-            if id(frame.f_code) not in _QUIET_CODE:
+    # The caller is checked first: most reads and writes come from quiet code (an op), which
+    # then needs no look-up of the mode.
+    def get(value, get_slot=slot.__get__, mode=_mode.get, caller=sys._getframe, quiet=_QUIET_CODE):
+        frame = caller(1)
+        if id(frame.f_code) not in quiet:
+            tracer = mode().tracer
+            if tracer is not None:
                 tracer.touched(value, frame, name, writing=False)
         return get_slot(value)
 
-    def set(value, x, set_slot=slot.__set__, mode=_mode.get, caller=sys._getframe):
-        tracer = mode().tracer
-        if tracer is not None:
-            frame = caller(1)
-            if id(frame.f_code) not in _QUIET_CODE:
+    def set(value, x, set_slot=slot.__set__, mode=_mode.get, caller=sys._getframe, quiet=_QUIET_CODE):
+        frame = caller(1)
+        if id(frame.f_code) not in quiet:
+            tracer = mode().tracer
+            if tracer is not None:
                 tracer.touched(value, frame, name, writing=True)
         set_slot(value, x)
 
@@ -327,7 +361,6 @@ def _watched(slot, name):
 
 
 _SLOTS = {name: Value.__dict__[name] for name in ("data", "grad")}  # where the numbers really live
-_WATCHED = {name: _watched(slot, name) for name, slot in _SLOTS.items()}
 
 
 def _code_ids(*functions):
@@ -349,6 +382,9 @@ _QUIET_CODE = _code_ids(  # by id: a set of code objects would hash each one on 
     engine._check_finite,  # detect_anomaly's check; replay checks again
     Value.__repr__,
 )
+_WATCHED = {
+    name: _watched(slot, name) for name, slot in _SLOTS.items()
+}  # made after _QUIET_CODE, which they bind
 _QUIET_MODULES = ("chainrule.draw",)  # drawings only show the numbers
 _FREEZING_CODE = [  # code with a more helpful explanation than the generic one
     (
@@ -410,74 +446,66 @@ def trace(fn, structure, numbers_in) -> Tape:
         result = fn(*args)
     outputs = []
     result_structure = _flatten_result(result, outputs)
-    return Tape(inputs, tracer.constants, outputs, result_structure)
+    return Tape(inputs, tracer.constants, outputs, result_structure, tracer.nodes)
 
 
 # ---------------------------------------------------------------------------------------------
 # Rewriting: fold + chains into sums, and sums of products into dot products.
 
 
-def _on_tape(node) -> bool:
-    """Was this node computed while tracing? Anything else is an input, a constant or external."""
-    return type(node) is _TracedValue and bool(node.children)
+def _traced_order(outputs, created) -> tuple[list[Value], list[Value], set]:
+    """The nodes the outputs need, each after its children, and the leaves they read.
 
-
-def _traced_order(outputs) -> list[Value]:
-    """Like ``topological_order``, but Values made before the trace count as leaves.
-
-    Their own graphs were built earlier; replay reads their data afresh, as for a parameter.
+    ``created`` lists the nodes computed while tracing in the order they were made, which is
+    already an order with every node after its children; one sweep back from the outputs keeps
+    those they need. Everything else they read (inputs, constants, Values made before the
+    trace) is a leaf: their own graphs were built earlier, and replay reads their data afresh,
+    as for a parameter. Leaves come in the order of their first use, so the tape is the same
+    on every run.
     """
-    order, visited = [], set()
-    for output in outputs:
-        if output in visited:
-            continue
-        visited.add(output)
-        stack = [(output, iter(output.children if _on_tape(output) else ()))]
-        while stack:
-            node, children = stack[-1]
-            for child in children:
-                if child not in visited:
-                    visited.add(child)
-                    stack.append((child, iter(child.children if _on_tape(child) else ())))
-                    break
-            else:
-                stack.pop()
-                order.append(node)
-    return order
+    needed = set(outputs)
+    for node in reversed(created):
+        if node in needed:
+            needed.update(node.children)
+    nodes = [node for node in created if node in needed]
+    on_tape = set(nodes)
+    reads = itertools.chain(itertools.chain.from_iterable(map(_CHILDREN, nodes)), outputs)
+    leaves = [v for v in dict.fromkeys(reads) if v not in on_tape]
+    return nodes, leaves, on_tape
 
 
-def _rewrite(order, outputs):
+_CHILDREN = operator.attrgetter("children")
+
+
+def _rewrite(nodes, outputs, on_tape):
     """The tape's ops and children for each computed node; nodes folded into others are left out."""
-    uses = dict.fromkeys(order, 0)
-    for node in outputs:
-        uses[node] += 1
-    for node in order:
-        if _on_tape(node):
-            for child in node.children:
-                uses[child] += 1
+    uses = collections.Counter(itertools.chain.from_iterable(map(_CHILDREN, nodes)))
+    uses.update(outputs)
 
     def foldable(child, into):
-        return uses[child] == 1 and child._rule in into and _on_tape(child)
+        return uses[child] == 1 and child._rule in into and child in on_tape
 
     plan = {}  # node -> (op, children) for every node that stays on the tape
     folded = set()
-    for node in reversed(order):  # consumers first, so we know what they swallow
-        if node in folded or not _on_tape(node):
+    add, sum_, mul = ops.ADD, ops.SUM, ops.MUL
+    for node in reversed(nodes):  # consumers first, so we know what they swallow
+        if node in folded:
             continue
-        rule, children = node._rule, list(node.children)
-        if rule is ops.ADD or rule is ops.SUM:
-            children = _expand_sum(children, lambda c: foldable(c, (ops.ADD, ops.SUM)), folded)
-            products = [c for c in children if foldable(c, (ops.MUL,))]
-            others = [c for c in children if not foldable(c, (ops.MUL,))]
+        rule, children = node._rule, node.children
+        if rule is add or rule is sum_:
+            children = _expand_sum(children, lambda c: foldable(c, (add, sum_)), folded)
+            products, others = [], []
+            for c in children:
+                (products if foldable(c, (mul,)) else others).append(c)
             if len(products) >= 2 and len(others) == 1:
                 folded.update(products)
                 weights = [p.children[0] for p in products]
                 xs = [p.children[1] for p in products]
                 rule, children = ops.DOT, weights + xs + others
-            elif len(children) != 2 or rule is ops.SUM:
-                rule = ops.SUM
+            elif len(children) != 2 or rule is sum_:
+                rule = sum_
         plan[node] = (rule, children)
-    return [(node, *plan[node]) for node in order if node in plan]
+    return [(node, *plan[node]) for node in nodes if node in plan]
 
 
 def _expand_sum(children, foldable, folded):
@@ -659,14 +687,14 @@ class _MatmulGroup(_Group):
 class Tape:
     """A traced graph, flattened for replay."""
 
-    def __init__(self, inputs, constants, outputs, result_structure):
+    def __init__(self, inputs, constants, outputs, result_structure, created):
         import numpy as np
 
         self.np = np
         self.result_structure = result_structure
-        order = _traced_order(outputs)
+        nodes, leaves, on_tape = _traced_order(outputs, created)
         position = {leaf: i for i, leaf in enumerate(inputs)}
-        leaves = [v for v in order if not _on_tape(v) and v not in position]
+        leaves = [v for v in leaves if v not in position]
         constant_data = [v.data for v in leaves if v in constants]
         self.externals = [v for v in leaves if v not in constants]
         for v in [v for v in leaves if v in constants] + self.externals:
@@ -677,9 +705,13 @@ class Tape:
 
         depth = dict.fromkeys(position, 0)
         groups = {}
-        for node, rule, children in _rewrite(order, outputs):
-            depth[node] = 1 + max(depth[c] for c in children)
-            groups.setdefault((depth[node], rule.name, len(children)), []).append((node, rule, children))
+        for node, rule, children in _rewrite(nodes, outputs, on_tape):
+            d = depth[node] = 1 + max(map(depth.__getitem__, children))
+            key = (d, rule.name, len(children))
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = []
+            group.append((node, rule, children))
         self.groups = []
         for key in sorted(groups, key=lambda key: key[0]):  # stable: ties keep first-seen order
             self.groups.append(self._make_group(np, groups[key], position))
@@ -699,7 +731,8 @@ class Tape:
                 return made[0]
         for node, _, _ in members:
             position[node] = len(position)
-        children = np.array([[position[c] for c in ch] for _, _, ch in members], dtype=np.intp).T
+        at = position.__getitem__
+        children = np.array([list(map(at, ch)) for _, _, ch in members], dtype=np.intp).T
         return _Group(np, rule, start, len(position), children)
 
     def run(self, flat):

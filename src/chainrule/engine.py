@@ -577,19 +577,19 @@ def take(rows, index):
     Eagerly this is plain indexing. It exists for ``chainrule.compile``: an index that picks
     what to compute (a token id choosing its embedding row) must go through ``take``, so that
     a replay with a new index picks the new row instead of the one picked while tracing.
+    While tracing, a Value index records one ``take`` node per picked Value (a row of them
+    comes back as a new list); the gradient reaches only the picked row.
 
     >>> table = [[Value(1.0), Value(2.0)], [Value(3.0), Value(4.0)]]
     >>> [v.data for v in take(table, 1)]
     [3.0, 4.0]
     """
     if isinstance(index, Value):
+        tracer = _mode.get().tracer
+        if tracer is not None:  # the index may differ on replay: record the choice, not its result
+            return tracer.take(rows, index)
         index = index.data
-    if isinstance(index, bool) or not isinstance(index, numbers.Real) or index != int(index):
-        raise TypeError(f"take: index must be an integer, got {index!r}")
-    index = int(index)
-    if not -len(rows) <= index < len(rows):
-        raise IndexError(f"take: index {index} is out of range for {len(rows)} rows")
-    return rows[index]
+    return rows[ops.take_index(index, len(rows))]
 
 
 def logsumexp(values) -> Value:

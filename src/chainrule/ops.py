@@ -31,6 +31,7 @@ Adding an op is one ``defop(...)`` line here plus a method or function that appl
 from __future__ import annotations
 
 import math
+import numbers
 from operator import mul
 
 
@@ -203,6 +204,29 @@ def _rpow_backward(g, out, c, y):
     return None, _pow_exponent_grad(g, out, c)
 
 
+def take_index(index, n: int) -> int:
+    """``index`` as a position in ``n`` rows, checked as list indexing checks it (negatives count
+    from the end), with the error ``chainrule.take`` raises eagerly and on a compiled replay."""
+    if isinstance(index, bool) or not isinstance(index, numbers.Real) or not _is_whole(index):
+        raise TypeError(f"take: index must be an integer, got {index!r}")
+    if not -n <= index < n:
+        raise IndexError(f"take: index {int(index)} is out of range for {n} rows")
+    return int(index) % n
+
+
+def _is_whole(x) -> bool:
+    try:
+        return x == int(x)
+    except (ValueError, OverflowError):  # nan, inf
+        return False
+
+
+def _take_backward(g, out, index, *rows):
+    # Only the picked row gets a gradient; the index picks, it has no slope.
+    picked = take_index(_data(index), len(rows))
+    return (None, *[g if i == picked else None for i in range(len(rows))])
+
+
 # ---------------------------------------------------------------------------------------------
 # Vectorized forms that differ from the scalar ones (numpy arrives as ``np``; see the module doc).
 
@@ -231,6 +255,27 @@ def _vdot(np, X):
 def _vdot_backward(np, g, out, X):
     n = len(X) // 2
     return np.concatenate([g * X[n : 2 * n], g * X[:n], g[None]])
+
+
+def _vtake_positions(np, X):
+    """The row each take node picks (a row of X after the index), checked like ``take_index``."""
+    index, n = X[0], len(X) - 1
+    valid = (index == np.floor(index)) & (index >= -n) & (index < n)  # nan fails every test
+    if not valid.all():
+        take_index(float(index[np.argmin(valid)]), n)  # raises eager's error for the first bad one
+    return 1 + index.astype(np.intp) % n, np.arange(X.shape[1])
+
+
+def _vtake(np, X):
+    picked, nodes = _vtake_positions(np, X)
+    return X[picked, nodes]
+
+
+def _vtake_backward(np, g, out, X):
+    picked, nodes = _vtake_positions(np, X)
+    grads = np.zeros(X.shape)
+    grads[picked, nodes] = g  # one picked row per node, so no two writes meet
+    return grads
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,6 +354,13 @@ DOT = defop(
     _dot_backward,
     _vdot,
     _vdot_backward,
+)
+TAKE = defop(  # rows[index], recorded by chainrule.take while compile traces; inputs: index, *rows
+    "take",
+    lambda index, *rows: rows[take_index(index, len(rows))],
+    _take_backward,
+    _vtake,
+    _vtake_backward,
 )
 STOP_GRADIENT = defop(  # what detach() and no_grad() make while chainrule.compile traces
     "stop_gradient",

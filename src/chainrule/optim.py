@@ -10,7 +10,11 @@ The training loop is the same as in PyTorch::
         optimizer.step()
 
 ``SGD`` and ``Adam`` follow the algorithms written out in PyTorch's documentation (and the
-tests check them step by step against ``torch.optim`` when it is installed). The learning
+tests check them step by step against ``torch.optim`` when it is installed). When numpy is
+installed they update all parameters in one vectorized pass (gather every ``data`` and
+``grad`` into arrays, update, write back), with the same numbers as the loop over parameters
+that runs without it; a model of thousands of parameters then spends microseconds, not
+milliseconds, in ``step()``. The learning
 rate may be a number or a schedule: a function of the 0-based step index, such as
 ``linear_decay(1.0, 0.1, 100)``, the schedule of micrograd's demo.
 
@@ -28,8 +32,11 @@ rate may be a number or a schedule: a function of the 0-based step index, such a
 
 from __future__ import annotations
 
+import collections
+import itertools
 import math
 import numbers
+import operator
 from collections.abc import Callable, Iterable
 
 from ._checks import check_integer, check_number
@@ -116,6 +123,55 @@ def _gradient_number(optimizer: str, i: int, p: Value) -> float | None:
     raise TypeError(f"{optimizer}: params[{i}].grad must be a number, a Value or None, got {g!r}")
 
 
+def _numpy():
+    """numpy, or None when it is not installed (then the optimizers loop over the parameters)."""
+    global _NUMPY
+    if _NUMPY is False:
+        try:
+            import numpy as _NUMPY
+        except ImportError:
+            _NUMPY = None
+    return _NUMPY
+
+
+_NUMPY = False  # not looked for yet
+_DATA, _GRAD = operator.attrgetter("data"), operator.attrgetter("grad")
+
+
+def _gathered(optimizer: Optimizer, np, weight_decay: float):
+    """``(data, g, has_grad)``: every parameter's data and decayed gradient as float64 arrays.
+
+    ``has_grad`` marks the parameters whose grad is not None, or is None when all of them have
+    one (the common case, which then reads the grads without a Python call per parameter).
+    A grad that is not a number raises here, before anything moves.
+    """
+    grads = list(map(_GRAD, optimizer.params))
+    has_grad = None
+    if set(map(type, grads)) != {float}:  # a None, an int, a Value, or something wrong
+        name = type(optimizer).__name__
+        grads = [_gradient_number(name, i, p) for i, p in enumerate(optimizer.params)]
+        has_grad = np.array([g is not None for g in grads])
+        grads = [0.0 if g is None else g for g in grads]
+    data = np.array(list(map(_DATA, optimizer.params)), dtype=np.float64)
+    with np.errstate(all="ignore"):
+        return data, np.array(grads, dtype=np.float64) + weight_decay * data, has_grad
+
+
+def _with_updates(old: list, new, has_grad) -> list:
+    """``new`` (an array) as a list, keeping ``old``'s entries where a parameter had no grad."""
+    if has_grad is None:
+        return new.tolist()
+    return [n if h else o for o, n, h in zip(old, new.tolist(), has_grad.tolist())]
+
+
+def _write_data(params: list[Value], new, has_grad) -> None:
+    """Store the new numbers in the parameters that had a gradient, in one C-level loop."""
+    if has_grad is not None:
+        params = list(itertools.compress(params, has_grad.tolist()))
+        new = new[has_grad]
+    collections.deque(map(setattr, params, itertools.repeat("data"), new.tolist()), maxlen=0)
+
+
 def _decayed_gradients(optimizer: Optimizer, weight_decay: float) -> list[float | None]:
     """Every parameter's gradient, checked before any parameter moves, with weight decay added.
 
@@ -160,6 +216,23 @@ class SGD(Optimizer):
         self.buffers: list[float | None] = [None] * len(self.params)
 
     def _update(self, lr: float) -> None:
+        np = _numpy()
+        if np is None:
+            return self._update_one_by_one(lr)
+        data, g, has_grad = _gathered(self, np, self.weight_decay)
+        if self.momentum:
+            if None in self.buffers:  # some parameters have had no gradient yet: b starts at g
+                started = np.array([b is not None for b in self.buffers])
+                previous = np.array([0.0 if b is None else b for b in self.buffers])
+                g = np.where(started, self.momentum * previous + g, g)
+            else:
+                g = self.momentum * np.array(self.buffers) + g
+            self.buffers = _with_updates(self.buffers, g, has_grad)
+        with np.errstate(all="ignore"):  # overflow gives inf, as Python's float arithmetic does
+            new = data - lr * g
+        _write_data(self.params, new, has_grad)
+
+    def _update_one_by_one(self, lr: float) -> None:
         grads = _decayed_gradients(self, self.weight_decay)
         for i, (p, g) in enumerate(zip(self.params, grads)):
             if g is None:  # no gradient: PyTorch leaves the parameter and its momentum alone
@@ -220,6 +293,34 @@ class Adam(Optimizer):
         self.t = [0] * len(self.params)
 
     def _update(self, lr: float) -> None:
+        np = _numpy()
+        if np is None:
+            return self._update_one_by_one(lr)
+        beta1, beta2 = self.betas
+        data, g, has_grad = _gathered(self, np, self.weight_decay)
+        t = np.array(self.t) + 1
+        with np.errstate(all="ignore"):  # overflow gives inf, as Python's float arithmetic does
+            m = beta1 * np.array(self.m) + (1.0 - beta1) * g
+            v = beta2 * np.array(self.v) + (1.0 - beta2) * g * g
+            m_hat = m / (1.0 - beta1**t)
+            v_hat = v / (1.0 - beta2**t)
+            denominator = np.sqrt(v_hat) + self.eps
+            if not denominator.all():  # eps = 0 and a zero gradient so far: the scalar loop's error
+                zero = np.flatnonzero(
+                    denominator == 0.0 if has_grad is None else (denominator == 0.0) & has_grad
+                )
+                if len(zero):
+                    raise ZeroDivisionError(
+                        f"Adam: params[{zero[0]}] has had only zero gradients and eps is 0, "
+                        "so its step would divide by zero"
+                    )
+            new = data - lr * m_hat / denominator
+        self.t = _with_updates(self.t, t, has_grad)
+        self.m = _with_updates(self.m, m, has_grad)
+        self.v = _with_updates(self.v, v, has_grad)
+        _write_data(self.params, new, has_grad)
+
+    def _update_one_by_one(self, lr: float) -> None:
         beta1, beta2 = self.betas
         for i, (p, g) in enumerate(zip(self.params, _decayed_gradients(self, self.weight_decay))):
             if g is None:
