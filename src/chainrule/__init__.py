@@ -34,6 +34,7 @@ _LAZY = {
     "load": "serialize",
     "CheckpointError": "serialize",
     "draw_dot": "draw",
+    "explore": "explorer",
     "compile": "compiler",
     "TraceWarning": "compiler",
 }
@@ -61,6 +62,7 @@ __all__ = [
     "dot",
     "draw_dot",
     "enable_grad",
+    "explore",
     "grad",
     "gradcheck",
     "hessian",

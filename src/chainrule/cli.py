@@ -6,6 +6,7 @@
     chainrule train digits --samples 300   # 10 classes, on a subset of the training images
     chainrule grad "b = a + a" a=3         # b = 6, and a: 2 (both uses of a add up)
     chainrule grad "d = a*b; e = a + b; f = d*e" a=2 b=-3 --draw graph.svg
+    chainrule explore "b = a + a" a=3 --open   # a page that steps through the backward pass
 
 Every error is reported as one line, ``chainrule: error: ...``, with a non-zero exit status:
 2 for a bad command line or a bad expression, 1 for anything else (a file that cannot be
@@ -72,8 +73,10 @@ def _unrecognized(extras: list[str], command: argparse.ArgumentParser) -> str:
             if close:
                 message += f" (did you mean {close[0]}?)"
                 break
-    if command.prog == f"{PROG} grad" and any(e.startswith("-") and not e.startswith("--") for e in extras):
-        message += " (an EXPR that starts with '-' goes after '--', as in: chainrule grad -- '-a*b' a=1 b=2)"
+    if command.prog in (f"{PROG} grad", f"{PROG} explore") and any(
+        e.startswith("-") and not e.startswith("--") for e in extras
+    ):
+        message += f" (an EXPR that starts with '-' goes after '--', as in: {command.prog} -- '-a*b' a=1 b=2)"
     return f"{message} (see {command.prog} --help)"
 
 
@@ -206,7 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--draw", type=_file, metavar="FILE", help="also draw the graph (.svg, .png, .pdf or .dot)"
     )
     grad.set_defaults(run=run_grad)
-    parser.commands = {"train": train, "grad": grad}  # for the hint after an unknown argument
+    explore = _add_explore_command(commands)
+    parser.commands = {
+        "train": train,
+        "grad": grad,
+        "explore": explore,
+    }  # for the hint after an unknown argument
     return parser
 
 
@@ -311,6 +319,61 @@ def _draw(root, path: Path) -> None:
     except OSError as error:
         reason = _os_reason(error)
     raise DrawingError(f"cannot draw the graph in {path}: {reason}")
+
+
+# ---------------------------------------------------------------------------------------------
+# chainrule explore
+
+
+def _add_explore_command(commands) -> argparse.ArgumentParser:
+    explore = commands.add_parser(
+        "explore",
+        help="write an HTML page that steps through the backward pass of an expression",
+        description="Write one self-contained HTML page (no network needed) that draws the graph of "
+        "EXPR and steps through its backward pass, with the lecture's overwrite bug next to the "
+        "correct += rule, e.g. chainrule explore 'd = a*b; e = a + b; f = d*e' a=-2 b=3 --open. "
+        "EXPR is written as for chainrule grad.",
+    )
+    explore.add_argument("expression", metavar="EXPR", help="the expression, e.g. 'b = a + a'")
+    explore.add_argument("values", metavar="NAME=VALUE", nargs="*", help="a value for each input, e.g. a=3")
+    explore.add_argument(
+        "--out",
+        type=_file,
+        default=Path("explore.html"),
+        metavar="FILE",
+        help="the page (default explore.html)",
+    )
+    explore.add_argument("--open", action="store_true", help="open the page in a web browser")
+    explore.set_defaults(run=run_explore)
+    return explore
+
+
+def run_explore(args: argparse.Namespace) -> int:
+    import webbrowser
+
+    from .draw import GraphTooLargeError
+    from .explorer import explore
+    from .expression import evaluate, parse, parse_values
+
+    expression = parse(args.expression)
+    result = evaluate(expression, parse_values(args.values))
+    title = " ".join([args.expression, *args.values])
+    try:
+        page = explore(result.output, title=title)
+    except GraphTooLargeError as error:
+        raise ExpressionError(
+            f"cannot explore the graph: it has {error.size} values, more than {error.max_nodes}, "
+            "too many to follow step by step; explore a smaller expression"
+        ) from None
+    except (ValueError, ArithmeticError) as error:  # a backward rule outside its domain
+        raise ExpressionError(f"cannot compute the gradient: {error}") from None
+    page.save(args.out)
+    value = describe_number(result.output.data)
+    _say(f"{result.name} = {value}" if result.name else f"value: {value}")
+    _say(f"wrote {args.out}: {page.size} values, laid out by {page.layout}; open it in a web browser")
+    if args.open and not webbrowser.open(args.out.resolve().as_uri()):
+        _say(f"could not start a web browser; open {args.out} yourself")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
