@@ -42,6 +42,8 @@ _mode = contextvars.ContextVar("chainrule_mode", default=_Mode())
 
 # How many mode switches are open right now, in any thread. While it is 0 every thread is in
 # the default mode, so the common ops may skip looking the mode up (see ``Value.__add__``).
+# A Ctrl-C that lands inside a switch's exit can leave it too high, never too low: later ops
+# then take the general path, which is slower but gives the same numbers.
 _modes_open = 0
 _modes_lock = threading.Lock()
 
