@@ -33,6 +33,7 @@ targets), so that ``chainrule.compile`` can trace it once and replay it.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -42,7 +43,7 @@ from dataclasses import dataclass
 
 from ._checks import check_integer, check_number
 from .datasets import Dataset
-from .engine import Value, no_grad
+from .engine import Value, no_grad, take
 from .losses import cross_entropy, hinge, l2
 from .nn import MLP
 from .optim import SGD, Adam, Optimizer, linear_decay
@@ -476,3 +477,26 @@ def train(
         trace_seconds=loss_fn.trace_seconds if compile else 0.0,
         settings=settings,
     )
+
+
+@functools.cache
+def compile_supports_take() -> bool:
+    """Whether ``chainrule.compile`` replays ``chainrule.take`` with each call's index.
+
+    Found by trying it: a tiny function that takes row ``i`` is traced with ``i = 0`` and
+    replayed with ``i = 1``. A compiler that froze the traced index would give row 0 again,
+    and a model whose token ids pick embedding rows would then train on the wrong rows; such
+    a recipe runs eagerly instead. False too when numpy (which compile needs) is missing.
+    """
+    if not _numpy_is_installed():
+        return False
+    from .compiler import compile as compile_fn
+
+    rows = [Value(1.0), Value(2.0)]
+    pick = compile_fn(lambda i: take(rows, i) * 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TraceWarning of a compiler that reads the index
+        try:
+            return pick(0).data == 1.0 and pick(1).data == 2.0
+        except NotImplementedError:
+            return False
