@@ -1,17 +1,15 @@
 """The sequence-model blocks in chainrule.nn and the GPT of chainrule.gpt.
 
-The oracle for the model is benchmarks/gpt_style.py: the GPT of the pure-Python scripts,
-written with plain list indexing (``wte[token]``) on the scripts' own minimal engine. Copied
-onto the same weights, chainrule's GPT (which picks rows with ``chainrule.take``) must give
-the same loss and the same gradients. Gradients are also checked against central
-differences on a tiny model.
+The oracle for the model is benchmarks/gpt_style.py (the ``gpt_style`` fixture): the GPT of
+the pure-Python scripts, written with plain list indexing (``wte[token]``) on the scripts'
+own minimal engine. Copied onto the same weights, chainrule's GPT (which picks rows with
+``chainrule.take``) must give the same loss and the same gradients. Gradients are also
+checked against central differences on a tiny model.
 """
 
-import importlib.util
 import math
 import random
 import warnings
-from pathlib import Path
 
 import pytest
 
@@ -20,17 +18,7 @@ from chainrule import CheckpointError, Value, serialize
 from chainrule.gpt import GPT, decode, encode, sample, sequence_loss
 from chainrule.nn import Block, CausalSelfAttention, Embedding, KVCache, Linear, RMSNorm, softmax
 
-
-def _load_gpt_style():
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpt_style.py"
-    spec = importlib.util.spec_from_file_location("gpt_style", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-script = _load_gpt_style()
-CHARS = "".join(script.vocabulary(script.NAMES))
+CHARS = "abcdefghijklmnopqrstuvwxyz"  # the letters of the scripts' names (checked below)
 VOCAB_SIZE = len(CHARS) + 1
 
 
@@ -52,7 +40,7 @@ MATRICES = {
 }
 
 
-def copied_pair(seed):
+def copied_pair(script, seed):
     """The script's parameters on its minimal engine, and a GPT with the same numbers copied in."""
     params = script.init_params(script.MinimalValue, VOCAB_SIZE, seed)
     random.seed(seed + 1)  # different weights to start with, so the copy is what makes them agree
@@ -68,8 +56,10 @@ def copied_pair(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 7])
-def test_the_loss_and_gradients_equal_the_list_indexing_scripts(seed):
-    params, model = copied_pair(seed)
+def test_the_loss_and_gradients_equal_the_list_indexing_scripts(gpt_style, seed):
+    script = gpt_style
+    assert "".join(script.vocabulary(script.NAMES)) == CHARS
+    params, model = copied_pair(script, seed)
     for name in ["emma", "christopher", "al", "a" * 15]:  # every length class, up to a full context
         tokens = script.encode(name, list(CHARS))
         theirs = script.name_loss(params, tokens)
@@ -86,9 +76,9 @@ def test_the_loss_and_gradients_equal_the_list_indexing_scripts(seed):
             p.grad = 0
 
 
-def test_a_seed_builds_the_scripts_initial_weights():
+def test_a_seed_builds_the_scripts_initial_weights(gpt_style):
     # Same draws in the same order as the scripts: N(0, 0.08^2), embeddings, head, then blocks.
-    params = script.init_params(Value, VOCAB_SIZE, seed=3)
+    params = gpt_style.init_params(Value, VOCAB_SIZE, seed=3)
     random.seed(3)
     model = GPT(VOCAB_SIZE)
     for name, rows_of in MATRICES.items():

@@ -348,31 +348,19 @@ except DivergedError as error:
 # The language-model recipe (names): the GPT scripts' training run
 
 
-def _gpt_style():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpt_style.py"
-    spec = importlib.util.spec_from_file_location("gpt_style", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _script_names():
+def _script_names(script):
     from chainrule.datasets import TextDataset
 
-    script = _gpt_style()
     chars = "".join(script.vocabulary(script.NAMES))
     return script, TextDataset("names", list(script.NAMES), chars)
 
 
-def test_the_names_recipe_is_the_scripts_training_run_step_for_step():
+def test_the_names_recipe_is_the_scripts_training_run_step_for_step(gpt_style):
     # The scripts' loop (benchmarks/gpt_style.py) on their minimal engine, with their own Adam
     # (betas 0.85, 0.99) and schedule (0.01 falling linearly to 0), one name per step, against
     # train() on the same names from the same seed: the scripts draw the weights with
     # random.Random(seed) in the order chainrule's GPT draws them from the seeded global random.
-    script, data = _script_names()
+    script, data = _script_names(gpt_style)
     steps, seed = 6, 42
     params = script.init_params(script.MinimalValue, len(data.chars) + 1, seed)
     adam = script.adam_state(params)
@@ -408,17 +396,17 @@ def test_names_training_goes_round_the_documents_again():
         ({"samples": 500}, "samples=500 but names has only 228 documents"),
     ],
 )
-def test_names_refuses_options_it_does_not_take(options, message):
-    _, data = _script_names()
+def test_names_refuses_options_it_does_not_take(gpt_style, options, message):
+    _, data = _script_names(gpt_style)
     with pytest.raises(ValueError, match=message):
         train(data, steps=1, compile=False, **options)
 
 
-def test_names_runs_compiled_only_when_compile_replays_take():
+def test_names_runs_compiled_only_when_compile_replays_take(gpt_style):
     pytest.importorskip("numpy")
     from chainrule.training import compile_supports_take
 
-    _, data = _script_names()
+    _, data = _script_names(gpt_style)
     if compile_supports_take():
         assert train(data, steps=2).settings["compile"] is True
     else:
@@ -427,11 +415,11 @@ def test_names_runs_compiled_only_when_compile_replays_take():
             train(data, steps=2, compile=True)
 
 
-def test_the_names_figure_shows_the_loss_curve_and_the_samples(tmp_path):
+def test_the_names_figure_shows_the_loss_curve_and_the_samples(gpt_style, tmp_path):
     pytest.importorskip("matplotlib")
     from chainrule.plots import _running_mean, plot_training, training_figure
 
-    _, data = _script_names()
+    _, data = _script_names(gpt_style)
     result = train(data, steps=3, compile=False)
     figure = training_figure(result)
     curve, names = figure.axes

@@ -188,7 +188,7 @@ def _draw_loss_curve(ax, result: TrainResult) -> None:
 
 def _draw_samples(ax, result: TrainResult) -> None:
     ax.set_axis_off()
-    ax.set_title("names sampled from the trained model")
+    ax.set_title("sampled names")
     for i, name in enumerate(result.samples):
         ax.text(0.5, 1 - (i + 0.5) / max(len(result.samples), 1), name or "(empty)", ha="center", va="center")
 
@@ -216,7 +216,7 @@ def training_figure(result: TrainResult):
     figure = Figure(figsize=(11, 4.6), layout="constrained")
     FigureCanvasAgg(figure)  # render with Agg: no display needed
     if result.language_model:
-        left, right = figure.add_gridspec(1, 2, width_ratios=[2.5, 1])
+        left, right = figure.add_gridspec(1, 2, width_ratios=[2.2, 1])
         _draw_loss_curve(figure.add_subplot(left), result)
         _draw_samples(figure.add_subplot(right), result)
         figure.suptitle(_language_model_title(result))
