@@ -36,3 +36,17 @@ def run_python():
         return done
 
     return run
+
+
+@pytest.fixture(scope="session")
+def gpt_style():
+    """benchmarks/gpt_style.py, the GPT of the pure-Python scripts (plain list indexing, its own
+    minimal engine and Adam), loaded by its path: the oracle for chainrule's GPT and names recipe."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpt_style.py"
+    spec = importlib.util.spec_from_file_location("gpt_style", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -122,7 +122,7 @@ def test_output_folder_without_write_permission(tmp_path):
         (["train", "moons", "--seed", "-3"], "argument --seed"),
         (["train", "moons", "--activation", "gelu"], "argument --activation: invalid choice"),
         (["train", "moons", "--frobnicate"], "unrecognized arguments: --frobnicate"),
-        ([], "choose a command, train or grad"),
+        ([], "choose a command, train, sample or grad"),
         (["fly"], "invalid choice: 'fly'"),
     ],
 )
@@ -583,8 +583,10 @@ def test_train_help_shows_the_learning_rate_of_each_optimizer():
         for names, sgd, adam in groups
         for name in names.split(", ")
     }
-    assert set(shown) == set(RECIPES), text
-    for name in RECIPES:  # what train() really uses when --lr is not given
+    classifiers = {name for name, recipe in RECIPES.items() if "sgd" in recipe.lrs}
+    assert set(shown) == classifiers, text
+    assert "names: adam 0.01" in text  # the GPT recipe trains with Adam only
+    for name in classifiers:  # what train() really uses when --lr is not given
         for optimizer in ("sgd", "adam"):
             settings = train(
                 name, steps=1, samples=2, hidden=[1], optimizer=optimizer, compile=False
@@ -606,3 +608,76 @@ def test_without_numpy_grad_works_and_train_says_what_to_install(tmp_path):
     )
     assert 'chainrule train needs numpy: pip install "chainrule[demo]"' in line
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# chainrule train names and chainrule sample
+
+
+@pytest.fixture(scope="module")
+def trained_names(tmp_path_factory):
+    pytest.importorskip("names")
+    out = tmp_path_factory.mktemp("names")
+    result = run("train", "names", "--steps", "3", "--seed", "5", "--out", str(out))
+    return result, out
+
+
+def test_train_names_writes_the_loss_curve_and_the_checkpoint_and_prints_samples(trained_names):
+    result, out = trained_names
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    model = "GPT(27, n_layer=1, n_head=4, n_embd=16, block_size=16)"
+    assert lines[0].startswith(f"names: {model}, adam from lr 0.01")
+    assert lines[1].startswith("mean loss over the last 3 steps: ")
+    sampled = lines[2].removeprefix("names sampled from the model: ").split(", ")
+    assert len(sampled) == 10 and all(set(name) <= set("abcdefghijklmnopqrstuvwxyz") for name in sampled)
+    assert (out / "names.png").read_bytes()[:8] == PNG_MAGIC
+    loaded = chainrule.load(out / "model.json")
+    assert repr(loaded) == model
+    assert loaded.chars == "abcdefghijklmnopqrstuvwxyz"
+
+
+def test_sample_prints_names_from_a_checkpoint_the_same_for_a_seed(trained_names):
+    _, out = trained_names
+    first = run("sample", str(out / "model.json"), "--n", "7", "--temperature", "0.8", "--seed", "3")
+    assert first.returncode == 0, first.stderr
+    names = first.stdout.splitlines()
+    assert len(names) == 7
+    again = run("sample", str(out / "model.json"), "--n", "7", "--temperature", "0.8", "--seed", "3")
+    assert again.stdout == first.stdout
+    from chainrule.gpt import sample
+
+    assert names == sample(chainrule.load(out / "model.json"), 7, temperature=0.8, seed=3)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["train", "names", "--hidden", "4"], "--hidden: options of the MLP data sets, not of names"),
+        (
+            ["train", "names", "--activation", "tanh", "--batch-size", "2"],
+            "--activation --batch-size: options",
+        ),
+        (["train", "names", "--optimizer", "sgd"], "names trains with adam only, not sgd"),
+        (
+            ["sample", "model.json", "--temperature", "0"],
+            "argument --temperature: expected a positive number",
+        ),
+        (["sample", "model.json", "--n", "0"], "argument --n: expected a positive integer"),
+        (["sample"], "the following arguments are required: CHECKPOINT"),
+    ],
+)
+def test_bad_names_and_sample_command_lines(tmp_path, args, expected):
+    line = assert_one_line_error(run(*args, cwd=tmp_path), status=2)
+    assert expected in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_refuses_a_checkpoint_that_is_not_a_gpt(tmp_path):
+    from chainrule.nn import MLP
+
+    chainrule.save(MLP(2, [3, 1]), tmp_path / "mlp.json")
+    line = assert_one_line_error(run("sample", str(tmp_path / "mlp.json")), status=1)
+    assert "holds MLP(2, [3, 1], activation='relu'), not a GPT" in line
+    line = assert_one_line_error(run("sample", str(tmp_path / "missing.json")), status=1)
+    assert "no such checkpoint file" in line

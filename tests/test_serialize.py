@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import chainrule
 from chainrule import CheckpointError, Value, load, save, serialize
+from chainrule.gpt import GPT
 from chainrule.nn import MLP, Layer, Module, Neuron
 
 
@@ -177,6 +178,8 @@ def test_load_state_dict_lists_several_problems_at_once(model):
         Layer(4, 1, nonlin=False),
         MLP(2, [16, 16, 1]),
         MLP(64, [32, 10], activation="tanh"),
+        GPT(27, chars="abcdefghijklmnopqrstuvwxyz"),
+        GPT(5, n_layer=2, n_head=2, n_embd=4, block_size=3),
     ],
     ids=repr,
 )
@@ -801,6 +804,21 @@ architectures = st.one_of(
         lambda nin, nouts: {"type": "MLP", "nin": nin, "nouts": nouts, "activation": "relu"},
         st.integers(1, 4),
         st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    ),
+    st.builds(
+        lambda vocab, layers, heads, width, block: {
+            "type": "GPT",
+            "vocab_size": vocab,
+            "n_layer": layers,
+            "n_head": heads,
+            "n_embd": heads * width,
+            "block_size": block,
+        },
+        st.integers(2, 4),
+        st.integers(1, 2),
+        st.integers(1, 2),
+        st.integers(1, 2),
+        st.integers(1, 3),
     ),
 )
 

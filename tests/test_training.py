@@ -342,3 +342,89 @@ except DivergedError as error:
     paths = [str(tmp_path), os.environ.get("PYTHONPATH", "")]
     done = run_python(code, env={"PYTHONPATH": os.pathsep.join(filter(None, paths))})
     assert done.stdout.startswith("training diverged after the last step")
+
+
+# ---------------------------------------------------------------------------------------------
+# The language-model recipe (names): the GPT scripts' training run
+
+
+def _script_names(script):
+    from chainrule.datasets import TextDataset
+
+    chars = "".join(script.vocabulary(script.NAMES))
+    return script, TextDataset("names", list(script.NAMES), chars)
+
+
+def test_the_names_recipe_is_the_scripts_training_run_step_for_step(gpt_style):
+    # The scripts' loop (benchmarks/gpt_style.py) on their minimal engine, with their own Adam
+    # (betas 0.85, 0.99) and schedule (0.01 falling linearly to 0), one name per step, against
+    # train() on the same names from the same seed: the scripts draw the weights with
+    # random.Random(seed) in the order chainrule's GPT draws them from the seeded global random.
+    script, data = _script_names(gpt_style)
+    steps, seed = 6, 42
+    params = script.init_params(script.MinimalValue, len(data.chars) + 1, seed)
+    adam = script.adam_state(params)
+    expected = [
+        script.step(params, script.encode(script.NAMES[k], list(data.chars)), adam, script.lr_at(k, steps))
+        for k in range(steps)
+    ]
+    reports = []
+    result = train(data, steps=steps, seed=seed, compile=False, progress=reports.append)
+    assert result.losses == pytest.approx(expected, rel=1e-9)
+    assert [r.accuracy for r in reports] == [None] * steps and result.accuracies == []
+    assert result.train_accuracy is None and result.test_accuracy is None
+    assert len(result.samples) == 10 and result.language_model
+    assert result.settings["optimizer"] == "adam" and result.settings["lr"] == 0.01
+    assert result.settings["samples"] == len(script.NAMES)
+
+
+def test_names_training_goes_round_the_documents_again():
+    from chainrule.datasets import TextDataset
+
+    data = TextDataset("names", ["ab", "ba"], "ab")
+    result = train(data, steps=5, samples=1, compile=False)
+    assert len(result.losses) == 5 and result.settings["samples"] == 1
+    assert result.losses[-1] < result.losses[0]  # one name over and over: it learns it
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"hidden": [4]}, "train: hidden: options of the MLP recipes, not of names"),
+        ({"activation": "tanh", "alpha": 0.0}, "train: activation, alpha: options of the MLP recipes"),
+        ({"optimizer": "sgd"}, r"optimizer must be one of \('adam',\) for names"),
+        ({"samples": 500}, "samples=500 but names has only 228 documents"),
+    ],
+)
+def test_names_refuses_options_it_does_not_take(gpt_style, options, message):
+    _, data = _script_names(gpt_style)
+    with pytest.raises(ValueError, match=message):
+        train(data, steps=1, compile=False, **options)
+
+
+def test_names_runs_compiled_only_when_compile_replays_take(gpt_style):
+    pytest.importorskip("numpy")
+    from chainrule.training import compile_supports_take
+
+    _, data = _script_names(gpt_style)
+    if compile_supports_take():
+        assert train(data, steps=2).settings["compile"] is True
+    else:
+        assert train(data, steps=2).settings["compile"] is False  # the default falls back to eager
+        with pytest.raises(ValueError, match="cannot replay chainrule.take yet"):
+            train(data, steps=2, compile=True)
+
+
+def test_the_names_figure_shows_the_loss_curve_and_the_samples(gpt_style, tmp_path):
+    pytest.importorskip("matplotlib")
+    from chainrule.plots import _running_mean, plot_training, training_figure
+
+    _, data = _script_names(gpt_style)
+    result = train(data, steps=3, compile=False)
+    figure = training_figure(result)
+    curve, names = figure.axes
+    assert [line.get_ydata().tolist() for line in curve.get_lines()][0] == result.losses
+    assert [text.get_text() for text in names.texts] == [name or "(empty)" for name in result.samples]
+    assert "mean loss" in figure._suptitle.get_text()
+    assert plot_training(result, tmp_path / "names.png").read_bytes()[:4] == b"\x89PNG"
+    assert _running_mean([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]

@@ -1,9 +1,11 @@
-"""The ``chainrule`` command: train a small network, or take the gradient of an expression.
+"""The ``chainrule`` command: train a small network, sample names, or take a gradient.
 
 ::
 
     chainrule train moons                  # micrograd's demo: 100% training accuracy in 100 steps
     chainrule train digits --samples 300   # 10 classes, on a subset of the training images
+    chainrule train names                  # a character-level GPT on first names
+    chainrule sample runs/names/model.json --n 20 --temperature 0.5
     chainrule grad "b = a + a" a=3         # b = 6, and a: 2 (both uses of a add up)
     chainrule grad "d = a*b; e = a + b; f = d*e" a=2 b=-3 --draw graph.svg
     chainrule explore "b = a + a" a=3 --open   # a page that steps through the backward pass
@@ -134,7 +136,7 @@ _file = _path_type("a file name")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``chainrule`` command, with its ``train`` and ``grad`` commands.
+    """The argument parser of the ``chainrule`` command, with its ``train``, ``sample`` and ``grad`` commands.
 
     >>> args = build_parser().parse_args(["train", "moons", "--hidden", "8,8"])
     >>> args.dataset, args.hidden, args.steps, args.eager
@@ -151,19 +153,24 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train a small network on a toy data set",
-        description="Train an MLP on a toy data set, with a progress bar; write a plot and a checkpoint. "
-        "moons and circles use micrograd's demo recipe (hinge loss, full batch, SGD); "
-        "blobs and digits use cross-entropy on minibatches with Adam.",
+        description="Train a model on a toy data set, with a progress bar; write a plot and a checkpoint. "
+        "moons and circles use micrograd's demo recipe (an MLP, hinge loss, full batch, SGD); "
+        "blobs and digits use an MLP with cross-entropy on minibatches with Adam; "
+        "names trains a character-level GPT (1 layer, 4 heads, width 16, context 16) on one name "
+        "per step with Adam, and prints names sampled from it.",
     )
     train.add_argument("dataset", choices=list(RECIPES), help="the data set")
     train.add_argument(
-        "--steps", type=_positive_int, metavar="N", help="optimizer steps (default 100; digits: 500)"
+        "--steps",
+        type=_positive_int,
+        metavar="N",
+        help="optimizer steps (default 100; digits: 500; names: 1000)",
     )
     train.add_argument(
         "--lr",
         type=_positive_float,
-        help="starting learning rate, decaying linearly to a tenth of it "
-        f"(default, by data set: {_default_lrs(RECIPES, OPTIMIZERS)})",
+        help="starting learning rate, decaying linearly to a tenth of it (names: to 0) "
+        f"(default, by data set: {_default_lrs(RECIPES)})",
     )
     train.add_argument(
         "--seed", type=_seed, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})"
@@ -172,17 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--hidden",
         type=_layer_sizes,
         metavar="SIZES",
-        help="hidden layer sizes (default 16,16; digits: 32)",
+        help="hidden layer sizes of the MLP (default 16,16; digits: 32)",
     )
-    train.add_argument("--activation", choices=["relu", "tanh", "sigmoid"], default="relu")
     train.add_argument(
-        "--optimizer", choices=["sgd", "adam"], help="default: sgd for moons/circles, else adam"
+        "--activation", choices=["relu", "tanh", "sigmoid"], help="of the MLP's hidden layers (default relu)"
+    )
+    train.add_argument(
+        "--optimizer", choices=OPTIMIZERS, help="default: sgd for moons/circles, else adam (names: adam only)"
     )
     train.add_argument(
         "--batch-size",
         type=_positive_int,
         metavar="N",
-        help="examples per step (default: all for moons/circles, else 32)",
+        help="examples per step, for the MLPs (default: all for moons/circles, else 32)",
     )
     train.add_argument(
         "--samples", type=_positive_int, metavar="N", help="train on only the first N training examples"
@@ -209,20 +218,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--draw", type=_file, metavar="FILE", help="also draw the graph (.svg, .png, .pdf or .dot)"
     )
     grad.set_defaults(run=run_grad)
+
+    sample = commands.add_parser(
+        "sample",
+        help="names made up by a GPT trained with chainrule train names",
+        description="Load a GPT checkpoint (as written by chainrule train names) and print the names "
+        "it generates, one per line, letter by letter.",
+    )
+    sample.add_argument("checkpoint", type=_file, metavar="CHECKPOINT", help="e.g. runs/names/model.json")
+    sample.add_argument(
+        "--n", type=_positive_int, default=20, metavar="N", help="how many names (default 20)"
+    )
+    sample.add_argument(
+        "--temperature",
+        type=_positive_float,
+        default=0.5,
+        help="below 1: likelier names, above 1: more surprising ones (default 0.5)",
+    )
+    sample.add_argument(
+        "--seed", type=_seed, help="random seed, for the same names every time (default: none)"
+    )
+    sample.set_defaults(run=run_sample)
     explore = _add_explore_command(commands)
     parser.commands = {
         "train": train,
         "grad": grad,
+        "sample": sample,
         "explore": explore,
     }  # for the hint after an unknown argument
     return parser
 
 
-def _default_lrs(recipes: dict, optimizers: Sequence[str]) -> str:
+def _default_lrs(recipes: dict) -> str:
     """``moons, circles: sgd 1, adam 0.05; blobs, digits: ...``: data sets with the same rates together."""
     groups: dict[str, list[str]] = {}
     for name, recipe in recipes.items():
-        rates = ", ".join(f"{optimizer} {recipe.lrs[optimizer]:g}" for optimizer in optimizers)
+        rates = ", ".join(f"{optimizer} {lr:g}" for optimizer, lr in recipe.lrs.items())
         groups.setdefault(rates, []).append(name)
     return "; ".join(f"{', '.join(names)}: {rates}" for rates, names in groups.items())
 
@@ -380,18 +411,20 @@ def run_explore(args: argparse.Namespace) -> int:
 # chainrule train
 
 
-def _require_demo_libraries() -> None:
+def _require_demo_libraries(dataset: str) -> None:
     """Fail before training, not after it, when a library for the data, the bar or the plot is missing.
 
     Each is imported (it will be, soon), since a library can be present but broken, or lack
     numpy, which scikit-learn and matplotlib need.
     """
-    libraries = (
+    libraries = [
         ("numpy", "numpy"),
         ("sklearn", "scikit-learn"),
         ("matplotlib", "matplotlib"),
         ("tqdm", "tqdm"),
-    )
+    ]
+    if dataset == "names":
+        libraries.append(("names", "names"))
     for module, package in libraries:
         try:
             importlib.import_module(module)
@@ -434,7 +467,8 @@ class _ProgressBar:
             from tqdm import tqdm
 
             self.bar = tqdm(total=report.steps, desc=self.description, unit="step", file=sys.stderr)
-        self.bar.set_postfix_str(f"loss={report.loss:.4f} acc={report.accuracy:.0%}", refresh=False)
+        accuracy = "" if report.accuracy is None else f" acc={report.accuracy:.0%}"
+        self.bar.set_postfix_str(f"loss={report.loss:.4f}{accuracy}", refresh=False)
         self.bar.update(1)
 
     def close(self) -> None:
@@ -446,11 +480,34 @@ def _accuracy_line(which: str, fraction: float, count: int) -> str:
     return f"{which} accuracy: {fraction:.1%} ({round(fraction * count)} of {count})"
 
 
+# The MLP's options, which the names recipe does not take.
+_MLP_FLAGS = {"hidden": "--hidden", "activation": "--activation", "batch_size": "--batch-size"}
+
+
+def _check_options_fit_the_recipe(args: argparse.Namespace) -> None:
+    from .training import RECIPES
+
+    recipe = RECIPES[args.dataset]
+    foreign = [
+        flag
+        for name, flag in _MLP_FLAGS.items()
+        if getattr(args, name) is not None and name not in recipe.options
+    ]
+    if foreign:
+        raise UsageError(
+            f"{' '.join(foreign)}: options of the MLP data sets, not of {args.dataset} "
+            f"(see {PROG} train --help)"
+        )
+    if args.optimizer is not None and args.optimizer not in recipe.lrs:
+        raise UsageError(f"{args.dataset} trains with {', '.join(recipe.lrs)} only, not {args.optimizer}")
+
+
 def run_train(args: argparse.Namespace) -> int:
     from .serialize import save
     from .training import LossIncreasedWarning, train
 
-    _require_demo_libraries()
+    _check_options_fit_the_recipe(args)
+    _require_demo_libraries(args.dataset)
     out = args.out if args.out is not None else Path("runs") / args.dataset
     _prepare_output_folder(out)
 
@@ -458,18 +515,19 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", LossIncreasedWarning)
+            mlp_options = {
+                name: getattr(args, name) for name in _MLP_FLAGS if getattr(args, name) is not None
+            }
             result = train(
                 args.dataset,
                 steps=args.steps,
                 lr=args.lr,
                 seed=args.seed,
-                hidden=args.hidden,
-                activation=args.activation,
                 optimizer=args.optimizer,
-                batch_size=args.batch_size,
                 samples=args.samples,
                 progress=progress,
                 compile=False if args.eager else None,
+                **mlp_options,
             )
     finally:
         progress.close()
@@ -480,14 +538,28 @@ def run_train(args: argparse.Namespace) -> int:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
     settings = result.settings
+    if settings["compile"]:
+        how = f" (compiled; tracing took {result.trace_seconds:.2f} s)"
+    elif args.eager:
+        how = " (eager)"
+    else:
+        how = (
+            " (eager: chainrule.compile cannot replay chainrule.take yet)"
+            if result.language_model
+            else " (eager)"
+        )
     _say(
         f"{args.dataset}: {result.model!r}, {settings['optimizer']} from lr {settings['lr']:g}, "
-        f"{settings['steps']} steps in {result.seconds:.1f} s"
-        + (f" (compiled; tracing took {result.trace_seconds:.2f} s)" if settings["compile"] else " (eager)")
+        f"{settings['steps']} steps in {result.seconds:.1f} s{how}"
     )
-    _say(_accuracy_line("train", result.train_accuracy, len(result.data.X_train)))
-    if result.test_accuracy is not None:
-        _say(_accuracy_line("test", result.test_accuracy, len(result.data.X_test)))
+    if result.language_model:
+        window = min(100, len(result.losses))
+        _say(f"mean loss over the last {window} steps: {sum(result.losses[-window:]) / window:.4f}")
+        _say("names sampled from the model: " + ", ".join(result.samples))
+    else:
+        _say(_accuracy_line("train", result.train_accuracy, len(result.data.X_train)))
+        if result.test_accuracy is not None:
+            _say(_accuracy_line("test", result.test_accuracy, len(result.data.X_test)))
 
     from .plots import plot_training
 
@@ -495,6 +567,25 @@ def run_train(args: argparse.Namespace) -> int:
     checkpoint = out / "model.json"
     save(result.model, checkpoint)
     _say(f"wrote {picture} and {checkpoint}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# chainrule sample
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from .gpt import GPT, sample
+    from .serialize import CheckpointError, load
+
+    model = load(args.checkpoint)
+    if not isinstance(model, GPT):
+        raise CheckpointError(
+            f"{args.checkpoint} holds {model!r}, not a GPT; chainrule sample needs a checkpoint "
+            "written by chainrule train names"
+        )
+    for name in sample(model, args.n, temperature=args.temperature, seed=args.seed):
+        _say(name)
     return 0
 
 
@@ -536,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extras:  # reported here, where the command they were given to is known
             raise UsageError(_unrecognized(extras, parser.commands.get(args.command, parser)))
         if args.command is None:
-            raise UsageError(f"choose a command, train or grad (see {PROG} --help)")
+            raise UsageError(f"choose a command, train, sample or grad (see {PROG} --help)")
         return args.run(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

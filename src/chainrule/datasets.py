@@ -9,6 +9,9 @@ sets, keeps everything for training, as micrograd's demo does).
 scikit-learn does the work (``pip install "chainrule[demo]"``); it is imported only when a
 data set is asked for, so ``import chainrule`` stays light.
 
+One data set is text rather than points: ``names()``, the first names shipped by the ``names``
+package (also in the demo extra), as a ``TextDataset`` for a character-level language model.
+
 >>> from chainrule.datasets import moons
 >>> data = moons(n_samples=10, seed=0, test_size=0.2)
 >>> len(data.X_train), len(data.X_test), data.n_features, data.n_classes
@@ -21,12 +24,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import random
 from collections.abc import Sequence
 from typing import NamedTuple
 
 from ._checks import check_integer, check_number, is_integer
 
-__all__ = ["NAMES", "Dataset", "blobs", "circles", "digits", "load", "moons"]
+__all__ = ["NAMES", "Dataset", "TextDataset", "blobs", "circles", "digits", "load", "moons", "names"]
 
 
 class Dataset(NamedTuple):
@@ -242,16 +246,74 @@ def digits(seed: int = 0, test_size: float = 0.2) -> Dataset:
     return _as_dataset("digits", loaded.data / 16.0, loaded.target, 10, test_size, seed)
 
 
-NAMES = ("moons", "circles", "blobs", "digits")
+class TextDataset(NamedTuple):
+    """Short documents (such as names) for a character-level language model."""
+
+    name: str
+    documents: list[str]  # in training order
+    chars: str  # every character that occurs in the documents, sorted: token i is chars[i]
 
 
-def load(name: str, **options) -> Dataset:
+NAMES_FILES = ("dist.female.first", "dist.male.first")  # the files of the names package, version 0.3.0
+
+
+def _names_files() -> list:
+    """The first-name files inside the installed ``names`` package."""
+    from importlib import resources
+
+    try:
+        package = resources.files("names")
+    except ModuleNotFoundError:
+        raise ImportError(
+            'chainrule.datasets.names needs the names package: pip install "chainrule[demo]"', name="names"
+        ) from None
+    files = [package / name for name in NAMES_FILES]
+    missing = [file.name for file in files if not file.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"names: the installed names package has no {', '.join(missing)}; pip install names==0.3.0"
+        )
+    return files
+
+
+def names(seed: int = 0, max_length: int | None = None) -> TextDataset:
+    """The first names of the ``names`` package (US census lists, 5,163 of them), in lower case.
+
+    Each line of its files starts with a name in capitals; the names of both files are
+    lower-cased, duplicates (a name given to girls and boys) dropped, and the rest shuffled
+    with ``random.Random(seed)``. ``max_length`` drops longer names (a model's context
+    must hold a whole name). The names are 2 to 11 letters long.
+
+    >>> data = names(seed=0)
+    >>> len(data.documents), data.chars
+    (5163, 'abcdefghijklmnopqrstuvwxyz')
+    >>> names(seed=0).documents[:3] == data.documents[:3] != names(seed=1).documents[:3]
+    True
+    """
+    where = "names"
+    seed = check_integer(where, "seed", seed, low=0)
+    if max_length is not None:
+        max_length = check_integer(where, "max_length", max_length)
+    found = set()
+    for file in _names_files():
+        for line in file.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                found.add(line.split()[0].lower())
+    documents = sorted(name for name in found if max_length is None or len(name) <= max_length)
+    random.Random(seed).shuffle(documents)  # sorted first, so the seed alone fixes the order
+    return TextDataset("names", documents, "".join(sorted(set("".join(documents)))))
+
+
+NAMES = ("moons", "circles", "blobs", "digits", "names")
+
+
+def load(name: str, **options) -> Dataset | TextDataset:
     """The data set called ``name`` (one of ``NAMES``), made with ``options``.
 
     >>> load("blobs", n_samples=20, centers=2).n_classes
     2
     """
-    makers = {"moons": moons, "circles": circles, "blobs": blobs, "digits": digits}
+    makers = {"moons": moons, "circles": circles, "blobs": blobs, "digits": digits, "names": names}
     if name not in makers:
         raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(NAMES)}")
     return makers[name](**options)

@@ -289,7 +289,8 @@ class Value:
         if _modes_open or type(other) not in _PLAIN or not self.data > 0.0:  # a positive base only
             return _binary(ops.POW_CONSTANT, self, other)
         x, c = self.data, float(other)
-        return _node(ops._pow(x, c), ops.POW_CONSTANT, (self, _constant(c)), (c * ops._pow(x, c - 1.0), 0.0))
+        # One local gradient for two children: the constant exponent gets none, as in ops.POW_CONSTANT.
+        return _node(ops._pow(x, c), ops.POW_CONSTANT, (self, _constant(c)), (c * ops._pow(x, c - 1.0),))
 
     def __rpow__(self, other):
         return _binary(ops.RPOW, other, self)

@@ -1,5 +1,11 @@
 """A small neural-net library on top of Value, compatible with micrograd's ``nn``.
 
+micrograd's ``Neuron``, ``Layer`` and ``MLP`` come first. After them, the building blocks of
+a sequence model, each written from the same scalar ops so that a reader can follow every
+number: ``Embedding`` (a table of vectors picked by a token id), ``Linear`` (one dot product
+per output), ``RMSNorm``, ``CausalSelfAttention`` with its ``KVCache``, and ``Block`` (one
+transformer layer). ``chainrule.gpt`` puts them together into a small GPT.
+
 >>> import random; random.seed(0)
 >>> from chainrule.nn import MLP
 >>> model = MLP(2, [4, 1])
@@ -10,11 +16,12 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import random
 
-from ._checks import check_flag, check_integer
-from .engine import Value, dot
+from ._checks import check_flag, check_integer, check_number
+from .engine import Value, dot, logsumexp, sum_values, take
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
 BIAS_INITS = ("zero", "uniform")
@@ -93,7 +100,7 @@ def _cannot_describe(module, why: str = "") -> NotImplementedError:
     # __call__ may differ) or a user's own layer would come back as something else.
     return NotImplementedError(
         f"{type(module).__name__} cannot describe its architecture{why}; "
-        "checkpoints support Neuron, Layer and MLP as they are built (not subclasses or changed copies)"
+        "checkpoints support Neuron, Layer, MLP and GPT as they are built (not subclasses or changed copies)"
     )
 
 
@@ -313,3 +320,240 @@ def _layer_sizes(nouts) -> list[int]:
     if not sizes:
         raise ValueError(f"MLP: nouts must be a non-empty list of layer sizes, got {nouts!r}")
     return [check_integer("MLP", "every layer size in nouts", n) for n in sizes]
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks for sequence models.
+#
+# These follow the pure-Python GPT scripts: vectors are plain lists of Values, weights are
+# lists of rows, and initial weights are drawn from a Gaussian of standard deviation 0.08 by
+# the global ``random`` module, so that ``random.seed`` reproduces a model.
+
+INIT_STD = 0.08  # the scripts' initial weights: N(0, 0.08^2)
+
+
+def _gaussian_rows(rows: int, cols: int, std: float) -> list[list[Value]]:
+    return [[Value(random.gauss(0.0, std)) for _ in range(cols)] for _ in range(rows)]
+
+
+def _check_length(where: str, x, n: int) -> list:
+    x = list(x)
+    if len(x) != n:
+        raise ValueError(f"{where}: expected a vector of {n} numbers, got {len(x)}")
+    return x
+
+
+def _rows_entries(prefix: str, rows: list[list[Value]]) -> list[tuple[str, list[Value]]]:
+    """A weight matrix's checkpoint entries: one list of numbers per row, ``weight.0``, ``weight.1``..."""
+    return [(f"{prefix}weight.{i}", row) for i, row in enumerate(rows)]
+
+
+def softmax(logits) -> list[Value]:
+    """``exp(z_i) / sum_j exp(z_j)`` for each logit, as ``exp(z_i - logsumexp(z))``.
+
+    Subtracting ``logsumexp`` (one stable node) keeps every ``exp`` at or below 1, so large
+    logits cannot overflow; and since no ``.data`` is read, ``chainrule.compile`` can trace it.
+
+    >>> [round(p.data, 4) for p in softmax([Value(0.0), Value(1000.0)])]
+    [0.0, 1.0]
+    """
+    logits = list(logits)
+    total = logsumexp(logits)
+    return [(z - total).exp() for z in logits]
+
+
+class Embedding(Module):
+    """A table of ``num`` learned vectors of ``dim`` numbers; ``embedding(i)`` is row ``i``.
+
+    The row is picked with ``chainrule.take``, so a token id that is an input of a compiled
+    function picks the right row on every replay, not the one it picked while tracing.
+
+    >>> random.seed(0)
+    >>> table = Embedding(5, 3)
+    >>> row = table(2)
+    >>> row is table.weight[2], len(row)
+    (True, 3)
+    """
+
+    def __init__(self, num: int, dim: int):
+        self.num = check_integer("Embedding", "num", num)
+        self.dim = check_integer("Embedding", "dim", dim)
+        self.weight = _gaussian_rows(self.num, self.dim, INIT_STD)
+
+    def __call__(self, index) -> list[Value]:
+        return take(self.weight, index)
+
+    def parameters(self):
+        return [p for row in self.weight for p in row]
+
+    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
+        return _rows_entries(prefix, self.weight)
+
+    def __repr__(self):
+        return f"Embedding({self.num}, {self.dim})"
+
+
+class Linear(Module):
+    """``W x + b``: ``nout`` outputs, each one ``dot`` node of a weight row with the input.
+
+    Weights start Gaussian (std 0.08, as in the GPT scripts; ``Neuron`` keeps micrograd's
+    uniform draw) and the bias at zero; ``bias=False`` leaves it out, as the scripts do.
+
+    >>> random.seed(0)
+    >>> layer = Linear(3, 2, bias=False)
+    >>> out = layer([1.0, 2.0, 3.0])
+    >>> len(out), len(layer.parameters()), out[0].op
+    (2, 6, 'dot')
+    """
+
+    def __init__(self, nin: int, nout: int, bias: bool = True):
+        self.nin = check_integer("Linear", "nin", nin)
+        self.nout = check_integer("Linear", "nout", nout)
+        self.weight = _gaussian_rows(self.nout, self.nin, INIT_STD)
+        self.bias = [Value(0.0) for _ in range(self.nout)] if check_flag("Linear", "bias", bias) else None
+
+    def __call__(self, x) -> list[Value]:
+        x = _check_length("Linear", x, self.nin)
+        biases = self.bias if self.bias is not None else [0.0] * self.nout
+        return [dot(row, x, b) for row, b in zip(self.weight, biases)]
+
+    def parameters(self):
+        return [p for row in self.weight for p in row] + (self.bias or [])
+
+    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
+        entries = _rows_entries(prefix, self.weight)
+        return entries + ([(f"{prefix}bias", self.bias)] if self.bias is not None else [])
+
+    def __repr__(self):
+        return f"Linear({self.nin}, {self.nout}, bias={self.bias is not None})"
+
+
+class RMSNorm(Module):
+    """Scale a vector to a root-mean-square of 1: ``x * (mean(x^2) + eps) ** -0.5``.
+
+    As in the GPT scripts it has no learned gain, so no parameters.
+
+    >>> norm = RMSNorm(2)
+    >>> [round(v.data, 4) for v in norm([Value(3.0), Value(-4.0)])]      # rms of (3, -4) is 3.5355
+    [0.8485, -1.1314]
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        self.dim = check_integer("RMSNorm", "dim", dim)
+        self.eps = check_number("RMSNorm", "eps", eps, strict=True)
+
+    def __call__(self, x) -> list[Value]:
+        x = _check_length("RMSNorm", x, self.dim)
+        mean_square = sum_values([x_i * x_i for x_i in x]) / self.dim
+        scale = (mean_square + self.eps) ** -0.5
+        return [x_i * scale for x_i in x]
+
+    def __repr__(self):
+        return f"RMSNorm({self.dim})"
+
+
+class KVCache:
+    """The keys and values of the positions seen so far, one vector per position.
+
+    Attention appends the current position's key and value before it looks at them, so a
+    query only ever sees its own position and earlier ones: the cache makes it causal, with
+    no mask. Start a new cache for every sequence.
+    """
+
+    def __init__(self):
+        self.keys: list[list[Value]] = []
+        self.values: list[list[Value]] = []
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class CausalSelfAttention(Module):
+    """Multi-head self-attention of one position over itself and the positions before it.
+
+    ``attention(x, cache)`` takes the current position's vector ``x``, appends its key and
+    value to ``cache`` (a ``KVCache``), and returns the attended vector: for each of the
+    ``n_head`` heads (``n_embd // n_head`` numbers each) the softmax of the scaled dot
+    products of the query with every cached key weighs the cached values; the heads are
+    joined and projected by ``out``.
+
+    >>> random.seed(0)
+    >>> attention, cache = CausalSelfAttention(8, n_head=2), KVCache()
+    >>> for position in range(3):
+    ...     y = attention([Value(0.1 * position)] * 8, cache)
+    >>> len(y), len(cache)
+    (8, 3)
+    """
+
+    def __init__(self, n_embd: int, n_head: int):
+        n_embd = check_integer("CausalSelfAttention", "n_embd", n_embd)
+        n_head = check_integer("CausalSelfAttention", "n_head", n_head)
+        if n_embd % n_head:
+            raise ValueError(f"CausalSelfAttention: n_embd={n_embd} is not a multiple of n_head={n_head}")
+        self.n_embd, self.n_head, self.head_dim = n_embd, n_head, n_embd // n_head
+        self.query = Linear(n_embd, n_embd, bias=False)
+        self.key = Linear(n_embd, n_embd, bias=False)
+        self.value = Linear(n_embd, n_embd, bias=False)
+        self.out = Linear(n_embd, n_embd, bias=False)
+
+    def __call__(self, x, cache: KVCache) -> list[Value]:
+        q = self.query(x)
+        cache.keys.append(self.key(x))
+        cache.values.append(self.value(x))
+        scale = 1.0 / math.sqrt(self.head_dim)
+        heads = []
+        for h in range(self.n_head):
+            lo, hi = h * self.head_dim, (h + 1) * self.head_dim
+            scores = [dot(q[lo:hi], k[lo:hi], 0.0) * scale for k in cache.keys]
+            weights = softmax(scores)
+            heads += [dot(weights, [v[j] for v in cache.values], 0.0) for j in range(lo, hi)]
+        return self.out(heads)
+
+    def _layers(self) -> list[tuple[str, Linear]]:
+        return [("query", self.query), ("key", self.key), ("value", self.value), ("out", self.out)]
+
+    def parameters(self):
+        return [p for _, layer in self._layers() for p in layer.parameters()]
+
+    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
+        return [e for name, layer in self._layers() for e in layer.state_entries(f"{prefix}{name}.")]
+
+    def __repr__(self):
+        return f"CausalSelfAttention({self.n_embd}, n_head={self.n_head})"
+
+
+class Block(Module):
+    """One transformer layer as in the GPT scripts: attention, then a ReLU MLP, each on the
+    RMS-normalised input and added back to it (a residual connection).
+
+    >>> random.seed(0)
+    >>> block = Block(8, n_head=2)
+    >>> len(block([Value(1.0)] * 8, KVCache())), len(block.parameters())    # 4*64 + 2*256
+    (8, 768)
+    """
+
+    def __init__(self, n_embd: int, n_head: int):
+        self.attention_norm = RMSNorm(n_embd)
+        self.attention = CausalSelfAttention(n_embd, n_head)
+        self.mlp_norm = RMSNorm(n_embd)
+        self.mlp_up = Linear(n_embd, 4 * n_embd, bias=False)
+        self.mlp_down = Linear(4 * n_embd, n_embd, bias=False)
+
+    def __call__(self, x, cache: KVCache) -> list[Value]:
+        attended = self.attention(self.attention_norm(x), cache)
+        x = [a + b for a, b in zip(attended, x)]
+        hidden = [h.relu() for h in self.mlp_up(self.mlp_norm(x))]
+        return [a + b for a, b in zip(self.mlp_down(hidden), x)]
+
+    def parameters(self):
+        return self.attention.parameters() + self.mlp_up.parameters() + self.mlp_down.parameters()
+
+    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
+        return (
+            self.attention.state_entries(f"{prefix}attention.")
+            + self.mlp_up.state_entries(f"{prefix}mlp_up.")
+            + self.mlp_down.state_entries(f"{prefix}mlp_down.")
+        )
+
+    def __repr__(self):
+        return f"Block({self.attention.n_embd}, n_head={self.attention.n_head})"

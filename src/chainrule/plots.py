@@ -8,6 +8,10 @@
   in red where it is wrong;
 - right: the loss (log scale) and the batch accuracy at every step.
 
+For a language model (``chainrule train names``) the picture follows its recipe instead: the
+loss of every step with its running mean on the left, and the names the trained model made
+up on the right.
+
 matplotlib draws it on its Agg canvas, which renders to a file and needs no display. The
 figure is built directly (``matplotlib.figure.Figure``) rather than through ``pyplot``, so
 plotting never changes the backend or the figures of a notebook that calls it.
@@ -155,6 +159,47 @@ def _title(result: TrainResult) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# A language model: the loss curve and the sampled names.
+
+RUNNING_MEAN = 100  # the loss curve's running mean is over this many steps
+
+
+def _running_mean(losses: list[float], window: int) -> list[float]:
+    """The mean of each step's loss and the ``window - 1`` losses before it (fewer at the start)."""
+    means, total = [], 0.0
+    for i, loss in enumerate(losses):
+        total += loss
+        if i >= window:
+            total -= losses[i - window]
+        means.append(total / min(i + 1, window))
+    return means
+
+
+def _draw_loss_curve(ax, result: TrainResult) -> None:
+    steps = range(1, len(result.losses) + 1)
+    window = min(RUNNING_MEAN, len(result.losses))
+    ax.plot(steps, result.losses, color="C0", alpha=0.3, linewidth=0.8, label="loss of the step's name")
+    ax.plot(steps, _running_mean(result.losses, window), color="C0", label=f"mean of the last {window} steps")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy per letter (nats)")
+    ax.legend(loc="upper right", fontsize="small")
+    ax.set_title("training loss")
+
+
+def _draw_samples(ax, result: TrainResult) -> None:
+    ax.set_axis_off()
+    ax.set_title("sampled names")
+    for i, name in enumerate(result.samples):
+        ax.text(0.5, 1 - (i + 0.5) / max(len(result.samples), 1), name or "(empty)", ha="center", va="center")
+
+
+def _language_model_title(result: TrainResult) -> str:
+    window = min(RUNNING_MEAN, len(result.losses))
+    mean = sum(result.losses[-window:]) / window
+    return f"{result.data.name}: mean loss {mean:.3f} over the last {window} of {len(result.losses)} steps"
+
+
+# ---------------------------------------------------------------------------------------------
 # Public functions
 
 
@@ -170,6 +215,12 @@ def training_figure(result: TrainResult):
     Figure, FigureCanvasAgg = _import_matplotlib()
     figure = Figure(figsize=(11, 4.6), layout="constrained")
     FigureCanvasAgg(figure)  # render with Agg: no display needed
+    if result.language_model:
+        left, right = figure.add_gridspec(1, 2, width_ratios=[2.2, 1])
+        _draw_loss_curve(figure.add_subplot(left), result)
+        _draw_samples(figure.add_subplot(right), result)
+        figure.suptitle(_language_model_title(result))
+        return figure
     left, right = figure.add_gridspec(1, 2, width_ratios=[1, 1.1])
     if result.data.n_features == 2:
         _draw_decision_regions(figure.add_subplot(left), result)

@@ -1,7 +1,7 @@
 """Checkpoints: save a module to a JSON file, and load it back as a new module.
 
 A checkpoint is plain JSON text, never a pickle, so loading one cannot run code: the file
-names its module type, which must be one of a short whitelist (Neuron, Layer, MLP), and
+names its module type, which must be one of a short whitelist (Neuron, Layer, MLP, GPT), and
 holds only numbers, strings and booleans. Version 1 of the format looks like this::
 
     {
@@ -64,6 +64,7 @@ except ImportError:  # Windows
     fcntl = None
 
 from ._checks import is_flag, is_integer
+from .gpt import GPT, chars_problem
 from .nn import ACTIVATIONS, MLP, Layer, Module, Neuron
 
 __all__ = [
@@ -166,7 +167,7 @@ def _positive_int(x) -> bool:
 
 
 def _field_problem(key: str, value) -> str | None:
-    if key in ("nin", "nout") and not _positive_int(value):
+    if key in ("nin", "nout", *_GPT_SIZES) and not _positive_int(value):
         return f"{key} must be a positive integer, not {value!r}"
     if key == "nouts" and not (isinstance(value, list) and value and all(map(_positive_int, value))):
         return f"nouts must be a non-empty list of positive integers, not {value!r}"
@@ -174,6 +175,8 @@ def _field_problem(key: str, value) -> str | None:
         return f"{key} must be true or false, not {value!r}"
     if key == "activation" and value not in ACTIVATIONS:
         return f"activation must be one of {', '.join(ACTIVATIONS)}, not {value!r}"
+    if key == "chars" and not isinstance(value, str):
+        return f"chars must be a string, not {_json_type(value)}"
     return None
 
 
@@ -205,12 +208,43 @@ def _mlp_shapes(nin: int, nouts: list[int]) -> dict[str, int | None]:
     return shapes
 
 
+_GPT_SIZES = ("vocab_size", "n_layer", "n_head", "n_embd", "block_size")
+
+
+def _rows_shapes(prefix: str, rows: int, cols: int) -> dict[str, int | None]:
+    return {f"{prefix}weight.{i}": cols for i in range(rows)}
+
+
+def _gpt_shapes(a: dict) -> dict[str, int | None]:
+    """The entries of GPT.state_entries: a list of numbers per row of every weight matrix."""
+    vocab, embd = a["vocab_size"], a["n_embd"]
+    shapes = _rows_shapes("token_embedding.", vocab, embd)
+    shapes.update(_rows_shapes("position_embedding.", a["block_size"], embd))
+    shapes.update(_rows_shapes("lm_head.", vocab, embd))
+    for i in range(a["n_layer"]):
+        for name in ("query", "key", "value", "out"):
+            shapes.update(_rows_shapes(f"blocks.{i}.attention.{name}.", embd, embd))
+        shapes.update(_rows_shapes(f"blocks.{i}.mlp_up.", 4 * embd, embd))
+        shapes.update(_rows_shapes(f"blocks.{i}.mlp_down.", embd, 4 * embd))
+    return shapes
+
+
+def _gpt_problem(a: dict) -> str | None:
+    """What GPT's constructor would refuse among fields that are each fine alone."""
+    if a["vocab_size"] < 2:
+        return f"vocab_size must be at least 2, not {a['vocab_size']!r}"
+    if a["n_embd"] % a["n_head"]:
+        return f"n_embd={a['n_embd']} is not a multiple of n_head={a['n_head']}"
+    return chars_problem(a.get("chars"), a["vocab_size"])
+
+
 class _Type(NamedTuple):
     fields: tuple[str, ...]
     parameter_count: Callable[[dict], int]
     shapes: Callable[[dict], dict[str, int | None]]
     build: Callable[[dict], Module]
     optional: tuple[str, ...] = ()  # fields that may be left out, for their default
+    problem: Callable[[dict], str | None] = lambda a: None  # fields that do not fit together
 
 
 # Each type's fields, its number of parameters, its state's shapes and its constructor.
@@ -237,6 +271,18 @@ _TYPES: dict[str, _Type] = {
         ),
         optional=("linear_output",),
     ),
+    "GPT": _Type(
+        _GPT_SIZES,
+        lambda a: (
+            2 * a["vocab_size"] * a["n_embd"]
+            + a["block_size"] * a["n_embd"]
+            + 12 * a["n_layer"] * a["n_embd"] ** 2
+        ),
+        _gpt_shapes,
+        lambda a: GPT(**{key: a[key] for key in _GPT_SIZES}, chars=a.get("chars")),
+        optional=("chars",),
+        problem=_gpt_problem,
+    ),
 }
 
 
@@ -258,13 +304,16 @@ def _architecture_problem(architecture) -> str | None:
         problem = _field_problem(key, architecture[key])
         if problem:
             return f"in the {kind} architecture, {problem}"
+    problem = _TYPES[kind].problem(architecture)
+    if problem:
+        return f"in the {kind} architecture, {problem}"
     return None
 
 
 def from_architecture(architecture: dict) -> Module:
     """Build a fresh module from a dict made by ``Module.architecture()``.
 
-    Only Neuron, Layer and MLP can be built; anything else raises ``CheckpointError``. The
+    Only Neuron, Layer, MLP and GPT can be built; anything else raises ``CheckpointError``. The
     new module's weights are random, as from its constructor, but the global ``random``
     state is left as it was.
 

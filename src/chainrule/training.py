@@ -1,6 +1,11 @@
-"""Training a small network on one of the toy data sets: the engine behind ``chainrule train``.
+"""Training a model on one of the data sets: the engine behind ``chainrule train``.
 
-There are two kinds of task, each with a recipe:
+Every data set has a **recipe**: it names the data, builds the model, makes the loss of one
+step's inputs, yields the inputs step after step, picks the optimizer and says what to report.
+``train`` is one loop for all of them: each step is ``loss_fn`` on a batch (the model's
+forward pass and the loss), ``zero_grad``, ``backward``, ``step``. ``loss_fn`` is one function
+of the batch's numbers, so that ``chainrule.compile`` can trace it once and replay it. There
+are three kinds of task:
 
 - **binary** (moons, circles): micrograd's demo. An ``MLP(2, [16, 16, 1])`` gives one score
   per point; the loss is the SVM hinge loss on targets +1/-1 plus ``1e-4`` times the sum of
@@ -13,17 +18,19 @@ There are two kinds of task, each with a recipe:
   minibatches of 32 examples (reshuffled every epoch); the optimizer is Adam, whose learning
   rate also decays linearly to a tenth of its start. Accuracy is reported on a held-out
   test split as well.
+- **language model** (names): the GPT scripts' run. A character-level ``GPT`` (1 layer, 4
+  heads, width 16, context 16) learns to predict each next letter of a name; one name per
+  step, 1,000 steps of Adam (with the scripts' betas, 0.85 and 0.99) whose learning rate
+  falls linearly from 0.01 to 0. It reports
+  names sampled from the trained model instead of an accuracy.
 
 How long it takes on this 2-core machine (measured): every step runs through
 ``chainrule.compile`` when numpy is installed, so moons' 100 steps take about 0.3 s
 (0.17 s of it tracing) and digits' 500 steps about 3 s, reaching 99.5% training and 98.6%
 test accuracy with an MLP 64-32-10. In eager mode (``compile=False``, ``--eager``) every
 step builds and walks the Value graph: moons takes about 10 s, and a digits step of 32
-images about 0.25 s (two minutes for the 500 steps).
-
-Every step is: ``loss_fn`` on a batch (the model's forward pass and the loss), ``zero_grad``,
-``backward``, ``step``. ``loss_fn`` is one function of the batch's numbers (inputs and
-targets), so that ``chainrule.compile`` can trace it once and replay it.
+images about 0.25 s (two minutes for the 500 steps). The names recipe runs compiled only
+when ``chainrule.compile`` can replay ``chainrule.take`` (see ``compile_supports_take``).
 
 >>> from chainrule.datasets import moons
 >>> result = train(moons(n_samples=20, seed=0), steps=5, hidden=[4])
@@ -33,29 +40,35 @@ targets), so that ``chainrule.compile`` can trace it once and replay it.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ._checks import check_integer, check_number
-from .datasets import Dataset
-from .engine import Value, no_grad
+from .datasets import Dataset, TextDataset
+from .engine import Value, no_grad, take
+from .gpt import GPT, encode, sample, sequence_loss
 from .losses import cross_entropy, hinge, l2
-from .nn import MLP
+from .nn import MLP, Module
 from .optim import SGD, Adam, Optimizer, linear_decay
 
 __all__ = [
     "DEFAULT_SEED",
     "RECIPES",
+    "ClassifierRecipe",
     "DivergedError",
+    "LanguageModelRecipe",
     "LossIncreasedWarning",
     "Recipe",
     "StepReport",
     "TrainResult",
     "accuracy",
+    "compile_supports_take",
     "make_loss_fn",
     "targets_for",
     "predict",
@@ -65,34 +78,6 @@ __all__ = [
 
 DEFAULT_SEED = 1337  # micrograd's demo seeds both numpy (the data) and random (the weights) with it
 OPTIMIZERS = ("sgd", "adam")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The default settings for one data set."""
-
-    data_options: dict  # passed to the data set's maker in chainrule.datasets
-    optimizer: str  # the default optimizer
-    lrs: dict[str, float]  # the starting learning rate for each optimizer
-    steps: int
-    batch_size: int | None  # None: the whole training set every step
-    hidden: tuple[int, ...] = (16, 16)
-
-
-# Three clusters at fixed corners of a triangle, wide enough to touch a little.
-BLOBS = {"n_samples": 300, "centers": [[-4, -3], [4, -3], [0, 4]], "cluster_std": 1.5, "test_size": 0.25}
-
-# The learning rate of the optimizer a recipe does not use by default was measured on moons and
-# blobs: each reaches the same accuracy as the recipe's own optimizer.
-BINARY_LRS = {"sgd": 1.0, "adam": 0.05}
-MULTICLASS_LRS = {"sgd": 0.1, "adam": 0.03}
-
-RECIPES = {
-    "moons": Recipe({"n_samples": 100, "noise": 0.1}, "sgd", BINARY_LRS, 100, None),
-    "circles": Recipe({"n_samples": 100, "noise": 0.1, "factor": 0.5}, "sgd", BINARY_LRS, 100, None),
-    "blobs": Recipe(BLOBS, "adam", MULTICLASS_LRS, 100, 32),
-    "digits": Recipe({"test_size": 0.2}, "adam", MULTICLASS_LRS, 500, 32, hidden=(32,)),
-}
 
 
 class DivergedError(ValueError):
@@ -110,26 +95,31 @@ class StepReport:
     step: int  # how many steps are done, 1 to steps
     steps: int
     loss: float
-    accuracy: float  # on this step's batch, from the forward pass before the update
+    accuracy: float | None  # on this step's batch, before the update; None for a language model
 
 
 @dataclass
 class TrainResult:
     """A trained model with its history and settings."""
 
-    model: MLP
-    data: Dataset  # as trained on: X_train holds only the examples used
+    model: Module
+    data: Dataset | TextDataset  # as trained on: X_train (documents) holds only the examples used
     losses: list[float]  # one per step
-    accuracies: list[float]  # one per step, on that step's batch
-    train_accuracy: float  # over the whole training set, after the last step
+    accuracies: list[float]  # one per step, on that step's batch (empty for a language model)
+    train_accuracy: float | None  # over the whole training set, after the last step
     test_accuracy: float | None  # None when the data set has no test split
     seconds: float  # the time the training steps took, tracing included (not the final evaluation)
     trace_seconds: float  # the part of ``seconds`` spent tracing for chainrule.compile (0 in eager mode)
     settings: dict  # the values used for every option, defaults filled in
+    samples: list[str] = field(default_factory=list)  # names a language model made up after training
 
     @property
     def binary(self) -> bool:
-        return self.data.n_classes == 2
+        return getattr(self.data, "n_classes", None) == 2
+
+    @property
+    def language_model(self) -> bool:
+        return isinstance(self.data, TextDataset)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,14 +267,219 @@ def _batches(n: int, batch_size: int | None, rng: random.Random) -> Iterator[lis
             yield order[start : start + batch_size]
 
 
-def _load(dataset: str | Dataset, seed: int) -> Dataset:
-    if isinstance(dataset, Dataset):
-        return dataset
-    if dataset not in RECIPES:
-        raise ValueError(f"train: unknown data set {dataset!r}; choose one of {', '.join(RECIPES)}")
-    from . import datasets
+# ---------------------------------------------------------------------------------------------
+# Recipes
 
-    return datasets.load(dataset, seed=seed, **RECIPES[dataset].data_options)
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train on one data set; ``train`` runs every recipe with the same loop.
+
+    The fields are the defaults of the options every recipe has. A subclass fills in the
+    methods: ``load`` the data, check its own ``options``, ``build_model``, ``make_loss_fn``
+    (a function of one step's inputs returning ``(loss, outputs)``), ``batches`` (each step's
+    inputs, and what ``batch_accuracy`` needs to score the outputs), and ``report`` what the
+    trained model does (final accuracies, or sampled names).
+    """
+
+    optimizer: str  # the default optimizer
+    lrs: dict[str, float]  # the starting learning rate for each optimizer the recipe allows
+    steps: int
+    decay_to: float  # the learning rate falls linearly to this fraction of its start
+
+    adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)  # PyTorch's defaults
+    options: ClassVar[tuple[str, ...]] = ()  # train()'s recipe-specific options this recipe takes
+    picks_rows_by_input: ClassVar[bool] = False  # needs chainrule.take to replay, for compile
+
+    def load(self, name: str, seed: int):
+        raise NotImplementedError
+
+    def check_options(self, data, options: dict) -> dict:
+        """This recipe's own options, checked, with its defaults filled in."""
+        return {}
+
+    def examples(self, data) -> list:
+        """The training examples."""
+        raise NotImplementedError
+
+    def subset(self, data, samples: int):
+        """The data with only its first ``samples`` training examples."""
+        raise NotImplementedError
+
+    def build_model(self, data, settings: dict) -> Module:
+        raise NotImplementedError
+
+    def make_loss_fn(self, model: Module, data, settings: dict) -> Callable:
+        raise NotImplementedError
+
+    def batches(self, data, settings: dict, rng: random.Random) -> Iterator[tuple[tuple, object]]:
+        raise NotImplementedError
+
+    def batch_accuracy(self, outputs, batch) -> float | None:
+        return None
+
+    def report(self, model: Module, data, settings: dict) -> dict:
+        """What ``TrainResult`` gets besides the history: accuracies or samples."""
+        return {}
+
+
+# Options of train() that only the MLP recipes take, with their defaults.
+MLP_OPTIONS = {"hidden": None, "activation": "relu", "batch_size": None, "alpha": 1e-4}
+
+
+@dataclass(frozen=True)
+class ClassifierRecipe(Recipe):
+    """An MLP classifier on points (moons, circles, blobs) or images (digits)."""
+
+    data_options: dict = field(default_factory=dict)  # passed to the data set's maker in chainrule.datasets
+    batch_size: int | None = None  # None: the whole training set every step
+    hidden: tuple[int, ...] = (16, 16)
+
+    options: ClassVar[tuple[str, ...]] = tuple(MLP_OPTIONS)
+
+    def load(self, name: str, seed: int) -> Dataset:
+        from . import datasets
+
+        return datasets.load(name, seed=seed, **self.data_options)
+
+    def check_options(self, data: Dataset, options: dict) -> dict:
+        hidden, batch_size = options["hidden"], options["batch_size"]
+        return {
+            "hidden": [
+                check_integer("train", "every hidden layer size", h)
+                for h in (self.hidden if hidden is None else hidden)
+            ],
+            "activation": options["activation"],
+            "batch_size": self.batch_size
+            if batch_size is None
+            else check_integer("train", "batch_size", batch_size),
+            "alpha": check_number("train", "alpha", options["alpha"]),
+        }
+
+    def examples(self, data: Dataset) -> list:
+        return data.X_train
+
+    def subset(self, data: Dataset, samples: int) -> Dataset:
+        if samples > len(data.X_train):
+            raise ValueError(
+                f"train: samples={samples} but {data.name} has only {len(data.X_train)} training examples"
+            )
+        return data._replace(X_train=data.X_train[:samples], y_train=data.y_train[:samples])
+
+    def build_model(self, data: Dataset, settings: dict) -> MLP:
+        n_outputs = 1 if data.n_classes == 2 else data.n_classes
+        return MLP(data.n_features, settings["hidden"] + [n_outputs], activation=settings["activation"])
+
+    def make_loss_fn(self, model: MLP, data: Dataset, settings: dict) -> Callable:
+        return make_loss_fn(model, data.n_classes == 2, settings["alpha"])
+
+    def batches(self, data: Dataset, settings: dict, rng: random.Random):
+        for batch in _batches(len(data.X_train), settings["batch_size"], rng):
+            labels = [data.y_train[i] for i in batch]
+            inputs = ([data.X_train[i] for i in batch], targets_for(labels, data.n_classes))
+            yield inputs, (labels, data.n_classes == 2)
+
+    def batch_accuracy(self, outputs: list, batch: tuple[list[int], bool]) -> float:
+        labels, binary = batch
+        return _batch_accuracy(outputs, labels, binary)
+
+    def report(self, model: MLP, data: Dataset, settings: dict) -> dict:
+        def final_accuracy(X, y):
+            return accuracy(model, X, y, data.n_classes, compile=settings["compile"]) if X else None
+
+        return {
+            "train_accuracy": final_accuracy(data.X_train, data.y_train),
+            "test_accuracy": final_accuracy(data.X_test, data.y_test),
+        }
+
+
+@dataclass(frozen=True)
+class LanguageModelRecipe(Recipe):
+    """A character-level GPT on short documents, one document per step, as the GPT scripts train."""
+
+    n_layer: int = 1
+    n_head: int = 4
+    n_embd: int = 16
+    block_size: int = 16
+    shown_samples: int = 10  # names sampled after training
+    temperature: float = 0.5  # for those samples: below 1, the model's likelier names
+
+    adam_betas: ClassVar[tuple[float, float]] = (0.85, 0.99)  # the GPT scripts' Adam
+    picks_rows_by_input: ClassVar[bool] = True  # token ids pick embedding rows and logits
+
+    def load(self, name: str, seed: int) -> TextDataset:
+        from . import datasets
+
+        # A name of n letters is n + 1 predictions (the last one: "the name ends here").
+        return datasets.load(name, seed=seed, max_length=self.block_size - 1)
+
+    def examples(self, data: TextDataset) -> list:
+        return data.documents
+
+    def check_options(self, data: TextDataset, options: dict) -> dict:
+        sizes = ("n_layer", "n_head", "n_embd", "block_size")
+        return {name: getattr(self, name) for name in sizes}
+
+    def subset(self, data: TextDataset, samples: int) -> TextDataset:
+        if samples > len(data.documents):
+            raise ValueError(
+                f"train: samples={samples} but {data.name} has only {len(data.documents)} documents"
+            )
+        return data._replace(documents=data.documents[:samples])
+
+    def build_model(self, data: TextDataset, settings: dict) -> GPT:
+        sizes = {name: settings[name] for name in ("n_layer", "n_head", "n_embd", "block_size")}
+        return GPT(len(data.chars) + 1, **sizes, chars=data.chars)
+
+    def make_loss_fn(self, model: GPT, data: TextDataset, settings: dict) -> Callable:
+        def loss_fn(tokens: list[int]) -> tuple[Value, list]:
+            return sequence_loss(model, tokens), []
+
+        return loss_fn
+
+    def batches(self, data: TextDataset, settings: dict, rng: random.Random):
+        # The documents come shuffled by the seed; go through them in that order, again and again.
+        while True:
+            for document in data.documents:
+                yield (encode(document, data.chars),), None
+
+    def report(self, model: GPT, data: TextDataset, settings: dict) -> dict:
+        names = sample(model, self.shown_samples, temperature=self.temperature, seed=settings["seed"])
+        return {"samples": names}
+
+
+# Three clusters at fixed corners of a triangle, wide enough to touch a little.
+BLOBS = {"n_samples": 300, "centers": [[-4, -3], [4, -3], [0, 4]], "cluster_std": 1.5, "test_size": 0.25}
+
+# The learning rate of the optimizer a recipe does not use by default was measured on moons and
+# blobs: each reaches the same accuracy as the recipe's own optimizer.
+BINARY_LRS = {"sgd": 1.0, "adam": 0.05}
+MULTICLASS_LRS = {"sgd": 0.1, "adam": 0.03}
+
+RECIPES: dict[str, Recipe] = {
+    "moons": ClassifierRecipe("sgd", BINARY_LRS, 100, 0.1, {"n_samples": 100, "noise": 0.1}),
+    "circles": ClassifierRecipe("sgd", BINARY_LRS, 100, 0.1, {"n_samples": 100, "noise": 0.1, "factor": 0.5}),
+    "blobs": ClassifierRecipe("adam", MULTICLASS_LRS, 100, 0.1, BLOBS, batch_size=32),
+    "digits": ClassifierRecipe(
+        "adam", MULTICLASS_LRS, 500, 0.1, {"test_size": 0.2}, batch_size=32, hidden=(32,)
+    ),
+    # The GPT scripts' run: Adam only (its rate is theirs), decaying to 0.
+    "names": LanguageModelRecipe("adam", {"adam": 0.01}, 1000, 0.0),
+}
+
+
+def _recipe_and_data(dataset, seed: int):
+    """The recipe for ``dataset`` (a name from RECIPES, a Dataset or a TextDataset) and its data."""
+    if isinstance(dataset, (Dataset, TextDataset)):
+        if dataset.name in RECIPES:
+            return RECIPES[dataset.name], dataset
+        if isinstance(dataset, TextDataset):
+            return RECIPES["names"], dataset
+        return (RECIPES["moons"] if dataset.n_classes == 2 else RECIPES["blobs"]), dataset
+    if not isinstance(dataset, str) or dataset not in RECIPES:
+        raise ValueError(f"train: unknown data set {dataset!r}; choose one of {', '.join(RECIPES)}")
+    recipe = RECIPES[dataset]
+    return recipe, recipe.load(dataset, seed)
 
 
 def _numpy_is_installed() -> bool:
@@ -295,17 +490,34 @@ def _numpy_is_installed() -> bool:
     return True
 
 
-def _recipe_for(data: Dataset) -> Recipe:
-    if data.name in RECIPES:
-        return RECIPES[data.name]
-    return RECIPES["moons"] if data.n_classes == 2 else RECIPES["blobs"]
+@functools.cache
+def compile_supports_take() -> bool:
+    """Whether ``chainrule.compile`` replays ``chainrule.take`` with each call's index.
+
+    Found by trying it: a tiny function that takes row ``i`` is traced with ``i = 0`` and
+    replayed with ``i = 1``. A compiler that froze the traced index would give row 0 again,
+    and a model whose token ids pick embedding rows would then train on the wrong rows; such
+    a recipe runs eagerly instead. False too when numpy (which compile needs) is missing.
+    """
+    if not _numpy_is_installed():
+        return False
+    from .compiler import compile as compile_fn
+
+    rows = [Value(1.0), Value(2.0)]
+    pick = compile_fn(lambda i: take(rows, i) * 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TraceWarning of a compiler that reads the index
+        try:
+            return pick(0).data == 1.0 and pick(1).data == 2.0
+        except NotImplementedError:  # a compiler that refuses to read the index while tracing
+            return False
 
 
-def _make_optimizer(name: str, parameters: list[Value], lr: float, steps: int) -> Optimizer:
-    schedule = linear_decay(lr, lr / 10, steps)
+def _make_optimizer(recipe: Recipe, name: str, parameters: list[Value], lr: float, steps: int) -> Optimizer:
+    schedule = linear_decay(lr, lr * recipe.decay_to, steps)
     if name == "sgd":
         return SGD(parameters, lr=schedule)
-    return Adam(parameters, lr=schedule)
+    return Adam(parameters, lr=schedule, betas=recipe.adam_betas)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,7 +528,9 @@ def _diverged(when: str, what: str) -> DivergedError:
     return DivergedError(f"training diverged {when}: {what}; try a smaller learning rate")
 
 
-def _check_the_last_update(model: MLP, loss_fn: Callable, first_batch: tuple, first_loss: float, lr) -> None:
+def _check_the_last_update(
+    model: Module, loss_fn: Callable, first_batch: tuple, first_loss: float, lr
+) -> None:
     """Raise ``DivergedError`` if the last update broke the model; warn if training made it worse.
 
     The loop checks each step's loss, but that loss is measured *before* the step's update, so
@@ -341,8 +555,21 @@ def _check_the_last_update(model: MLP, loss_fn: Callable, first_batch: tuple, fi
         )
 
 
+def _use_compile(compile: bool | None, recipe: Recipe) -> bool:
+    """Whether to run the steps through chainrule.compile: by default, whenever it can."""
+    can = _numpy_is_installed() and (not recipe.picks_rows_by_input or compile_supports_take())
+    if compile is None:
+        return can
+    if compile and recipe.picks_rows_by_input and _numpy_is_installed() and not can:
+        raise ValueError(
+            "train: chainrule.compile cannot replay chainrule.take yet, which this model's token "
+            "lookups need; train with compile=False (--eager)"
+        )
+    return bool(compile)
+
+
 def train(
-    dataset: str | Dataset,
+    dataset: str | Dataset | TextDataset,
     *,
     steps: int | None = None,
     lr: float | None = None,
@@ -356,24 +583,27 @@ def train(
     progress: Callable[[StepReport], None] | None = None,
     compile: bool | None = None,
 ) -> TrainResult:
-    """Train an MLP on ``dataset`` (a name from ``RECIPES`` or a ``Dataset``) and return the result.
+    """Train the recipe's model on ``dataset`` (a name from ``RECIPES``, or data) and return the result.
 
     Options left as None take the data set's recipe (see the module's docstring):
 
     - ``steps``: optimizer steps; ``lr``: the starting learning rate (it decays linearly to a
-      tenth of it over the run); ``optimizer``: ``"sgd"`` or ``"adam"``.
-    - ``batch_size``: examples per step (None: the recipe's, which is the whole training set
-      for the binary tasks).
+      tenth of it over the run, or to 0 for names); ``optimizer``: ``"sgd"`` or ``"adam"``
+      (names: Adam only).
     - ``samples``: train on only the first ``samples`` training examples (a random subset,
       since the data sets come shuffled); the test split stays whole.
-    - ``seed`` makes the run repeatable: it generates the data set (when given by name),
-      seeds Python's global ``random`` module right before the model is built (the weights
-      are drawn from it, as in micrograd) and shuffles the minibatches.
-    - ``hidden``: the hidden layers' sizes (None: the recipe's, 16,16 or, for digits, 32).
+    - ``seed`` makes the run repeatable: it generates (or shuffles) the data set when given by
+      name, seeds Python's global ``random`` module right before the model is built (the
+      weights are drawn from it, as in micrograd) and shuffles the minibatches.
+    - The MLP recipes only: ``hidden``, the hidden layers' sizes (None: the recipe's, 16,16
+      or, for digits, 32); ``activation``; ``batch_size``, examples per step (None: the
+      recipe's, which is the whole training set for the binary tasks); ``alpha``, the weight
+      of the L2 penalty. Changing one of them for names is an error.
     - ``progress`` is called with a ``StepReport`` after every step.
-    - ``compile``: run each step through ``chainrule.compile`` (traced on the first step,
-      replayed after). None means yes when numpy is installed. The numbers are the same as
-      eager mode's up to rounding; only the speed differs.
+    - ``compile``: run each step through ``chainrule.compile`` (traced on the first step of
+      each input structure, replayed after). None means yes when numpy is installed (and, for
+      names, when compile can replay ``chainrule.take``). The numbers are the same as eager
+      mode's up to rounding; only the speed differs.
 
     Raises ``DivergedError`` if the loss stops being a finite number, at any step or after the
     last update (whose effect is checked too: finite weights, and a finite loss on the first
@@ -385,53 +615,45 @@ def train(
     ('sgd', 10)
     """
     seed = check_integer("train", "seed", seed, low=0)  # random.seed takes no numpy integer
-    data = _load(dataset, seed)
-    recipe = _recipe_for(data)
-    binary = data.n_classes == 2
+    recipe, data = _recipe_and_data(dataset, seed)
+    given = {"hidden": hidden, "activation": activation, "batch_size": batch_size, "alpha": alpha}
+    foreign = [
+        name for name, value in given.items() if name not in recipe.options and value != MLP_OPTIONS[name]
+    ]
+    if foreign:
+        raise ValueError(f"train: {', '.join(foreign)}: options of the MLP recipes, not of {data.name}")
 
     steps = check_integer("train", "steps", recipe.steps if steps is None else steps)
     optimizer = recipe.optimizer if optimizer is None else optimizer
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"train: optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    if lr is None:
-        lr = recipe.lrs[optimizer]
-    lr = check_number("train", "lr", lr, strict=True)
-    batch_size = recipe.batch_size if batch_size is None else check_integer("train", "batch_size", batch_size)
-    alpha = check_number("train", "alpha", alpha)
-    hidden = [
-        check_integer("train", "every hidden layer size", h)
-        for h in (recipe.hidden if hidden is None else hidden)
-    ]
-    if compile is None:
-        compile = _numpy_is_installed()
+    if optimizer not in recipe.lrs:
+        raise ValueError(
+            f"train: optimizer must be one of {tuple(recipe.lrs)} for {data.name}, got {optimizer!r}"
+        )
+    lr = check_number("train", "lr", recipe.lrs[optimizer] if lr is None else lr, strict=True)
+    own = recipe.check_options(data, given)
+    compile = _use_compile(compile, recipe)
     if samples is not None:
-        samples = check_integer("train", "samples", samples)
-        if samples > len(data.X_train):
-            raise ValueError(
-                f"train: samples={samples} but {data.name} has only {len(data.X_train)} training examples"
-            )
-        data = data._replace(X_train=data.X_train[:samples], y_train=data.y_train[:samples])
-    if not data.X_train:
+        data = recipe.subset(data, check_integer("train", "samples", samples))
+    if not recipe.examples(data):
         raise ValueError(f"train: {data.name} has no training examples")
+    settings = {"dataset": data.name, "steps": steps, "lr": lr, "seed": seed, **own, "optimizer": optimizer}
+    settings["compile"] = compile
 
     random.seed(seed)  # the weights come from the global random module, as in micrograd
-    n_outputs = 1 if binary else data.n_classes
-    model = MLP(data.n_features, hidden + [n_outputs], activation=activation)
-    opt = _make_optimizer(optimizer, model.parameters(), lr, steps)
-    loss_fn = make_loss_fn(model, binary, alpha)
+    model = recipe.build_model(data, settings)
+    opt = _make_optimizer(recipe, optimizer, model.parameters(), lr, steps)
+    loss_fn = recipe.make_loss_fn(model, data, settings)
     if compile:
         from .compiler import compile as compile_fn
 
         loss_fn = compile_fn(loss_fn)
-    batches = _batches(len(data.X_train), batch_size, random.Random(seed))
+    batches = recipe.batches(data, settings, random.Random(seed))
 
     losses, accuracies = [], []
     first_batch = None
     start = time.perf_counter()
     for step in range(steps):
-        batch = next(batches)
-        labels = [data.y_train[i] for i in batch]
-        inputs = ([data.X_train[i] for i in batch], targets_for(labels, data.n_classes))
+        inputs, batch = next(batches)
         if first_batch is None:
             first_batch = inputs
         loss, outputs = loss_fn(*inputs)
@@ -441,38 +663,23 @@ def train(
         loss.backward()
         opt.step()
         losses.append(loss.data)
-        accuracies.append(_batch_accuracy(outputs, labels, binary))
+        batch_accuracy = recipe.batch_accuracy(outputs, batch)
+        if batch_accuracy is not None:
+            accuracies.append(batch_accuracy)
         if progress is not None:
-            progress(StepReport(step + 1, steps, losses[-1], accuracies[-1]))
+            progress(StepReport(step + 1, steps, losses[-1], batch_accuracy))
     seconds = time.perf_counter() - start
     _check_the_last_update(model, loss_fn, first_batch, losses[0], lr)
 
-    settings = {
-        "dataset": data.name,
-        "steps": steps,
-        "lr": lr,
-        "seed": seed,
-        "hidden": hidden,
-        "activation": activation,
-        "optimizer": optimizer,
-        "batch_size": batch_size,
-        "samples": len(data.X_train),
-        "alpha": alpha,
-        "compile": bool(compile),
-    }
-
-    def final_accuracy(X, y):
-        return accuracy(model, X, y, data.n_classes, compile=compile) if X else None
-
-    test_accuracy = final_accuracy(data.X_test, data.y_test)
+    settings["samples"] = len(recipe.examples(data))
+    report = {"train_accuracy": None, "test_accuracy": None, **recipe.report(model, data, settings)}
     return TrainResult(
         model=model,
         data=data,
         losses=losses,
         accuracies=accuracies,
-        train_accuracy=final_accuracy(data.X_train, data.y_train),
-        test_accuracy=test_accuracy,
         seconds=seconds,
         trace_seconds=loss_fn.trace_seconds if compile else 0.0,
         settings=settings,
+        **report,
     )

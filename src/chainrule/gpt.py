@@ -1,0 +1,282 @@
+"""A small character-level GPT, built from ``chainrule.nn``'s blocks, with its loss and sampling.
+
+The model is the one of the pure-Python GPT scripts: token and position embeddings, an
+RMSNorm, ``n_layer`` transformer blocks (causal multi-head attention with a key/value cache,
+then a ReLU MLP), and a linear head that gives one logit per token. It reads a sequence one
+token at a time, as the scripts do: ``model(token, position, caches)`` returns the logits for
+the next token and appends this position's keys and values to ``caches``.
+
+Text is tokenized by characters: ``chars`` lists the characters (token ``i`` is ``chars[i]``)
+and one more token, ``len(chars)``, marks both ends of a name.
+
+>>> import random; random.seed(0)
+>>> chars = "abcdefghijklmnopqrstuvwxyz"
+>>> model = GPT(len(chars) + 1, chars=chars)
+>>> tokens = encode("emma", chars)
+>>> tokens
+[26, 4, 12, 12, 0, 26]
+>>> abs(sequence_loss(model, tokens).data - math.log(27)) < 0.5     # untrained: almost uniform
+True
+>>> len(sample(model, 3, seed=1))
+3
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import random
+
+from ._checks import check_integer
+from .engine import Value, logsumexp, no_grad, sum_values, take
+from .nn import Block, Embedding, KVCache, Linear, Module, RMSNorm, _cannot_describe
+
+__all__ = ["GPT", "decode", "encode", "sample", "sequence_loss"]
+
+
+class GPT(Module):
+    """A GPT over ``vocab_size`` tokens with a context of ``block_size`` positions.
+
+    Sizes as in the scripts' default run: ``n_layer=1`` block, ``n_head=4`` heads,
+    ``n_embd=16`` numbers per vector. Initial weights are N(0, 0.08^2) draws from the global
+    ``random`` module (so ``random.seed`` reproduces a model), in the scripts' order: token
+    embeddings, position embeddings, the head, then each block. ``chars``, if given, is the
+    character of each token but the last (the boundary); ``sample`` needs it, and a
+    checkpoint keeps it.
+
+    >>> random.seed(0)
+    >>> model = GPT(27)
+    >>> caches = model.new_caches()
+    >>> logits = model(26, 0, caches)             # the boundary token at position 0
+    >>> len(logits), len(model.parameters())      # 2*27*16 + 16*16 + 12*16*16
+    (27, 4192)
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        n_layer: int = 1,
+        n_head: int = 4,
+        n_embd: int = 16,
+        block_size: int = 16,
+        *,
+        chars: str | None = None,
+    ):
+        self.vocab_size = check_integer("GPT", "vocab_size", vocab_size, low=2)
+        self.n_layer = check_integer("GPT", "n_layer", n_layer)
+        self.n_head = check_integer("GPT", "n_head", n_head)
+        self.n_embd = check_integer("GPT", "n_embd", n_embd)
+        self.block_size = check_integer("GPT", "block_size", block_size)
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPT: n_embd={n_embd} is not a multiple of n_head={n_head}")
+        problem = chars_problem(chars, self.vocab_size)
+        if problem:
+            raise ValueError(f"GPT: {problem}")
+        self.chars = chars
+        self.token_embedding = Embedding(self.vocab_size, self.n_embd)
+        self.position_embedding = Embedding(self.block_size, self.n_embd)
+        self.lm_head = Linear(self.n_embd, self.vocab_size, bias=False)
+        self.norm = RMSNorm(self.n_embd)
+        self.blocks = [Block(self.n_embd, self.n_head) for _ in range(self.n_layer)]
+
+    def new_caches(self) -> list[KVCache]:
+        """Empty key/value caches, one per block: start a sequence with these."""
+        return [KVCache() for _ in self.blocks]
+
+    def __call__(self, token, position, caches: list[KVCache]) -> list[Value]:
+        """The logits of the token that follows ``token``, which sits at ``position``."""
+        if len(caches) != len(self.blocks):
+            raise ValueError(f"GPT: expected {len(self.blocks)} caches (one per block), got {len(caches)}")
+        # The caches hold one key and value per earlier position, so they say where we are.
+        if isinstance(position, int) and len(caches[0]) != position:
+            raise ValueError(f"GPT: position {position} does not follow the {len(caches[0])} cached ones")
+        x = [t + p for t, p in zip(self.token_embedding(token), self.position_embedding(position))]
+        x = self.norm(x)
+        for block, cache in zip(self.blocks, caches):
+            x = block(x, cache)
+        return self.lm_head(x)
+
+    def _parts(self) -> list[tuple[str, Module]]:
+        parts = [("token_embedding", self.token_embedding), ("position_embedding", self.position_embedding)]
+        parts.append(("lm_head", self.lm_head))
+        return parts + [(f"blocks.{i}", block) for i, block in enumerate(self.blocks)]
+
+    def parameters(self):
+        return [p for _, part in self._parts() for p in part.parameters()]
+
+    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
+        return [e for name, part in self._parts() for e in part.state_entries(f"{prefix}{name}.")]
+
+    def architecture(self) -> dict:
+        """The model's sizes (and characters), for checkpoints.
+
+        >>> GPT(3, n_embd=8, block_size=4, chars="ab").architecture()      # doctest: +NORMALIZE_WHITESPACE
+        {'type': 'GPT', 'vocab_size': 3, 'n_layer': 1, 'n_head': 4, 'n_embd': 8, 'block_size': 4,
+         'chars': 'ab'}
+        """
+        if type(self) is not GPT:
+            raise _cannot_describe(self)
+        built = {"type": "Block", "n_embd": self.n_embd, "n_head": self.n_head}
+        for i, block in enumerate(self.blocks):  # a user may have replaced a block
+            if type(block) is not Block or _block_sizes(block) != built:
+                raise _cannot_describe(self, f" (blocks[{i}] is not the Block GPT builds)")
+        architecture = {
+            "type": "GPT",
+            "vocab_size": self.vocab_size,
+            "n_layer": len(self.blocks),
+            "n_head": self.n_head,
+            "n_embd": self.n_embd,
+            "block_size": self.block_size,
+        }
+        if self.chars is not None:
+            architecture["chars"] = self.chars
+        return architecture
+
+    def __repr__(self):
+        return (
+            f"GPT({self.vocab_size}, n_layer={len(self.blocks)}, n_head={self.n_head}, "
+            f"n_embd={self.n_embd}, block_size={self.block_size})"
+        )
+
+
+def _block_sizes(block: Block) -> dict:
+    return {"type": "Block", "n_embd": block.attention.n_embd, "n_head": block.attention.n_head}
+
+
+def chars_problem(chars, vocab_size: int) -> str | None:
+    """Why ``chars`` cannot name the tokens of a ``vocab_size`` model, or None if it can (or is None)."""
+    if chars is None:
+        return None
+    if not isinstance(chars, str):
+        return f"chars must be a string of characters, not {type(chars).__name__}"
+    if len(set(chars)) != len(chars):
+        return f"chars must not repeat a character, got {chars!r}"
+    if len(chars) != vocab_size - 1:
+        return (
+            f"chars has {len(chars)} characters, but {vocab_size} tokens need {vocab_size - 1} "
+            "(the last token marks the ends)"
+        )
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokens
+
+
+def encode(text: str, chars: str) -> list[int]:
+    """``text`` as token ids, with the boundary token ``len(chars)`` before and after it.
+
+    >>> encode("ab", "abc")
+    [3, 0, 1, 3]
+    """
+    boundary = len(chars)
+    unknown = sorted(set(text) - set(chars))
+    if unknown:
+        raise ValueError(f"encode: {text!r} has characters that are not in the vocabulary: {unknown}")
+    return [boundary] + [chars.index(ch) for ch in text] + [boundary]
+
+
+def decode(tokens, chars: str) -> str:
+    """The characters of ``tokens``, leaving out the boundary token.
+
+    >>> decode([3, 0, 1, 3], "abc")
+    'ab'
+    """
+    return "".join(chars[t] for t in tokens if t != len(chars))
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss
+
+
+def sequence_loss(model: GPT, tokens) -> Value:
+    """Mean cross-entropy of predicting each token of ``tokens`` from the ones before it.
+
+    ``tokens`` holds 2 to ``block_size + 1`` token ids (ints, or numbers traced by
+    ``chainrule.compile``). Each prediction's loss is ``logsumexp(logits) - logits[next]``,
+    which stays finite for any logits; the next token's logit is picked with
+    ``chainrule.take``, so a compiled loss picks the right one for every sequence.
+
+    >>> import random; random.seed(0)
+    >>> model = GPT(3, n_embd=4, n_head=1, block_size=4)
+    >>> loss = sequence_loss(model, [2, 0, 1, 2])
+    >>> loss.backward()
+    >>> loss.data > 0, any(p.grad != 0 for p in model.parameters())
+    (True, True)
+    """
+    tokens = list(tokens)
+    n = len(tokens) - 1
+    if not 1 <= n <= model.block_size:
+        raise ValueError(
+            f"sequence_loss: {len(tokens)} tokens give {n} predictions; "
+            f"the model takes 1 to {model.block_size} (its block_size)"
+        )
+    caches = model.new_caches()
+    losses = []
+    for position in range(n):
+        logits = model(tokens[position], position, caches)
+        losses.append(logsumexp(logits) - take(logits, tokens[position + 1]))
+    return sum_values(losses) / n
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+
+
+def _check_temperature(temperature) -> float:
+    if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool):
+        raise TypeError(f"sample: temperature must be a number, got {temperature!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"sample: temperature must be a finite number > 0, got {temperature!r}")
+    return float(temperature)
+
+
+def _probabilities(logits: list[float], temperature: float) -> list[float]:
+    """softmax(logits / temperature) on plain floats; subtracting the largest keeps exp finite."""
+    scaled = [z / temperature for z in logits]
+    largest = max(scaled)
+    exps = [math.exp(z - largest) for z in scaled]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def sample(model: GPT, n: int, *, temperature: float = 1.0, seed: int | None = None) -> list[str]:
+    """``n`` names generated by ``model`` token by token, from the boundary token to the next one.
+
+    Each step feeds the last token (the keys and values of the earlier ones wait in the
+    cache) and draws the next one from ``softmax(logits / temperature)``: a temperature
+    below 1 sharpens the distribution towards likely names, above 1 flattens it. A name
+    stops at the boundary token or at the model's ``block_size``. The draws come from their
+    own ``random.Random(seed)``, so a seed gives the same names every time and the global
+    ``random`` state is untouched. ``model.chars`` turns tokens into characters.
+
+    >>> import random; random.seed(0)
+    >>> model = GPT(4, n_embd=4, n_head=1, chars="abc")
+    >>> sample(model, 2, seed=7) == sample(model, 2, seed=7)
+    True
+    """
+    if not isinstance(model, GPT):
+        raise TypeError(f"sample: model must be a chainrule GPT, got {type(model).__name__}")
+    if model.chars is None:
+        raise ValueError(
+            "sample: the model has no chars to turn tokens into text; build it with GPT(..., chars=...)"
+        )
+    n = check_integer("sample", "n", n, low=0)
+    temperature = _check_temperature(temperature)
+    if seed is not None:
+        seed = check_integer("sample", "seed", seed, low=0)
+    rng = random.Random(seed)
+    boundary = model.vocab_size - 1
+    names = []
+    with no_grad():  # only numbers are needed, not a graph
+        for _ in range(n):
+            caches, token, tokens = model.new_caches(), boundary, []
+            for position in range(model.block_size):
+                logits = model(token, position, caches)
+                weights = _probabilities([z.data for z in logits], temperature)
+                token = rng.choices(range(model.vocab_size), weights=weights)[0]
+                if token == boundary:
+                    break
+                tokens.append(token)
+            names.append(decode(tokens, model.chars))
+    return names
