@@ -98,16 +98,14 @@ def draw_dot(
         raise TypeError(f"draw_dot: root must be a chainrule Value, not {type(root).__name__}")
     if rankdir not in RANKDIRS:
         raise ValueError(f"draw_dot: rankdir must be one of {RANKDIRS}, got {rankdir!r}")
-    _check_max_nodes(max_nodes)
-    order = topological_order(root)  # linear in the size of the graph, so counting is cheap
-    if max_nodes is not None and len(order) > max_nodes:
-        raise GraphTooLargeError(
-            f"draw_dot: the graph has {len(order)} Values, more than max_nodes={max_nodes}. "
-            f"Graphviz is slow on graphs this large; to draw it anyway, pass a larger limit, "
-            f"e.g. draw_dot(root, max_nodes={len(order)}), or draw a smaller expression.",
-            size=len(order),
-            max_nodes=max_nodes,
-        )
+    order = nodes_within(
+        root,
+        max_nodes,
+        "draw_dot",
+        "Graphviz is slow on graphs this large",
+        "draw",
+        "draw a smaller expression",
+    )
     graphviz = _import_graphviz()
     graph = _drawing_class(graphviz)(format=format, graph_attr={"rankdir": rankdir})
     _add_nodes_and_edges(graph, order, horizontal=rankdir in ("LR", "RL"))
@@ -226,13 +224,27 @@ def _escape_record_text(text: str) -> str:
     return "".join(escaped)
 
 
-def _check_max_nodes(max_nodes) -> None:
-    if max_nodes is None:
-        return
-    if not is_integer(max_nodes):
-        raise TypeError(f"draw_dot: max_nodes must be an integer or None, not {type(max_nodes).__name__}")
-    if max_nodes < 1:
-        raise ValueError(f"draw_dot: max_nodes must be at least 1, got {max_nodes}")
+def nodes_within(root: Value, max_nodes, where: str, why: str, verb: str, instead: str) -> list[Value]:
+    """The graph's Values in topological order, or GraphTooLargeError if there are more than ``max_nodes``.
+
+    The size guard of ``draw_dot`` and ``chainrule.explore``: ``where`` names the function,
+    ``why`` says why a large graph is refused, ``verb`` and ``instead`` what to do about it.
+    """
+    if max_nodes is not None:
+        if not is_integer(max_nodes):
+            raise TypeError(f"{where}: max_nodes must be an integer or None, not {type(max_nodes).__name__}")
+        if max_nodes < 1:
+            raise ValueError(f"{where}: max_nodes must be at least 1, got {max_nodes}")
+    order = topological_order(root)  # linear in the size of the graph, so counting is cheap
+    if max_nodes is not None and len(order) > max_nodes:
+        raise GraphTooLargeError(
+            f"{where}: the graph has {len(order)} Values, more than max_nodes={max_nodes}. {why}; "
+            f"to {verb} it anyway, pass a larger limit, e.g. {where}(root, max_nodes={len(order)}), "
+            f"or {instead}.",
+            size=len(order),
+            max_nodes=max_nodes,
+        )
+    return order
 
 
 # ---------------------------------------------------------------------------------------------

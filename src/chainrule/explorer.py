@@ -38,9 +38,8 @@ from importlib import resources
 from pathlib import Path
 
 from . import engine
-from ._checks import is_integer
-from .draw import GraphTooLargeError, _write_atomically
-from .engine import Value, topological_order
+from .draw import _write_atomically, nodes_within
+from .engine import Value
 
 __all__ = ["DEFAULT_MAX_NODES", "Explorer", "explore"]
 
@@ -145,16 +144,14 @@ def explore(
         raise TypeError(f"explore: root must be a chainrule Value, not {type(root).__name__}")
     if layout not in LAYOUTS:
         raise ValueError(f"explore: layout must be one of {LAYOUTS}, got {layout!r}")
-    _check_max_nodes(max_nodes)
-    order = topological_order(root)
-    if max_nodes is not None and len(order) > max_nodes:
-        raise GraphTooLargeError(
-            f"explore: the graph has {len(order)} Values, more than max_nodes={max_nodes}. "
-            f"A page this large is slow to lay out and hard to follow; to build it anyway, pass "
-            f"a larger limit, e.g. explore(root, max_nodes={len(order)}), or explore a smaller expression.",
-            size=len(order),
-            max_nodes=max_nodes,
-        )
+    order = nodes_within(
+        root,
+        max_nodes,
+        "explore",
+        "A page this large is slow to lay out and hard to follow",
+        "build",
+        "explore a smaller expression",
+    )
     graph = _graph_data(order)
     used = _place(graph, layout)
     if title is None:
@@ -163,15 +160,6 @@ def explore(
     if path is not None:
         page = Explorer(page.html, page.size, page.layout, page.save(path))
     return page
-
-
-def _check_max_nodes(max_nodes) -> None:
-    if max_nodes is None:
-        return
-    if not is_integer(max_nodes):
-        raise TypeError(f"explore: max_nodes must be an integer or None, not {type(max_nodes).__name__}")
-    if max_nodes < 1:
-        raise ValueError(f"explore: max_nodes must be at least 1, got {max_nodes}")
 
 
 # ---------------------------------------------------------------------------------------------
