@@ -828,8 +828,9 @@ class _CompiledValue(Value):
         seed = engine._check_gradient(gradient, False)
         grads = self._rule.backward(seed, self.data)
         nodes = (self, *self.children)
-        totals = [engine._accumulate(node, g, False) for node, g in zip(nodes, (seed, *grads))]
-        engine._store_grads(nodes, totals)
+        with engine._one_pass_at_a_time:  # reading the grads and storing the totals is one step
+            totals = [engine._accumulate(node, g, False) for node, g in zip(nodes, (seed, *grads))]
+            engine._store_grads(nodes, totals)
 
 
 def _recheck_forward(rule, X, out, anomaly):

@@ -672,15 +672,22 @@ def backward(root: Value, gradient=1.0, create_graph: bool = False) -> None:
     (see ``chainrule.autograd.grad``).
     """
     seed = _check_gradient(gradient, create_graph)
-    if not (create_graph or _mode.get().anomaly):
-        order = topological_order(root)
-        if set(map(type, map(_GRAD, order))) <= _NUMBER_TYPES:  # else the careful path below
-            _propagate_numbers(order, seed, add_to_grad=True)
-            _store_grads(order, map(_PENDING, order))
-            return
-    pending = propagate(root, seed, create_graph)
-    totals = [_accumulate(node, g, create_graph) for node, g in pending.items()]
-    _store_grads(pending, totals)
+    with _one_pass_at_a_time:  # reading the grads and storing the totals is one step
+        if not (create_graph or _mode.get().anomaly):
+            order = topological_order(root)
+            if set(map(type, map(_GRAD, order))) <= _NUMBER_TYPES:  # else the careful path below
+                _propagate_numbers(order, seed, add_to_grad=True)
+                _store_grads(order, map(_PENDING, order))
+                return
+        pending = propagate(root, seed, create_graph)
+        totals = [_accumulate(node, g, create_graph) for node, g in pending.items()]
+        _store_grads(pending, totals)
+
+
+# Backward passes in different threads take turns: a first-order pass gathers its shares in
+# the nodes' _pending slots, and threads that share parameters would gather into the same ones.
+# Reentrant, so that a lecture-style _backward closure may itself call backward.
+_one_pass_at_a_time = threading.RLock()
 
 
 def _store_grads(nodes, totals) -> None:
@@ -738,8 +745,9 @@ def propagate(root: Value, gradient=1.0, create_graph: bool = False) -> dict:
     order = topological_order(root)
     anomaly = _mode.get().anomaly
     if not (create_graph or anomaly):
-        _propagate_numbers(order, seed, add_to_grad=False)
-        return dict(zip(order, map(_PENDING, order)))
+        with _one_pass_at_a_time:
+            _propagate_numbers(order, seed, add_to_grad=False)
+            return dict(zip(order, map(_PENDING, order)))
     pending = {root: seed}
     with enable_grad() if create_graph else contextlib.nullcontext():
         for node in reversed(order):  # every node is reached after all the nodes that use it
