@@ -212,8 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "EXPR has numbers, names, + - * / **, exp log tanh sigmoid relu, and ';'-separated "
         "assignments. Put -- before an EXPR that starts with '-'.",
     )
-    grad.add_argument("expression", metavar="EXPR", help="the expression, e.g. 'b = a + a'")
-    grad.add_argument("values", metavar="NAME=VALUE", nargs="*", help="a value for each input, e.g. a=3")
+    _add_expression_arguments(grad)
     grad.add_argument(
         "--draw", type=_file, metavar="FILE", help="also draw the graph (.svg, .png, .pdf or .dot)"
     )
@@ -356,6 +355,12 @@ def _draw(root, path: Path) -> None:
 # chainrule explore
 
 
+def _add_expression_arguments(command: argparse.ArgumentParser) -> None:
+    """EXPR and its NAME=VALUE inputs, as grad and explore take them."""
+    command.add_argument("expression", metavar="EXPR", help="the expression, e.g. 'b = a + a'")
+    command.add_argument("values", metavar="NAME=VALUE", nargs="*", help="a value for each input, e.g. a=3")
+
+
 def _add_explore_command(commands) -> argparse.ArgumentParser:
     explore = commands.add_parser(
         "explore",
@@ -365,8 +370,7 @@ def _add_explore_command(commands) -> argparse.ArgumentParser:
         "correct += rule, e.g. chainrule explore 'd = a*b; e = a + b; f = d*e' a=-2 b=3 --open. "
         "EXPR is written as for chainrule grad.",
     )
-    explore.add_argument("expression", metavar="EXPR", help="the expression, e.g. 'b = a + a'")
-    explore.add_argument("values", metavar="NAME=VALUE", nargs="*", help="a value for each input, e.g. a=3")
+    _add_expression_arguments(explore)
     explore.add_argument(
         "--out",
         type=_file,

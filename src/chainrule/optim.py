@@ -36,11 +36,10 @@ import collections
 import itertools
 import math
 import numbers
-import operator
 from collections.abc import Callable, Iterable
 
 from ._checks import check_integer, check_number
-from .engine import Value
+from .engine import _DATA, _GRAD, Value
 
 __all__ = ["SGD", "Adam", "Optimizer", "linear_decay"]
 
@@ -135,7 +134,6 @@ def _numpy():
 
 
 _NUMPY = False  # not looked for yet
-_DATA, _GRAD = operator.attrgetter("data"), operator.attrgetter("grad")
 
 
 def _gathered(optimizer: Optimizer, np, weight_decay: float):
