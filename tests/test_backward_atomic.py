@@ -9,6 +9,7 @@ injected at a random line of chainrule's own code, and then check that the next 
 import math
 import random
 import sys
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -80,7 +81,7 @@ class _Injector:
 def _run_with_injection(action, n: int, error: BaseException) -> bool:
     """Run ``action`` with ``error`` injected at line ``n``; True if it was raised."""
     injector = _Injector(n, error)
-    modes_open = engine._modes_open
+    modes_open, mode = len(engine._modes_open), engine._mode.get()
     sys.settrace(injector)
     try:
         action()
@@ -91,8 +92,9 @@ def _run_with_injection(action, n: int, error: BaseException) -> bool:
         # An interrupt inside a mode switch's exit can leave the count of open modes one too
         # high: that only sends later ops down the general path (slower, same numbers), and
         # it must never be too low. Put it back so the rest of the suite runs as usual.
-        assert engine._modes_open >= modes_open
-        engine._modes_open = modes_open
+        assert len(engine._modes_open) >= modes_open
+        del engine._modes_open[modes_open:]
+        engine._mode.set(mode)  # and the mode it leaves may be the one it was switching to
         # Likewise an interrupt just as a pass leaves its `with` block can skip the release of
         # the lock that makes threads take turns (Python cannot mask it there); this thread
         # would go on fine, others would wait. Release it so the suite's thread tests can run.
@@ -124,6 +126,34 @@ def test_an_exception_at_any_line_of_backward_leaves_every_node_as_it_was(seed, 
     done = _numbers(nodes)
     nodes[-1].backward()
     assert _numbers(nodes) == pytest.approx([d + r for d, r in zip(done, reference)], rel=1e-12, abs=1e-12)
+
+
+def _finishes_in_another_thread(action, seconds: float = 10.0) -> bool:
+    """Run ``action`` in a fresh thread; False if it is still blocked after ``seconds``."""
+    worker = threading.Thread(target=action, daemon=True)  # daemon: a deadlock must not hang exit
+    worker.start()
+    worker.join(seconds)
+    return not worker.is_alive()
+
+
+def _no_grad_block():
+    with chainrule.no_grad():
+        Value(1.0) * 2.0
+
+
+@pytest.mark.parametrize("switch", [chainrule.no_grad, chainrule.enable_grad, chainrule.detect_anomaly])
+def test_an_exception_at_any_line_of_a_mode_switch_never_blocks_a_later_one(switch):
+    # Regression: the count of open modes was kept under a lock, and an interrupt that landed
+    # after the lock was taken but before the `with` released it left it held for good, so the
+    # next no_grad() in any thread (this one included) waited forever.
+    def block():
+        with switch():
+            Value(1.0) * 2.0
+
+    for n in range(1, 40):
+        _run_with_injection(block, n, KeyboardInterrupt())
+        assert _finishes_in_another_thread(_no_grad_block), f"no_grad() blocked after an interrupt at line {n}"
+        assert _finishes_in_another_thread(block), f"{switch.__name__}() blocked after an interrupt at line {n}"
 
 
 def _numbers(nodes):

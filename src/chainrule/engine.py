@@ -40,18 +40,12 @@ class _Mode:
 
 _mode = contextvars.ContextVar("chainrule_mode", default=_Mode())
 
-# How many mode switches are open right now, in any thread. While it is 0 every thread is in
-# the default mode, so the common ops may skip looking the mode up (see ``Value.__add__``).
-# A Ctrl-C that lands inside a switch's exit can leave it too high, never too low: later ops
-# then take the general path, which is slower but gives the same numbers.
-_modes_open = 0
-_modes_lock = threading.Lock()
-
-
-def _count_open_modes(change: int) -> None:
-    global _modes_open
-    with _modes_lock:
-        _modes_open += change
+# The mode switches open right now, in any thread, one entry each. While it is empty every
+# thread is in the default mode, so the common ops may skip looking the mode up (see
+# ``Value.__add__``). Appending and popping are single steps in C, so no lock is needed, and
+# none can be left held: a Ctrl-C that lands inside a switch's exit can leave an entry too
+# many, never too few, and later ops then take the general path (slower, the same numbers).
+_modes_open = []
 
 
 class _ModeSwitch(contextlib.ContextDecorator):
@@ -66,13 +60,13 @@ class _ModeSwitch(contextlib.ContextDecorator):
         return _ModeSwitch(**self._changes)
 
     def __enter__(self):
-        _count_open_modes(+1)
+        _modes_open.append(True)
         self._tokens.append(_mode.set(replace(_mode.get(), **self._changes)))
         return self
 
     def __exit__(self, *exc_info):
         _mode.reset(self._tokens.pop())
-        _count_open_modes(-1)
+        _modes_open.pop()
         return False
 
 
