@@ -152,8 +152,9 @@ def test_an_exception_at_any_line_of_a_mode_switch_never_blocks_a_later_one(swit
 
     for n in range(1, 40):
         _run_with_injection(block, n, KeyboardInterrupt())
-        assert _finishes_in_another_thread(_no_grad_block), f"no_grad() blocked after an interrupt at line {n}"
-        assert _finishes_in_another_thread(block), f"{switch.__name__}() blocked after an interrupt at line {n}"
+        where = f"after an interrupt at line {n}"
+        assert _finishes_in_another_thread(_no_grad_block), f"no_grad() blocked {where}"
+        assert _finishes_in_another_thread(block), f"{switch.__name__}() blocked {where}"
 
 
 def _numbers(nodes):
