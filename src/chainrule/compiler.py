@@ -49,6 +49,7 @@ import itertools
 import math
 import numbers
 import operator
+import os
 import reprlib
 import sys
 import threading
@@ -56,7 +57,7 @@ import time
 import types
 import warnings
 
-from . import engine, ops
+from . import engine, native, ops
 from .engine import AnomalyError, Value, _make, _mode, _ModeSwitch, op_error
 
 
@@ -64,8 +65,17 @@ class TraceWarning(UserWarning):
     """``fn`` read a number while being traced, so what it did with it is frozen into the trace."""
 
 
-def compile(fn):
+BACKENDS = ("numpy", "c", "auto")
+
+
+def compile(fn, backend=None):
     """Compile ``fn``, a function that builds a scalar graph, into a fast replay.
+
+    ``backend`` is how the tape is replayed: ``"numpy"`` (one numpy call per group of nodes),
+    ``"c"`` (the tape as a C program, built by the system's C compiler; see native.py) or
+    ``"auto"`` (C when a compiler is found, else numpy, quietly). The default is
+    ``$CHAINRULE_BACKEND``, else ``"numpy"``. Both give the same numbers and the same errors;
+    ``"c"`` without a compiler falls back to numpy with a one-line warning.
 
     >>> from chainrule import Value, compile
     >>> w = Value(2.0)
@@ -78,18 +88,25 @@ def compile(fn):
     >>> f([1.0, 1.0, 1.0]).data     # replays
     6.0
     """
-    return CompiledFunction(fn)
+    return CompiledFunction(fn, backend)
 
 
 class CompiledFunction:
     """A function with its traces, one per argument structure."""
 
-    def __init__(self, fn):
+    def __init__(self, fn, backend=None):
         try:
             import numpy
         except ImportError:
             raise ImportError('chainrule.compile needs numpy: pip install "chainrule[fast]"') from None
         self.np = numpy
+        if backend is None:
+            backend = os.environ.get("CHAINRULE_BACKEND") or "numpy"
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"chainrule.compile: backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
+            )
+        self.backend = backend
 
         self.fn = fn
         self.tapes = {}
@@ -105,9 +122,21 @@ class CompiledFunction:
         tape = self.tapes.get(structure)
         if tape is None:
             start = time.perf_counter()
-            tape = self.tapes[structure] = trace(self.fn, structure, numbers_in.tolist())
+            tape = self.tapes[structure] = trace(self.fn, structure, numbers_in.tolist(), self.backend)
             self.trace_seconds += time.perf_counter() - start
+            self.last_tape = tape
         return tape.run(numbers_in)
+
+    def source(self) -> str:
+        """The C program of the latest trace (the C backend's): your function as C."""
+        tape = getattr(self, "last_tape", None)
+        if tape is None:
+            raise ValueError("source(): call the compiled function once first, so that it is traced")
+        if tape.native is None:
+            raise ValueError(
+                f"source(): this trace runs on numpy (backend={self.backend!r}); use backend='c'"
+            )
+        return tape.native.source
 
     def __repr__(self):
         return f"<compiled {getattr(self.fn, '__qualname__', self.fn)!r}, {len(self.tapes)} trace(s)>"
@@ -434,7 +463,7 @@ def _watching_slots():
                     setattr(Value, name, slot)
 
 
-def trace(fn, structure, numbers_in) -> Tape:
+def trace(fn, structure, numbers_in, backend="numpy") -> Tape:
     """Run ``fn`` on leaf Values standing for the input numbers and record its tape."""
     inputs = [Value(x) for x in numbers_in]
     for leaf in inputs:
@@ -446,7 +475,7 @@ def trace(fn, structure, numbers_in) -> Tape:
         result = fn(*args)
     outputs = []
     result_structure = _flatten_result(result, outputs)
-    return Tape(inputs, tracer.constants, outputs, result_structure, tracer.nodes)
+    return Tape(inputs, tracer.constants, outputs, result_structure, tracer.nodes, backend)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -687,7 +716,7 @@ class _MatmulGroup(_Group):
 class Tape:
     """A traced graph, flattened for replay."""
 
-    def __init__(self, inputs, constants, outputs, result_structure, created):
+    def __init__(self, inputs, constants, outputs, result_structure, created, backend="numpy"):
         import numpy as np
 
         self.np = np
@@ -721,6 +750,20 @@ class Tape:
         self.externals_are_leaves = not any(v.children for v in self.externals)
         self.stops_gradients = any(group.rule is ops.STOP_GRADIENT for group in self.groups)
         self.cones = {}  # output position -> which nodes its gradient reaches
+        self.native = self._native(backend)
+
+    def _native(self, backend):
+        """The tape as a C program (native.py), or None to replay with numpy."""
+        if backend == "numpy":
+            return None
+        try:
+            return native.NativeTape(self.np, self.groups, self.size, self.n_leaves)
+        except native.Unavailable as reason:
+            if backend == "c":
+                warnings.warn(
+                    f"chainrule.compile: {reason}; using the numpy backend", RuntimeWarning, stacklevel=5
+                )
+            return None
 
     @staticmethod
     def _make_group(np, members, position):
@@ -743,11 +786,18 @@ class Tape:
         data[self.n_inputs : self.n_fixed] = self.constant_data
         data[self.n_fixed : self.n_leaves] = [v.data for v in self.externals]
         anomaly = _mode.get().anomaly
-        with np.errstate(all="ignore"):
-            saved = [group.forward(np, data, anomaly) for group in self.groups]
+        if self.native is not None and not anomaly and self.native.forward(data):
+            saved = None  # the C program computed it all; nothing unusual happened
+        else:
+            saved = self._forward(data, anomaly)
         replay = _Replay(self, data, saved)
         results = iter([replay.result(i, p) for i, p in enumerate(self.output_positions)])
         return _unflatten_result(self.result_structure, results)
+
+    def _forward(self, data, anomaly):
+        """The numpy replay: every group in order; returns what each group's backward needs."""
+        with self.np.errstate(all="ignore"):
+            return [group.forward(self.np, data, anomaly) for group in self.groups]
 
     def backward(self, data, saved, position, g):
         """The gradient of node ``position`` (seeded with g) with respect to every external."""
@@ -756,6 +806,15 @@ class Tape:
         grad[position] = g
         needed = self._needed_by(position)
         anomaly = _mode.get().anomaly
+        if saved is None:  # forward ran in C
+            if not anomaly and self.native.backward(data, grad, needed):
+                return grad[self.n_fixed : self.n_leaves].tolist()
+            # Something unusual: redo it with numpy, which raises eager's error or passes the
+            # nan/inf on. Its forward needs its own copy, so the call's numbers stay as they were.
+            data = data.copy()
+            saved = self._forward(data, anomaly)
+            grad = np.zeros(self.size)
+            grad[position] = g
         with np.errstate(all="ignore"):
             for group, group_saved in zip(reversed(self.groups), reversed(saved)):
                 part = None if needed is None else needed[group.start : group.end]

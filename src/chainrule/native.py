@@ -1,0 +1,386 @@
+"""The C backend of chainrule.compile: the tape as C, built with the system's C compiler.
+
+``compile(fn, backend="c")`` replays the same tape as the numpy backend (see compiler.py),
+but instead of one numpy call per group it runs one C loop per group:
+
+- every op has a forward kernel and a backward kernel below (``f_mul``, ``b_mul``, ...). Node
+  ``j`` of a group finds the positions of its inputs in ``c = idx + j * n`` (``n`` inputs per
+  node), reads their numbers from ``d`` (the tape's data array) and writes its own at
+  ``d[start + j]``; backward adds ``local derivative * g`` into ``gr`` at the inputs' positions;
+- the tape becomes two functions, ``forward`` and ``backward``, that call the kernels group
+  by group: one line per group, so a small network reads as a short C program
+  (``CompiledFunction.source()`` shows it). Past ``STRAIGHT_LINE_GROUPS`` groups (a long chain
+  has one group per node) they walk a table of groups instead, so the source stays small;
+- the source is compiled once into a shared library named by its hash, in a cache folder, and
+  called through ``ctypes`` on the same float64 arrays the numpy backend uses.
+
+The kernels do the arithmetic only. When a call meets anything unusual (a nan or inf in the
+results, an out-of-range ``take`` index), the C result is dropped and the call is redone by
+the numpy backend, which raises eager's error or passes the nan/inf on exactly as eager
+does. So the two backends agree on every number and every error; C is just the fast road.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from . import ops
+
+STRAIGHT_LINE_GROUPS = 2000  # past this many groups, the program walks a table instead
+
+
+class Unavailable(RuntimeError):
+    """The C backend cannot run here (no C compiler, or an op it has no kernel for)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The kernels. X(k) is the number of the node's k-th input, GX(k) its gradient, OUT the node's
+# own number and g its gradient. Each forward kernel returns 0, or 1 when an input is out of
+# its domain in a way the arithmetic would not show (only take's index).
+
+KERNELS = r"""
+#include <math.h>
+#include <stdint.h>
+
+typedef int32_t idx_t;
+#define FORWARD(name) static int f_##name(double *d, const idx_t *c, long start, long count, long n)
+#define BACKWARD(name) static void b_##name(const double *d, double *gr, const idx_t *c, long start, \
+                                            long count, long n, const unsigned char *needed)
+#define EACH_NODE for (long j = 0; j < count; j++, c += n)
+#define EACH_NEEDED_NODE EACH_NODE if (!needed || needed[start + j])
+#define X(k) d[c[k]]
+#define GX(k) gr[c[k]]
+#define OUT d[start + j]
+#define G gr[start + j]
+
+static double sigmoid(double x) {  /* exp never overflows: exp(-|x|) is at most 1 */
+    double e = exp(-fabs(x));
+    return x >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+}
+static double pow_base_grad(double g, double x, double y) {  /* d/dx x**y */
+    return y == 0.0 ? 0.0 * g : g * y * pow(x, y - 1.0);
+}
+static double pow_exponent_grad(double g, double out, double x) {  /* d/dy x**y */
+    if (x < 0.0 && !isnan(out)) return NAN;  /* not a real number: numpy's replay raises */
+    return x == 0.0 ? 0.0 * g : g * out * log(x < 0.0 ? 1.0 : x);
+}
+
+FORWARD(add) { EACH_NODE OUT = X(0) + X(1); return 0; }
+BACKWARD(add) { EACH_NEEDED_NODE { GX(0) += G; GX(1) += G; } }
+
+FORWARD(sub) { EACH_NODE OUT = X(0) - X(1); return 0; }
+BACKWARD(sub) { EACH_NEEDED_NODE { GX(0) += G; GX(1) += -G; } }
+
+FORWARD(mul) { EACH_NODE OUT = X(0) * X(1); return 0; }
+BACKWARD(mul) { EACH_NEEDED_NODE { GX(0) += G * X(1); GX(1) += G * X(0); } }
+
+FORWARD(div) { EACH_NODE OUT = X(0) / X(1); return 0; }
+BACKWARD(div) { EACH_NEEDED_NODE { GX(0) += G / X(1); GX(1) += -G * OUT / X(1); } }
+
+FORWARD(neg) { EACH_NODE OUT = -X(0); return 0; }
+BACKWARD(neg) { EACH_NEEDED_NODE GX(0) += -G; }
+
+FORWARD(pow) { EACH_NODE OUT = pow(X(0), X(1)); return 0; }
+BACKWARD(pow) {
+    EACH_NEEDED_NODE { GX(0) += pow_base_grad(G, X(0), X(1)); GX(1) += pow_exponent_grad(G, OUT, X(0)); }
+}
+BACKWARD(rpow) { EACH_NEEDED_NODE { GX(0) += 0.0 * G; GX(1) += pow_exponent_grad(G, OUT, X(0)); } }
+BACKWARD(pow_constant) { EACH_NEEDED_NODE { GX(0) += pow_base_grad(G, X(0), X(1)); GX(1) += 0.0 * G; } }
+
+FORWARD(exp) { EACH_NODE OUT = exp(X(0)); return 0; }
+BACKWARD(exp) { EACH_NEEDED_NODE GX(0) += G * OUT; }
+
+FORWARD(log) { EACH_NODE OUT = log(X(0)); return 0; }
+BACKWARD(log) { EACH_NEEDED_NODE GX(0) += G / X(0); }
+
+FORWARD(tanh) { EACH_NODE OUT = tanh(X(0)); return 0; }
+BACKWARD(tanh) { EACH_NEEDED_NODE GX(0) += G * (1.0 - OUT * OUT); }
+
+FORWARD(sigmoid) { EACH_NODE OUT = sigmoid(X(0)); return 0; }
+BACKWARD(sigmoid) { EACH_NEEDED_NODE GX(0) += G * OUT * (1.0 - OUT); }
+
+FORWARD(relu) { EACH_NODE OUT = X(0) <= 0.0 ? 0.0 : X(0); return 0; }  /* a nan passes through */
+BACKWARD(relu) { EACH_NEEDED_NODE GX(0) += X(0) <= 0.0 ? 0.0 : G; }
+
+FORWARD(softplus) {  /* max(x, 0) + log(1 + e^-|x|) */
+    EACH_NODE OUT = (X(0) <= 0.0 ? 0.0 : X(0)) + log1p(exp(-fabs(X(0))));
+    return 0;
+}
+BACKWARD(softplus) { EACH_NEEDED_NODE GX(0) += G * sigmoid(X(0)); }
+
+FORWARD(sum) {
+    EACH_NODE { double s = 0.0; for (long k = 0; k < n; k++) s += X(k); OUT = s; }
+    return 0;
+}
+BACKWARD(sum) { EACH_NEEDED_NODE for (long k = 0; k < n; k++) GX(k) += G; }
+
+FORWARD(logsumexp) {  /* m + log(sum e^(x - m)), m the largest x */
+    EACH_NODE {
+        double m = X(0), s = 0.0;
+        for (long k = 1; k < n; k++) if (X(k) > m || isnan(X(k))) m = X(k);
+        if (isnan(m) || isinf(m)) { OUT = m; continue; }
+        for (long k = 0; k < n; k++) s += exp(X(k) - m);
+        OUT = m + log(s);
+    }
+    return 0;
+}
+BACKWARD(logsumexp) { EACH_NEEDED_NODE for (long k = 0; k < n; k++) GX(k) += G * exp(X(k) - OUT); }
+
+FORWARD(dot) {  /* inputs w_1..w_m, x_1..x_m, b */
+    long m = (n - 1) / 2;
+    EACH_NODE { double s = 0.0; for (long k = 0; k < m; k++) s += X(k) * X(m + k); OUT = s + X(n - 1); }
+    return 0;
+}
+BACKWARD(dot) {
+    long m = (n - 1) / 2;
+    EACH_NEEDED_NODE {
+        for (long k = 0; k < m; k++) { GX(k) += G * X(m + k); GX(m + k) += G * X(k); }
+        GX(n - 1) += G;
+    }
+}
+
+static long picked(const double *d, const idx_t *c, long rows) {  /* take's row, or -1 */
+    double index = X(0);
+    if (!(index == floor(index)) || index < -rows || index >= rows) return -1;
+    return index < 0.0 ? (long)index + rows : (long)index;
+}
+FORWARD(take) {  /* inputs: the index, then the rows to pick from */
+    EACH_NODE { long p = picked(d, c, n - 1); if (p < 0) return 1; OUT = X(1 + p); }
+    return 0;
+}
+BACKWARD(take) { EACH_NEEDED_NODE GX(1 + picked(d, c, n - 1)) += G; }
+
+FORWARD(stop_gradient) { EACH_NODE OUT = X(0); return 0; }
+BACKWARD(stop_gradient) { (void)d; (void)gr; (void)c; (void)start; (void)count; (void)n; (void)needed; }
+
+/* 0 when every number from `first` to `size` is finite */
+static int all_finite(const double *v, long first, long size) {
+    for (long i = first; i < size; i++) if (!isfinite(v[i])) return 0;
+    return 1;
+}
+"""
+
+# chainrule's op name -> (forward kernel, backward kernel). ** shares pow's forward.
+_KERNEL_NAMES = {
+    "+": ("add", "add"),
+    "-": ("sub", "sub"),
+    "*": ("mul", "mul"),
+    "/": ("div", "div"),
+    "neg": ("neg", "neg"),
+    "pow": ("pow", "pow"),
+    "rpow": ("pow", "rpow"),
+    "**": ("pow", "pow_constant"),
+    "exp": ("exp", "exp"),
+    "log": ("log", "log"),
+    "tanh": ("tanh", "tanh"),
+    "sigmoid": ("sigmoid", "sigmoid"),
+    "relu": ("relu", "relu"),
+    "softplus": ("softplus", "softplus"),
+    "sum": ("sum", "sum"),
+    "logsumexp": ("logsumexp", "logsumexp"),
+    "dot": ("dot", "dot"),
+    "take": ("take", "take"),
+    "stop_gradient": ("stop_gradient", "stop_gradient"),
+}
+
+
+_FORWARD_KERNELS = sorted({f for f, _ in _KERNEL_NAMES.values()})  # a kernel's number in the table
+_BACKWARD_KERNELS = sorted({b for _, b in _KERNEL_NAMES.values()})
+
+
+def _kernels_for(rule):
+    names = _KERNEL_NAMES.get(rule.name)
+    if names is None or ops.OPS.get(rule.name) is not rule:
+        raise Unavailable(f"the C backend has no kernel for the op {rule.name!r}")
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# The program: the kernels, then forward() and backward() for this tape.
+
+
+def program_source(groups, size: int, first: int) -> str:
+    """C source for a tape whose groups are ``(rule, start, count, n_inputs, idx_offset)``.
+
+    ``first`` is the position of the first computed node (the leaves come before it).
+    """
+    lines = [KERNELS]
+    if len(groups) <= STRAIGHT_LINE_GROUPS:
+        lines.append("/* forward: one line per group of nodes with the same op and depth */")
+        lines.append("int forward(double *d, const idx_t *idx) {")
+        lines.append("    int bad = 0;")
+        for rule, start, count, n, offset in groups:
+            f, _ = _kernels_for(rule)
+            lines.append(
+                f"    bad |= f_{f}(d, idx + {offset}, {start}, {count}, {n});  /* {count} x {rule.name} */"
+            )
+        lines.append(f"    return bad || !all_finite(d, {first}, {size});")
+        lines.append("}")
+        lines.append("")
+        lines.append("/* backward: the same groups in reverse, each adding into its inputs' gradients */")
+        lines.append(
+            "int backward(const double *d, double *gr, const idx_t *idx, const unsigned char *needed) {"
+        )
+        for rule, start, count, n, offset in reversed(groups):
+            _, b = _kernels_for(rule)
+            lines.append(f"    b_{b}(d, gr, idx + {offset}, {start}, {count}, {n}, needed);")
+        lines.append(f"    return !all_finite(gr, 0, {size});")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+    # A long program: the groups come as a table, one row per group (see NativeTape.table).
+    for rule, *_ in groups:
+        _kernels_for(rule)
+    lines.append(
+        "/* forward: walk the table of groups; a row is (kernel, start, count, inputs, offset, ...) */"
+    )
+    lines.append("int forward(double *d, const idx_t *idx, const int64_t *t, long n_groups) {")
+    lines.append("    int bad = 0;")
+    lines.append("    for (long i = 0; i < n_groups; i++, t += 6) {")
+    lines.append("        switch (t[0]) {")
+    for code, name in enumerate(_FORWARD_KERNELS):
+        lines.append(f"        case {code}: bad |= f_{name}(d, idx + t[4], t[1], t[2], t[3]); break;")
+    lines.append("        }")
+    lines.append("    }")
+    lines.append(f"    return bad || !all_finite(d, {first}, {size});")
+    lines.append("}")
+    lines.append("")
+    lines.append(
+        "/* backward: the same table from its last row; a row's last number is its backward kernel */"
+    )
+    lines.append("int backward(const double *d, double *gr, const idx_t *idx, const unsigned char *needed,")
+    lines.append("             const int64_t *t, long n_groups) {")
+    lines.append("    for (long i = n_groups - 1; i >= 0; i--) {")
+    lines.append("        const int64_t *row = t + 6 * i;")
+    lines.append("        switch (row[5]) {")
+    for code, name in enumerate(_BACKWARD_KERNELS):
+        lines.append(
+            f"        case {code}: b_{name}(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;"
+        )
+    lines.append("        }")
+    lines.append("    }")
+    lines.append(f"    return !all_finite(gr, 0, {size});")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Building: the system C compiler, a cache folder, ctypes.
+
+
+def c_compiler() -> list[str] | None:
+    """The command of the C compiler to use: $CC if set, else cc, gcc or clang; None if none."""
+    if os.environ.get("CC"):
+        command = shlex.split(os.environ["CC"])
+        return command if command and shutil.which(command[0]) else None
+    for name in ("cc", "gcc", "clang"):
+        path = shutil.which(name)
+        if path:
+            return [path]
+    return None
+
+
+def cache_dir() -> Path:
+    """Where built programs are kept: $CHAINRULE_CACHE, else $XDG_CACHE_HOME/chainrule, else ~/.cache."""
+    if os.environ.get("CHAINRULE_CACHE"):
+        return Path(os.environ["CHAINRULE_CACHE"]) / "c"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "chainrule" / "c"
+
+
+FLAGS = ["-O2", "-ffp-contract=off", "-fPIC", "-shared"]  # no fused multiply-add: numpy's numbers
+
+
+def library_path(compiler: list[str], source: str) -> Path:
+    """Where the library built from ``source`` by ``compiler`` is cached: named by their hash."""
+    key = hashlib.sha256("\0".join([*compiler, *FLAGS, source]).encode()).hexdigest()[:24]
+    return cache_dir() / f"tape-{key}.so"
+
+
+def build(source: str) -> ctypes.CDLL:
+    """The shared library built from ``source``, from the cache when it was built before."""
+    compiler = c_compiler()
+    if compiler is None:
+        raise Unavailable("no C compiler found (set CC, or install gcc or clang)")
+    library = library_path(compiler, source)
+    folder = library.parent
+    if not library.exists():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=folder) as scratch:
+                c_file, built = Path(scratch) / "tape.c", Path(scratch) / "tape.so"
+                c_file.write_text(source)
+                run = subprocess.run(
+                    [*compiler, *FLAGS, "-o", str(built), str(c_file), "-lm"],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+                if run.returncode != 0:
+                    message = (run.stderr.strip().splitlines() or ["no message"])[0]
+                    raise Unavailable(f"the C compiler failed: {message}")
+                os.replace(built, library)  # atomic: another process never sees half a file
+        except OSError as error:
+            raise Unavailable(f"cannot build in {folder}: {error}") from None
+        except subprocess.TimeoutExpired:
+            raise Unavailable("the C compiler took over 120 s") from None
+    try:
+        return ctypes.CDLL(str(library))
+    except OSError as error:  # a damaged file in the cache: build it afresh next time
+        library.unlink(missing_ok=True)
+        raise Unavailable(f"cannot load {library.name}: {error}") from None
+
+
+class NativeTape:
+    """A tape's groups as a built C program, run on the numpy backend's arrays."""
+
+    def __init__(self, np, groups, size: int, first: int):
+        table, offset = [], 0
+        for group in groups:
+            n, count = group.children.shape
+            table.append((group.rule, group.start, count, n, offset))
+            offset += count * n
+        if size >= 2**31:
+            raise Unavailable("the tape has more than 2**31 nodes")
+        # Every group's input positions, node by node, in one int32 array.
+        blocks = [group.children.T.ravel() for group in groups]
+        self.idx = np.concatenate(blocks).astype(np.int32) if blocks else np.zeros(1, dtype=np.int32)
+        self.source = program_source(table, size, first)
+        library = build(self.source)
+        self._forward, self._backward = library.forward, library.backward
+        self._forward.restype = self._backward.restype = ctypes.c_int
+        pointer = ctypes.c_void_p
+        self._idx = pointer(self.idx.ctypes.data)
+        self._extra = ()
+        if len(table) > STRAIGHT_LINE_GROUPS:
+            rows = []
+            for rule, start, count, n, offset in table:
+                f, b = _kernels_for(rule)
+                rows.append((_FORWARD_KERNELS.index(f), start, count, n, offset, _BACKWARD_KERNELS.index(b)))
+            self.table = np.array(rows, dtype=np.int64)
+            self._extra = (pointer(self.table.ctypes.data), ctypes.c_long(len(rows)))
+        self._no_mask = pointer(None)
+
+    def forward(self, data) -> bool:
+        """Compute every node into ``data``; False when the numpy backend must redo the call."""
+        return self._forward(ctypes.c_void_p(data.ctypes.data), self._idx, *self._extra) == 0
+
+    def backward(self, data, grad, needed) -> bool:
+        """Add the gradients into ``grad``; False when the numpy backend must redo the pass."""
+        mask = self._no_mask if needed is None else ctypes.c_void_p(needed.ctypes.data)
+        return (
+            self._backward(
+                ctypes.c_void_p(data.ctypes.data),
+                ctypes.c_void_p(grad.ctypes.data),
+                self._idx,
+                mask,
+                *self._extra,
+            )
+            == 0
+        )

@@ -1,0 +1,275 @@
+"""The C backend of chainrule.compile (native.py): the same numbers and errors as numpy and eager.
+
+The oracles are eager chainrule (whose rules the sympy and finite-difference tests check) and
+the numpy backend; the whole compile test suite also runs under the C backend (last test).
+"""
+
+import math
+import os
+import random
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+import chainrule
+from chainrule import Value, native, nn
+
+np = pytest.importorskip("numpy")
+pytestmark = pytest.mark.skipif(native.c_compiler() is None, reason="no C compiler")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAINRULE_CACHE", str(tmp_path / "cache"))
+
+
+def _every_op(x, w):
+    """A graph with every op the C backend has a kernel for, finite for x, w in [-1, 1]."""
+    a, b = x[0] * w[0] + x[1], (x[1] - w[1]) / (w[0] * w[0] + 1.0)
+    terms = [
+        (-a).exp(),
+        (a * a + 0.5).log(),
+        a.tanh() * b.sigmoid(),
+        (a - 0.1).relu() + b.softplus(),
+        (a * a + 0.25) ** 1.5,
+        (b * b + 0.5) ** (a.tanh()),
+        2.0**a,
+        chainrule.logsumexp([a, b, a * b]),
+        chainrule.dot([w[0], w[1]], [a, b], w[1]),
+        chainrule.sum_values([a, b, a]),
+        a / (b * b + 1.0),
+        a.detach() * b,
+    ]
+    return sum(terms)
+
+
+def _run(f, x, w):
+    for p in w:
+        p.grad = 0.0
+    out = f(x)
+    out.backward()
+    return out.data, [p.grad for p in w]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_op_gives_the_numbers_of_numpy_and_eager(seed):
+    rng = random.Random(seed)
+    w = [Value(rng.uniform(-1, 1)), Value(rng.uniform(-1, 1))]
+    c = chainrule.compile(lambda x: _every_op(x, w), backend="c")
+    numpy_backend = chainrule.compile(lambda x: _every_op(x, w), backend="numpy")
+    for _ in range(4):  # the first call traces, the others replay on new numbers
+        x = [rng.uniform(-1, 1), rng.uniform(-1, 1)]
+        eager_out = _every_op([Value(v) for v in x], w)
+        for p in w:
+            p.grad = 0.0
+        eager_out.backward()
+        eager = (eager_out.data, [p.grad for p in w])
+        for result in (_run(c, x, w), _run(numpy_backend, x, w)):
+            assert result[0] == pytest.approx(eager[0], rel=1e-12)
+            assert result[1] == pytest.approx(eager[1], rel=1e-12)
+    assert c.last_tape.native is not None and numpy_backend.last_tape.native is None
+
+
+def test_a_training_step_matches_numpy_to_1e_12():
+    random.seed(3)
+    model = nn.MLP(2, [8, 8, 1])
+    X = [[random.uniform(-1, 1), random.uniform(-1, 1)] for _ in range(20)]
+    y = [random.choice([-1.0, 1.0]) for _ in range(20)]
+
+    def loss(X, y):
+        return sum((1 + -yi * model(x)).relu() for x, yi in zip(X, y)) / len(y)
+
+    grads = {}
+    for backend in ("numpy", "c"):
+        f = chainrule.compile(loss, backend=backend)
+        f(X, y)  # trace
+        model.zero_grad()
+        out = f(X, y)
+        out.backward()
+        grads[backend] = (out.data, [p.grad for p in model.parameters()])
+    assert grads["c"][0] == pytest.approx(grads["numpy"][0], rel=1e-12)
+    assert grads["c"][1] == pytest.approx(grads["numpy"][1], rel=1e-12, abs=1e-15)
+
+
+def test_a_long_chain_walks_a_table_of_groups_and_matches_eager():
+    c = Value(0.999)
+
+    def chain(x):
+        y = x[0]
+        for _ in range(native.STRAIGHT_LINE_GROUPS + 500):  # one group per node: past the cap
+            y = y * c + 0.001
+        return y
+
+    f = chainrule.compile(chain, backend="c")
+    out = f([1.5])
+    assert "switch (t[0])" in f.source()  # the table-walking form, not one line per group
+    c.grad = 0.0
+    out = f([0.5])
+    out.backward()
+    got = (out.data, c.grad)
+    c.grad = 0.0
+    eager = chain([Value(0.5)])
+    eager.backward()
+    assert got[0] == pytest.approx(eager.data, rel=1e-12) and got[1] == pytest.approx(c.grad, rel=1e-12)
+
+
+def test_the_table_form_gives_the_straight_line_forms_numbers(monkeypatch):
+    w = [Value(0.3), Value(-0.7)]
+    x = [0.4, -0.9]
+    straight = _run(chainrule.compile(lambda x: _every_op(x, w), backend="c"), x, w)
+    monkeypatch.setattr(native, "STRAIGHT_LINE_GROUPS", 0)
+    f = chainrule.compile(lambda x: _every_op(x, w), backend="c")
+    table = _run(f, x, w)
+    assert "switch (t[0])" in f.source()
+    assert table == straight
+
+
+def test_the_source_is_c_a_learner_can_read():
+    w = Value(2.0)
+    f = chainrule.compile(lambda x: (w * x[0]).tanh(), backend="c")
+    with pytest.raises(ValueError, match="call the compiled function once"):
+        f.source()
+    f([1.0])
+    source = f.source()
+    assert "int forward(double *d" in source and "int backward(" in source
+    assert "f_mul(" in source and "f_tanh(" in source and "b_tanh(" in source
+    numpy_backend = chainrule.compile(lambda x: w * x[0], backend="numpy")
+    numpy_backend([1.0])
+    with pytest.raises(ValueError, match="runs on numpy"):
+        numpy_backend.source()
+
+
+def test_domain_errors_are_eagers_errors():
+    w = Value(1.0)
+    f = chainrule.compile(lambda x: (x[0] * w).log(), backend="c")
+    assert f([2.0]).data == pytest.approx(math.log(2.0))
+    with pytest.raises(ValueError, match="log is defined only for positive numbers"):
+        f([-2.0])
+    with pytest.raises(ValueError, match="log is defined only for positive numbers"):
+        (Value(-2.0) * w).log()
+    g = chainrule.compile(lambda x: x[0] / (x[1] * w), backend="c")
+    assert g([1.0, 2.0]).data == 0.5
+    with pytest.raises(ZeroDivisionError):
+        g([1.0, 0.0])
+
+
+def test_an_out_of_range_take_is_eagers_index_error():
+    rows = [Value(1.0), Value(2.0), Value(3.0)]
+    f = chainrule.compile(lambda i: chainrule.take(rows, i) * 2.0, backend="c")
+    assert f(1).data == 4.0
+    assert f(-1).data == 6.0
+    with pytest.raises(IndexError, match="out of range for 3 rows"):
+        f(3)
+    out = f(0)
+    out.backward()
+    assert [r.grad for r in rows] == [2.0, 0.0, 0.0]
+
+
+def test_overflow_gives_inf_as_eager_does():
+    w = Value(1.0)
+    f = chainrule.compile(lambda x: (x[0] * w).exp(), backend="c")
+    assert f([1.0]).data == pytest.approx(math.e)
+    out = f([1000.0])
+    assert out.data == math.inf == (Value(1000.0) * w).exp().data
+    out.backward()
+    assert w.grad == math.inf
+
+
+def test_nan_passes_through_as_in_eager():
+    w = Value(1.0)
+    f = chainrule.compile(lambda x: (x[0] * w).relu() + 1.0, backend="c")
+    f([1.0])
+    out = f([math.nan])
+    assert math.isnan(out.data)
+    out.backward()
+    assert math.isnan(w.grad)
+
+
+def test_without_a_compiler_c_falls_back_to_numpy_with_one_warning(monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    w = Value(3.0)
+    f = chainrule.compile(lambda x: w * x[0], backend="c")
+    with pytest.warns(RuntimeWarning, match="no C compiler found.*using the numpy backend"):
+        out = f([2.0])
+    assert out.data == 6.0 and f.last_tape.native is None
+    auto = chainrule.compile(lambda x: w * x[0], backend="auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto falls back quietly
+        assert auto([2.0]).data == 6.0
+
+
+def test_a_failing_compiler_falls_back_and_says_why(monkeypatch):
+    monkeypatch.setenv("CC", "false")
+    f = chainrule.compile(lambda x: x[0] * 2.0, backend="c")
+    with pytest.warns(RuntimeWarning, match="the C compiler failed"):
+        assert f([2.0]).data == 4.0
+
+
+def test_an_op_without_a_kernel_falls_back(monkeypatch):
+    cube = chainrule.ops.Op(
+        "cube", lambda x: x**3, lambda g, out, x: (3 * g * x * x,), lambda np, X: X[0] ** 3
+    )
+    w = Value(2.0)
+    f = chainrule.compile(lambda x: chainrule.engine.apply(cube, x[0] * w), backend="c")
+    with pytest.warns(RuntimeWarning, match="no kernel for the op 'cube'"):
+        out = f([1.5])
+    out.backward()
+    assert out.data == pytest.approx(27.0) and w.grad == pytest.approx(3 * 9.0 * 1.5)
+
+
+def test_a_built_program_is_reused_from_the_cache(monkeypatch):
+    w = Value(1.5)
+    chainrule.compile(lambda x: (w * x[0]).tanh(), backend="c")([1.0])
+    built = list(native.cache_dir().glob("tape-*.so"))
+    assert len(built) == 1
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(native.subprocess, "run", no_compiler)
+    again = chainrule.compile(lambda x: (w * x[0]).tanh(), backend="c")
+    assert again([0.5]).data == pytest.approx(math.tanh(0.75))
+    assert again.last_tape.native is not None
+
+
+def test_a_damaged_library_in_the_cache_is_rebuilt():
+    source = "int answer(void) { return 42; }\n"
+    library = native.library_path(native.c_compiler(), source)
+    library.parent.mkdir(parents=True)
+    library.write_bytes(b"not a library")  # as a full disk or a killed copy might leave it
+    with pytest.raises(native.Unavailable, match="cannot load"):
+        native.build(source)
+    assert not library.exists()
+    assert native.build(source).answer() == 42
+
+
+def test_an_unknown_backend_is_a_value_error():
+    with pytest.raises(ValueError, match="backend must be one of numpy, c, auto, got 'cuda'"):
+        chainrule.compile(lambda x: x, backend="cuda")
+
+
+def test_the_whole_compile_suite_passes_under_the_c_backend(tmp_path):
+    env = {**os.environ, "CHAINRULE_BACKEND": "c", "CHAINRULE_CACHE": str(tmp_path)}
+    files = [
+        "test_compile.py",
+        "test_compile_hardening.py",
+        "test_compile_props.py",
+        "test_take.py",
+        "test_gpt.py",
+    ]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error::RuntimeWarning"]
+        + [str(ROOT / "tests" / f) for f in files],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert " passed" in run.stdout
