@@ -888,7 +888,11 @@ class _CompiledValue(Value):
         grads = self._rule.backward(seed, self.data)
         nodes = (self, *self.children)
         with engine._one_pass_at_a_time:  # reading the grads and storing the totals is one step
-            totals = [engine._accumulate(node, g, False) for node, g in zip(nodes, (seed, *grads))]
+            now = list(map(engine._GRAD, nodes))
+            if set(map(type, now)) <= engine._NUMBER_TYPES:  # the usual case: add them in one go
+                totals = list(map(operator.add, now, (seed, *grads)))
+            else:
+                totals = [engine._accumulate(node, g, False) for node, g in zip(nodes, (seed, *grads))]
             engine._store_grads(nodes, totals)
 
 

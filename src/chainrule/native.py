@@ -48,6 +48,7 @@ class Unavailable(RuntimeError):
 KERNELS = r"""
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 typedef int32_t idx_t;
 #define FORWARD(name) static int f_##name(double *d, const idx_t *c, long start, long count, long n)
@@ -146,6 +147,52 @@ BACKWARD(dot) {
     }
 }
 
+/* A layer applied to a batch (the compiler's matrix-product groups): node v*U + u is the dot
+   of weight vector u with input vector v, both m long, plus its own bias. The inputs are copied
+   into two dense blocks first, W (U x m) and X (V x m), so the inner loops run over memory in
+   order. w[k*U + u] and x[k*V + v] are the positions of element k of each vector. */
+static int f_layer(double *d, const idx_t *w, const idx_t *x, const idx_t *b, long start,
+                   long U, long V, long m) {
+    double *W = malloc(sizeof(double) * (U + V) * m), *X = W + U * m;
+    if (!W) return 1;  /* no memory: numpy redoes the call */
+    for (long k = 0; k < m; k++) {
+        for (long u = 0; u < U; u++) W[u * m + k] = d[w[k * U + u]];
+        for (long v = 0; v < V; v++) X[v * m + k] = d[x[k * V + v]];
+    }
+    for (long v = 0; v < V; v++)
+        for (long u = 0; u < U; u++) {
+            double s = 0.0;
+            for (long k = 0; k < m; k++) s += W[u * m + k] * X[v * m + k];
+            d[start + v * U + u] = s + d[b[v * U + u]];
+        }
+    free(W);
+    return 0;
+}
+static void b_layer(const double *d, double *gr, const idx_t *w, const idx_t *x, const idx_t *b, long start,
+                    long U, long V, long m) {
+    double *W = malloc(sizeof(double) * 2 * (U + V) * m), *X = W + U * m, *gW = X + V * m, *gX = gW + U * m;
+    if (!W) { gr[0] = NAN; return; }  /* no memory: numpy redoes the pass */
+    for (long k = 0; k < m; k++) {
+        for (long u = 0; u < U; u++) W[u * m + k] = d[w[k * U + u]];
+        for (long v = 0; v < V; v++) X[v * m + k] = d[x[k * V + v]];
+    }
+    for (long i = 0; i < (U + V) * m; i++) gW[i] = 0.0;  /* gW and gX */
+    for (long v = 0; v < V; v++)
+        for (long u = 0; u < U; u++) {
+            double g = gr[start + v * U + u];
+            for (long k = 0; k < m; k++) {
+                gW[u * m + k] += g * X[v * m + k];
+                gX[v * m + k] += g * W[u * m + k];
+            }
+            gr[b[v * U + u]] += g;
+        }
+    for (long k = 0; k < m; k++) {
+        for (long u = 0; u < U; u++) gr[w[k * U + u]] += gW[u * m + k];
+        for (long v = 0; v < V; v++) gr[x[k * V + v]] += gX[v * m + k];
+    }
+    free(W);
+}
+
 static long picked(const double *d, const idx_t *c, long rows) {  /* take's row, or -1 */
     double index = X(0);
     if (!(index == floor(index)) || index < -rows || index >= rows) return -1;
@@ -207,7 +254,10 @@ def _kernels_for(rule):
 
 
 def program_source(groups, size: int, first: int) -> str:
-    """C source for a tape whose groups are ``(rule, start, count, n_inputs, idx_offset)``.
+    """C source for a tape whose groups are ``(rule, start, count, n_inputs, idx_offset, layer)``.
+
+    ``layer`` is None, or for a layer applied to a batch (a matrix product), where its weight,
+    input and bias positions start in ``idx`` and its sizes: ``(w, x, b, U, V, m)``.
 
     ``first`` is the position of the first computed node (the leaves come before it).
     """
@@ -216,8 +266,15 @@ def program_source(groups, size: int, first: int) -> str:
         lines.append("/* forward: one line per group of nodes with the same op and depth */")
         lines.append("int forward(double *d, const idx_t *idx) {")
         lines.append("    int bad = 0;")
-        for rule, start, count, n, offset in groups:
+        for rule, start, count, n, offset, layer in groups:
             f, _ = _kernels_for(rule)
+            if layer is not None:
+                w, x, b, U, V, m = layer
+                lines.append(
+                    f"    bad |= f_layer(d, idx + {w}, idx + {x}, idx + {b}, {start}, {U}, {V}, {m});"
+                    f"  /* {U} neurons x {V} inputs */"
+                )
+                continue
             lines.append(
                 f"    bad |= f_{f}(d, idx + {offset}, {start}, {count}, {n});  /* {count} x {rule.name} */"
             )
@@ -228,9 +285,14 @@ def program_source(groups, size: int, first: int) -> str:
         lines.append(
             "int backward(const double *d, double *gr, const idx_t *idx, const unsigned char *needed) {"
         )
-        for rule, start, count, n, offset in reversed(groups):
+        for rule, start, count, n, offset, layer in reversed(groups):
             _, b = _kernels_for(rule)
-            lines.append(f"    b_{b}(d, gr, idx + {offset}, {start}, {count}, {n}, needed);")
+            call = f"b_{b}(d, gr, idx + {offset}, {start}, {count}, {n}, needed);"
+            if layer is not None:  # with a mask (part of the nodes needed), node by node
+                w, x, bias, U, V, m = layer
+                whole = f"b_layer(d, gr, idx + {w}, idx + {x}, idx + {bias}, {start}, {U}, {V}, {m});"
+                call = f"if (needed) {call} else {whole}"
+            lines.append(f"    {call}")
         lines.append(f"    return !all_finite(gr, 0, {size});")
         lines.append("}")
         return "\n".join(lines) + "\n"
@@ -341,15 +403,23 @@ class NativeTape:
     """A tape's groups as a built C program, run on the numpy backend's arrays."""
 
     def __init__(self, np, groups, size: int, first: int):
-        table, offset = [], 0
-        for group in groups:
-            n, count = group.children.shape
-            table.append((group.rule, group.start, count, n, offset))
-            offset += count * n
         if size >= 2**31:
             raise Unavailable("the tape has more than 2**31 nodes")
-        # Every group's input positions, node by node, in one int32 array.
-        blocks = [group.children.T.ravel() for group in groups]
+        # Every group's input positions, node by node, in one int32 array; a layer's weight,
+        # input and bias positions follow, vector element by vector element.
+        table, blocks, offset = [], [], 0
+        for group in groups:
+            n, count = group.children.shape
+            mine = [group.children.T.ravel()]
+            layer = None
+            if hasattr(group, "weights"):  # compiler._MatmulGroup: weights (m, U), inputs (m, V)
+                (m, U), V = group.weights.shape, group.inputs.shape[1]
+                w = offset + count * n
+                layer = (w, w + m * U, w + m * (U + V), U, V, m)
+                mine += [group.weights.ravel(), group.inputs.ravel(), group.bias.ravel()]
+            table.append((group.rule, group.start, count, n, offset, layer))
+            blocks += mine
+            offset += sum(map(len, mine))
         self.idx = np.concatenate(blocks).astype(np.int32) if blocks else np.zeros(1, dtype=np.int32)
         self.source = program_source(table, size, first)
         library = build(self.source)
@@ -360,7 +430,7 @@ class NativeTape:
         self._extra = ()
         if len(table) > STRAIGHT_LINE_GROUPS:
             rows = []
-            for rule, start, count, n, offset in table:
+            for rule, start, count, n, offset, _ in table:  # a layer runs node by node here
                 f, b = _kernels_for(rule)
                 rows.append((_FORWARD_KERNELS.index(f), start, count, n, offset, _BACKWARD_KERNELS.index(b)))
             self.table = np.array(rows, dtype=np.int64)

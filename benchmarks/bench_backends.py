@@ -1,0 +1,199 @@
+"""chainrule.compile's backends across graph sizes, side by side with eager and PyTorch.
+
+For each graph of the table, one step (forward, backward, gradients reset) runs on:
+chainrule eager, the compiled function with the numpy backend, the compiled function with the
+C backend, and PyTorch eager (float64, one thread) where the graph is an MLP. The engines take
+turns step by step in one process, so a noisy neighbour slows them alike; the table gives the
+median of the timed steps, the ratios that matter, and the trace (+ build) time of each backend.
+Every compiled step's loss and gradients are checked against eager's (1e-9 relative).
+
+Graphs: MLPs with the demo's max-margin loss (relu hidden layers, a linear output) at several
+batch sizes, widths and depths; a scalar RNN (h = tanh(w*h + u*x + b)) over a long sequence;
+a long chain of multiplications by one parameter.
+
+Run:  python benchmarks/bench_backends.py [--repeats 7] [--quick]
+Peers: PyTorch when installed (pip install torch==2.13.0 here); numpy and a C compiler for
+the compiled rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import sys
+import time
+
+import chainrule
+from chainrule import Value, nn
+
+
+def mlp_case(batch: int, width: int, depth: int, seed: int = 1):
+    rng = random.Random(seed)
+    random.seed(seed)
+    model = nn.MLP(2, [width] * depth + [1])
+    X = [[rng.uniform(-1.5, 1.5), rng.uniform(-1.5, 1.5)] for _ in range(batch)]
+    y = [1.0 if a * b > 0 else -1.0 for a, b in X]
+
+    def loss(X, y):
+        scores = [model(x) for x in X]
+        return sum((1 + -yi * s).relu() for yi, s in zip(y, scores)) * (1.0 / len(y))
+
+    return f"MLP 2-{'-'.join([str(width)] * depth)}-1, batch {batch}", model.parameters(), loss, (X, y), model
+
+
+def rnn_case(steps: int, seed: int = 2):
+    rng = random.Random(seed)
+    w, u, b = Value(0.5), Value(0.8), Value(0.1)
+    xs = [rng.uniform(-1, 1) for _ in range(steps)]
+
+    def loss(xs):
+        h = Value(0.0)
+        for x in xs:
+            h = (w * h + u * x + b).tanh()
+        return h * h
+
+    return f"scalar RNN, {steps} steps", [w, u, b], loss, (xs,), None
+
+
+def chain_case(n: int):
+    c = Value(0.99999)
+
+    def loss(x):
+        y = x[0]
+        for _ in range(n):
+            y = y * c
+        return y
+
+    return f"chain of {n:,} *", [c], loss, ([1.5],), None
+
+
+class TorchMLP:
+    """The same MLP and loss on PyTorch tensors (float64, one thread), weights copied from chainrule."""
+
+    def __init__(self, model, X, y):
+        import torch
+
+        torch.set_num_threads(1)
+        self.torch = torch
+        self.layers = []
+        for layer in model.layers:
+            W = torch.tensor([[w.data for w in n.w] for n in layer.neurons], dtype=torch.float64)
+            b = torch.tensor([n.b.data for n in layer.neurons], dtype=torch.float64)
+            self.layers.append((W.requires_grad_(), b.requires_grad_()))
+        self.X = torch.tensor(X, dtype=torch.float64)
+        self.y = torch.tensor(y, dtype=torch.float64)
+
+    def step(self):
+        h = self.X
+        for i, (W, b) in enumerate(self.layers):
+            h = h @ W.T + b
+            if i < len(self.layers) - 1:
+                h = h.relu()
+        loss = (1 - self.y * h[:, 0]).relu().mean()
+        for W, b in self.layers:
+            W.grad = b.grad = None
+        loss.backward()
+        return loss.item(), [
+            g for W, b in self.layers for g in (*W.grad.flatten().tolist(), *b.grad.tolist())
+        ]
+
+
+def eager_step(params, loss, args):
+    for p in params:
+        p.grad = 0.0
+    out = loss(*[_as_values(a) for a in args])
+    out.backward()
+    return out.data, [p.grad for p in params]
+
+
+def _as_values(obj):
+    if isinstance(obj, list):
+        return [_as_values(o) for o in obj]
+    return Value(obj)
+
+
+def compiled_step(f, params, args):
+    for p in params:
+        p.grad = 0.0
+    out = f(*args)
+    out.backward()
+    return out.data, [p.grad for p in params]
+
+
+def timed(fn):
+    gc.collect()
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def close(a, b) -> bool:
+    return all(abs(x - y) <= 1e-9 * max(1.0, abs(x), abs(y)) for x, y in zip([a[0], *a[1]], [b[0], *b[1]]))
+
+
+def run_case(case, repeats: int, eager_repeats: int):
+    name, params, loss, args, model = case
+    runners, trace = {}, {}
+    for backend in ("numpy", "c"):
+        f = chainrule.compile(loss, backend=backend)
+        seconds, _ = timed(lambda f=f: f(*args))
+        trace[backend] = seconds
+        runners[backend] = lambda f=f: compiled_step(f, params, args)
+    if model is not None:
+        try:
+            torch_mlp = TorchMLP(model, *args)
+            runners["pytorch"] = torch_mlp.step
+        except ImportError:
+            pass
+    reference = eager_step(params, loss, args)
+    times = {k: [] for k in ["eager", *runners]}
+    for k in range(repeats):
+        order = list(runners)[k % len(runners) :] + list(runners)[: k % len(runners)]
+        for engine in order:
+            seconds, result = timed(runners[engine])
+            times[engine].append(seconds)
+            # PyTorch lists its gradients in another order, so only its loss is compared.
+            if not close(result if engine != "pytorch" else (result[0], []), reference):
+                raise SystemExit(f"{name}: {engine} disagrees with eager")
+        if k < eager_repeats:
+            seconds, _ = timed(lambda: eager_step(params, loss, args))
+            times["eager"].append(seconds)
+    return name, {k: statistics.median(v) for k, v in times.items() if v}, trace
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="timed steps per engine (default 7)")
+    parser.add_argument("--quick", action="store_true", help="small graphs and 2 repeats: a smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        cases = [mlp_case(10, 16, 2), rnn_case(100), chain_case(1000)]
+        args.repeats = 2
+    else:
+        cases = [
+            mlp_case(10, 16, 2),
+            mlp_case(100, 16, 2),
+            mlp_case(1000, 16, 2),
+            mlp_case(100, 64, 2),
+            mlp_case(100, 16, 8),
+            rnn_case(1000),
+            chain_case(100_000),
+        ]
+    print(f"python {sys.version.split()[0]}, chainrule eager vs compiled (numpy, C) vs PyTorch eager float64")
+    header = f"{'graph':<34}{'eager':>10}{'numpy':>10}{'C':>10}{'pytorch':>10}{'C/eager':>9}{'C/torch':>9}"
+    print(header + f"{'trace np':>10}{'trace C':>9}")
+    for case in cases:
+        name, t, trace = run_case(case, args.repeats, eager_repeats=min(args.repeats, 3))
+        ms = {k: f"{v * 1e3:.3f}" for k, v in t.items()}
+        torch_ratio = f"{t['c'] / t['pytorch']:.2f}" if "pytorch" in t else "-"
+        print(
+            f"{name:<34}{ms['eager']:>10}{ms['numpy']:>10}{ms['c']:>10}{ms.get('pytorch', '-'):>10}"
+            f"{t['c'] / t['eager']:>9.4f}{torch_ratio:>9}{trace['numpy']:>9.2f}s{trace['c']:>8.2f}s"
+        )
+    print("times in ms (median); C/eager and C/torch are time ratios: below 1 means C is faster")
+
+
+if __name__ == "__main__":
+    main()
