@@ -356,7 +356,9 @@ def cache_dir() -> Path:
     return Path(base) / "chainrule" / "c"
 
 
-FLAGS = ["-O2", "-ffp-contract=off", "-fPIC", "-shared"]  # no fused multiply-add: numpy's numbers
+# -O1: about half the build time of -O2 for nearly the same speed; no fused multiply-add, so the
+# products round as numpy's do.
+FLAGS = ["-O1", "-ffp-contract=off", "-fPIC", "-shared"]
 
 
 def library_path(compiler: list[str], source: str) -> Path:
