@@ -37,6 +37,9 @@ raises ``NotImplementedError``; ops, new Values, ``repr`` and drawings pass free
 Arguments are checked like eager arithmetic checks numbers: only real numbers (numpy's too),
 in lists, tuples and numpy arrays, get in; anything else is a TypeError naming its position.
 
+That is the numpy backend. ``compile(fn, backend="c")`` runs the same tape as a C program
+instead (native.py): the same groups, one C loop each, built once by the system's C compiler.
+
 numpy is needed here and only here (``pip install "chainrule[fast]"``).
 """
 
