@@ -3,8 +3,9 @@
 For each graph of the table, one step (forward, backward, gradients reset) runs on:
 chainrule eager, the compiled function with the numpy backend, the compiled function with the
 C backend, and PyTorch eager (float64, one thread) where the graph is an MLP. The engines take
-turns step by step in one process, so a noisy neighbour slows them alike; the table gives the
-median of the timed steps, the ratios that matter, and the trace (+ build) time of each backend.
+turns in one process (ten steps in a row for the compiled functions and PyTorch, one for
+eager), so a noisy neighbour slows them alike; the table gives the median time per step, the
+ratios that matter, and the trace (+ build) time of each backend.
 Every compiled step's loss and gradients are checked against eager's (1e-9 relative).
 
 Graphs: MLPs with the demo's max-margin loss (relu hidden layers, a linear output) at several
@@ -122,11 +123,16 @@ def compiled_step(f, params, args):
     return out.data, [p.grad for p in params]
 
 
-def timed(fn):
+def timed(fn, steps: int = 1):
+    """(seconds per step, result of the last) of ``steps`` steps in a row, after a collection."""
     gc.collect()
     start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
+    for _ in range(steps):
+        result = fn()
+    return (time.perf_counter() - start) / steps, result
+
+
+IN_A_ROW = 10  # fast steps are timed ten in a row, as in training, not one after a collection
 
 
 def close(a, b) -> bool:
@@ -152,7 +158,7 @@ def run_case(case, repeats: int, eager_repeats: int):
     for k in range(repeats):
         order = list(runners)[k % len(runners) :] + list(runners)[: k % len(runners)]
         for engine in order:
-            seconds, result = timed(runners[engine])
+            seconds, result = timed(runners[engine], IN_A_ROW)
             times[engine].append(seconds)
             # PyTorch lists its gradients in another order, so only its loss is compared.
             if not close(result if engine != "pytorch" else (result[0], []), reference):

@@ -214,6 +214,8 @@ def _argument(position) -> str:
 
 def _rows_are_lists(obj, ndim, np) -> bool:
     """Whether every container inside ``obj`` (an ``ndim``-deep block) is a list or an array."""
+    if set(map(type, obj)) <= {list}:  # the usual case, checked in one pass in C
+        return ndim <= 2 or all(_rows_are_lists(row, ndim - 1, np) for row in obj)
     return all(
         (type(row) is list or isinstance(row, np.ndarray))
         and (ndim <= 2 or _rows_are_lists(row, ndim - 1, np))
@@ -787,7 +789,7 @@ class Tape:
         data = np.empty(self.size)
         data[: self.n_inputs] = flat
         data[self.n_inputs : self.n_fixed] = self.constant_data
-        data[self.n_fixed : self.n_leaves] = [v.data for v in self.externals]
+        data[self.n_fixed : self.n_leaves] = list(map(engine._read_data, self.externals))
         anomaly = _mode.get().anomaly
         if self.native is not None and not anomaly and self.native.forward(data):
             saved = None  # the C program computed it all; nothing unusual happened
