@@ -659,6 +659,15 @@ def _as_matrix(np, rows, shape):
     return matrix
 
 
+def _unique_rows(np, rows):
+    """The distinct rows of ``rows`` in the order they first appear, and each row's index among them."""
+    unique, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # sorted -> first-seen order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return unique[order], rank[inverse.ravel()]
+
+
 class _MatmulGroup(_Group):
     """Dot nodes that pair every one of U weight vectors with every one of V input vectors.
 
@@ -676,21 +685,23 @@ class _MatmulGroup(_Group):
     def try_make(np, rule, start, members, position):
         """A _MatmulGroup for these dot nodes if they form a full weights x inputs product, else None."""
         n = len(members[0][2]) // 2
-        w_keys = [tuple(position[c] for c in children[:n]) for _, _, children in members]
-        x_keys = [tuple(position[c] for c in children[n : 2 * n]) for _, _, children in members]
-        w_unique, x_unique = list(dict.fromkeys(w_keys)), list(dict.fromkeys(x_keys))
-        if len(w_unique) * len(x_unique) != len(members):
+        at = position.__getitem__
+        children = np.array([list(map(at, ch)) for _, _, ch in members], dtype=np.intp)  # a row a node
+        w_unique, w_of = _unique_rows(np, children[:, :n])
+        x_unique, x_of = _unique_rows(np, children[:, n : 2 * n])
+        U, V = len(w_unique), len(x_unique)
+        if U * V != len(members):
             return None
-        pairs = {(x, w): member for x, w, member in zip(x_keys, w_keys, members)}
-        if len(pairs) != len(members):
+        slot = x_of * U + w_of  # where each node goes: input vector major
+        if len(np.unique(slot)) != len(members):  # some (weights, inputs) pair twice
             return None
-        ordered = [pairs[(x, w)] for x in x_unique for w in w_unique]
-        for i, (node, _, _) in enumerate(ordered):
-            position[node] = start + i
-        children = np.array([[position[c] for c in ch] for _, _, ch in ordered], dtype=np.intp).T
-        weights = np.array(w_unique, dtype=np.intp).T
-        inputs = np.array(x_unique, dtype=np.intp).T
-        return _MatmulGroup(np, rule, start, start + len(ordered), children, weights, inputs), ordered
+        ordered = np.argsort(slot)
+        for i, k in enumerate(ordered.tolist()):
+            position[members[k][0]] = start + i
+        group = _MatmulGroup(
+            np, rule, start, start + len(members), children[ordered].T, w_unique.T, x_unique.T
+        )
+        return group, [members[k] for k in ordered.tolist()]
 
     def forward(self, np, data, anomaly):
         W, X = data[self.weights], data[self.inputs]

@@ -385,6 +385,7 @@ def _restore_leaf(data, grad, label):
 # The slot that holds a Value's number, read directly: ``apply`` reads its inputs with it, so
 # that it costs no more while chainrule.compile watches ``.data`` reads from user code.
 _read_data = Value.__dict__["data"].__get__
+_write_data, _write_grad = Value.__dict__["data"].__set__, Value.__dict__["grad"].__set__
 
 # The fast path's pieces: which operand types it takes, and the local gradients that never change.
 _PLAIN = frozenset({Value, float, int})
@@ -409,7 +410,17 @@ def _node(data, rule, children, local):
 
 
 def _make(data, rule, children):
-    return _node(data, rule, children, None)
+    """A computed Value for ``apply``, its numbers stored straight into their slots: while
+    chainrule.compile traces, ``.data`` and ``.grad`` are watching properties, and every op
+    of a trace comes through here."""
+    value = _new(Value)
+    _write_data(value, data)
+    _write_grad(value, 0.0)
+    value.label = ""
+    value.children = children
+    value._rule = rule
+    value._local = None
+    return value
 
 
 def _constant(x):
@@ -551,6 +562,8 @@ _JUST_VALUE = frozenset({Value})
 
 def _as_values(values, where: str) -> list[Value]:
     values = list(values)
+    if all(map(isinstance, values, itertools.repeat(Value))):  # the usual case, checked in C
+        return values
     converted = [x if isinstance(x, Value) else _as_value(x) for x in values]
     for x, v in zip(values, converted):
         if v is None:
