@@ -3,9 +3,11 @@
 For each graph of the table, one step (forward, backward, gradients reset) runs on:
 chainrule eager, the compiled function with the numpy backend, the compiled function with the
 C backend, and PyTorch eager (float64, one thread) where the graph is an MLP. The engines take
-turns in one process (ten steps in a row for the compiled functions and PyTorch, one for
+turns in one process (ten steps in a row for the compiled functions, PyTorch and JAX, one for
 eager), so a noisy neighbour slows them alike; the table gives the median time per step, the
-ratios that matter, and the trace (+ build) time of each backend.
+ratios that matter, and the trace time of each backend (for C with the build by the C
+compiler: the benchmark starts from an empty cache). Where JAX is installed (``pip install jax
+jaxlib``; never a dependency), ``jax.jit`` of the same MLP step in float64 runs too.
 Every compiled step's loss and gradients are checked against eager's (1e-9 relative).
 
 Graphs: MLPs with the demo's max-margin loss (relu hidden layers, a linear output) at several
@@ -13,17 +15,19 @@ batch sizes, widths and depths; a scalar RNN (h = tanh(w*h + u*x + b)) over a lo
 a long chain of multiplications by one parameter.
 
 Run:  python benchmarks/bench_backends.py [--repeats 7] [--quick]
-Peers: PyTorch when installed (pip install torch==2.13.0 here); numpy and a C compiler for
-the compiled rows.
+Peers: PyTorch (pip install torch==2.13.0 here) and JAX when installed; numpy and a C
+compiler for the compiled rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import random
 import statistics
 import sys
+import tempfile
 import time
 
 import chainrule
@@ -101,6 +105,40 @@ class TorchMLP:
         ]
 
 
+class JaxMLP:
+    """The same MLP and loss under jax.jit (float64), weights copied from chainrule."""
+
+    def __init__(self, model, X, y):
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        jnp = jax.numpy
+        self.weights = [
+            (
+                jnp.array([[w.data for w in n.w] for n in layer.neurons]),
+                jnp.array([n.b.data for n in layer.neurons]),
+            )
+            for layer in model.layers
+        ]
+        self.X, self.y = jnp.array(X), jnp.array(y)
+
+        def loss(weights, X, y):
+            h = X
+            for i, (W, b) in enumerate(weights):
+                h = h @ W.T + b
+                if i < len(weights) - 1:
+                    h = jax.nn.relu(h)
+            return jax.nn.relu(1 - y * h[:, 0]).mean()
+
+        self.value_and_grad = jax.jit(jax.value_and_grad(loss))
+        self.step()  # compiles
+
+    def step(self):
+        value, grads = self.value_and_grad(self.weights, self.X, self.y)
+        value.block_until_ready()
+        return float(value), []
+
+
 def eager_step(params, loss, args):
     for p in params:
         p.grad = 0.0
@@ -149,8 +187,11 @@ def run_case(case, repeats: int, eager_repeats: int):
         runners[backend] = lambda f=f: compiled_step(f, params, args)
     if model is not None:
         try:
-            torch_mlp = TorchMLP(model, *args)
-            runners["pytorch"] = torch_mlp.step
+            runners["pytorch"] = TorchMLP(model, *args).step
+        except ImportError:
+            pass
+        try:
+            runners["jax"] = JaxMLP(model, *args).step
         except ImportError:
             pass
     reference = eager_step(params, loss, args)
@@ -160,8 +201,8 @@ def run_case(case, repeats: int, eager_repeats: int):
         for engine in order:
             seconds, result = timed(runners[engine], IN_A_ROW)
             times[engine].append(seconds)
-            # PyTorch lists its gradients in another order, so only its loss is compared.
-            if not close(result if engine != "pytorch" else (result[0], []), reference):
+            # PyTorch and JAX list their gradients in another order, so only their loss is compared.
+            if not close(result if engine not in ("pytorch", "jax") else (result[0], []), reference):
                 raise SystemExit(f"{name}: {engine} disagrees with eager")
         if k < eager_repeats:
             seconds, _ = timed(lambda: eager_step(params, loss, args))
@@ -174,6 +215,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7, help="timed steps per engine (default 7)")
     parser.add_argument("--quick", action="store_true", help="small graphs and 2 repeats: a smoke run")
     args = parser.parse_args(argv)
+    # A fresh cache, so that the C backend's trace time includes building with the C compiler.
+    os.environ["CHAINRULE_CACHE"] = tempfile.mkdtemp(prefix="chainrule-bench-")
     if args.quick:
         cases = [mlp_case(10, 16, 2), rnn_case(100), chain_case(1000)]
         args.repeats = 2
@@ -188,15 +231,17 @@ def main(argv=None):
             chain_case(100_000),
         ]
     print(f"python {sys.version.split()[0]}, chainrule eager vs compiled (numpy, C) vs PyTorch eager float64")
-    header = f"{'graph':<34}{'eager':>10}{'numpy':>10}{'C':>10}{'pytorch':>10}{'C/eager':>9}{'C/torch':>9}"
-    print(header + f"{'trace np':>10}{'trace C':>9}")
+    header = f"{'graph':<34}{'eager':>10}{'numpy':>10}{'C':>10}{'pytorch':>10}{'jax.jit':>10}"
+    print(header + f"{'C/eager':>9}{'C/torch':>9}{'C/jax':>9}{'trace np':>10}{'trace C':>9}")
     for case in cases:
         name, t, trace = run_case(case, args.repeats, eager_repeats=min(args.repeats, 3))
         ms = {k: f"{v * 1e3:.3f}" for k, v in t.items()}
         torch_ratio = f"{t['c'] / t['pytorch']:.2f}" if "pytorch" in t else "-"
+        jax_ratio = f"{t['c'] / t['jax']:.2f}" if "jax" in t else "-"
         print(
             f"{name:<34}{ms['eager']:>10}{ms['numpy']:>10}{ms['c']:>10}{ms.get('pytorch', '-'):>10}"
-            f"{t['c'] / t['eager']:>9.4f}{torch_ratio:>9}{trace['numpy']:>9.2f}s{trace['c']:>8.2f}s"
+            f"{ms.get('jax', '-'):>10}{t['c'] / t['eager']:>9.4f}{torch_ratio:>9}{jax_ratio:>9}"
+            f"{trace['numpy']:>9.2f}s{trace['c']:>8.2f}s"
         )
     print("times in ms (median); C/eager and C/torch are time ratios: below 1 means C is faster")
 

@@ -560,20 +560,24 @@ def test_hvp_vector_length_must_match():
 
 @contextlib.contextmanager
 def counting_values():
-    """Inside the block, count every Value made: through Value(...) and through the engine's _make."""
+    """Inside the block, count every Value made: through Value(...) and the engine's _node and _make."""
     count = {"values": 0}
-    original_make, original_init = engine._node, Value.__init__
+    original_node, original_make, original_init = engine._node, engine._make, Value.__init__
 
-    def counting_make(*args):
-        count["values"] += 1
-        return original_make(*args)
+    def counting(original):
+        def made(*args):
+            count["values"] += 1
+            return original(*args)
+
+        return made
 
     def counting_init(self, *args, **kwargs):
         count["values"] += 1
         original_init(self, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setattr(engine, "_node", counting_make)
+        monkeypatch.setattr(engine, "_node", counting(original_node))
+        monkeypatch.setattr(engine, "_make", counting(original_make))
         monkeypatch.setattr(Value, "__init__", counting_init)
         yield count
 
