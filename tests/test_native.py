@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 import chainrule
-from chainrule import Value, native, nn
+from chainrule import Value, nn
+from chainrule.compiler import native
 
 np = pytest.importorskip("numpy")
 pytestmark = pytest.mark.skipif(native.c_compiler() is None, reason="no C compiler")

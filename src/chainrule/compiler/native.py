@@ -1,6 +1,6 @@
 """The C backend of chainrule.compile: the tape as C, built with the system's C compiler.
 
-``compile(fn, backend="c")`` replays the same tape as the numpy backend (see compiler.py),
+``compile(fn, backend="c")`` replays the same tape as the numpy backend (see tape.py),
 but instead of one numpy call per group it runs one C loop per group:
 
 - every op has a forward kernel and a backward kernel below (``f_mul``, ``b_mul``, ...). Node
@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from . import ops
+from .. import ops
 
 STRAIGHT_LINE_GROUPS = 2000  # past this many groups, the program walks a table instead
 

@@ -1,0 +1,143 @@
+"""chainrule.compile: trace a scalar computation once, replay it over flat numpy arrays.
+
+A training step builds the same graph every time; only the numbers change. ``compile(fn)``
+runs ``fn`` once on leaf Values (the *trace*), flattens the graph into a *tape* and, on every
+later call with arguments of the same structure, replays the tape over float64 arrays:
+
+- every node gets a slot in one ``data`` array: the inputs first, then the constants made
+  inside ``fn``, then the Values that existed before the call (parameters, read afresh at
+  every call), then the computed nodes;
+- computed nodes are grouped by (depth in the graph, op), so each group is one numpy
+  operation: gather the inputs, apply the op's vectorized rule from ``ops.py``, store the
+  outputs in the group's contiguous slice;
+- backward walks the groups in reverse and scatter-adds each group's input gradients
+  (``np.bincount`` over precomputed indices, not ``np.add.at``).
+
+Before grouping, chains of ``+`` (what the builtin ``sum()`` makes) are folded into one n-ary
+sum, and a sum of products ``b + w1*x1 + ... + wn*xn`` becomes one ``dot`` node, so the tape
+stays shallow.
+
+The result of a compiled call is an ordinary Value whose single op, ``compiled``, has the
+parameters as children; its backward rule runs the tape backward. So ``loss.backward()``
+accumulates into the parameters' ``.grad`` exactly as eager backward does, and a compiled
+result can be used in further eager arithmetic.
+
+``detach()`` and ops under ``no_grad`` are recorded too, each behind a ``stop_gradient`` node
+(identity forward, no gradient backward): replay recomputes them from the new numbers, and
+backward skips the nodes reached only through them, which eager backward never visits.
+
+What tracing cannot see: Python control flow that depends on numbers (``if v.data > 0:``).
+The branch taken while tracing is frozen into the tape. So while a trace runs, ``Value.data``
+and ``Value.grad`` are properties that check who reads and writes them (the plain slots are put
+back when the trace ends, so eager code pays nothing): ``fn`` touching them on any Value, traced
+or made outside it (a parameter), warns with ``TraceWarning``; a chainrule function that would
+freeze a number or act only once (``backward()``, ``zero_grad()``, an optimizer step, ...)
+raises ``NotImplementedError``; ops, new Values, ``repr`` and drawings pass freely.
+
+Arguments are checked like eager arithmetic checks numbers: only real numbers (numpy's too),
+in lists, tuples and numpy arrays, get in; anything else is a TypeError naming its position.
+
+That is the numpy backend. ``compile(fn, backend="c")`` runs the same tape as a C program
+instead: the same groups, one C loop each, built once by the system's C compiler.
+
+The stages have a file each in this package:
+
+- ``arguments.py``: numbers in (checked, flattened into one float64 array) and results out;
+- ``tracing.py``: running ``fn`` on leaf Values, recording the nodes, watching ``.data``;
+- ``rewriting.py``: folding ``+`` chains into sums and sums of products into dot products;
+- ``tape.py``: the groups, the numpy backend's replay and backward, and compiled results;
+- ``native.py``: the C backend. A backend is small: given the tape's groups (an op, a slice
+  of positions, the positions of each node's inputs), it fills the data array forward and
+  the gradient array backward, and says when it met something it leaves to numpy.
+
+numpy is needed here and only here (``pip install "chainrule[fast]"``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+from ..engine import _mode
+from .arguments import _flatten_arguments
+from .tracing import TraceWarning, trace
+
+__all__ = ["compile", "CompiledFunction", "TraceWarning", "BACKENDS"]
+
+
+BACKENDS = ("numpy", "c", "auto")
+
+
+def compile(fn, backend=None):
+    """Compile ``fn``, a function that builds a scalar graph, into a fast replay.
+
+    ``backend`` is how the tape is replayed: ``"numpy"`` (one numpy call per group of nodes),
+    ``"c"`` (the tape as a C program, built by the system's C compiler; see native.py) or
+    ``"auto"`` (C when a compiler is found, else numpy, quietly). The default is
+    ``$CHAINRULE_BACKEND``, else ``"numpy"``. Both give the same numbers and the same errors;
+    ``"c"`` without a compiler falls back to numpy with a one-line warning.
+
+    >>> from chainrule import Value, compile
+    >>> w = Value(2.0)
+    >>> f = compile(lambda xs: sum(w * x for x in xs))
+    >>> y = f([1.0, 2.0, 3.0])      # traces
+    >>> y.data
+    12.0
+    >>> y.backward(); w.grad
+    6.0
+    >>> f([1.0, 1.0, 1.0]).data     # replays
+    6.0
+    """
+    return CompiledFunction(fn, backend)
+
+
+class CompiledFunction:
+    """A function with its traces, one per argument structure."""
+
+    def __init__(self, fn, backend=None):
+        try:
+            import numpy
+        except ImportError:
+            raise ImportError('chainrule.compile needs numpy: pip install "chainrule[fast]"') from None
+        self.np = numpy
+        if backend is None:
+            backend = os.environ.get("CHAINRULE_BACKEND") or "numpy"
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"chainrule.compile: backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
+            )
+        self.backend = backend
+
+        self.fn = fn
+        self.tapes = {}
+        self.trace_seconds = 0.0  # the time spent tracing, over all traces so far
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args):
+        if _mode.get().tracer is not None:  # called inside another trace: let it see the ops
+            return self.fn(*args)
+        flat = []
+        structure = tuple(_flatten_arguments(arg, flat, (i,)) for i, arg in enumerate(args))
+        numbers_in = self.np.concatenate(flat) if flat else self.np.empty(0)
+        tape = self.tapes.get(structure)
+        if tape is None:
+            start = time.perf_counter()
+            tape = self.tapes[structure] = trace(self.fn, structure, numbers_in.tolist(), self.backend)
+            self.trace_seconds += time.perf_counter() - start
+            self.last_tape = tape
+        return tape.run(numbers_in)
+
+    def source(self) -> str:
+        """The C program of the latest trace (the C backend's): your function as C."""
+        tape = getattr(self, "last_tape", None)
+        if tape is None:
+            raise ValueError("source(): call the compiled function once first, so that it is traced")
+        if tape.native is None:
+            raise ValueError(
+                f"source(): this trace runs on numpy (backend={self.backend!r}); use backend='c'"
+            )
+        return tape.native.source
+
+    def __repr__(self):
+        return f"<compiled {getattr(self.fn, '__qualname__', self.fn)!r}, {len(self.tapes)} trace(s)>"

@@ -1,0 +1,128 @@
+"""Arguments: numbers and nested lists/tuples of numbers in, flattened into float64 arrays; results out."""
+
+from __future__ import annotations
+
+import numbers
+import reprlib
+import sys
+
+from ..engine import Value
+
+# ---------------------------------------------------------------------------------------------
+# Arguments: numbers and nested lists/tuples of numbers, flattened into float64 arrays plus a
+# hashable structure that says how to rebuild them.
+
+
+def _flatten_arguments(obj, flat, position):
+    """Append ``obj``'s numbers to ``flat`` (a list of 1-d arrays) and return its structure.
+
+    ``position`` says where ``obj`` is, for error messages: (argument index, item index, ...).
+    Only real numbers get in, as in eager arithmetic; anything else is a TypeError naming it.
+    """
+    np = sys.modules["numpy"]
+    kind = type(obj)
+    if kind is list or kind is tuple or isinstance(obj, np.ndarray):
+        array = _real_block(np, obj, position)
+        # A block's inner rows are rebuilt as lists, so rows given as tuples take the slower path.
+        if array is not None and (array.ndim <= 1 or _rows_are_lists(obj, array.ndim, np)):
+            flat.append(array.ravel())
+            return ("block", kind is tuple, array.shape)
+        if getattr(obj, "ndim", 1) > 0:  # ragged, or items of several types: one by one
+            items = tuple(_flatten_arguments(x, flat, (*position, i)) for i, x in enumerate(obj))
+            return ("nest", kind is tuple, items)
+        obj = obj.item()  # a 0-d array of objects holds one item
+    flat.append(np.array([_real_number(np, obj, position)]))
+    return None
+
+
+def _real_block(np, obj, position):
+    """``obj`` as a float64 array if it is a regular block of real numbers, else None.
+
+    A numpy array of strings, complex numbers, dates, ... is refused here; in a list, the item
+    by item path names the first item that is not a real number.
+    """
+    try:
+        array = np.asarray(obj)
+    except (TypeError, ValueError, OverflowError):  # ragged rows, or items numpy cannot store
+        return None
+    if array.dtype.kind in "biuf":  # bools, integers, floats
+        return array.astype(np.float64, copy=False)
+    if array.dtype.kind == "O" or not isinstance(obj, np.ndarray):
+        return None
+    raise TypeError(
+        f"{_argument(position)} must hold real numbers, not a numpy array of {array.dtype.type.__name__}"
+    )
+
+
+def _real_number(np, obj, position) -> float:
+    """``obj`` as a float, if it is a real number (numpy's too) that a float can hold."""
+    if isinstance(obj, (numbers.Real, np.bool_)) and not isinstance(obj, Value):
+        try:
+            return float(obj)
+        except OverflowError:
+            message = f"{_argument(position)} is too large for a float: {reprlib.repr(obj)}"
+            raise OverflowError(message) from None
+    hint = " (use Values from outside the function as parameters instead)" if isinstance(obj, Value) else ""
+    raise TypeError(
+        f"{_argument(position)} must be a real number (or a list, tuple or numpy array of them), "
+        f"not {type(obj).__name__}: {reprlib.repr(obj)}{hint}"
+    )
+
+
+def _argument(position) -> str:
+    """``(0, 2, 1)`` as 'argument 0[2][1] of the compiled function'."""
+    index, *items = position
+    return f"argument {index}{''.join(f'[{i}]' for i in items)} of the compiled function"
+
+
+def _rows_are_lists(obj, ndim, np) -> bool:
+    """Whether every container inside ``obj`` (an ``ndim``-deep block) is a list or an array."""
+    if set(map(type, obj)) <= {list}:  # the usual case, checked in one pass in C
+        return ndim <= 2 or all(_rows_are_lists(row, ndim - 1, np) for row in obj)
+    return all(
+        (type(row) is list or isinstance(row, np.ndarray))
+        and (ndim <= 2 or _rows_are_lists(row, ndim - 1, np))
+        for row in obj
+    )
+
+
+def _unflatten_arguments(structure, leaves):
+    """Rebuild the argument structure with the next items of the iterator ``leaves``."""
+    if structure is None:
+        return next(leaves)
+    kind, is_tuple, shape = structure
+    if kind == "block":
+        size = 1
+        for n in shape:
+            size *= n
+        built = _reshape([next(leaves) for _ in range(size)], shape)
+    else:
+        built = [_unflatten_arguments(item, leaves) for item in shape]
+    return tuple(built) if is_tuple and isinstance(built, list) else built
+
+
+def _reshape(items, shape):
+    """A flat list as nested lists of the given shape (a block's rows are lists)."""
+    if len(shape) <= 1:
+        return items if shape else items[0]
+    step = len(items) // shape[0]
+    return [_reshape(items[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+def _flatten_result(result, outputs):
+    if isinstance(result, Value):
+        outputs.append(result)
+        return None
+    if isinstance(result, (list, tuple)):
+        return (type(result) is tuple, tuple(_flatten_result(r, outputs) for r in result))
+    raise TypeError(
+        f"a compiled function must return a Value or a list/tuple of Values, not {type(result).__name__}"
+    )
+
+
+def _unflatten_result(structure, values):
+    if structure is None:
+        return next(values)
+    is_tuple, items = structure
+    built = [_unflatten_result(item, values) for item in items]
+    return tuple(built) if is_tuple else built

@@ -1,0 +1,402 @@
+"""The tape and its numpy backend: groups of same-depth, same-op nodes, one numpy call each."""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+import sys
+import warnings
+
+from .. import engine, ops
+from ..engine import AnomalyError, Value, _make, _mode, op_error
+from . import native
+from .arguments import _unflatten_result
+from .rewriting import _rewrite, _traced_order
+
+# ---------------------------------------------------------------------------------------------
+# The tape
+
+
+class _Scatter:
+    """Adds gradients into ``grad`` at fixed positions, summing the ones that share a position."""
+
+    __slots__ = ("unique", "inverse")
+
+    def __init__(self, np, positions):
+        self.unique, self.inverse = np.unique(positions.ravel(), return_inverse=True)
+
+    def add(self, np, grad, values):
+        grad[self.unique] += np.bincount(self.inverse, values.ravel(), len(self.unique))
+
+
+def _row_access(np, positions):
+    """The cheapest way to read and add into these positions: a slice when they run in order."""
+    first = int(positions[0])
+    if np.array_equal(positions, np.arange(first, first + len(positions))):
+        return slice(first, first + len(positions))
+    if len(np.unique(positions)) == len(positions):
+        return positions  # fancy indexing is safe for += when no position repeats
+    return _Scatter(np, positions)
+
+
+_FEW_INPUTS = 4  # groups with at most this many inputs read and write row by row
+
+
+class _Group:
+    """Nodes at the same depth with the same op and number of inputs: one numpy operation."""
+
+    def __init__(self, np, rule, start, end, children):
+        self.rule, self.start, self.end = rule, start, end
+        self.children = children  # positions: one row per input, one column per node
+        if len(children) <= _FEW_INPUTS:
+            self.rows = [_row_access(np, row) for row in children]
+        else:
+            self.rows = None
+            self.scatter = _Scatter(np, children)
+
+    def forward(self, np, data, anomaly):
+        """Compute the group's outputs into ``data``; return what backward needs."""
+        if self.rows is None:
+            X = data[self.children]
+        else:
+            X = np.empty(self.children.shape)
+            for i, access in enumerate(self.rows):
+                X[i] = data[access.unique[access.inverse] if isinstance(access, _Scatter) else access]
+        out = self.rule.vforward(np, X)
+        if not math.isfinite(out.sum()):  # a nan or inf somewhere: find it, then raise or accept
+            _recheck_forward(self.rule, X, out, anomaly)
+        data[self.start : self.end] = out
+        return X
+
+    def backward(self, np, data, grad, X, anomaly):
+        """Add the gradients of the group's inputs into ``grad``."""
+        g_out, out = grad[self.start : self.end], data[self.start : self.end]
+        input_grads = self.rule.vbackward(np, g_out, out, X)
+        if self.rows is None:
+            input_grads = _as_matrix(np, input_grads, X.shape)
+            if not math.isfinite(input_grads.sum()):
+                _recheck_backward(self.rule, g_out, out, X, input_grads, anomaly)
+            self.scatter.add(np, grad, input_grads)
+            return
+        total = 0.0
+        for access, g in zip(self.rows, input_grads):
+            total += g.sum() if type(g) is np.ndarray else g
+            if isinstance(access, _Scatter):
+                access.add(np, grad, np.broadcast_to(g, out.shape))
+            else:
+                grad[access] += g
+        if not math.isfinite(total):
+            _recheck_backward(self.rule, g_out, out, X, _as_matrix(np, input_grads, X.shape), anomaly)
+
+    def backward_part(self, np, data, grad, needed, anomaly):
+        """Backward for the nodes marked in ``needed`` only.
+
+        The others lie on the way to another output of the same call, or behind a stop_gradient:
+        eager backward would never visit them, so their (possibly nan) local gradients must not
+        leak in.
+        """
+        X = data[self.children]
+        g_out, out = grad[self.start : self.end], data[self.start : self.end]
+        input_grads = np.where(needed, _as_matrix(np, self.rule.vbackward(np, g_out, out, X), X.shape), 0.0)
+        if not math.isfinite(input_grads.sum()):
+            _recheck_backward(
+                self.rule, g_out[needed], out[needed], X[:, needed], input_grads[:, needed], anomaly
+            )
+        if getattr(self, "full_scatter", None) is None:
+            self.full_scatter = _Scatter(np, self.children)
+        self.full_scatter.add(np, grad, input_grads)
+
+
+def _as_matrix(np, rows, shape):
+    """Input gradients given as rows (arrays or numbers) as one (inputs, nodes) matrix."""
+    if isinstance(rows, np.ndarray) and rows.shape == shape:
+        return rows
+    matrix = np.empty(shape)
+    for row, g in zip(matrix, rows):
+        row[...] = g
+    return matrix
+
+
+def _unique_rows(np, rows):
+    """The distinct rows of ``rows`` in the order they first appear, and each row's index among them."""
+    unique, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # sorted -> first-seen order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return unique[order], rank[inverse.ravel()]
+
+
+class _MatmulGroup(_Group):
+    """Dot nodes that pair every one of U weight vectors with every one of V input vectors.
+
+    That is a layer applied to a batch: one matrix product instead of a gather of all the
+    n*U*V products. The nodes are ordered input-vector-major, so output j is pair (j // U, j % U).
+    """
+
+    def __init__(self, np, rule, start, end, children, weights, inputs):
+        super().__init__(np, rule, start, end, children)
+        n = len(children) // 2
+        self.weights, self.inputs, self.bias = weights, inputs, children[2 * n]  # (n, U), (n, V), (k,)
+        self.scatter = _Scatter(np, np.concatenate([weights.ravel(), inputs.ravel(), self.bias]))
+
+    @staticmethod
+    def try_make(np, rule, start, members, position):
+        """A _MatmulGroup for these dot nodes if they form a full weights x inputs product, else None."""
+        n = len(members[0][2]) // 2
+        at = position.__getitem__
+        children = np.array([list(map(at, ch)) for _, _, ch in members], dtype=np.intp)  # a row a node
+        w_unique, w_of = _unique_rows(np, children[:, :n])
+        x_unique, x_of = _unique_rows(np, children[:, n : 2 * n])
+        U, V = len(w_unique), len(x_unique)
+        if U * V != len(members):
+            return None
+        slot = x_of * U + w_of  # where each node goes: input vector major
+        if len(np.unique(slot)) != len(members):  # some (weights, inputs) pair twice
+            return None
+        ordered = np.argsort(slot)
+        for i, k in enumerate(ordered.tolist()):
+            position[members[k][0]] = start + i
+        group = _MatmulGroup(
+            np, rule, start, start + len(members), children[ordered].T, w_unique.T, x_unique.T
+        )
+        return group, [members[k] for k in ordered.tolist()]
+
+    def forward(self, np, data, anomaly):
+        W, X = data[self.weights], data[self.inputs]
+        out = (X.T @ W).ravel() + data[self.bias]
+        if not math.isfinite(out.sum()):
+            _recheck_forward(self.rule, data[self.children], out, anomaly)
+        data[self.start : self.end] = out
+        return W, X
+
+    def backward(self, np, data, grad, saved, anomaly):
+        W, X = saved
+        g = grad[self.start : self.end]
+        G = g.reshape(X.shape[1], W.shape[1])  # (V, U)
+        input_grads = np.concatenate([(X @ G).ravel(), (W @ G.T).ravel(), g])
+        if not math.isfinite(input_grads.sum()):
+            X_all = data[self.children]
+            _recheck_backward(
+                self.rule,
+                g,
+                data[self.start : self.end],
+                X_all,
+                self.rule.vbackward(np, g, data[self.start : self.end], X_all),
+                anomaly,
+            )
+        self.scatter.add(np, grad, input_grads)
+
+
+class Tape:
+    """A traced graph, flattened for replay."""
+
+    def __init__(self, inputs, constants, outputs, result_structure, created, backend="numpy"):
+        import numpy as np
+
+        self.np = np
+        self.result_structure = result_structure
+        nodes, leaves, on_tape = _traced_order(outputs, created)
+        position = {leaf: i for i, leaf in enumerate(inputs)}
+        leaves = [v for v in leaves if v not in position]
+        constant_data = [v.data for v in leaves if v in constants]
+        self.externals = [v for v in leaves if v not in constants]
+        for v in [v for v in leaves if v in constants] + self.externals:
+            position[v] = len(position)
+        self.n_inputs, self.n_leaves = len(inputs), len(position)
+        self.n_fixed = self.n_inputs + len(constant_data)  # externals live in data[n_fixed:n_leaves]
+        self.constant_data = np.array(constant_data, dtype=np.float64)
+
+        depth = dict.fromkeys(position, 0)
+        groups = {}
+        for node, rule, children in _rewrite(nodes, outputs, on_tape):
+            d = depth[node] = 1 + max(map(depth.__getitem__, children))
+            key = (d, rule.name, len(children))
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = []
+            group.append((node, rule, children))
+        self.groups = []
+        for key in sorted(groups, key=lambda key: key[0]):  # stable: ties keep first-seen order
+            self.groups.append(self._make_group(np, groups[key], position))
+        self.size = len(position)
+        self.output_positions = [position[v] for v in outputs]
+        self.external_tuple = tuple(self.externals)
+        self.externals_are_leaves = not any(v.children for v in self.externals)
+        self.stops_gradients = any(group.rule is ops.STOP_GRADIENT for group in self.groups)
+        self.cones = {}  # output position -> which nodes its gradient reaches
+        self.native = self._native(backend)
+
+    def _native(self, backend):
+        """The tape as a C program (native.py), or None to replay with numpy."""
+        if backend == "numpy":
+            return None
+        try:
+            return native.NativeTape(self.np, self.groups, self.size, self.n_leaves)
+        except native.Unavailable as reason:
+            if backend == "c":
+                warnings.warn(
+                    f"chainrule.compile: {reason}; using the numpy backend", RuntimeWarning, stacklevel=5
+                )
+            return None
+
+    @staticmethod
+    def _make_group(np, members, position):
+        start, rule = len(position), members[0][1]
+        if rule is ops.DOT:
+            made = _MatmulGroup.try_make(np, rule, start, members, position)
+            if made is not None:
+                return made[0]
+        for node, _, _ in members:
+            position[node] = len(position)
+        at = position.__getitem__
+        children = np.array([list(map(at, ch)) for _, _, ch in members], dtype=np.intp).T
+        return _Group(np, rule, start, len(position), children)
+
+    def run(self, flat):
+        """Replay forward on new input numbers and return the results as Values."""
+        np = self.np
+        data = np.empty(self.size)
+        data[: self.n_inputs] = flat
+        data[self.n_inputs : self.n_fixed] = self.constant_data
+        data[self.n_fixed : self.n_leaves] = list(map(engine._read_data, self.externals))
+        anomaly = _mode.get().anomaly
+        if self.native is not None and not anomaly and self.native.forward(data):
+            saved = None  # the C program computed it all; nothing unusual happened
+        else:
+            saved = self._forward(data, anomaly)
+        replay = _Replay(self, data, saved)
+        results = iter([replay.result(i, p) for i, p in enumerate(self.output_positions)])
+        return _unflatten_result(self.result_structure, results)
+
+    def _forward(self, data, anomaly):
+        """The numpy replay: every group in order; returns what each group's backward needs."""
+        with self.np.errstate(all="ignore"):
+            return [group.forward(self.np, data, anomaly) for group in self.groups]
+
+    def backward(self, data, saved, position, g):
+        """The gradient of node ``position`` (seeded with g) with respect to every external."""
+        np = self.np
+        grad = np.zeros(self.size)
+        grad[position] = g
+        needed = self._needed_by(position)
+        anomaly = _mode.get().anomaly
+        if saved is None:  # forward ran in C
+            if not anomaly and self.native.backward(data, grad, needed):
+                return grad[self.n_fixed : self.n_leaves].tolist()
+            # Something unusual: redo it with numpy, which raises eager's error or passes the
+            # nan/inf on. Its forward needs its own copy, so the call's numbers stay as they were.
+            data = data.copy()
+            saved = self._forward(data, anomaly)
+            grad = np.zeros(self.size)
+            grad[position] = g
+        with np.errstate(all="ignore"):
+            for group, group_saved in zip(reversed(self.groups), reversed(saved)):
+                part = None if needed is None else needed[group.start : group.end]
+                if part is None or part.all():
+                    group.backward(np, data, grad, group_saved, anomaly)
+                elif part.any():
+                    group.backward_part(np, data, grad, part, anomaly)
+        return grad[self.n_fixed : self.n_leaves].tolist()
+
+    def _needed_by(self, position):
+        """Which nodes the gradient of ``position`` reaches, or None when that is every node.
+
+        It is every node for a single output without stop_gradients. Otherwise eager backward
+        would not visit the others (another output's graph, or what lies behind a detach), so
+        their local gradients, possibly nan, must not leak in.
+        """
+        if len(set(self.output_positions)) == 1 and not self.stops_gradients:
+            return None
+        if position not in self.cones:
+            needed = self.np.zeros(self.size, dtype=bool)
+            needed[position] = True
+            for group in reversed(self.groups):
+                part = needed[group.start : group.end]
+                if part.any() and group.rule is not ops.STOP_GRADIENT:
+                    needed[group.children[:, part]] = True
+            self.cones[position] = needed
+        return self.cones[position]
+
+
+class _Replay:
+    """The numbers of one compiled call, kept for its backward pass."""
+
+    __slots__ = ("tape", "data", "saved")
+
+    def __init__(self, tape, data, saved):
+        self.tape, self.data, self.saved = tape, data, saved
+
+    def result(self, index, position):
+        value = float(self.data[position])
+        if not _mode.get().recording:
+            return _make(value, None, ())
+        rule = ops.Op("compiled", None, functools.partial(_compiled_backward, self, position))
+        result = _make(value, rule, self.tape.external_tuple)
+        result.__class__ = _CompiledValue
+        return result
+
+
+def _compiled_backward(replay, position, g, out, *externals):
+    """The backward rule of a compiled result: one pass of the tape, seeded at its output."""
+    if isinstance(g, Value):
+        raise NotImplementedError("backward(create_graph=True) through a compiled function")
+    return replay.tape.backward(replay.data, replay.saved, position, g)
+
+
+class _CompiledValue(Value):
+    """The result of a compiled call: a Value whose op runs the tape backward."""
+
+    __slots__ = ()
+
+    def backward(self, gradient=1.0, create_graph: bool = False):
+        if create_graph:
+            raise NotImplementedError("backward(create_graph=True) through a compiled function")
+        replay, _ = self._rule.backward.args
+        mode = _mode.get()
+        if isinstance(gradient, Value) or mode.anomaly or mode.tracer or not replay.tape.externals_are_leaves:
+            return super().backward(gradient)  # while tracing, the engine's backward refuses
+        # The graph above the tape is just this node and the parameters (leaves), so do what
+        # the engine's backward would do without its general walk: one tape pass, then add,
+        # all or nothing as there (the totals first, then one store).
+        seed = engine._check_gradient(gradient, False)
+        grads = self._rule.backward(seed, self.data)
+        nodes = (self, *self.children)
+        with engine._one_pass_at_a_time:  # reading the grads and storing the totals is one step
+            now = list(map(engine._GRAD, nodes))
+            if set(map(type, now)) <= engine._NUMBER_TYPES:  # the usual case: add them in one go
+                totals = list(map(operator.add, now, (seed, *grads)))
+            else:
+                totals = [engine._accumulate(node, g, False) for node, g in zip(nodes, (seed, *grads))]
+            engine._store_grads(nodes, totals)
+
+
+def _recheck_forward(rule, X, out, anomaly):
+    """Nodes that came out nan/inf: run the scalar rule there, which raises eager's domain error."""
+    np = sys.modules["numpy"]
+    for node in np.flatnonzero(~np.isfinite(out)):
+        args = X[:, node].tolist()
+        try:
+            rule.forward(*args)
+        except (ValueError, ZeroDivisionError) as error:
+            raise op_error(rule, [Value(x) for x in args], error) from None
+        if anomaly and rule is not ops.STOP_GRADIENT:  # a detach passes nan on, as eager's does
+            raise AnomalyError(
+                f"detect_anomaly: {rule.name} produced {out[node]!r} from "
+                f"{', '.join(map(repr, args))} (compiled)"
+            )
+
+
+def _recheck_backward(rule, g_out, out, X, input_grads, anomaly):
+    np = sys.modules["numpy"]
+    for node in np.flatnonzero(~np.isfinite(input_grads).all(axis=0)):
+        args = X[:, node].tolist()
+        try:
+            rule.backward(float(g_out[node]), float(out[node]), *args)
+        except (ValueError, ZeroDivisionError) as error:
+            raise op_error(rule, [Value(x) for x in args], error, stage="backward of ") from None
+        if anomaly:
+            raise AnomalyError(
+                f"detect_anomaly: backward of {rule.name} produced a non-finite gradient for "
+                f"inputs {', '.join(map(repr, args))} (compiled)"
+            )

@@ -1,0 +1,236 @@
+"""Tracing: run the function once on leaf Values, record every node, and watch what reads numbers."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import types
+import warnings
+
+from .. import engine, ops
+from ..engine import Value, _make, _mode, _ModeSwitch
+from .arguments import _flatten_result, _unflatten_arguments
+from .tape import Tape
+
+
+class TraceWarning(UserWarning):
+    """``fn`` read a number while being traced, so what it did with it is frozen into the trace."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracing
+
+
+class _TracedValue(Value):
+    """A Value made while tracing: a node of the tape (or an input leaf)."""
+
+    __slots__ = ()
+
+    def __index__(self):
+        # Indexing a list with a traced number would freeze the row picked while tracing.
+        raise TypeError(
+            "chainrule.compile: a traced number cannot index a list (the row picked while tracing "
+            "would be frozen into the trace); pick with chainrule.take(rows, index) instead"
+        )
+
+
+class _Tracer:
+    """Shown, by the engine, every node, number-made constant, ``detach()`` and ``no_grad`` op
+    while tracing, and (through ``_watched``) every read and write of a Value's data and grad."""
+
+    def __init__(self):
+        self.constants = set()
+        self.nodes = []  # every node computed while tracing, in the order made
+
+    def node(self, value):
+        value.__class__ = _TracedValue
+        self.nodes.append(value)
+
+    def constant(self, value):
+        self.constants.add(value)
+
+    def detached(self, value):
+        """``value.detach()``: a stop_gradient node, so that replay recomputes it from new numbers."""
+        stopped = _make(value.data, ops.STOP_GRADIENT, (value,))
+        stopped.label = value.label
+        self.node(stopped)
+        return stopped
+
+    def unrecorded(self, node):
+        """An op under ``no_grad``: recorded all the same, behind a stop_gradient."""
+        self.node(node)
+        return self.detached(node)
+
+    def take(self, rows, index):
+        """``chainrule.take(rows, index)`` with a Value index: one ``take`` node per picked Value,
+        whose inputs are the index and the candidates, so that replay picks by the new index."""
+        rows = list(rows)
+        if rows and all(isinstance(row, (list, tuple)) for row in rows):
+            width = len(rows[0])
+            if any(len(row) != width for row in rows):
+                raise ValueError(
+                    f"take: the rows have different lengths ({sorted({len(row) for row in rows})}), "
+                    "so a traced index cannot pick among them"
+                )
+            return [self._take_one(column, index) for column in zip(*rows)]
+        if any(isinstance(row, (list, tuple)) for row in rows):
+            raise TypeError("take: rows must all be Values (or numbers), or all be lists of them")
+        return self._take_one(rows, index)
+
+    @staticmethod
+    def _take_one(candidates, index):
+        return engine.apply(ops.TAKE, index, *engine._as_values(candidates, "take"))
+
+    def touched(self, value, frame, slot, writing):
+        """Code running in ``frame`` read or wrote ``value.data`` or ``value.grad`` (``slot``):
+        warn, or refuse, since what it does happens once, while tracing, and not on replay."""
+        if value in self.constants:
+            return  # a number written in fn: a constant anyway
+        module = frame.f_globals.get("__name__", "")
+        traced = type(value) is _TracedValue
+        if module.partition(".")[0] != "chainrule":
+            what = "a traced value" if traced else "a Value made outside the function (a parameter, say)"
+            effect = (
+                "that write happens once, while tracing, not on every call"
+                if writing
+                else "anything computed from that number (an `if`, a constant) is frozen into the "
+                "trace and will not change on replay. Compute with the Value itself instead"
+            )
+            warnings.warn(
+                f"chainrule.compile: the traced function {'wrote' if writing else 'read'} .{slot} "
+                f"of {what}; {effect}.",
+                TraceWarning,
+                stacklevel=3,  # the user's line: touched <- the property <- the user
+            )
+        elif module not in _QUIET_MODULES:
+            code = frame.f_code
+            function = getattr(code, "co_qualname", code.co_name).partition(".<locals>")[0]
+            generic = (
+                f"{function} ({module}) {'wrote' if writing else 'read'} .{slot} of "
+                f"{'a traced value' if traced else 'a Value'} while tracing; that happens once, "
+                "while tracing, and is frozen into the trace, not repeated on replay. Call it "
+                "outside the compiled function"
+            )
+            explanation = next((text for ids, text in _FREEZING_CODE if id(code) in ids), generic)
+            raise NotImplementedError(f"chainrule.compile: {explanation}")
+
+
+def _watched(slot, name):
+    """A property over one of Value's slots, used while a trace runs in some thread.
+
+    In a thread that is tracing, every read and write is shown to the tracer, except those by
+    ``_QUIET_CODE``: a new Value being filled in, an op reading its inputs, or code that only
+    shows the number (``repr``, error messages). See ``_Tracer.touched`` for the rest.
+    """
+
+    # Every op reads its inputs through here while tracing, so the names it needs are bound
+    # once, as default arguments, instead of being looked up at every call.
+    # The caller is checked first: most reads and writes come from quiet code (an op), which
+    # then needs no look-up of the mode.
+    def get(value, get_slot=slot.__get__, mode=_mode.get, caller=sys._getframe, quiet=_QUIET_CODE):
+        frame = caller(1)
+        if id(frame.f_code) not in quiet:
+            tracer = mode().tracer
+            if tracer is not None:
+                tracer.touched(value, frame, name, writing=False)
+        return get_slot(value)
+
+    def set(value, x, set_slot=slot.__set__, mode=_mode.get, caller=sys._getframe, quiet=_QUIET_CODE):
+        frame = caller(1)
+        if id(frame.f_code) not in quiet:
+            tracer = mode().tracer
+            if tracer is not None:
+                tracer.touched(value, frame, name, writing=True)
+        set_slot(value, x)
+
+    return property(get, set)
+
+
+_SLOTS = {name: Value.__dict__[name] for name in ("data", "grad")}  # where the numbers really live
+
+
+def _code_ids(*functions):
+    """The ids of these functions' code objects and of the comprehensions inside them."""
+    ids, codes = set(), [f.__code__ for f in functions]
+    while codes:
+        code = codes.pop()
+        ids.add(id(code))
+        codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return ids
+
+
+_QUIET_CODE = _code_ids(  # by id: a set of code objects would hash each one on every read
+    Value.__init__,  # a new Value
+    engine._node,  # a new computed Value
+    engine.apply,  # an op: the trace records it
+    _Tracer.detached,  # a stop_gradient node: the trace records it
+    engine._describe,  # error messages
+    engine._check_finite,  # detect_anomaly's check; replay checks again
+    Value.__repr__,
+)
+_WATCHED = {
+    name: _watched(slot, name) for name, slot in _SLOTS.items()
+}  # made after _QUIET_CODE, which they bind
+_QUIET_MODULES = ("chainrule.draw",)  # drawings only show the numbers
+_FREEZING_CODE = [  # code with a more helpful explanation than the generic one
+    (
+        _code_ids(
+            engine.propagate,
+            engine.backward,
+            engine._child_gradients,
+            engine._accumulate,
+            engine._run_closure,
+            engine._backward_step,
+        ),
+        "backward() (or autograd.grad without create_graph=True) inside a compiled function would "
+        "run only while tracing: its gradients would be frozen into the trace and never computed "
+        "on replay. Return the loss and call backward() on the compiled function's result",
+    ),
+    (
+        _code_ids(ops._data),
+        "with create_graph=True, the gradient of relu (or of x ** y with respect to y) chooses its "
+        "formula by the sign of its input: the choice made while tracing would be frozen into the trace",
+    ),
+]
+_watch_lock = threading.Lock()
+_traces_running = 0  # in all threads; Value's slots are watched while this is above 0
+
+
+@contextlib.contextmanager
+def _watching_slots():
+    """Make ``Value.data`` and ``Value.grad`` checking properties for the duration of a trace.
+
+    Outside any trace they are the plain slots, so eager code pays nothing. The properties are
+    shared by all threads while any of them traces, but they only check in a thread that is
+    tracing (the tracer lives in a context variable); the last trace to end puts the slots back.
+    """
+    global _traces_running
+    with _watch_lock:
+        if _traces_running == 0:
+            for name, watched in _WATCHED.items():
+                setattr(Value, name, watched)
+        _traces_running += 1
+    try:
+        yield
+    finally:
+        with _watch_lock:
+            _traces_running -= 1
+            if _traces_running == 0:
+                for name, slot in _SLOTS.items():
+                    setattr(Value, name, slot)
+
+
+def trace(fn, structure, numbers_in, backend="numpy") -> Tape:
+    """Run ``fn`` on leaf Values standing for the input numbers and record its tape."""
+    inputs = [Value(x) for x in numbers_in]
+    for leaf in inputs:
+        leaf.__class__ = _TracedValue
+    leaves = iter(inputs)
+    args = [_unflatten_arguments(arg, leaves) for arg in structure]
+    tracer = _Tracer()
+    with _ModeSwitch(recording=True, tracer=tracer), _watching_slots():
+        result = fn(*args)
+    outputs = []
+    result_structure = _flatten_result(result, outputs)
+    return Tape(inputs, tracer.constants, outputs, result_structure, tracer.nodes, backend)
