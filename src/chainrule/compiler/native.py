@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .. import ops
 
-STRAIGHT_LINE_GROUPS = 2000  # past this many groups, the program walks a table instead
+STRAIGHT_LINE_GROUPS = 500  # past this many groups, the program walks a table (builds stay under 1 s)
 
 
 class Unavailable(RuntimeError):
