@@ -409,11 +409,11 @@ def _node(data, rule, children, local):
     return value
 
 
-def _make(data, rule, children):
+def _make(data, rule, children, kind=Value):
     """A computed Value for ``apply``, its numbers stored straight into their slots: while
     chainrule.compile traces, ``.data`` and ``.grad`` are watching properties, and every op
-    of a trace comes through here."""
-    value = _new(Value)
+    of a trace comes through here (``kind`` is then the tracer's subclass of Value)."""
+    value = _new(kind)
     _write_data(value, data)
     _write_grad(value, 0.0)
     value.label = ""
@@ -522,9 +522,11 @@ def apply(rule: ops.Op, *inputs: Value) -> Value:
         if mode.tracer is not None:  # chainrule.compile must recompute it on replay, not freeze it
             return mode.tracer.unrecorded(_make(data, rule, inputs))
         return _make(data, None, ())
-    node = _make(data, rule, inputs)
-    if mode.tracer is not None:
-        mode.tracer.node(node)
+    tracer = mode.tracer
+    if tracer is None:
+        return _make(data, rule, inputs)
+    node = _make(data, rule, inputs, tracer.node_class)
+    tracer.node(node)
     return node
 
 

@@ -39,12 +39,15 @@ class _Tracer:
     """Shown, by the engine, every node, number-made constant, ``detach()`` and ``no_grad`` op
     while tracing, and (through ``_watched``) every read and write of a Value's data and grad."""
 
+    node_class = _TracedValue  # what apply makes its nodes as while tracing
+
     def __init__(self):
         self.constants = set()
         self.nodes = []  # every node computed while tracing, in the order made
 
     def node(self, value):
-        value.__class__ = _TracedValue
+        if type(value) is not _TracedValue:
+            value.__class__ = _TracedValue
         self.nodes.append(value)
 
     def constant(self, value):
