@@ -46,6 +46,8 @@ The stages have a file each in this package:
 - ``tracing.py``: running ``fn`` on leaf Values, recording the nodes, watching ``.data``;
 - ``rewriting.py``: folding ``+`` chains into sums and sums of products into dot products;
 - ``tape.py``: the groups, the numpy backend's replay and backward, and compiled results;
+- ``scalar.py``: thin tapes (one node per depth, as in an RNN) replayed node by node, where
+  numpy's per-call cost would make the replay slower than eager;
 - ``native.py``: the C backend. A backend is small: given the tape's groups (an op, a slice
   of positions, the positions of each node's inputs), it fills the data array forward and
   the gradient array backward, and says when it met something it leaves to numpy.
@@ -60,6 +62,7 @@ import os
 import time
 
 from ..engine import _mode
+from . import native
 from .arguments import _flatten_arguments
 from .tracing import TraceWarning, trace
 
@@ -133,11 +136,11 @@ class CompiledFunction:
         tape = getattr(self, "last_tape", None)
         if tape is None:
             raise ValueError("source(): call the compiled function once first, so that it is traced")
-        if tape.native is None:
+        if not isinstance(tape.fast, native.NativeTape):
             raise ValueError(
                 f"source(): this trace runs on numpy (backend={self.backend!r}); use backend='c'"
             )
-        return tape.native.source
+        return tape.fast.source
 
     def __repr__(self):
         return f"<compiled {getattr(self.fn, '__qualname__', self.fn)!r}, {len(self.tapes)} trace(s)>"

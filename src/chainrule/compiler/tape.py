@@ -10,7 +10,7 @@ import warnings
 
 from .. import engine, ops
 from ..engine import AnomalyError, Value, _make, _mode, op_error
-from . import native
+from . import native, scalar
 from .arguments import _unflatten_result
 from .rewriting import _rewrite, _traced_order
 
@@ -225,20 +225,22 @@ class Tape:
         self.externals_are_leaves = not any(v.children for v in self.externals)
         self.stops_gradients = any(group.rule is ops.STOP_GRADIENT for group in self.groups)
         self.cones = {}  # output position -> which nodes its gradient reaches
-        self.native = self._native(backend)
+        self.fast = self._fast(backend)
 
-    def _native(self, backend):
-        """The tape as a C program (native.py), or None to replay with numpy."""
-        if backend == "numpy":
-            return None
-        try:
-            return native.NativeTape(self.np, self.groups, self.size, self.n_leaves)
-        except native.Unavailable as reason:
-            if backend == "c":
-                warnings.warn(
-                    f"chainrule.compile: {reason}; using the numpy backend", RuntimeWarning, stacklevel=5
-                )
-            return None
+    def _fast(self, backend):
+        """What replays the tape instead of the numpy groups, or None for the groups themselves:
+        the tape as a C program (native.py), or, for a thin tape, node by node (scalar.py)."""
+        if backend != "numpy":
+            try:
+                return native.NativeTape(self.np, self.groups, self.size, self.n_leaves)
+            except native.Unavailable as reason:
+                if backend == "c":
+                    warnings.warn(
+                        f"chainrule.compile: {reason}; using the numpy backend", RuntimeWarning, stacklevel=5
+                    )
+        if scalar.is_thin(self.groups):
+            return scalar.ScalarReplay(self.groups, self.n_leaves)
+        return None
 
     @staticmethod
     def _make_group(np, members, position):
@@ -261,8 +263,8 @@ class Tape:
         data[self.n_inputs : self.n_fixed] = self.constant_data
         data[self.n_fixed : self.n_leaves] = list(map(engine._read_data, self.externals))
         anomaly = _mode.get().anomaly
-        if self.native is not None and not anomaly and self.native.forward(data):
-            saved = None  # the C program computed it all; nothing unusual happened
+        if self.fast is not None and not anomaly and self.fast.forward(data):
+            saved = None  # the fast replay computed it all; nothing unusual happened
         else:
             saved = self._forward(data, anomaly)
         replay = _Replay(self, data, saved)
@@ -281,8 +283,8 @@ class Tape:
         grad[position] = g
         needed = self._needed_by(position)
         anomaly = _mode.get().anomaly
-        if saved is None:  # forward ran in C
-            if not anomaly and self.native.backward(data, grad, needed):
+        if saved is None:  # forward ran in the fast replay
+            if not anomaly and self.fast.backward(data, grad, needed):
                 return grad[self.n_fixed : self.n_leaves].tolist()
             # Something unusual: redo it with numpy, which raises eager's error or passes the
             # nan/inf on. Its forward needs its own copy, so the call's numbers stay as they were.

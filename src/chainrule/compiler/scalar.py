@@ -1,0 +1,69 @@
+"""Thin tapes, replayed node by node: what the numpy backend does when numpy would only cost.
+
+A scalar RNN or a long chain has one node per depth, so each of the tape's groups is one node
+wide, and a numpy call per group (several microseconds each) costs more than eager's whole
+work on that node. For such tapes the numpy backend replays the nodes one by one instead, with
+the ops' scalar rules from ``ops.py`` on Python floats: eager's arithmetic without building
+Values or sorting the graph. It raises eager's errors itself and passes nan and inf on as
+eager does; only ``detect_anomaly`` is left to the group-by-group replay.
+
+It has the interface of the C backend (native.py): ``forward(data)`` and
+``backward(data, grad, needed)`` on the tape's float64 arrays, each True when it did the work.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..engine import Value, op_error
+
+THIN = 4  # a tape whose groups hold fewer nodes than this on average is replayed node by node
+
+
+def is_thin(groups) -> bool:
+    """Whether to replay node by node. ``CHAINRULE_SCALAR_REPLAY=0`` says never (the test suite
+    runs the compile tests that way too, so that the group-by-group replay is tested on thin
+    tapes as well)."""
+    if os.environ.get("CHAINRULE_SCALAR_REPLAY") == "0":
+        return False
+    nodes = sum(group.end - group.start for group in groups)
+    return bool(groups) and nodes < THIN * len(groups)
+
+
+class ScalarReplay:
+    """The tape's nodes in replay order, each as (rule, position, positions of its inputs)."""
+
+    def __init__(self, groups, first: int):
+        self.first = first  # the position of the first computed node
+        self.steps = []
+        for group in groups:
+            for j, inputs in enumerate(group.children.T.tolist()):
+                self.steps.append((group.rule, group.start + j, tuple(inputs)))
+
+    def forward(self, data) -> bool:
+        values = data.tolist()  # Python floats: the scalar rules are eager's own arithmetic
+        for rule, position, inputs in self.steps:
+            xs = [values[i] for i in inputs]
+            try:
+                values[position] = rule.forward(*xs)
+            except (ValueError, ZeroDivisionError) as error:
+                raise op_error(rule, [Value(x) for x in xs], error) from None
+        data[self.first :] = values[self.first :]
+        return True
+
+    def backward(self, data, grad, needed) -> bool:
+        values, grads = data.tolist(), grad.tolist()
+        needed = needed.tolist() if needed is not None else None
+        for rule, position, inputs in reversed(self.steps):
+            if needed is not None and not needed[position]:
+                continue  # on the way to another output, or behind a stop_gradient
+            xs = [values[i] for i in inputs]
+            try:
+                shares = rule.backward(grads[position], values[position], *xs)
+            except (ValueError, ZeroDivisionError) as error:
+                raise op_error(rule, [Value(x) for x in xs], error, stage="backward of ") from None
+            for i, share in zip(inputs, shares):
+                if share is not None:  # None: an input that is a constant by construction
+                    grads[i] += share
+        grad[:] = grads
+        return True

@@ -1,0 +1,134 @@
+"""Thin tapes replayed node by node (compiler/scalar.py): eager's numbers and errors, faster.
+
+The oracles are eager chainrule and the group-by-group numpy replay of the same tape
+(``CHAINRULE_SCALAR_REPLAY=0``); the compile test suite also runs with the node-by-node
+replay turned off (last test), so that both replays are tested on every graph there.
+"""
+
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import chainrule
+from chainrule import Value, nn
+
+np = pytest.importorskip("numpy")
+from chainrule.compiler import scalar  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rnn(w):
+    """A scalar RNN with every common op on the way: one node per depth, a thin tape."""
+
+    def loss(xs):
+        h = Value(0.1)
+        for x in xs:
+            a = w[0] * h + w[1] * x - w[2]
+            h = a.tanh() + (a * a + 0.5).log() * 0.1 + a.sigmoid() * a.relu() / (1.0 + a.exp())
+            h = h + (h * h + 0.25) ** 0.5 - 2.0**h - chainrule.logsumexp([h, a]) * 0.1
+        return h * h + h.detach() * h
+
+    return loss
+
+
+def _step(f, w, xs):
+    for p in w:
+        p.grad = 0.0
+    out = f(xs)
+    out.backward()
+    return out.data, [p.grad for p in w]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_thin_tape_replays_node_by_node_with_eagers_numbers(seed, monkeypatch):
+    rng = random.Random(seed)
+    w = [Value(rng.uniform(-1, 1)) for _ in range(3)]
+    loss = _rnn(w)
+    f = chainrule.compile(loss, backend="numpy")
+    groups = chainrule.compile(loss, backend="numpy")
+    monkeypatch.setenv("CHAINRULE_SCALAR_REPLAY", "0")
+    groups([0.0] * 12)  # traced with the node-by-node replay turned off
+    monkeypatch.delenv("CHAINRULE_SCALAR_REPLAY")
+    for _ in range(3):  # the first call traces, the others replay new numbers
+        xs = [rng.uniform(-1, 1) for _ in range(12)]
+        got, by_groups = _step(f, w, xs), _step(groups, w, xs)
+        expected = _step(loss, w, [Value(x) for x in xs])
+        for result in (got, by_groups):
+            assert result[0] == pytest.approx(expected[0], rel=1e-12)
+            assert result[1] == pytest.approx(expected[1], rel=1e-12)
+    assert isinstance(f.last_tape.fast, scalar.ScalarReplay)
+    assert groups.last_tape.fast is None
+
+
+def test_a_wide_tape_keeps_the_numpy_groups():
+    random.seed(0)
+    model = nn.MLP(2, [8, 1])
+    f = chainrule.compile(lambda X: sum(model(x) for x in X))
+    f([[0.1 * i, 0.2] for i in range(50)])
+    assert f.last_tape.fast is None
+
+
+def test_domain_errors_are_eagers_forward_and_backward():
+    w = Value(1.0)
+    f = chainrule.compile(lambda x: (x[0] * w).log())
+    assert f([2.0]).data == pytest.approx(math.log(2.0))
+    with pytest.raises(ValueError, match=r"^log of Value\(data=-2.0\): log is defined only for positive"):
+        f([-2.0])
+    h = chainrule.compile(lambda x: x[0] ** (w * 2.0))
+    out = h([-3.0])
+    assert out.data == pytest.approx(9.0)
+    with pytest.raises(ValueError, match="backward of pow.*needs x > 0"):
+        out.backward()  # (-3) ** 2 is fine, but its slope in the exponent needs a positive base
+    with pytest.raises(ValueError, match="needs x > 0"):
+        (Value(-3.0) ** (w * 2.0)).backward()
+
+
+def test_an_out_of_range_take_is_eagers_index_error():
+    rows = [Value(1.0), Value(2.0)]
+    f = chainrule.compile(lambda i: chainrule.take(rows, i).tanh())
+    assert f(1).data == pytest.approx(math.tanh(2.0))
+    with pytest.raises(IndexError, match="out of range for 2 rows"):
+        f(2)
+
+
+def test_detect_anomaly_takes_the_group_replay_and_raises():
+    w = Value(1.0)
+    f = chainrule.compile(lambda x: (x[0] * w).exp())
+    f([1.0])
+    assert f([1000.0]).data == math.inf  # as eager: an overflow is inf, not an error
+    with chainrule.detect_anomaly():
+        with pytest.raises(chainrule.AnomalyError, match="exp produced"):
+            f([1000.0])
+
+
+def test_two_outputs_send_gradients_only_along_their_own_graph():
+    w = [Value(0.5), Value(-0.3)]
+    f = chainrule.compile(lambda x: [(w[0] * x[0]).tanh(), (w[1] * x[0]).exp()])
+    a, b = f([2.0])
+    a.backward()
+    assert w[1].grad == 0.0
+    assert w[0].grad == pytest.approx(2.0 * (1 - math.tanh(1.0) ** 2))
+    b.backward()
+    assert w[1].grad == pytest.approx(2.0 * math.exp(-0.6))
+
+
+def test_the_compile_suite_passes_with_the_group_replay_only(tmp_path):
+    env = {**os.environ, "CHAINRULE_SCALAR_REPLAY": "0", "CHAINRULE_BACKEND": "numpy"}
+    files = ["test_compile.py", "test_compile_hardening.py", "test_compile_props.py", "test_take.py"]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        + [str(ROOT / "tests" / f) for f in files],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert " passed" in run.stdout
