@@ -50,3 +50,40 @@ def gpt_style():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def loss_and_grads():
+    """``loss_and_grads(f, params, *args)``: zero the params' grads, backpropagate ``f(*args)``,
+    and return its number and the params' grads."""
+
+    def run(f, params, *args):
+        for p in params:
+            p.grad = 0.0
+        out = f(*args)
+        out.backward()
+        return out.data, [p.grad for p in params]
+
+    return run
+
+
+@pytest.fixture
+def run_test_files():
+    """Run some of the suite's test files again in a fresh pytest, with ``env`` added to the
+    environment (a backend to use, a replay to turn off); they must all pass."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+
+    def run(files, env, *options):
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *options]
+            + [os.path.join(tests, f) for f in files],
+            cwd=os.path.dirname(tests),
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stdout[-3000:]
+        assert " passed" in done.stdout
+
+    return run

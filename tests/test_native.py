@@ -5,10 +5,7 @@ the numpy backend; the whole compile test suite also runs under the C backend (l
 """
 
 import math
-import os
 import random
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -49,16 +46,8 @@ def _every_op(x, w):
     return sum(terms)
 
 
-def _run(f, x, w):
-    for p in w:
-        p.grad = 0.0
-    out = f(x)
-    out.backward()
-    return out.data, [p.grad for p in w]
-
-
 @pytest.mark.parametrize("seed", range(5))
-def test_every_op_gives_the_numbers_of_numpy_and_eager(seed):
+def test_every_op_gives_the_numbers_of_numpy_and_eager(seed, loss_and_grads):
     rng = random.Random(seed)
     w = [Value(rng.uniform(-1, 1)), Value(rng.uniform(-1, 1))]
     c = chainrule.compile(lambda x: _every_op(x, w), backend="c")
@@ -70,7 +59,7 @@ def test_every_op_gives_the_numbers_of_numpy_and_eager(seed):
             p.grad = 0.0
         eager_out.backward()
         eager = (eager_out.data, [p.grad for p in w])
-        for result in (_run(c, x, w), _run(numpy_backend, x, w)):
+        for result in (loss_and_grads(c, w, x), loss_and_grads(numpy_backend, w, x)):
             assert result[0] == pytest.approx(eager[0], rel=1e-12)
             assert result[1] == pytest.approx(eager[1], rel=1e-12)
     assert isinstance(c.last_tape.fast, native.NativeTape)
@@ -120,13 +109,13 @@ def test_a_long_chain_walks_a_table_of_groups_and_matches_eager():
     assert got[0] == pytest.approx(eager.data, rel=1e-12) and got[1] == pytest.approx(c.grad, rel=1e-12)
 
 
-def test_the_table_form_gives_the_straight_line_forms_numbers(monkeypatch):
+def test_the_table_form_gives_the_straight_line_forms_numbers(monkeypatch, loss_and_grads):
     w = [Value(0.3), Value(-0.7)]
     x = [0.4, -0.9]
-    straight = _run(chainrule.compile(lambda x: _every_op(x, w), backend="c"), x, w)
+    straight = loss_and_grads(chainrule.compile(lambda x: _every_op(x, w), backend="c"), w, x)
     monkeypatch.setattr(native, "STRAIGHT_LINE_GROUPS", 0)
     f = chainrule.compile(lambda x: _every_op(x, w), backend="c")
-    table = _run(f, x, w)
+    table = loss_and_grads(f, w, x)
     assert "switch (t[0])" in f.source()
     assert table == straight
 
@@ -255,26 +244,16 @@ def test_an_unknown_backend_is_a_value_error():
         chainrule.compile(lambda x: x, backend="cuda")
 
 
-def test_the_whole_compile_suite_passes_under_the_c_backend(tmp_path):
-    env = {**os.environ, "CHAINRULE_BACKEND": "c", "CHAINRULE_CACHE": str(tmp_path)}
+def test_the_whole_compile_suite_passes_under_the_c_backend(tmp_path, run_test_files):
     files = [
         "test_compile.py",
         "test_compile_hardening.py",
         "test_compile_props.py",
         "test_take.py",
         "test_gpt.py",
-        "test_threads.py",
-        "test_numpy_arguments.py",
-        "test_optim_vectorized.py",
     ]
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error::RuntimeWarning"]
-        + [str(ROOT / "tests" / f) for f in files],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    files += ["test_threads.py", "test_numpy_arguments.py", "test_optim_vectorized.py"]
+    # RuntimeWarning as an error: a quiet fallback to numpy would fail the run.
+    run_test_files(
+        files, {"CHAINRULE_BACKEND": "c", "CHAINRULE_CACHE": str(tmp_path)}, "-W", "error::RuntimeWarning"
     )
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert " passed" in run.stdout

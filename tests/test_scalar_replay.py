@@ -6,10 +6,7 @@ replay turned off (last test), so that both replays are tested on every graph th
 """
 
 import math
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -37,16 +34,8 @@ def _rnn(w):
     return loss
 
 
-def _step(f, w, xs):
-    for p in w:
-        p.grad = 0.0
-    out = f(xs)
-    out.backward()
-    return out.data, [p.grad for p in w]
-
-
 @pytest.mark.parametrize("seed", range(4))
-def test_a_thin_tape_replays_node_by_node_with_eagers_numbers(seed, monkeypatch):
+def test_a_thin_tape_replays_node_by_node_with_eagers_numbers(seed, monkeypatch, loss_and_grads):
     rng = random.Random(seed)
     w = [Value(rng.uniform(-1, 1)) for _ in range(3)]
     loss = _rnn(w)
@@ -57,8 +46,8 @@ def test_a_thin_tape_replays_node_by_node_with_eagers_numbers(seed, monkeypatch)
     monkeypatch.delenv("CHAINRULE_SCALAR_REPLAY")
     for _ in range(3):  # the first call traces, the others replay new numbers
         xs = [rng.uniform(-1, 1) for _ in range(12)]
-        got, by_groups = _step(f, w, xs), _step(groups, w, xs)
-        expected = _step(loss, w, [Value(x) for x in xs])
+        got, by_groups = loss_and_grads(f, w, xs), loss_and_grads(groups, w, xs)
+        expected = loss_and_grads(loss, w, [Value(x) for x in xs])
         for result in (got, by_groups):
             assert result[0] == pytest.approx(expected[0], rel=1e-12)
             assert result[1] == pytest.approx(expected[1], rel=1e-12)
@@ -118,17 +107,6 @@ def test_two_outputs_send_gradients_only_along_their_own_graph():
     assert w[1].grad == pytest.approx(2.0 * math.exp(-0.6))
 
 
-def test_the_compile_suite_passes_with_the_group_replay_only(tmp_path):
-    env = {**os.environ, "CHAINRULE_SCALAR_REPLAY": "0", "CHAINRULE_BACKEND": "numpy"}
+def test_the_compile_suite_passes_with_the_group_replay_only(run_test_files):
     files = ["test_compile.py", "test_compile_hardening.py", "test_compile_props.py", "test_take.py"]
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-        + [str(ROOT / "tests" / f) for f in files],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert " passed" in run.stdout
+    run_test_files(files, {"CHAINRULE_SCALAR_REPLAY": "0", "CHAINRULE_BACKEND": "numpy"})
