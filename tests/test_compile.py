@@ -719,3 +719,28 @@ def test_an_empty_numpy_array_is_accepted_like_an_empty_list():
     f = chainrule.compile(lambda xs: sum((w * x for x in xs), w))
     assert f([]).data == 2.0
     assert f(np.array([])).data == 2.0
+
+
+def test_unique_rows_keeps_first_seen_order_and_survives_a_shared_key():
+    np = pytest.importorskip("numpy")
+    from chainrule.compiler import tape
+
+    rows = np.array([[3, 0], [0, 1], [3, 0], [5, 5], [0, 1]])
+    unique, inverse = tape._unique_rows(np, rows)
+    assert unique.tolist() == [[3, 0], [0, 1], [5, 5]] and inverse.tolist() == [0, 1, 0, 2, 1]
+
+    # Every row summed into the same number: the check sees the clash and sorts whole rows.
+    class SameKey:
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def unique(self, a, *args, **kwargs):
+            if a.ndim == 1:
+                a = np.zeros_like(a)
+            return self.real.unique(a, *args, **kwargs)
+
+    unique, inverse = tape._unique_rows(SameKey(np), rows)
+    assert unique.tolist() == [[3, 0], [0, 1], [5, 5]] and inverse.tolist() == [0, 1, 0, 2, 1]

@@ -120,11 +120,17 @@ def _as_matrix(np, rows, shape):
 
 def _unique_rows(np, rows):
     """The distinct rows of ``rows`` in the order they first appear, and each row's index among them."""
-    unique, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    # Sorting whole rows is slow, so each row is first summed into one number with fixed random
+    # multipliers (wrapping around, as int64 does); rows with equal numbers are then checked
+    # to be equal, and if two different rows ever share a number the rows are sorted after all.
+    weights = np.random.default_rng(2026).integers(1, 2**62, size=rows.shape[1], dtype=np.int64)
+    _, first, inverse = np.unique(rows.astype(np.int64) @ weights, return_index=True, return_inverse=True)
+    if not np.array_equal(rows[first][inverse.ravel()], rows):
+        _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
     order = np.argsort(first)  # sorted -> first-seen order
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
-    return unique[order], rank[inverse.ravel()]
+    return rows[first[order]], rank[inverse.ravel()]
 
 
 class _MatmulGroup(_Group):
