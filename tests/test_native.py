@@ -257,3 +257,20 @@ def test_the_whole_compile_suite_passes_under_the_c_backend(tmp_path, run_test_f
     run_test_files(
         files, {"CHAINRULE_BACKEND": "c", "CHAINRULE_CACHE": str(tmp_path)}, "-W", "error::RuntimeWarning"
     )
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_one_output_of_a_layer_over_a_batch_sends_gradients_only_along_its_own_graph(backend):
+    random.seed(0)
+    model = nn.MLP(2, [4, 3])
+    X = [[random.uniform(-1, 1), random.uniform(-1, 1)] for _ in range(5)]
+    f = chainrule.compile(lambda X: [model(x)[1] for x in X], backend=backend)
+    outs = f(X)
+    assert any(hasattr(group, "weights") for group in f.last_tape.groups)  # a layer over the batch
+    for k in (2, 4):
+        model.zero_grad()
+        outs[k].backward()  # only the nodes on the way to output k: the layer's masked backward
+        got = [p.grad for p in model.parameters()]
+        model.zero_grad()
+        model([Value(v) for v in X[k]])[1].backward()
+        assert got == pytest.approx([p.grad for p in model.parameters()], rel=1e-12, abs=1e-15)

@@ -199,6 +199,22 @@ static void b_layer(const double *d, double *gr, const idx_t *w, const idx_t *x,
     free(W);
 }
 
+static void b_layer_part(const double *d, double *gr, const idx_t *w, const idx_t *x, const idx_t *b,
+                         long start, long U, long V, long m, const unsigned char *needed) {
+    /* only the nodes marked in `needed`, one by one, as the dot kernel would */
+    for (long v = 0; v < V; v++)
+        for (long u = 0; u < U; u++) {
+            long j = v * U + u;
+            if (!needed[start + j]) continue;
+            double g = gr[start + j];
+            for (long k = 0; k < m; k++) {
+                gr[w[k * U + u]] += g * d[x[k * V + v]];
+                gr[x[k * V + v]] += g * d[w[k * U + u]];
+            }
+            gr[b[j]] += g;
+        }
+}
+
 static long picked(const double *d, const idx_t *c, long rows) {  /* take's row, or -1 */
     double index = X(0);
     if (!(index == floor(index)) || index < -rows || index >= rows) return -1;
@@ -262,6 +278,9 @@ def _kernels_for(rule):
 def program_source(groups, size: int, first: int) -> str:
     """C source for a tape whose groups are ``(rule, start, count, n_inputs, idx_offset, layer)``.
 
+    ``idx_offset`` is where the group's input positions start in ``idx``, node after node
+    (None for a layer in a straight-line program, which reads its own blocks).
+
     ``layer`` is None, or for a layer applied to a batch (a matrix product), where its weight,
     input and bias positions start in ``idx`` and its sizes: ``(w, x, b, U, V, m)``.
 
@@ -296,8 +315,8 @@ def program_source(groups, size: int, first: int) -> str:
             call = f"b_{b}(d, gr, idx + {offset}, {start}, {count}, {n}, needed);"
             if layer is not None:  # with a mask (part of the nodes needed), node by node
                 w, x, bias, U, V, m = layer
-                whole = f"b_layer(d, gr, idx + {w}, idx + {x}, idx + {bias}, {start}, {U}, {V}, {m});"
-                call = f"if (needed) {call} else {whole}"
+                blocks = f"idx + {w}, idx + {x}, idx + {bias}, {start}, {U}, {V}, {m}"
+                call = f"if (needed) b_layer_part(d, gr, {blocks}, needed); else b_layer(d, gr, {blocks});"
             lines.append(f"    {call}")
         lines.append(f"    return !all_finite(gr, 0, {size});")
         lines.append("}")
@@ -417,16 +436,19 @@ class NativeTape:
         # Every group's input positions, node by node, in one int32 array; a layer's weight,
         # input and bias positions follow, vector element by vector element.
         table, blocks, offset = [], [], 0
+        straight = len(groups) <= STRAIGHT_LINE_GROUPS
         for group in groups:
-            n, count = group.children.shape
-            mine = [group.children.T.ravel()]
-            layer = None
+            count, layer, mine = group.end - group.start, None, []
             if hasattr(group, "weights"):  # compiler._MatmulGroup: weights (m, U), inputs (m, V)
                 (m, U), V = group.weights.shape, group.inputs.shape[1]
-                w = offset + count * n
-                layer = (w, w + m * U, w + m * (U + V), U, V, m)
+                n = 2 * m + 1
+                layer = (offset, offset + m * U, offset + m * (U + V), U, V, m)
                 mine += [group.weights.ravel(), group.inputs.ravel(), group.bias.ravel()]
-            table.append((group.rule, group.start, count, n, offset, layer))
+            node_by_node = None  # where the group's input positions start, node after node
+            if layer is None or not straight:  # a table runs a layer node by node, as dots
+                n, node_by_node = group.children.shape[0], offset + sum(map(len, mine))
+                mine.append(group.children.T.ravel())
+            table.append((group.rule, group.start, count, n, node_by_node, layer))
             blocks += mine
             offset += sum(map(len, mine))
         self.idx = np.concatenate(blocks).astype(np.int32) if blocks else np.zeros(1, dtype=np.int32)

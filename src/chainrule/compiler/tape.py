@@ -140,11 +140,21 @@ class _MatmulGroup(_Group):
     n*U*V products. The nodes are ordered input-vector-major, so output j is pair (j // U, j % U).
     """
 
-    def __init__(self, np, rule, start, end, children, weights, inputs):
-        super().__init__(np, rule, start, end, children)
-        n = len(children) // 2
-        self.weights, self.inputs, self.bias = weights, inputs, children[2 * n]  # (n, U), (n, V), (k,)
-        self.scatter = _Scatter(np, np.concatenate([weights.ravel(), inputs.ravel(), self.bias]))
+    def __init__(self, np, rule, start, end, weights, inputs, bias):
+        self.rule, self.start, self.end = rule, start, end
+        self.weights, self.inputs, self.bias = weights, inputs, bias  # (n, U), (n, V), (U * V,)
+        self.scatter = _Scatter(np, np.concatenate([weights.ravel(), inputs.ravel(), bias]))
+
+    @functools.cached_property
+    def children(self):
+        """Every node's input positions, one row per input, as other groups keep them. Large
+        (the weights repeated for every input vector), so built only when something needs it:
+        a backward for part of the nodes, an error to report, a node-by-node replay."""
+        np = sys.modules["numpy"]
+        U, V = self.weights.shape[1], self.inputs.shape[1]
+        return np.concatenate(
+            [np.tile(self.weights, V), np.repeat(self.inputs, U, axis=1), self.bias[None, :]]
+        )
 
     @staticmethod
     def try_make(np, rule, start, members, position):
@@ -163,9 +173,8 @@ class _MatmulGroup(_Group):
         ordered = np.argsort(slot)
         for i, k in enumerate(ordered.tolist()):
             position[members[k][0]] = start + i
-        group = _MatmulGroup(
-            np, rule, start, start + len(members), children[ordered].T, w_unique.T, x_unique.T
-        )
+        bias = children[ordered, 2 * n]
+        group = _MatmulGroup(np, rule, start, start + len(members), w_unique.T, x_unique.T, bias)
         return group, [members[k] for k in ordered.tolist()]
 
     def forward(self, np, data, anomaly):
