@@ -128,12 +128,16 @@ class CompiledFunction:
             start = time.perf_counter()
             tape = self.tapes[structure] = trace(self.fn, structure, numbers_in.tolist(), self.backend)
             self.trace_seconds += time.perf_counter() - start
-            self.last_tape = tape
         return tape.run(numbers_in)
+
+    @property
+    def last_tape(self):
+        """The tape of the latest trace, or None before the first call."""
+        return next(reversed(self.tapes.values()), None)
 
     def source(self) -> str:
         """The C program of the latest trace (the C backend's): your function as C."""
-        tape = getattr(self, "last_tape", None)
+        tape = self.last_tape
         if tape is None:
             raise ValueError("source(): call the compiled function once first, so that it is traced")
         if not isinstance(tape.fast, native.NativeTape):

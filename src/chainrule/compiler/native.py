@@ -461,9 +461,11 @@ class NativeTape:
         self._extra = ()
         if len(table) > STRAIGHT_LINE_GROUPS:
             rows = []
-            for rule, start, count, n, offset, _ in table:  # a layer runs node by node here
+            for rule, start, count, n, node_by_node, _ in table:  # a layer runs node by node here
                 f, b = _kernels_for(rule)
-                rows.append((_FORWARD_KERNELS.index(f), start, count, n, offset, _BACKWARD_KERNELS.index(b)))
+                rows.append(
+                    (_FORWARD_KERNELS.index(f), start, count, n, node_by_node, _BACKWARD_KERNELS.index(b))
+                )
             self.table = np.array(rows, dtype=np.int64)
             self._extra = (pointer(self.table.ctypes.data), ctypes.c_long(len(rows)))
         self._no_mask = pointer(None)
