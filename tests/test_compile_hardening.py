@@ -541,3 +541,63 @@ def test_real_numbers_eager_accepts_are_accepted(good):
     assert_close(f(good).data, eager_fn(good).data, "forward")
     f2 = chainrule.compile(lambda x: W * x)
     assert_close(f2(good[0]).data, (W * good[0]).data, "a scalar argument")
+
+
+# ---------------------------------------------------------------------------------------------
+# Work the result does not need is left off the tape, and counted out of the folding.
+
+
+def test_nodes_the_result_does_not_use_are_dropped_and_the_rest_replays_as_eager():
+    w, v = Value(0.5), Value(-1.5)
+
+    def fn(x, y):
+        shared = w * x  # used once by the result and once by unused work
+        unused = (shared + v * y).exp()  # a chain of unused nodes ...
+        unused = unused * unused + w.tanh()  # ... that reads a parameter only it uses
+        return shared + v * y + (x * y).relu()  # a sum of products, once `unused` is counted out
+
+    calls = [([0.5, -1.5], [2.0, 3.0]), ([0.25, 2.0], [-1.0, 0.5]), ([-3.0, 1.0], [0.75, -2.0])]
+    compiled_fn = check_against_eager(fn, [w, v], calls)
+    tape = compiled_fn.last_tape
+    assert {group.rule.name for group in tape.groups} <= {"*", "dot", "relu", "+", "sum"}
+    assert tape.externals == [w, v]  # w.tanh() was only read by unused work
+
+
+# ---------------------------------------------------------------------------------------------
+# The garbage collector is held off while tracing, and put back as it was in every case.
+
+
+def test_the_collector_is_off_while_tracing_and_back_on_afterwards():
+    import gc
+
+    seen = []
+
+    def fn(x):
+        seen.append(gc.isenabled())
+        return x * 2.0
+
+    assert gc.isenabled()
+    chainrule.compile(fn)(1.0)
+    assert seen == [False] and gc.isenabled()
+
+
+def test_the_collector_is_back_on_after_a_trace_that_raises():
+    import gc
+
+    def fn(x):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        chainrule.compile(fn)(1.0)
+    assert gc.isenabled()
+
+
+def test_a_collector_the_user_turned_off_stays_off():
+    import gc
+
+    gc.disable()
+    try:
+        chainrule.compile(lambda x: x * 2.0)(1.0)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

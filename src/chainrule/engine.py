@@ -492,7 +492,10 @@ def _as_value(x):
 
 
 def _binary(rule, x, y):
-    x, y = _as_value(x), _as_value(y)
+    if not isinstance(x, Value):
+        x = _as_value(x)
+    if not isinstance(y, Value):
+        y = _as_value(y)
     if x is None or y is None:
         return NotImplemented  # Python then raises a TypeError naming both types
     return apply(rule, x, y)
@@ -526,7 +529,7 @@ def apply(rule: ops.Op, *inputs: Value) -> Value:
     if tracer is None:
         return _make(data, rule, inputs)
     node = _make(data, rule, inputs, tracer.node_class)
-    tracer.node(node)
+    tracer.record(node)
     return node
 
 

@@ -211,7 +211,7 @@ class Tape:
 
         self.np = np
         self.result_structure = result_structure
-        nodes, leaves, on_tape = _traced_order(outputs, created)
+        nodes, leaves, uses = _traced_order(outputs, created)
         position = {leaf: i for i, leaf in enumerate(inputs)}
         leaves = [v for v in leaves if v not in position]
         constant_data = [v.data for v in leaves if v in constants]
@@ -224,7 +224,7 @@ class Tape:
 
         depth = dict.fromkeys(position, 0)
         groups = {}
-        for node, rule, children in _rewrite(nodes, outputs, on_tape):
+        for node, rule, children in _rewrite(nodes, uses):
             d = depth[node] = 1 + max(map(depth.__getitem__, children))
             key = (d, rule.name, len(children))
             group = groups.get(key)

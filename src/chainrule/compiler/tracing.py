@@ -44,6 +44,7 @@ class _Tracer:
     def __init__(self):
         self.constants = set()
         self.nodes = []  # every node computed while tracing, in the order made
+        self.record = self.nodes.append  # for apply's nodes, already made as _TracedValue
 
     def node(self, value):
         if type(value) is not _TracedValue:
