@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 import math
 import operator
 import sys
@@ -133,6 +135,13 @@ def _unique_rows(np, rows):
     return rows[first[order]], rank[inverse.ravel()]
 
 
+def _positions(np, members, position):
+    """The positions of the members' children, a row a member (all have as many children)."""
+    width = len(members[0][2])
+    flat = itertools.chain.from_iterable(children for _, _, children in members)
+    return np.fromiter(map(position.__getitem__, flat), np.intp, len(members) * width).reshape(-1, width)
+
+
 class _MatmulGroup(_Group):
     """Dot nodes that pair every one of U weight vectors with every one of V input vectors.
 
@@ -160,8 +169,7 @@ class _MatmulGroup(_Group):
     def try_make(np, rule, start, members, position):
         """A _MatmulGroup for these dot nodes if they form a full weights x inputs product, else None."""
         n = len(members[0][2]) // 2
-        at = position.__getitem__
-        children = np.array([list(map(at, ch)) for _, _, ch in members], dtype=np.intp)  # a row a node
+        children = _positions(np, members, position)  # a row a node
         w_unique, w_of = _unique_rows(np, children[:, :n])
         x_unique, x_of = _unique_rows(np, children[:, n : 2 * n])
         U, V = len(w_unique), len(x_unique)
@@ -223,14 +231,12 @@ class Tape:
         self.constant_data = np.array(constant_data, dtype=np.float64)
 
         depth = dict.fromkeys(position, 0)
-        groups = {}
-        for node, rule, children in _rewrite(nodes, uses):
-            d = depth[node] = 1 + max(map(depth.__getitem__, children))
-            key = (d, rule.name, len(children))
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = []
-            group.append((node, rule, children))
+        depth_of = depth.__getitem__
+        groups = collections.defaultdict(list)
+        for member in _rewrite(nodes, uses):
+            node, rule, children = member
+            d = depth[node] = 1 + max(map(depth_of, children))
+            groups[d, rule.name, len(children)].append(member)
         self.groups = []
         for key in sorted(groups, key=lambda key: key[0]):  # stable: ties keep first-seen order
             self.groups.append(self._make_group(np, groups[key], position))
@@ -266,8 +272,7 @@ class Tape:
                 return made[0]
         for node, _, _ in members:
             position[node] = len(position)
-        at = position.__getitem__
-        children = np.array([list(map(at, ch)) for _, _, ch in members], dtype=np.intp).T
+        children = _positions(np, members, position).T
         return _Group(np, rule, start, len(position), children)
 
     def run(self, flat):
