@@ -21,6 +21,7 @@ import itertools
 import math
 import numbers
 import operator
+import os
 import threading
 from dataclasses import dataclass, replace
 
@@ -635,6 +636,10 @@ def topological_order(*roots: Value) -> list[Value]:
     simplest and the fastest way to write it; a graph too deep for Python's recursion limit
     is walked again with an explicit stack, so any depth works.
     """
+    if _graph is not None:  # the same walk in C (see the end of this file), if built
+        order = _graph.depth_first(roots)
+        if order is not None:
+            return order
     try:
         return _depth_first(roots)
     except RecursionError:
@@ -755,6 +760,8 @@ def propagate(root: Value, gradient=1.0, create_graph: bool = False) -> dict:
     """
     seed = _check_gradient(gradient, create_graph)
     order = topological_order(root)
+    if create_graph and _graph is not None:
+        _graph.watch(order)  # a gradient's graph may point back at these nodes: a cycle
     anomaly = _mode.get().anomaly
     if not (create_graph or anomaly):
         with _one_pass_at_a_time:
@@ -785,6 +792,8 @@ def _propagate_numbers(order: list[Value], seed: float, add_to_grad: bool) -> No
     walk reaches it, so with ``add_to_grad`` its ``_pending`` then becomes its new total,
     ``share + grad``, ready to be stored (the caller has checked that every grad is a number).
     """
+    if _graph is not None and _graph.propagate_numbers(order, seed, add_to_grad):
+        return  # the same loop in C (see the end of this file) has done it
     collections.deque(map(setattr, order, itertools.repeat("_pending"), itertools.repeat(0.0)), maxlen=0)
     order[-1]._pending = seed
     for node in reversed(order):
@@ -855,6 +864,31 @@ def _check_finite(node, child, child_grad):
             f"detect_anomaly: backward of {node.op} produced gradient {number!r} "
             f"for {_describe([child])} (inputs: {_describe(node.children)})"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# The same loops in C. chainrule/_graph.c, built when pip finds a C compiler, does what _node,
+# _depth_first and _propagate_numbers above do, number for number, several times faster. It
+# also leaves the fast ops' nodes out of the walks of Python's cyclic garbage collector, which
+# were most of the time of building a large graph; the top of _graph.c says why that is safe.
+# CHAINRULE_PURE_PYTHON=1 runs on the Python above alone.
+
+
+def _load_graph_module():
+    if os.environ.get("CHAINRULE_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from . import _graph
+    except ImportError:
+        return None
+    _graph.setup(Value, _child_gradients)
+    return _graph
+
+
+_graph = _load_graph_module()
+_python_node = _node  # kept, so that the tests can compare the two
+if _graph is not None:
+    _node = _graph.node
 
 
 __all__ = [

@@ -155,8 +155,9 @@ _SLOTS = {name: Value.__dict__[name] for name in ("data", "grad")}  # where the 
 
 
 def _code_ids(*functions):
-    """The ids of these functions' code objects and of the comprehensions inside them."""
-    ids, codes = set(), [f.__code__ for f in functions]
+    """The ids of these functions' code objects and of the comprehensions inside them. (A function
+    built in C, engine._node with chainrule/_graph.c, has none: it fills the slots directly.)"""
+    ids, codes = set(), [f.__code__ for f in functions if hasattr(f, "__code__")]
     while codes:
         code = codes.pop()
         ids.add(id(code))

@@ -1,0 +1,216 @@
+"""chainrule/_graph.c, engine.py's hottest loops in C, against engine.py's own Python versions.
+
+The C module must do exactly what the Python functions do: the same nodes, the same order,
+the same gradients bit for bit, the same errors; hand anything unusual back to Python; and
+keep the garbage collector able to free every cycle the engine can make. The whole engine
+suite also runs once more on the pure-Python engine (CHAINRULE_PURE_PYTHON=1).
+"""
+
+import gc
+import math
+import random
+import weakref
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chainrule import Value, engine, logsumexp, sum_values
+
+pytestmark = pytest.mark.skipif(engine._graph is None, reason="chainrule/_graph.c is not built here")
+
+
+PYTHON_NODE = engine._python_node  # engine._node before the C version replaced it
+
+# ---------------------------------------------------------------------------------------------
+# Random graphs that use every kind of node backward meets
+
+
+def random_graph(seed: int, size: int):
+    """Leaves and a loss built from them by a random mix of ops: the fast ops (stored local
+    gradients), ops through apply (a rule), micrograd-style hand-made nodes with a closure, the
+    scripts' Value(data, children, local_grads), sums and logsumexps, with reuse everywhere."""
+    rng = random.Random(seed)
+    leaves = [Value(rng.uniform(-2, 2), label=f"x{i}") for i in range(4)]
+    pool = list(leaves)
+    for _ in range(size):
+        a, b = rng.choice(pool), rng.choice(pool)
+        kind = rng.randrange(12)
+        if kind == 0:
+            v = a + b
+        elif kind == 1:
+            v = a * b
+        elif kind == 2:
+            v = a - 1.5
+        elif kind == 3:
+            v = (a * 0.3).tanh()
+        elif kind == 4:
+            v = (a * 0.2).exp()
+        elif kind == 5:
+            v = a.relu() + 2.0 * b
+        elif kind == 6:
+            v = (a * a + 1.0) ** 0.5  # a positive base: the fast path with one local gradient
+        elif kind == 7:
+            v = a.softplus()  # through apply: a rule, no stored gradients
+        elif kind == 8:
+            v = logsumexp([a, b, a])
+        elif kind == 9:
+            v = Value(a.data * b.data, (a, b), (b.data, a.data))  # the GPT scripts' node
+        elif kind == 10:
+            v = Value(a.data + b.data, (a, b), "+")  # the lecture's node, with a closure
+
+            def _backward(v=v, a=a, b=b):
+                a.grad += v.grad
+                b.grad += v.grad
+
+            v._backward = _backward
+        else:
+            v = sum_values([a, b, 1.0])
+        pool.append(v)
+    loss = sum_values(pool[-6:]) * 0.5
+    return leaves, loss
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10**6),
+    size=st.integers(1, 60),
+    grads_before=st.lists(st.sampled_from([0.0, 0, 1.5, -2, 0.25]), min_size=4, max_size=4),
+)
+def test_c_and_python_give_the_same_order_and_the_same_gradients_bit_for_bit(seed, size, grads_before):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "_graph", None)
+        patch.setattr(engine, "_node", PYTHON_NODE)
+        python = backward_of_random_graph(seed, size, grads_before)
+    c = backward_of_random_graph(seed, size, grads_before)
+    assert c == python  # every node's op and number in walk order, then every leaf's grad (nan-safe)
+    assert [type(g) for g in c[1]] == [type(g) for g in python[1]]
+
+
+def backward_of_random_graph(seed, size, grads_before):
+    """The walk order (each node's op and number) and the leaves' grads after loss.backward()."""
+    leaves, loss = random_graph(seed, size)
+    for leaf, g in zip(leaves, grads_before):
+        leaf.grad = g
+    order = [(node.op, nan_safe(node.data)) for node in engine.topological_order(loss)]
+    loss.backward()
+    return order, [nan_safe(leaf.grad) for leaf in leaves]
+
+
+def nan_safe(x):
+    return "nan" if isinstance(x, float) and math.isnan(x) else x
+
+
+def test_the_same_walk_order_as_python_on_shared_children_and_several_roots():
+    a, b = Value(1.0, label="a"), Value(2.0, label="b")
+    c = a * b
+    d = c + a
+    e = d * c + b
+    roots = (e, d, Value(5.0, label="lonely"))
+    assert engine._graph.depth_first(roots) == engine._depth_first(roots)
+    assert engine._graph.depth_first(roots) == engine._depth_first_with_a_stack(roots)
+
+
+def test_a_chain_deeper_than_the_recursion_limit():
+    x = Value(1.0)
+    y = x
+    for _ in range(200_000):
+        y = y * 1.0000001
+    order = engine.topological_order(y)
+    assert len(order) == 400_001 and order[0] is x and order[-1] is y
+    y.backward()
+    assert x.grad == pytest.approx(1.0000001**200_000, rel=1e-9)
+
+
+def test_the_nodes_of_the_fast_ops_are_left_out_of_the_collector_and_read_the_same():
+    a, b = Value(2.0), Value(3.0)
+    c = a * b
+    python = PYTHON_NODE(c.data, c._rule, c.children, c._local)
+    assert not gc.is_tracked(c) and not gc.is_tracked(c.children)
+    assert gc.is_tracked(a)  # a Value made by its constructor is watched as usual
+    for slot in ("data", "grad", "label", "children", "_rule", "_local"):
+        assert getattr(c, slot) == getattr(python, slot)
+    with pytest.raises(AttributeError):
+        c._pending  # noqa: B018  (set only during a backward pass, as in Python)
+
+
+def test_graph_nodes_are_freed_when_dropped():
+    x = Value(0.5)
+    y = (x * x).tanh() + x.exp()
+    watcher = weakref.ref(y)
+    del y
+    assert watcher() is None  # reference counting frees them, as before
+
+
+def test_create_graph_hands_the_graph_back_to_the_collector_so_its_cycles_are_freed():
+    # d exp(x) / dx = exp(x): the gradient's graph points at the node exp(x), whose children
+    # point back at x, whose grad holds the gradient's graph. A cycle through fast-op nodes,
+    # which only the garbage collector can free, and only if it can see them.
+    x = Value(0.7)
+    y = x.exp() * x
+    y.backward(create_graph=True)
+    assert isinstance(x.grad, Value)
+    watchers = [weakref.ref(v) for v in (x, y, *y.children)]
+    del x, y
+    gc.collect()
+    assert [w() for w in watchers] == [None] * len(watchers)
+
+
+def test_unusual_children_go_back_to_the_python_versions():
+    a, b = Value(2.0), Value(3.0)
+    c = a * b
+    c.children = [a, b]  # a list, not a tuple: the C walk declines, Python's walks it
+    assert engine._graph.depth_first((c,)) is None
+    assert engine.topological_order(c) == [a, b, c]
+    assert engine._graph.propagate_numbers([a, b, c], 1.0, False) is None
+    c.backward()
+    assert (a.grad, b.grad) == (3.0, 2.0)
+
+
+def test_an_error_inside_backward_leaves_every_grad_as_it_was():
+    x = Value(-1.0)
+    y = x * 2.0
+    z = Value(y.data, (y,), "bad")
+
+    def _backward():
+        raise ValueError("this op's backward fails")
+
+    z._backward = _backward
+    w = z + x
+    x.grad = 0.25
+    with pytest.raises(ValueError, match="fails"):
+        w.backward()
+    assert (x.grad, y.grad, z.grad, w.grad) == (0.25, 0.0, 0.0, 0.0)
+
+
+def test_a_grad_that_is_not_a_number_is_reported_as_in_python():
+    x = Value(1.0)
+    y = x * 3.0
+    x.grad = "three"
+    with pytest.raises(TypeError, match="must be a number"):
+        y.backward()
+    assert x.grad == "three"
+
+
+ENGINE_FILES = [
+    "test_semantics.py",
+    "test_oracles.py",
+    "test_fast_paths.py",
+    "test_errors.py",
+    "test_backward_atomic.py",
+    "test_higher_order.py",
+    "test_lecture_compat.py",
+    "test_gpt_script.py",
+    "test_memory_depth.py",
+    "test_create_graph_memory.py",
+    "test_threads.py",
+    "test_nan.py",
+    "test_micrograd_compat.py",
+    "test_copy.py",
+    "test_stable_ops.py",
+    "test_gradcheck_anomaly.py",
+]
+
+
+def test_the_engine_suite_passes_on_the_pure_python_engine(run_test_files):
+    run_test_files(ENGINE_FILES, {"CHAINRULE_PURE_PYTHON": "1"})
