@@ -9,6 +9,7 @@ suite also runs once more on the pure-Python engine (CHAINRULE_PURE_PYTHON=1).
 import gc
 import math
 import random
+import warnings
 import weakref
 
 import pytest
@@ -214,3 +215,77 @@ ENGINE_FILES = [
 
 def test_the_engine_suite_passes_on_the_pure_python_engine(run_test_files):
     run_test_files(ENGINE_FILES, {"CHAINRULE_PURE_PYTHON": "1"})
+
+
+# ---------------------------------------------------------------------------------------------
+# chainrule.compile's two loops over parameters: reading their data, adding to their grads
+
+
+def test_reading_numbers_declines_anything_but_floats_and_needs_the_right_buffer():
+    import numpy as np
+
+    values = [Value(1.5), Value(-2.0)]
+    out = np.zeros(2)
+    assert engine._graph.read_numbers(values, out) is True and out.tolist() == [1.5, -2.0]
+    values[1].data = 3  # an int written by hand: Python reads it, as it always has
+    assert engine._graph.read_numbers(values, out) is None
+    with pytest.raises(ValueError, match="float64 buffer"):
+        engine._graph.read_numbers(values, np.zeros(3))
+    with pytest.raises(ValueError, match="float64 buffer"):
+        engine._graph.read_numbers(values, np.zeros(2, dtype=np.float32))
+
+
+def test_adding_to_grads_is_all_or_nothing():
+    import numpy as np
+
+    values = [Value(1.0), Value(2.0), Value(3.0)]
+    values[0].grad, values[1].grad, values[2].grad = 0.5, 2, 0.0
+    assert engine._graph.add_to_grads(values, np.array([1.0, 0.25, -1.0])) is True
+    assert [v.grad for v in values] == [1.5, 2.25, -1.0]
+    assert [type(v.grad) for v in values] == [float, float, float]
+    for odd in (None, True, "x", 10**400, Value(1.0)):
+        values[2].grad = odd
+        assert engine._graph.add_to_grads(values, np.array([1.0, 1.0, 1.0])) is None
+        assert [v.grad for v in values[:2]] == [1.5, 2.25]  # untouched
+        assert values[2].grad is odd
+
+
+@pytest.mark.parametrize("backend", ["numpy", "c"])
+@pytest.mark.parametrize("int_data", [False, True])
+def test_a_compiled_step_adds_the_same_grads_with_and_without_the_c_loops(backend, int_data, monkeypatch):
+    pytest.importorskip("numpy")
+    import chainrule
+
+    def run():
+        rng = random.Random(3)
+        params = [Value(rng.uniform(-1, 1)) for _ in range(6)]
+        if int_data:
+            params[1].data = 2  # an int: read by Python
+        params[2].grad = 1  # an int grad: added as Python adds it
+        params[3].grad = None  # counts as zero
+        f = chainrule.compile(
+            lambda xs: sum((w * x).tanh() for w, x in zip(params, xs)) ** 2, backend=backend
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # no C compiler: "c" runs on numpy
+            for xs in ([0.5] * 6, [1.0, -2.0, 0.25, 3.0, -0.5, 1.5]):
+                out = f(xs)
+                out.backward()
+        return out.data, [p.grad for p in params], [type(p.grad) for p in params]
+
+    with_c = run()
+    monkeypatch.setattr(engine, "_graph", None)
+    assert run() == with_c
+
+
+def test_a_bad_grad_on_one_parameter_leaves_every_grad_of_a_compiled_result_as_it_was():
+    pytest.importorskip("numpy")
+    import chainrule
+
+    params = [Value(0.5), Value(-1.5), Value(2.0)]
+    f = chainrule.compile(lambda x: params[0] * x + params[1] * params[2])
+    out = f(3.0)
+    params[0].grad, params[1].grad, params[2].grad = 1.0, 2.0, "oops"
+    with pytest.raises(TypeError, match="must be a number"):
+        out.backward()
+    assert [p.grad for p in params] == [1.0, 2.0, "oops"] and out.grad == 0.0

@@ -8,6 +8,9 @@
    depth_first(roots)                  engine._depth_first: every node after its children.
    propagate_numbers(order, seed, add) engine._propagate_numbers: the first-order backward loop.
 
+   and, for chainrule.compile, two loops over a compiled function's parameters: read_numbers
+   (their data into the replay's array) and add_to_grads (the replay's gradients into them).
+
    The gain is partly the loops and mostly the garbage collector. Python's cyclic collector
    walks every object that can hold others, again and again while a graph grows: that was three
    quarters of the time of a GPT step on scalars. A graph made by the fast ops cannot hold a
@@ -312,6 +315,98 @@ static PyObject *watch(PyObject *module, PyObject *nodes) {
     Py_RETURN_NONE;
 }
 
+/* The buffer of doubles that `numbers` exposes, if it holds exactly `n` of them, else -1. */
+static int double_buffer(PyObject *numbers, Py_ssize_t n, Py_buffer *view, int writable) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(numbers, view, flags) < 0)
+        return -1;
+    if (view->itemsize != sizeof(double) || view->format == NULL || strcmp(view->format, "d") != 0 ||
+        view->len != n * (Py_ssize_t)sizeof(double)) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "_graph: expected a contiguous float64 buffer of one number a Value");
+        return -1;
+    }
+    return 0;
+}
+
+/* out[i] = values[i].data for every i: how a compiled call reads its parameters. None (and
+   nothing promised about `out`) when some data is not a float; engine.py's reading is then
+   the one that runs. */
+static PyObject *read_numbers(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !(PyList_CheckExact(args[0]) || PyTuple_CheckExact(args[0]))) {
+        PyErr_SetString(PyExc_TypeError, "_graph.read_numbers(values, out)");
+        return NULL;
+    }
+    PyObject *values = args[0];
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(values);
+    Py_buffer view;
+    if (double_buffer(args[1], n, &view, 1) < 0)
+        return NULL;
+    double *out = view.buf;
+    PyObject *result = Py_True;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *value = PySequence_Fast_GET_ITEM(values, i), *data;
+        if (!is_value(value) || (data = SLOT(value, at_data)) == NULL || !PyFloat_CheckExact(data)) {
+            result = Py_None;
+            break;
+        }
+        out[i] = PyFloat_AS_DOUBLE(data);
+    }
+    PyBuffer_Release(&view);
+    return Py_NewRef(result);
+}
+
+/* values[i].grad += shares[i] for every i, all or nothing: how a compiled result's backward
+   hands its gradients to the parameters. None (and nothing changed) when some grad is not a
+   float or an int; engine.py's accumulation then runs and says what is wrong. */
+static PyObject *add_to_grads(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !(PyList_CheckExact(args[0]) || PyTuple_CheckExact(args[0]))) {
+        PyErr_SetString(PyExc_TypeError, "_graph.add_to_grads(values, shares)");
+        return NULL;
+    }
+    PyObject *values = args[0];
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(values);
+    Py_buffer view;
+    if (double_buffer(args[1], n, &view, 0) < 0)
+        return NULL;
+    const double *shares = view.buf;
+    PyObject **totals = PyMem_Calloc(n > 0 ? n : 1, sizeof(PyObject *));
+    PyObject *result = Py_True;
+    if (totals == NULL) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n && result == Py_True; i++) {  /* the new totals, first */
+        PyObject *value = PySequence_Fast_GET_ITEM(values, i), *grad;
+        double now;
+        if (!is_value(value) || (grad = SLOT(value, at_grad)) == NULL) {
+            result = Py_None;
+        } else if (PyFloat_CheckExact(grad)) {
+            now = PyFloat_AS_DOUBLE(grad);
+        } else if (PyLong_CheckExact(grad)) {  /* an int, as Python's int + float converts it */
+            now = PyLong_AsDouble(grad);
+            if (now == -1.0 && PyErr_Occurred()) {
+                PyErr_Clear();  /* too large: engine.py raises the OverflowError itself */
+                result = Py_None;
+            }
+        } else {
+            result = Py_None;
+        }
+        if (result == Py_True && (totals[i] = PyFloat_FromDouble(now + shares[i])) == NULL)
+            result = NULL;
+    }
+    if (result == Py_True)  /* then stored, where nothing can fail */
+        for (Py_ssize_t i = 0; i < n; i++) {
+            set_slot(PySequence_Fast_GET_ITEM(values, i), at_grad, totals[i]);
+            totals[i] = NULL;
+        }
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_XDECREF(totals[i]);
+    PyMem_Free(totals);
+    PyBuffer_Release(&view);
+    return result == NULL ? NULL : Py_NewRef(result);
+}
+
 static PyMethodDef methods[] = {
     {"setup", (PyCFunction)(void (*)(void))setup, METH_FASTCALL, "setup(Value, child_gradients)"},
     {"node", (PyCFunction)(void (*)(void))node, METH_FASTCALL, "engine._node, unwatched by the collector"},
@@ -319,6 +414,10 @@ static PyMethodDef methods[] = {
     {"propagate_numbers", (PyCFunction)(void (*)(void))propagate_numbers, METH_FASTCALL,
      "engine._propagate_numbers(order, seed, add_to_grad), or None when unusual"},
     {"watch", watch, METH_O, "hand these nodes back to the garbage collector"},
+    {"read_numbers", (PyCFunction)(void (*)(void))read_numbers, METH_FASTCALL,
+     "out[i] = values[i].data, or None when some data is not a float"},
+    {"add_to_grads", (PyCFunction)(void (*)(void))add_to_grads, METH_FASTCALL,
+     "values[i].grad += shares[i], all or nothing, or None when some grad is not a number"},
     {NULL, NULL, 0, NULL},
 };
 

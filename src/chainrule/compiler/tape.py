@@ -281,7 +281,9 @@ class Tape:
         data = np.empty(self.size)
         data[: self.n_inputs] = flat
         data[self.n_inputs : self.n_fixed] = self.constant_data
-        data[self.n_fixed : self.n_leaves] = list(map(engine._read_data, self.externals))
+        externals = data[self.n_fixed : self.n_leaves]
+        if not (engine._graph and engine._graph.read_numbers(self.externals, externals)):
+            externals[:] = list(map(engine._read_data, self.externals))  # (the same, in Python)
         anomaly = _mode.get().anomaly
         if self.fast is not None and not anomaly and self.fast.forward(data):
             saved = None  # the fast replay computed it all; nothing unusual happened
@@ -297,7 +299,8 @@ class Tape:
             return [group.forward(self.np, data, anomaly) for group in self.groups]
 
     def backward(self, data, saved, position, g):
-        """The gradient of node ``position`` (seeded with g) with respect to every external."""
+        """The gradient of node ``position`` (seeded with g) with respect to every external,
+        as an array (a view into this pass's gradients)."""
         np = self.np
         grad = np.zeros(self.size)
         grad[position] = g
@@ -305,7 +308,7 @@ class Tape:
         anomaly = _mode.get().anomaly
         if saved is None:  # forward ran in the fast replay
             if not anomaly and self.fast.backward(data, grad, needed):
-                return grad[self.n_fixed : self.n_leaves].tolist()
+                return grad[self.n_fixed : self.n_leaves]
             # Something unusual: redo it with numpy, which raises eager's error or passes the
             # nan/inf on. Its forward needs its own copy, so the call's numbers stay as they were.
             data = data.copy()
@@ -319,7 +322,7 @@ class Tape:
                     group.backward(np, data, grad, group_saved, anomaly)
                 elif part.any():
                     group.backward_part(np, data, grad, part, anomaly)
-        return grad[self.n_fixed : self.n_leaves].tolist()
+        return grad[self.n_fixed : self.n_leaves]
 
     def _needed_by(self, position):
         """Which nodes the gradient of ``position`` reaches, or None when that is every node.
@@ -363,7 +366,7 @@ def _compiled_backward(replay, position, g, out, *externals):
     """The backward rule of a compiled result: one pass of the tape, seeded at its output."""
     if isinstance(g, Value):
         raise NotImplementedError("backward(create_graph=True) through a compiled function")
-    return replay.tape.backward(replay.data, replay.saved, position, g)
+    return replay.tape.backward(replay.data, replay.saved, position, g).tolist()
 
 
 class _CompiledValue(Value):
@@ -374,7 +377,7 @@ class _CompiledValue(Value):
     def backward(self, gradient=1.0, create_graph: bool = False):
         if create_graph:
             raise NotImplementedError("backward(create_graph=True) through a compiled function")
-        replay, _ = self._rule.backward.args
+        replay, position = self._rule.backward.args
         mode = _mode.get()
         if isinstance(gradient, Value) or mode.anomaly or mode.tracer or not replay.tape.externals_are_leaves:
             return super().backward(gradient)  # while tracing, the engine's backward refuses
@@ -382,9 +385,12 @@ class _CompiledValue(Value):
         # the engine's backward would do without its general walk: one tape pass, then add,
         # all or nothing as there (the totals first, then one store).
         seed = engine._check_gradient(gradient, False)
-        grads = self._rule.backward(seed, self.data)
+        shares = replay.tape.backward(replay.data, replay.saved, position, seed)
         nodes = (self, *self.children)
         with engine._one_pass_at_a_time:  # reading the grads and storing the totals is one step
+            if engine._graph and engine._graph.add_to_grads(nodes, replay.tape.np.append(seed, shares)):
+                return  # the loop below, in C (see engine.py's end)
+            grads = shares.tolist()
             now = list(map(engine._GRAD, nodes))
             if set(map(type, now)) <= engine._NUMBER_TYPES:  # the usual case: add them in one go
                 totals = list(map(operator.add, now, (seed, *grads)))
