@@ -226,13 +226,13 @@ def test_reading_numbers_declines_anything_but_floats_and_needs_the_right_buffer
 
     values = [Value(1.5), Value(-2.0)]
     out = np.zeros(2)
-    assert engine._graph.read_numbers(values, out) is True and out.tolist() == [1.5, -2.0]
+    assert engine._graph.read_data(values, out) is True and out.tolist() == [1.5, -2.0]
     values[1].data = 3  # an int written by hand: Python reads it, as it always has
-    assert engine._graph.read_numbers(values, out) is None
+    assert engine._graph.read_data(values, out) is None
     with pytest.raises(ValueError, match="float64 buffer"):
-        engine._graph.read_numbers(values, np.zeros(3))
+        engine._graph.read_data(values, np.zeros(3))
     with pytest.raises(ValueError, match="float64 buffer"):
-        engine._graph.read_numbers(values, np.zeros(2, dtype=np.float32))
+        engine._graph.read_data(values, np.zeros(2, dtype=np.float32))
 
 
 def test_adding_to_grads_is_all_or_nothing():
@@ -289,3 +289,39 @@ def test_a_bad_grad_on_one_parameter_leaves_every_grad_of_a_compiled_result_as_i
     with pytest.raises(TypeError, match="must be a number"):
         out.backward()
     assert [p.grad for p in params] == [1.0, 2.0, "oops"] and out.grad == 0.0
+
+
+def test_reading_grads_and_writing_data_for_the_optimizers():
+    import numpy as np
+
+    values = [Value(1.0), Value(2.0)]
+    values[0].grad, values[1].grad = 0.5, -1.5
+    out = np.zeros(2)
+    assert engine._graph.read_grads(values, out) is True and out.tolist() == [0.5, -1.5]
+    for odd in (None, 0, "x"):
+        values[1].grad = odd
+        assert engine._graph.read_grads(values, out) is None
+    assert engine._graph.write_data(values, np.array([7.0, -0.25])) is True
+    assert [(v.data, type(v.data)) for v in values] == [(7.0, float), (-0.25, float)]
+    assert engine._graph.write_data([values[0], "not a Value"], np.array([1.0, 2.0])) is None
+    assert values[0].data == 7.0  # nothing written
+
+
+@pytest.mark.parametrize("odd_grad", [None, 1, 0.5])
+def test_adam_and_sgd_step_the_same_with_and_without_the_c_loops(odd_grad, monkeypatch):
+    pytest.importorskip("numpy")
+    from chainrule.optim import SGD, Adam
+
+    def run():
+        params = [Value(x) for x in (0.5, -1.0, 2.0, 3)]  # an int data too
+        optimizers = [Adam(params, lr=0.1), SGD(params, lr=0.05, momentum=0.9, weight_decay=0.01)]
+        for step in range(3):
+            for i, p in enumerate(params):
+                p.grad = odd_grad if i == 1 and step == 1 else 0.25 * (i + 1) * (step + 1)
+            for optimizer in optimizers:
+                optimizer.step()
+        return [(p.data, type(p.data)) for p in params], [list(o.__dict__.get("m", [])) for o in optimizers]
+
+    with_c = run()
+    monkeypatch.setattr(engine, "_graph", None)
+    assert run() == with_c

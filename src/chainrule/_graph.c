@@ -8,8 +8,8 @@
    depth_first(roots)                  engine._depth_first: every node after its children.
    propagate_numbers(order, seed, add) engine._propagate_numbers: the first-order backward loop.
 
-   and, for chainrule.compile, two loops over a compiled function's parameters: read_numbers
-   (their data into the replay's array) and add_to_grads (the replay's gradients into them).
+   and loops over many parameters at once, for chainrule.compile and the optimizers: read_data
+   and read_grads (into a float64 array), write_data, and add_to_grads.
 
    The gain is partly the loops and mostly the garbage collector. Python's cyclic collector
    walks every object that can hold others, again and again while a graph grows: that was three
@@ -329,12 +329,11 @@ static int double_buffer(PyObject *numbers, Py_ssize_t n, Py_buffer *view, int w
     return 0;
 }
 
-/* out[i] = values[i].data for every i: how a compiled call reads its parameters. None (and
-   nothing promised about `out`) when some data is not a float; engine.py's reading is then
-   the one that runs. */
-static PyObject *read_numbers(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+/* out[i] = values[i].<slot> for every i, where every one is a float; else None (and nothing
+   promised about `out`), and engine.py's reading runs instead and reports what it finds. */
+static PyObject *read_floats(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t at, const char *usage) {
     if (nargs != 2 || !(PyList_CheckExact(args[0]) || PyTuple_CheckExact(args[0]))) {
-        PyErr_SetString(PyExc_TypeError, "_graph.read_numbers(values, out)");
+        PyErr_SetString(PyExc_TypeError, usage);
         return NULL;
     }
     PyObject *values = args[0];
@@ -345,15 +344,59 @@ static PyObject *read_numbers(PyObject *module, PyObject *const *args, Py_ssize_
     double *out = view.buf;
     PyObject *result = Py_True;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *value = PySequence_Fast_GET_ITEM(values, i), *data;
-        if (!is_value(value) || (data = SLOT(value, at_data)) == NULL || !PyFloat_CheckExact(data)) {
+        PyObject *value = PySequence_Fast_GET_ITEM(values, i), *number;
+        if (!is_value(value) || (number = SLOT(value, at)) == NULL || !PyFloat_CheckExact(number)) {
             result = Py_None;
             break;
         }
-        out[i] = PyFloat_AS_DOUBLE(data);
+        out[i] = PyFloat_AS_DOUBLE(number);
     }
     PyBuffer_Release(&view);
     return Py_NewRef(result);
+}
+
+/* How a compiled call reads its parameters, and an optimizer its parameters and gradients. */
+static PyObject *read_data(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    return read_floats(args, nargs, at_data, "_graph.read_data(values, out)");
+}
+
+static PyObject *read_grads(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    return read_floats(args, nargs, at_grad, "_graph.read_grads(values, out)");
+}
+
+/* values[i].data = numbers[i] for every i: an optimizer's update. Nothing can fail once the
+   new floats are made, so it is all or nothing. */
+static PyObject *write_data(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !(PyList_CheckExact(args[0]) || PyTuple_CheckExact(args[0]))) {
+        PyErr_SetString(PyExc_TypeError, "_graph.write_data(values, numbers)");
+        return NULL;
+    }
+    PyObject *values = args[0];
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(values);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!is_value(PySequence_Fast_GET_ITEM(values, i)))
+            Py_RETURN_NONE;
+    Py_buffer view;
+    if (double_buffer(args[1], n, &view, 0) < 0)
+        return NULL;
+    const double *numbers = view.buf;
+    PyObject **made = PyMem_Calloc(n > 0 ? n : 1, sizeof(PyObject *));
+    int failed = made == NULL;
+    for (Py_ssize_t i = 0; i < n && !failed; i++)
+        failed = (made[i] = PyFloat_FromDouble(numbers[i])) == NULL;
+    if (!failed)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            set_slot(PySequence_Fast_GET_ITEM(values, i), at_data, made[i]);
+            made[i] = NULL;
+        }
+    if (made != NULL)
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_XDECREF(made[i]);
+    PyMem_Free(made);
+    PyBuffer_Release(&view);
+    if (failed)
+        return PyErr_NoMemory();
+    Py_RETURN_TRUE;
 }
 
 /* values[i].grad += shares[i] for every i, all or nothing: how a compiled result's backward
@@ -414,8 +457,11 @@ static PyMethodDef methods[] = {
     {"propagate_numbers", (PyCFunction)(void (*)(void))propagate_numbers, METH_FASTCALL,
      "engine._propagate_numbers(order, seed, add_to_grad), or None when unusual"},
     {"watch", watch, METH_O, "hand these nodes back to the garbage collector"},
-    {"read_numbers", (PyCFunction)(void (*)(void))read_numbers, METH_FASTCALL,
+    {"read_data", (PyCFunction)(void (*)(void))read_data, METH_FASTCALL,
      "out[i] = values[i].data, or None when some data is not a float"},
+    {"read_grads", (PyCFunction)(void (*)(void))read_grads, METH_FASTCALL,
+     "out[i] = values[i].grad, or None when some grad is not a float"},
+    {"write_data", (PyCFunction)(void (*)(void))write_data, METH_FASTCALL, "values[i].data = numbers[i]"},
     {"add_to_grads", (PyCFunction)(void (*)(void))add_to_grads, METH_FASTCALL,
      "values[i].grad += shares[i], all or nothing, or None when some grad is not a number"},
     {NULL, NULL, 0, NULL},

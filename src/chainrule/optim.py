@@ -38,6 +38,7 @@ import math
 import numbers
 from collections.abc import Callable, Iterable
 
+from . import engine
 from ._checks import check_integer, check_number
 from .engine import _DATA, _GRAD, Value
 
@@ -143,16 +144,20 @@ def _gathered(optimizer: Optimizer, np, weight_decay: float):
     one (the common case, which then reads the grads without a Python call per parameter).
     A grad that is not a number raises here, before anything moves.
     """
-    grads = list(map(_GRAD, optimizer.params))
-    has_grad = None
-    if set(map(type, grads)) != {float}:  # a None, an int, a Value, or something wrong
-        name = type(optimizer).__name__
-        grads = [_gradient_number(name, i, p) for i, p in enumerate(optimizer.params)]
-        has_grad = np.array([g is not None for g in grads])
-        grads = [0.0 if g is None else g for g in grads]
-    data = np.array(list(map(_DATA, optimizer.params)), dtype=np.float64)
+    params, in_c = optimizer.params, engine._graph  # the C loops of engine.py's end, if built
+    g, data, has_grad = np.empty(len(params)), np.empty(len(params)), None
+    if not (in_c and in_c.read_grads(params, g)):  # it reads them when all are floats
+        grads = list(map(_GRAD, params))
+        if set(map(type, grads)) != {float}:  # a None, an int, a Value, or something wrong
+            name = type(optimizer).__name__
+            grads = [_gradient_number(name, i, p) for i, p in enumerate(params)]
+            has_grad = np.array([g is not None for g in grads])
+            grads = [0.0 if g is None else g for g in grads]
+        g = np.array(grads, dtype=np.float64)
+    if not (in_c and in_c.read_data(params, data)):
+        data = np.array(list(map(_DATA, params)), dtype=np.float64)
     with np.errstate(all="ignore"):
-        return data, np.array(grads, dtype=np.float64) + weight_decay * data, has_grad
+        return data, g + weight_decay * data, has_grad
 
 
 def _with_updates(old: list, new, has_grad) -> list:
@@ -167,7 +172,8 @@ def _write_data(params: list[Value], new, has_grad) -> None:
     if has_grad is not None:
         params = list(itertools.compress(params, has_grad.tolist()))
         new = new[has_grad]
-    collections.deque(map(setattr, params, itertools.repeat("data"), new.tolist()), maxlen=0)
+    if not (engine._graph and engine._graph.write_data(params, new)):  # the same loop, in C
+        collections.deque(map(setattr, params, itertools.repeat("data"), new.tolist()), maxlen=0)
 
 
 def _decayed_gradients(optimizer: Optimizer, weight_decay: float) -> list[float | None]:

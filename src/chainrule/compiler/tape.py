@@ -282,7 +282,7 @@ class Tape:
         data[: self.n_inputs] = flat
         data[self.n_inputs : self.n_fixed] = self.constant_data
         externals = data[self.n_fixed : self.n_leaves]
-        if not (engine._graph and engine._graph.read_numbers(self.externals, externals)):
+        if not (engine._graph and engine._graph.read_data(self.externals, externals)):
             externals[:] = list(map(engine._read_data, self.externals))  # (the same, in Python)
         anomaly = _mode.get().anomaly
         if self.fast is not None and not anomaly and self.fast.forward(data):
