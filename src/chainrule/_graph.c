@@ -42,6 +42,13 @@ static void set_slot(PyObject *value, Py_ssize_t at, PyObject *new_reference) {
 
 static int is_value(PyObject *object) { return PyObject_TypeCheck(object, value_type); }
 
+/* Every function but setup() needs engine.Value's layout first. */
+#define NEEDS_SETUP(result)                                                              \
+    if (value_type == NULL) {                                                            \
+        PyErr_SetString(PyExc_RuntimeError, "_graph: call setup(Value, child_gradients) first"); \
+        return result;                                                                   \
+    }
+
 static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *at) {
     PyObject *descriptor = PyDict_GetItemString(type->tp_dict, name);
     if (descriptor == NULL || !Py_IS_TYPE(descriptor, &PyMemberDescr_Type)) {
@@ -79,6 +86,7 @@ static PyObject *node(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "_graph.node(data, rule, children, local)");
         return NULL;
     }
+    NEEDS_SETUP(NULL)
     PyObject *value = value_type->tp_alloc(value_type, 0);
     if (value == NULL)
         return NULL;
@@ -101,6 +109,7 @@ typedef struct {
 } Frame;
 
 static PyObject *depth_first(PyObject *module, PyObject *roots) {
+    NEEDS_SETUP(NULL)
     if (!PyTuple_CheckExact(roots))
         Py_RETURN_NONE;
     PyObject *order = PyList_New(0), *visited = PySet_New(NULL);
@@ -189,6 +198,10 @@ static int add_share(PyObject *node, PyObject *share) {
 
 /* A node's stored local gradients: child._pending += d * g for each child. */
 static int pass_stored(PyObject *node, PyObject *local) {
+    if (SLOT(node, at_children) == NULL || !PyTuple_CheckExact(SLOT(node, at_children))) {
+        PyErr_SetString(PyExc_TypeError, "a Value's children were replaced during backward");
+        return -1;  /* only a lecture-style _backward closure could have done it */
+    }
     PyObject *children = Py_NewRef(SLOT(node, at_children));
     PyObject *g = Py_NewRef(SLOT(node, at_pending));
     Py_INCREF(local);
@@ -200,10 +213,15 @@ static int pass_stored(PyObject *node, PyObject *local) {
             share = PyFloat_FromDouble(PyFloat_AS_DOUBLE(d) * PyFloat_AS_DOUBLE(g));
         else
             share = PyNumber_Multiply(d, g);
+        PyObject *child = PyTuple_GET_ITEM(children, k);
         if (share == NULL)
             status = -1;
-        else {
-            status = add_share(PyTuple_GET_ITEM(children, k), share);
+        else if (!is_value(child)) {
+            PyErr_SetString(PyExc_TypeError, "a child of a Value must be a Value");
+            Py_DECREF(share);
+            status = -1;
+        } else {
+            status = add_share(child, share);
             Py_DECREF(share);
         }
     }
@@ -253,6 +271,7 @@ static PyObject *propagate_numbers(PyObject *module, PyObject *const *args, Py_s
         PyErr_SetString(PyExc_TypeError, "_graph.propagate_numbers(order, seed, add_to_grad)");
         return NULL;
     }
+    NEEDS_SETUP(NULL)
     PyObject *order = args[0], *seed = args[1];
     int add_to_grad = PyObject_IsTrue(args[2]);
     if (add_to_grad < 0)
@@ -295,6 +314,7 @@ static PyObject *propagate_numbers(PyObject *module, PyObject *const *args, Py_s
 
 /* Hand these nodes (and their tuples) back to the collector, before they can join a cycle. */
 static PyObject *watch(PyObject *module, PyObject *nodes) {
+    NEEDS_SETUP(NULL)
     PyObject *iterator = PyObject_GetIter(nodes), *node;
     if (iterator == NULL)
         return NULL;
@@ -336,6 +356,7 @@ static PyObject *read_floats(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t
         PyErr_SetString(PyExc_TypeError, usage);
         return NULL;
     }
+    NEEDS_SETUP(NULL)
     PyObject *values = args[0];
     Py_ssize_t n = PySequence_Fast_GET_SIZE(values);
     Py_buffer view;
@@ -371,6 +392,7 @@ static PyObject *write_data(PyObject *module, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_TypeError, "_graph.write_data(values, numbers)");
         return NULL;
     }
+    NEEDS_SETUP(NULL)
     PyObject *values = args[0];
     Py_ssize_t n = PySequence_Fast_GET_SIZE(values);
     for (Py_ssize_t i = 0; i < n; i++)
@@ -385,9 +407,10 @@ static PyObject *write_data(PyObject *module, PyObject *const *args, Py_ssize_t 
     for (Py_ssize_t i = 0; i < n && !failed; i++)
         failed = (made[i] = PyFloat_FromDouble(numbers[i])) == NULL;
     if (!failed)
-        for (Py_ssize_t i = 0; i < n; i++) {
-            set_slot(PySequence_Fast_GET_ITEM(values, i), at_data, made[i]);
-            made[i] = NULL;
+        for (Py_ssize_t i = 0; i < n; i++) {  /* the old numbers are released after the loop */
+            PyObject *value = PySequence_Fast_GET_ITEM(values, i), *old = SLOT(value, at_data);
+            SLOT(value, at_data) = made[i];
+            made[i] = old;
         }
     if (made != NULL)
         for (Py_ssize_t i = 0; i < n; i++)
@@ -407,6 +430,7 @@ static PyObject *add_to_grads(PyObject *module, PyObject *const *args, Py_ssize_
         PyErr_SetString(PyExc_TypeError, "_graph.add_to_grads(values, shares)");
         return NULL;
     }
+    NEEDS_SETUP(NULL)
     PyObject *values = args[0];
     Py_ssize_t n = PySequence_Fast_GET_SIZE(values);
     Py_buffer view;
@@ -421,7 +445,7 @@ static PyObject *add_to_grads(PyObject *module, PyObject *const *args, Py_ssize_
     }
     for (Py_ssize_t i = 0; i < n && result == Py_True; i++) {  /* the new totals, first */
         PyObject *value = PySequence_Fast_GET_ITEM(values, i), *grad;
-        double now;
+        double now = 0.0;
         if (!is_value(value) || (grad = SLOT(value, at_grad)) == NULL) {
             result = Py_None;
         } else if (PyFloat_CheckExact(grad)) {
@@ -438,10 +462,11 @@ static PyObject *add_to_grads(PyObject *module, PyObject *const *args, Py_ssize_
         if (result == Py_True && (totals[i] = PyFloat_FromDouble(now + shares[i])) == NULL)
             result = NULL;
     }
-    if (result == Py_True)  /* then stored, where nothing can fail */
+    if (result == Py_True)  /* then stored, where nothing can fail; the old grads go after */
         for (Py_ssize_t i = 0; i < n; i++) {
-            set_slot(PySequence_Fast_GET_ITEM(values, i), at_grad, totals[i]);
-            totals[i] = NULL;
+            PyObject *value = PySequence_Fast_GET_ITEM(values, i), *old = SLOT(value, at_grad);
+            SLOT(value, at_grad) = totals[i];
+            totals[i] = old;
         }
     for (Py_ssize_t i = 0; i < n; i++)
         Py_XDECREF(totals[i]);
@@ -467,7 +492,9 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_graph", "engine.py's hottest loops in C", -1, methods};
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_graph", "engine.py's hottest loops in C", -1, methods, NULL, NULL, NULL, NULL,
+};
 
 PyMODINIT_FUNC PyInit__graph(void) {
     zero = PyFloat_FromDouble(0.0);
