@@ -145,6 +145,8 @@ def _gathered(optimizer: Optimizer, np, weight_decay: float):
     A grad that is not a number raises here, before anything moves.
     """
     params, in_c = optimizer.params, engine._graph  # the C loops of engine.py's end, if built
+    if engine._mode.get().tracer is not None:
+        in_c = None  # inside chainrule.compile's trace the Python reads are watched, and refuse
     g, data, has_grad = np.empty(len(params)), np.empty(len(params)), None
     if not (in_c and in_c.read_grads(params, g)):  # it reads them when all are floats
         grads = list(map(_GRAD, params))

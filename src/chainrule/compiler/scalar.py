@@ -42,26 +42,27 @@ class ScalarReplay:
 
     def forward(self, data) -> bool:
         values = data.tolist()  # Python floats: the scalar rules are eager's own arithmetic
+        read = values.__getitem__  # (map with it reads a node's inputs without a Python loop)
         for rule, position, inputs in self.steps:
-            xs = [values[i] for i in inputs]
             try:
-                values[position] = rule.forward(*xs)
+                values[position] = rule.forward(*map(read, inputs))
             except (ValueError, ZeroDivisionError) as error:
-                raise op_error(rule, [Value(x) for x in xs], error) from None
+                raise op_error(rule, [Value(values[i]) for i in inputs], error) from None
         data[self.first :] = values[self.first :]
         return True
 
     def backward(self, data, grad, needed) -> bool:
         values, grads = data.tolist(), grad.tolist()
+        read = values.__getitem__
         needed = needed.tolist() if needed is not None else None
         for rule, position, inputs in reversed(self.steps):
             if needed is not None and not needed[position]:
                 continue  # on the way to another output, or behind a stop_gradient
-            xs = [values[i] for i in inputs]
             try:
-                shares = rule.backward(grads[position], values[position], *xs)
+                shares = rule.backward(grads[position], values[position], *map(read, inputs))
             except (ValueError, ZeroDivisionError) as error:
-                raise op_error(rule, [Value(x) for x in xs], error, stage="backward of ") from None
+                xs = [Value(values[i]) for i in inputs]
+                raise op_error(rule, xs, error, stage="backward of ") from None
             for i, share in zip(inputs, shares):
                 if share is not None:  # None: an input that is a constant by construction
                     grads[i] += share
