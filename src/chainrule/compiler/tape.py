@@ -281,9 +281,9 @@ class Tape:
         data = np.empty(self.size)
         data[: self.n_inputs] = flat
         data[self.n_inputs : self.n_fixed] = self.constant_data
-        externals = data[self.n_fixed : self.n_leaves]
-        if not (engine._graph and engine._graph.read_data(self.externals, externals)):
-            externals[:] = list(map(engine._read_data, self.externals))  # (the same, in Python)
+        external_data = data[self.n_fixed : self.n_leaves]  # the parameters' numbers, read afresh
+        if not (engine._graph and engine._graph.read_data(self.externals, external_data)):
+            external_data[:] = list(map(engine._read_data, self.externals))  # (the same, in Python)
         anomaly = _mode.get().anomaly
         if self.fast is not None and not anomaly and self.fast.forward(data):
             saved = None  # the fast replay computed it all; nothing unusual happened
