@@ -349,18 +349,27 @@ static int double_buffer(PyObject *numbers, Py_ssize_t n, Py_buffer *view, int w
     return 0;
 }
 
+/* The arguments (values, numbers) of the functions below: a list or tuple of Values and a
+   float64 buffer with one number a Value. 0 when they are right, else -1 with an error set. */
+static int values_and_numbers(PyObject *const *args, Py_ssize_t nargs, const char *usage, int writable,
+                              PyObject **values, Py_ssize_t *n, Py_buffer *view) {
+    if (nargs != 2 || !(PyList_CheckExact(args[0]) || PyTuple_CheckExact(args[0]))) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    NEEDS_SETUP(-1)
+    *values = args[0];
+    *n = PySequence_Fast_GET_SIZE(args[0]);
+    return double_buffer(args[1], *n, view, writable);
+}
+
 /* out[i] = values[i].<slot> for every i, where every one is a float; else None (and nothing
    promised about `out`), and engine.py's reading runs instead and reports what it finds. */
 static PyObject *read_floats(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t at, const char *usage) {
-    if (nargs != 2 || !(PyList_CheckExact(args[0]) || PyTuple_CheckExact(args[0]))) {
-        PyErr_SetString(PyExc_TypeError, usage);
-        return NULL;
-    }
-    NEEDS_SETUP(NULL)
-    PyObject *values = args[0];
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(values);
+    PyObject *values;
+    Py_ssize_t n;
     Py_buffer view;
-    if (double_buffer(args[1], n, &view, 1) < 0)
+    if (values_and_numbers(args, nargs, usage, 1, &values, &n, &view) < 0)
         return NULL;
     double *out = view.buf;
     PyObject *result = Py_True;
@@ -388,19 +397,16 @@ static PyObject *read_grads(PyObject *module, PyObject *const *args, Py_ssize_t 
 /* values[i].data = numbers[i] for every i: an optimizer's update. Nothing can fail once the
    new floats are made, so it is all or nothing. */
 static PyObject *write_data(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !(PyList_CheckExact(args[0]) || PyTuple_CheckExact(args[0]))) {
-        PyErr_SetString(PyExc_TypeError, "_graph.write_data(values, numbers)");
-        return NULL;
-    }
-    NEEDS_SETUP(NULL)
-    PyObject *values = args[0];
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(values);
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (!is_value(PySequence_Fast_GET_ITEM(values, i)))
-            Py_RETURN_NONE;
+    PyObject *values;
+    Py_ssize_t n;
     Py_buffer view;
-    if (double_buffer(args[1], n, &view, 0) < 0)
+    if (values_and_numbers(args, nargs, "_graph.write_data(values, numbers)", 0, &values, &n, &view) < 0)
         return NULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!is_value(PySequence_Fast_GET_ITEM(values, i))) {
+            PyBuffer_Release(&view);
+            Py_RETURN_NONE;
+        }
     const double *numbers = view.buf;
     PyObject **made = PyMem_Calloc(n > 0 ? n : 1, sizeof(PyObject *));
     int failed = made == NULL;
@@ -426,15 +432,10 @@ static PyObject *write_data(PyObject *module, PyObject *const *args, Py_ssize_t 
    hands its gradients to the parameters. None (and nothing changed) when some grad is not a
    float or an int; engine.py's accumulation then runs and says what is wrong. */
 static PyObject *add_to_grads(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !(PyList_CheckExact(args[0]) || PyTuple_CheckExact(args[0]))) {
-        PyErr_SetString(PyExc_TypeError, "_graph.add_to_grads(values, shares)");
-        return NULL;
-    }
-    NEEDS_SETUP(NULL)
-    PyObject *values = args[0];
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(values);
+    PyObject *values;
+    Py_ssize_t n;
     Py_buffer view;
-    if (double_buffer(args[1], n, &view, 0) < 0)
+    if (values_and_numbers(args, nargs, "_graph.add_to_grads(values, shares)", 0, &values, &n, &view) < 0)
         return NULL;
     const double *shares = view.buf;
     PyObject **totals = PyMem_Calloc(n > 0 ? n : 1, sizeof(PyObject *));
