@@ -23,8 +23,12 @@ def _flatten_arguments(obj, flat, position):
     kind = type(obj)
     if kind is list or kind is tuple or isinstance(obj, np.ndarray):
         array = _real_block(np, obj, position)
-        # A block's inner rows are rebuilt as lists, so rows given as tuples take the slower path.
-        if array is not None and (array.ndim <= 1 or _rows_are_lists(obj, array.ndim, np)):
+        # A block's inner rows are rebuilt as lists, so rows given as tuples take the slower path
+        # (a numpy array's rows are arrays, which are fine, so they need no look).
+        rows_fit = array is not None and (
+            array.ndim <= 1 or kind is np.ndarray or _rows_are_lists(obj, array.ndim, np)
+        )
+        if rows_fit:
             flat.append(array.ravel())
             return ("block", kind is tuple, array.shape)
         if getattr(obj, "ndim", 1) > 0:  # ragged, or items of several types: one by one
