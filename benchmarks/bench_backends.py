@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import operator
 import os
 import random
 import statistics
@@ -143,12 +144,23 @@ class JaxMLP:
         return float(value), []
 
 
-def eager_step(params, loss, args):
+GRAD = operator.attrgetter("grad")  # every step returns its gradients, to check them
+
+
+def zero_grad(params, model):
+    """As a user would: ``model.zero_grad()`` for an MLP, a loop over a list of parameters."""
+    if model is not None:
+        model.zero_grad()
+        return
     for p in params:
         p.grad = 0.0
+
+
+def eager_step(params, loss, args, model=None):
+    zero_grad(params, model)
     out = loss(*[_as_values(a) for a in args])
     out.backward()
-    return out.data, [p.grad for p in params]
+    return out.data, list(map(GRAD, params))
 
 
 def _as_values(obj):
@@ -157,12 +169,11 @@ def _as_values(obj):
     return Value(obj)
 
 
-def compiled_step(f, params, args):
-    for p in params:
-        p.grad = 0.0
+def compiled_step(f, params, args, model=None):
+    zero_grad(params, model)
     out = f(*args)
     out.backward()
-    return out.data, [p.grad for p in params]
+    return out.data, list(map(GRAD, params))
 
 
 def timed(fn, steps: int = 1):
@@ -192,7 +203,7 @@ def run_case(case, repeats: int, eager_repeats: int):
         f = chainrule.compile(loss, backend=backend)
         seconds, _ = timed(lambda f=f: f(*arrays))
         trace[backend] = seconds
-        runners[backend] = lambda f=f: compiled_step(f, params, arrays)
+        runners[backend] = lambda f=f: compiled_step(f, params, arrays, model)
     if model is not None:
         try:
             runners["pytorch"] = TorchMLP(model, *args).step
@@ -202,7 +213,7 @@ def run_case(case, repeats: int, eager_repeats: int):
             runners["jax"] = JaxMLP(model, *args).step
         except ImportError:
             pass
-    reference = eager_step(params, loss, args)
+    reference = eager_step(params, loss, args, model)
     times = {k: [] for k in ["eager", *runners]}
     for k in range(repeats):
         order = list(runners)[k % len(runners) :] + list(runners)[: k % len(runners)]
@@ -213,7 +224,7 @@ def run_case(case, repeats: int, eager_repeats: int):
             if not close(result if engine not in ("pytorch", "jax") else (result[0], []), reference):
                 raise SystemExit(f"{name}: {engine} disagrees with eager")
         if k < eager_repeats:
-            seconds, _ = timed(lambda: eager_step(params, loss, args))
+            seconds, _ = timed(lambda: eager_step(params, loss, args, model))
             times["eager"].append(seconds)
     return name, {k: statistics.median(v) for k, v in times.items() if v}, trace
 

@@ -325,3 +325,17 @@ def test_adam_and_sgd_step_the_same_with_and_without_the_c_loops(odd_grad, monke
     with_c = run()
     monkeypatch.setattr(engine, "_graph", None)
     assert run() == with_c
+
+
+def test_zero_grad_fills_every_grad_in_one_call_and_declines_what_is_not_a_value():
+    from chainrule.nn import MLP
+
+    model = MLP(2, [3, 1])
+    for p in model.parameters():
+        p.grad = 1.5
+    model.zero_grad()
+    assert [(p.grad, type(p.grad)) for p in model.parameters()] == [(0.0, float)] * 13
+    values = [Value(1.0), "not a Value"]
+    values[0].grad = 2.0
+    assert engine._graph.fill_grads(values, 0.0) is None
+    assert values[0].grad == 2.0  # nothing changed

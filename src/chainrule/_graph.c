@@ -8,8 +8,8 @@
    depth_first(roots)                  engine._depth_first: every node after its children.
    propagate_numbers(order, seed, add) engine._propagate_numbers: the first-order backward loop.
 
-   and loops over many parameters at once, for chainrule.compile and the optimizers: read_data
-   and read_grads (into a float64 array), write_data, and add_to_grads.
+   and loops over many parameters at once, for chainrule.compile, the optimizers and zero_grad:
+   read_data and read_grads (into a float64 array), write_data, add_to_grads and fill_grads.
 
    The gain is partly the loops and mostly the garbage collector. Python's cyclic collector
    walks every object that can hold others, again and again while a graph grows: that was three
@@ -428,6 +428,33 @@ static PyObject *write_data(PyObject *module, PyObject *const *args, Py_ssize_t 
     Py_RETURN_TRUE;
 }
 
+/* values[i].grad = number for every i: zero_grad. None (and nothing changed) unless all are
+   Values. */
+static PyObject *fill_grads(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !(PyList_CheckExact(args[0]) || PyTuple_CheckExact(args[0]))) {
+        PyErr_SetString(PyExc_TypeError, "_graph.fill_grads(values, number)");
+        return NULL;
+    }
+    NEEDS_SETUP(NULL)
+    PyObject *values = args[0], *number = args[1];
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(values);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!is_value(PySequence_Fast_GET_ITEM(values, i)))
+            Py_RETURN_NONE;
+    PyObject **old = PyMem_Calloc(n > 0 ? n : 1, sizeof(PyObject *));
+    if (old == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {  /* the old grads are released after the loop */
+        PyObject *value = PySequence_Fast_GET_ITEM(values, i);
+        old[i] = SLOT(value, at_grad);
+        SLOT(value, at_grad) = Py_NewRef(number);
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_XDECREF(old[i]);
+    PyMem_Free(old);
+    Py_RETURN_TRUE;
+}
+
 /* values[i].grad += shares[i] for every i, all or nothing: how a compiled result's backward
    hands its gradients to the parameters. None (and nothing changed) when some grad is not a
    float or an int; engine.py's accumulation then runs and says what is wrong. */
@@ -488,6 +515,7 @@ static PyMethodDef methods[] = {
     {"read_grads", (PyCFunction)(void (*)(void))read_grads, METH_FASTCALL,
      "out[i] = values[i].grad, or None when some grad is not a float"},
     {"write_data", (PyCFunction)(void (*)(void))write_data, METH_FASTCALL, "values[i].data = numbers[i]"},
+    {"fill_grads", (PyCFunction)(void (*)(void))fill_grads, METH_FASTCALL, "values[i].grad = number"},
     {"add_to_grads", (PyCFunction)(void (*)(void))add_to_grads, METH_FASTCALL,
      "values[i].grad += shares[i], all or nothing, or None when some grad is not a number"},
     {NULL, NULL, 0, NULL},

@@ -866,6 +866,14 @@ def _check_finite(node, child, child_grad):
         )
 
 
+def zero_grads(values) -> None:
+    """``v.grad = 0.0`` for every Value in the list: what ``zero_grad()`` does."""
+    if _graph is not None and _mode.get().tracer is None and _graph.fill_grads(values, 0.0):
+        return  # the same loop in C (not while tracing, where the Python one is watched)
+    for v in values:
+        v.grad = 0.0
+
+
 # ---------------------------------------------------------------------------------------------
 # The same loops in C. chainrule/_graph.c, built when pip finds a C compiler, does what _node,
 # _depth_first and _propagate_numbers above do, number for number, several times faster. It

@@ -21,7 +21,7 @@ import numbers
 import random
 
 from ._checks import check_flag, check_integer, check_number
-from .engine import Value, dot, logsumexp, sum_values, take
+from .engine import Value, dot, logsumexp, sum_values, take, zero_grads
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
 BIAS_INITS = ("zero", "uniform")
@@ -34,8 +34,7 @@ class Module:
         return []
 
     def zero_grad(self) -> None:
-        for p in self.parameters():
-            p.grad = 0.0
+        zero_grads(self.parameters())  # p.grad = 0.0 for every parameter p
 
     # Checkpoints. A module names its numbers in ``state_entries``; ``state_dict`` reads them
     # out as plain floats, ``load_state_dict`` writes them back, and ``architecture`` says how

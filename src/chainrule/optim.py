@@ -84,8 +84,7 @@ class Optimizer:
 
     def zero_grad(self) -> None:
         """Set every parameter's gradient to 0; call it before each ``backward``."""
-        for p in self.params:
-            p.grad = 0.0
+        engine.zero_grads(self.params)
 
     def current_lr(self) -> float:
         """The learning rate the next ``step()`` will use."""
