@@ -37,6 +37,7 @@ import numpy
 
 import chainrule
 from chainrule import Value, nn
+from chainrule.optim import SGD
 
 
 def mlp_case(batch: int, width: int, depth: int, seed: int = 1):
@@ -147,17 +148,8 @@ class JaxMLP:
 GRAD = operator.attrgetter("grad")  # every step returns its gradients, to check them
 
 
-def zero_grad(params, model):
-    """As a user would: ``model.zero_grad()`` for an MLP, a loop over a list of parameters."""
-    if model is not None:
-        model.zero_grad()
-        return
-    for p in params:
-        p.grad = 0.0
-
-
-def eager_step(params, loss, args, model=None):
-    zero_grad(params, model)
+def eager_step(params, loss, args, optimizer):
+    optimizer.zero_grad()  # as in a training loop (the optimizer is never stepped here)
     out = loss(*[_as_values(a) for a in args])
     out.backward()
     return out.data, list(map(GRAD, params))
@@ -169,8 +161,8 @@ def _as_values(obj):
     return Value(obj)
 
 
-def compiled_step(f, params, args, model=None):
-    zero_grad(params, model)
+def compiled_step(f, params, args, optimizer):
+    optimizer.zero_grad()
     out = f(*args)
     out.backward()
     return out.data, list(map(GRAD, params))
@@ -199,11 +191,12 @@ def run_case(case, repeats: int, eager_repeats: int):
     # JAX, and numpy arrays for the compiled functions (which take lists too, at about 30 us
     # more per call on the moons batch); eager chainrule makes its Values in every step.
     arrays = [numpy.asarray(a, dtype=numpy.float64) for a in args]
+    optimizer = SGD(params, lr=0.0)  # for its zero_grad(), which PyTorch's step does by hand
     for backend in ("numpy", "c"):
         f = chainrule.compile(loss, backend=backend)
         seconds, _ = timed(lambda f=f: f(*arrays))
         trace[backend] = seconds
-        runners[backend] = lambda f=f: compiled_step(f, params, arrays, model)
+        runners[backend] = lambda f=f: compiled_step(f, params, arrays, optimizer)
     if model is not None:
         try:
             runners["pytorch"] = TorchMLP(model, *args).step
@@ -213,7 +206,7 @@ def run_case(case, repeats: int, eager_repeats: int):
             runners["jax"] = JaxMLP(model, *args).step
         except ImportError:
             pass
-    reference = eager_step(params, loss, args, model)
+    reference = eager_step(params, loss, args, optimizer)
     times = {k: [] for k in ["eager", *runners]}
     for k in range(repeats):
         order = list(runners)[k % len(runners) :] + list(runners)[: k % len(runners)]
@@ -224,7 +217,7 @@ def run_case(case, repeats: int, eager_repeats: int):
             if not close(result if engine not in ("pytorch", "jax") else (result[0], []), reference):
                 raise SystemExit(f"{name}: {engine} disagrees with eager")
         if k < eager_repeats:
-            seconds, _ = timed(lambda: eager_step(params, loss, args, model))
+            seconds, _ = timed(lambda: eager_step(params, loss, args, optimizer))
             times["eager"].append(seconds)
     return name, {k: statistics.median(v) for k, v in times.items() if v}, trace
 
