@@ -10,7 +10,8 @@ compiler: the benchmark starts from an empty cache). Where JAX is installed (``p
 jaxlib``; never a dependency), ``jax.jit`` of the same MLP step in float64 runs too.
 Every compiled step's loss and gradients are checked against eager's (1e-9 relative). Each
 engine gets the data in its own form, made once outside the timing: tensors for PyTorch, jax
-arrays for JAX, numpy arrays for the compiled functions.
+arrays for JAX, numpy arrays for the compiled functions; chainrule's steps reset the gradients
+with an optimizer's zero_grad(), as a training loop does.
 
 Graphs: MLPs with the demo's max-margin loss (relu hidden layers, a linear output) at several
 batch sizes, widths and depths; a scalar RNN (h = tanh(w*h + u*x + b)) over a long sequence;
