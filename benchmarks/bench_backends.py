@@ -14,10 +14,12 @@ arrays for JAX, numpy arrays for the compiled functions; chainrule's steps reset
 with an optimizer's zero_grad(), as a training loop does.
 
 Graphs: MLPs with the demo's max-margin loss (relu hidden layers, a linear output) at several
-batch sizes, widths and depths; a scalar RNN (h = tanh(w*h + u*x + b)) over a long sequence;
-a long chain of multiplications by one parameter.
+batch sizes, widths and depths (``--large`` adds batch 10,000, width 256 and depth 32); a
+scalar RNN (h = tanh(w*h + u*x + b)) over a long sequence; a long chain of multiplications by
+one parameter; a random graph that is deep rather than wide. Memory: what one eager forward
+graph holds, and what each compiled function keeps (its tape) relative to it.
 
-Run:  python benchmarks/bench_backends.py [--repeats 7] [--quick]
+Run:  python benchmarks/bench_backends.py [--repeats 7] [--quick] [--large]
 Peers: PyTorch (pip install torch==2.13.0 here) and JAX when installed; numpy and a C
 compiler for the compiled rows.
 """
@@ -33,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 
 import numpy
 
@@ -169,6 +172,53 @@ def compiled_step(f, params, args, optimizer):
     return out.data, list(map(GRAD, params))
 
 
+def dag_case(n: int, seed: int = 3):
+    """A random graph that is deep rather than wide: each node reads one of the last few nodes,
+    the node before it and a parameter (tanh keeps the numbers in range)."""
+    rng = random.Random(seed)
+    params = [Value(rng.uniform(-1, 1)) for _ in range(8)]
+    plan = [(rng.randrange(3), rng.randrange(2, 6), rng.randrange(len(params))) for _ in range(n)]
+
+    def loss(x):
+        nodes = [x[0], x[1]]
+        for kind, back, p in plan:
+            a, previous, w = nodes[-min(back, len(nodes))], nodes[-1], params[p]
+            if kind == 0:
+                nodes.append((a * w).tanh())
+            elif kind == 1:
+                nodes.append((a + w * previous).tanh())
+            else:
+                nodes.append(a * previous + w)
+        return nodes[-1] * nodes[-1]
+
+    return f"random deep DAG, {n:,} nodes", params, loss, ([0.3, -0.4],), None
+
+
+def graph_and_tape_bytes(loss, args) -> tuple[int, int, int]:
+    """What one eager forward graph holds, and what a compiled function keeps after its first
+    call (its tape), with the numpy and with the C backend (tracemalloc; the C library itself,
+    a few kB of code, is not counted)."""
+
+    def retained(build):
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        kept = build()
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        del kept
+        return after - before
+
+    def first_call(backend):
+        f = chainrule.compile(loss, backend=backend)
+        f(*args)
+        return f
+
+    graph = retained(lambda: loss(*[_as_values(a) for a in args]))
+    return graph, retained(lambda: first_call("numpy")), retained(lambda: first_call("c"))
+
+
 def timed(fn, steps: int = 1):
     """(seconds per step, result of the last) of ``steps`` steps in a row, after a collection."""
     gc.collect()
@@ -227,11 +277,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed steps per engine (default 7)")
     parser.add_argument("--quick", action="store_true", help="small graphs and 2 repeats: a smoke run")
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="add the large graphs (batch 10,000, width 256, depth 32: minutes, GBs while tracing)",
+    )
     args = parser.parse_args(argv)
     # A fresh cache, so that the C backend's trace time includes building with the C compiler.
     os.environ["CHAINRULE_CACHE"] = tempfile.mkdtemp(prefix="chainrule-bench-")
     if args.quick:
-        cases = [mlp_case(10, 16, 2), rnn_case(100), chain_case(1000)]
+        cases = [mlp_case(10, 16, 2), rnn_case(100), chain_case(1000), dag_case(1000)]
         args.repeats = 2
     else:
         cases = [
@@ -242,12 +297,19 @@ def main(argv=None):
             mlp_case(100, 16, 8),
             rnn_case(1000),
             chain_case(100_000),
+            dag_case(20_000),
         ]
+        if args.large:
+            cases[5:5] = [mlp_case(10_000, 16, 2), mlp_case(100, 256, 2), mlp_case(100, 16, 32)]
     print(f"python {sys.version.split()[0]}, chainrule eager vs compiled (numpy, C) vs PyTorch eager float64")
     header = f"{'graph':<34}{'eager':>10}{'numpy':>10}{'C':>10}{'pytorch':>10}{'jax.jit':>10}"
-    print(header + f"{'C/eager':>9}{'C/torch':>9}{'C/jax':>9}{'trace np':>10}{'trace C':>9}")
+    print(
+        header + f"{'C/eager':>9}{'C/torch':>9}{'C/jax':>9}{'trace np':>10}{'trace C':>9}"
+        f"{'graph MB':>10}{'tape np':>9}{'tape C':>8}"
+    )
     for case in cases:
         name, t, trace = run_case(case, args.repeats, eager_repeats=min(args.repeats, 3))
+        graph, tape_numpy, tape_c = graph_and_tape_bytes(case[2], case[3])
         ms = {k: f"{v * 1e3:.3f}" for k, v in t.items()}
         torch_ratio = f"{t['c'] / t['pytorch']:.2f}" if "pytorch" in t else "-"
         jax_ratio = f"{t['c'] / t['jax']:.2f}" if "jax" in t else "-"
@@ -255,8 +317,10 @@ def main(argv=None):
             f"{name:<34}{ms['eager']:>10}{ms['numpy']:>10}{ms['c']:>10}{ms.get('pytorch', '-'):>10}"
             f"{ms.get('jax', '-'):>10}{t['c'] / t['eager']:>9.4f}{torch_ratio:>9}{jax_ratio:>9}"
             f"{trace['numpy']:>9.2f}s{trace['c']:>8.2f}s"
+            f"{graph / 1e6:>10.1f}{tape_numpy / graph:>9.2f}{tape_c / graph:>8.2f}"
         )
-    print("times in ms (median); C/eager and C/torch are time ratios: below 1 means C is faster")
+    print("times in ms (median); C/eager and C/torch are time ratios: below 1 means C is faster;")
+    print("graph MB: one eager forward graph; tape np / tape C: what a compiled function keeps, / graph")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ It has the interface of the C backend (native.py): ``forward(data)`` and
 
 from __future__ import annotations
 
+import itertools
 import os
 
 from ..engine import Value, op_error
@@ -31,19 +32,27 @@ def is_thin(groups) -> bool:
 
 
 class ScalarReplay:
-    """The tape's nodes in replay order, each as (rule, position, positions of its inputs)."""
+    """The tape's nodes in replay order: each one's rule and the positions of its inputs.
+
+    The groups are thin, so their nodes sit at consecutive positions from ``first`` on, and a
+    node's position is ``first`` plus its place in that order. Each position's int is made once
+    and shared by every node that reads it: a long chain keeps about 100 bytes a node here.
+    """
 
     def __init__(self, groups, first: int):
         self.first = first  # the position of the first computed node
-        self.steps = []
+        size = groups[-1].end if groups else first
+        number = list(range(size))  # one int object per position, shared
+        self.rules, self.inputs = [], []
         for group in groups:
-            for j, inputs in enumerate(group.children.T.tolist()):
-                self.steps.append((group.rule, group.start + j, tuple(inputs)))
+            for inputs in group.children.T.tolist():
+                self.rules.append(group.rule)
+                self.inputs.append(tuple(map(number.__getitem__, inputs)))
 
     def forward(self, data) -> bool:
         values = data.tolist()  # Python floats: the scalar rules are eager's own arithmetic
         read = values.__getitem__  # (map with it reads a node's inputs without a Python loop)
-        for rule, position, inputs in self.steps:
+        for position, rule, inputs in zip(itertools.count(self.first), self.rules, self.inputs):
             try:
                 values[position] = rule.forward(*map(read, inputs))
             except (ValueError, ZeroDivisionError) as error:
@@ -55,7 +64,10 @@ class ScalarReplay:
         values, grads = data.tolist(), grad.tolist()
         read = values.__getitem__
         needed = needed.tolist() if needed is not None else None
-        for rule, position, inputs in reversed(self.steps):
+        last = self.first + len(self.rules) - 1
+        for position, rule, inputs in zip(
+            itertools.count(last, -1), reversed(self.rules), reversed(self.inputs)
+        ):
             if needed is not None and not needed[position]:
                 continue  # on the way to another output, or behind a stop_gradient
             try:

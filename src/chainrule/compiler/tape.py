@@ -48,14 +48,31 @@ _FEW_INPUTS = 4  # groups with at most this many inputs read and write row by ro
 class _Group:
     """Nodes at the same depth with the same op and number of inputs: one numpy operation."""
 
+    # Slots: a thin tape has a group per node (100,000 for a long chain), so a group is small.
+    __slots__ = ("rule", "start", "end", "children", "_rows", "_scatter", "full_scatter")
+
     def __init__(self, np, rule, start, end, children):
         self.rule, self.start, self.end = rule, start, end
         self.children = children  # positions: one row per input, one column per node
-        if len(children) <= _FEW_INPUTS:
-            self.rows = [_row_access(np, row) for row in children]
-        else:
-            self.rows = None
-            self.scatter = _Scatter(np, children)
+        self._rows = self._scatter = self.full_scatter = None
+
+    # How the numpy replay reads and adds into the inputs is worked out on its first use: a
+    # thin tape, replayed node by node or in C, may never need it.
+    @property
+    def rows(self):
+        """One way to read and add into each input row (see _row_access), or None when the
+        inputs are many: then ``scatter`` adds them all at once."""
+        if len(self.children) > _FEW_INPUTS:
+            return None
+        if self._rows is None:
+            self._rows = [_row_access(sys.modules["numpy"], row) for row in self.children]
+        return self._rows
+
+    @property
+    def scatter(self):
+        if self._scatter is None:
+            self._scatter = _Scatter(sys.modules["numpy"], self.children)
+        return self._scatter
 
     def forward(self, np, data, anomaly):
         """Compute the group's outputs into ``data``; return what backward needs."""
@@ -152,7 +169,7 @@ class _MatmulGroup(_Group):
     def __init__(self, np, rule, start, end, weights, inputs, bias):
         self.rule, self.start, self.end = rule, start, end
         self.weights, self.inputs, self.bias = weights, inputs, bias  # (n, U), (n, V), (U * V,)
-        self.scatter = _Scatter(np, np.concatenate([weights.ravel(), inputs.ravel(), bias]))
+        self._scatter = _Scatter(np, np.concatenate([weights.ravel(), inputs.ravel(), bias]))
 
     @functools.cached_property
     def children(self):
@@ -272,7 +289,7 @@ class Tape:
                 return made[0]
         for node, _, _ in members:
             position[node] = len(position)
-        children = _positions(np, members, position).T
+        children = _positions(np, members, position).T.copy()  # a copy, so no view keeps a base
         return _Group(np, rule, start, len(position), children)
 
     def run(self, flat):
