@@ -35,13 +35,16 @@ import statistics
 import sys
 import tempfile
 import time
-import tracemalloc
 
 import numpy
 
-import chainrule
-from chainrule import Value, nn
-from chainrule.optim import SGD
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_trace lives here
+
+from bench_trace import retained  # noqa: E402
+
+import chainrule  # noqa: E402
+from chainrule import Value, nn  # noqa: E402
+from chainrule.optim import SGD  # noqa: E402
 
 
 def mlp_case(batch: int, width: int, depth: int, seed: int = 1):
@@ -199,24 +202,13 @@ def graph_and_tape_bytes(loss, args) -> tuple[int, int, int]:
     call (its tape), with the numpy and with the C backend (tracemalloc; the C library itself,
     a few kB of code, is not counted)."""
 
-    def retained(build):
-        gc.collect()
-        tracemalloc.start()
-        before = tracemalloc.get_traced_memory()[0]
-        kept = build()
-        gc.collect()
-        after = tracemalloc.get_traced_memory()[0]
-        tracemalloc.stop()
-        del kept
-        return after - before
-
     def first_call(backend):
         f = chainrule.compile(loss, backend=backend)
         f(*args)
         return f
 
-    graph = retained(lambda: loss(*[_as_values(a) for a in args]))
-    return graph, retained(lambda: first_call("numpy")), retained(lambda: first_call("c"))
+    graph, _ = retained(lambda: loss(*[_as_values(a) for a in args]))
+    return graph, retained(lambda: first_call("numpy"))[0], retained(lambda: first_call("c"))[0]
 
 
 def timed(fn, steps: int = 1):
