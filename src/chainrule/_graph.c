@@ -1,4 +1,4 @@
-/* The engine's three hottest loops in C, for speed only: engine.py is the reference.
+/* The engine's hottest loops in C, for speed only: engine.py is the reference.
 
    chainrule works without this file. When it is built (pip builds it if it finds a C compiler),
    engine.py swaps in these versions of three of its own functions, each doing exactly what the

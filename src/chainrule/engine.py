@@ -9,6 +9,9 @@ Read it top to bottom:
 3. ``backward`` sorts the graph so that every node comes after all the nodes that use it,
    then walks it once, asking each op's rule for the gradients of its inputs and **adding**
    them up. A value used twice receives the sum of both contributions.
+
+At the very end, the hottest of these loops are swapped for the same loops in C when
+``chainrule/_graph.c`` was built; what you read here is what they do.
 """
 
 from __future__ import annotations
