@@ -49,12 +49,12 @@ class _Group:
     """Nodes at the same depth with the same op and number of inputs: one numpy operation."""
 
     # Slots: a thin tape has a group per node (100,000 for a long chain), so a group is small.
-    __slots__ = ("rule", "start", "end", "children", "_rows", "_scatter", "full_scatter")
+    __slots__ = ("rule", "start", "end", "children", "_rows", "_scatter")
 
     def __init__(self, np, rule, start, end, children):
         self.rule, self.start, self.end = rule, start, end
         self.children = children  # positions: one row per input, one column per node
-        self._rows = self._scatter = self.full_scatter = None
+        self._rows = self._scatter = None
 
     # How the numpy replay reads and adds into the inputs is worked out on its first use: a
     # thin tape, replayed node by node or in C, may never need it.
@@ -73,6 +73,12 @@ class _Group:
         if self._scatter is None:
             self._scatter = _Scatter(sys.modules["numpy"], self.children)
         return self._scatter
+
+    @property
+    def children_scatter(self):
+        """Adds a gradient for every input of every node (a row per input), as ``children``
+        lists them: what a backward for part of the nodes needs."""
+        return self.scatter
 
     def forward(self, np, data, anomaly):
         """Compute the group's outputs into ``data``; return what backward needs."""
@@ -122,9 +128,7 @@ class _Group:
             _recheck_backward(
                 self.rule, g_out[needed], out[needed], X[:, needed], input_grads[:, needed], anomaly
             )
-        if getattr(self, "full_scatter", None) is None:
-            self.full_scatter = _Scatter(np, self.children)
-        self.full_scatter.add(np, grad, input_grads)
+        self.children_scatter.add(np, grad, input_grads)
 
 
 def _as_matrix(np, rows, shape):
@@ -181,6 +185,11 @@ class _MatmulGroup(_Group):
         return np.concatenate(
             [np.tile(self.weights, V), np.repeat(self.inputs, U, axis=1), self.bias[None, :]]
         )
+
+    @functools.cached_property
+    def children_scatter(self):
+        # (``scatter`` adds in the layer's own layout: weight block, input block, biases)
+        return _Scatter(sys.modules["numpy"], self.children)
 
     @staticmethod
     def try_make(np, rule, start, members, position):
