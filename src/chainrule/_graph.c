@@ -42,6 +42,13 @@ static void set_slot(PyObject *value, Py_ssize_t at, PyObject *new_reference) {
 
 static int is_value(PyObject *object) { return PyObject_TypeCheck(object, value_type); }
 
+/* Release the references in an array of n (some may be NULL), and free it. */
+static void release_all(PyObject **objects, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_XDECREF(objects[i]);
+    PyMem_Free(objects);
+}
+
 /* Every function but setup() needs engine.Value's layout first. */
 #define NEEDS_SETUP(result)                                                              \
     if (value_type == NULL) {                                                            \
@@ -363,6 +370,18 @@ static int values_and_numbers(PyObject *const *args, Py_ssize_t nargs, const cha
     return double_buffer(args[1], *n, view, writable);
 }
 
+/* values[i].<slot> = objects[i] for every i, taking over those references; then the old
+   objects are released and the array freed. The release comes after the loop because it may
+   run Python code, which must not see the stores half done. */
+static void store_all(PyObject *values, Py_ssize_t at, PyObject **objects, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *value = PySequence_Fast_GET_ITEM(values, i), *old = SLOT(value, at);
+        SLOT(value, at) = objects[i];
+        objects[i] = old;
+    }
+    release_all(objects, n);
+}
+
 /* out[i] = values[i].<slot> for every i, where every one is a float; else None (and nothing
    promised about `out`), and engine.py's reading runs instead and reports what it finds. */
 static PyObject *read_floats(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t at, const char *usage) {
@@ -412,19 +431,13 @@ static PyObject *write_data(PyObject *module, PyObject *const *args, Py_ssize_t 
     int failed = made == NULL;
     for (Py_ssize_t i = 0; i < n && !failed; i++)
         failed = (made[i] = PyFloat_FromDouble(numbers[i])) == NULL;
-    if (!failed)
-        for (Py_ssize_t i = 0; i < n; i++) {  /* the old numbers are released after the loop */
-            PyObject *value = PySequence_Fast_GET_ITEM(values, i), *old = SLOT(value, at_data);
-            SLOT(value, at_data) = made[i];
-            made[i] = old;
-        }
-    if (made != NULL)
-        for (Py_ssize_t i = 0; i < n; i++)
-            Py_XDECREF(made[i]);
-    PyMem_Free(made);
     PyBuffer_Release(&view);
-    if (failed)
+    if (failed) {
+        if (made != NULL)
+            release_all(made, n);
         return PyErr_NoMemory();
+    }
+    store_all(values, at_data, made, n);
     Py_RETURN_TRUE;
 }
 
@@ -441,17 +454,12 @@ static PyObject *fill_grads(PyObject *module, PyObject *const *args, Py_ssize_t 
     for (Py_ssize_t i = 0; i < n; i++)
         if (!is_value(PySequence_Fast_GET_ITEM(values, i)))
             Py_RETURN_NONE;
-    PyObject **old = PyMem_Calloc(n > 0 ? n : 1, sizeof(PyObject *));
-    if (old == NULL)
+    PyObject **filled = PyMem_Calloc(n > 0 ? n : 1, sizeof(PyObject *));
+    if (filled == NULL)
         return PyErr_NoMemory();
-    for (Py_ssize_t i = 0; i < n; i++) {  /* the old grads are released after the loop */
-        PyObject *value = PySequence_Fast_GET_ITEM(values, i);
-        old[i] = SLOT(value, at_grad);
-        SLOT(value, at_grad) = Py_NewRef(number);
-    }
     for (Py_ssize_t i = 0; i < n; i++)
-        Py_XDECREF(old[i]);
-    PyMem_Free(old);
+        filled[i] = Py_NewRef(number);
+    store_all(values, at_grad, filled, n);
     Py_RETURN_TRUE;
 }
 
@@ -490,16 +498,11 @@ static PyObject *add_to_grads(PyObject *module, PyObject *const *args, Py_ssize_
         if (result == Py_True && (totals[i] = PyFloat_FromDouble(now + shares[i])) == NULL)
             result = NULL;
     }
-    if (result == Py_True)  /* then stored, where nothing can fail; the old grads go after */
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *value = PySequence_Fast_GET_ITEM(values, i), *old = SLOT(value, at_grad);
-            SLOT(value, at_grad) = totals[i];
-            totals[i] = old;
-        }
-    for (Py_ssize_t i = 0; i < n; i++)
-        Py_XDECREF(totals[i]);
-    PyMem_Free(totals);
     PyBuffer_Release(&view);
+    if (result == Py_True)
+        store_all(values, at_grad, totals, n);  /* then stored, where nothing can fail */
+    else
+        release_all(totals, n);
     return result == NULL ? NULL : Py_NewRef(result);
 }
 
