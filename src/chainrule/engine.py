@@ -871,10 +871,17 @@ def _check_finite(node, child, child_grad):
 
 def zero_grads(values) -> None:
     """``v.grad = 0.0`` for every Value in the list: what ``zero_grad()`` does."""
-    if _graph is not None and _mode.get().tracer is None and _graph.fill_grads(values, 0.0):
-        return  # the same loop in C (not while tracing, where the Python one is watched)
+    in_c = _loops_in_c()
+    if in_c and in_c.fill_grads(values, 0.0):
+        return  # the same loop in C
     for v in values:
         v.grad = 0.0
+
+
+def _loops_in_c():
+    """The C loops over many Values (see below), or None: when they are not built, and inside
+    chainrule.compile's trace, whose watch over ``.data`` and ``.grad`` they would go around."""
+    return _graph if _graph is not None and _mode.get().tracer is None else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -143,9 +143,7 @@ def _gathered(optimizer: Optimizer, np, weight_decay: float):
     one (the common case, which then reads the grads without a Python call per parameter).
     A grad that is not a number raises here, before anything moves.
     """
-    params, in_c = optimizer.params, engine._graph  # the C loops of engine.py's end, if built
-    if engine._mode.get().tracer is not None:
-        in_c = None  # inside chainrule.compile's trace the Python reads are watched, and refuse
+    params, in_c = optimizer.params, engine._loops_in_c()
     g, data, has_grad = np.empty(len(params)), np.empty(len(params)), None
     if not (in_c and in_c.read_grads(params, g)):  # it reads them when all are floats
         grads = list(map(_GRAD, params))
@@ -173,7 +171,8 @@ def _write_data(params: list[Value], new, has_grad) -> None:
     if has_grad is not None:
         params = list(itertools.compress(params, has_grad.tolist()))
         new = new[has_grad]
-    if not (engine._graph and engine._graph.write_data(params, new)):  # the same loop, in C
+    in_c = engine._loops_in_c()
+    if not (in_c and in_c.write_data(params, new)):  # the same loop, in C
         collections.deque(map(setattr, params, itertools.repeat("data"), new.tolist()), maxlen=0)
 
 
