@@ -601,3 +601,31 @@ def test_a_collector_the_user_turned_off_stays_off():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_two_ops_of_the_same_name_at_the_same_depth_each_keep_their_own_rule():
+    # The tape groups nodes by op; grouped by name, the second op silently ran the first's rule.
+    from chainrule import ops
+    from chainrule.engine import apply
+
+    square = ops.Op("mine", lambda x: x * x, lambda g, out, x: (2 * x * g,), lambda np, X: X[0] * X[0])
+    cube = ops.Op(
+        "mine", lambda x: x * x * x, lambda g, out, x: (3 * x * x * g,), lambda np, X: X[0] * X[0] * X[0]
+    )
+    w = Value(0.5)
+
+    def fn(x):
+        shifted = x + w
+        return apply(square, shifted) + apply(cube, shifted)
+
+    f = chainrule.compile(fn, backend="numpy")
+    for x in (2.0, -1.5):
+        w.grad = 0.0
+        eager = fn(Value(x))
+        eager.backward()
+        eager_grad, w.grad = w.grad, 0.0
+        compiled = f(x)
+        compiled.backward()
+        assert_close(compiled.data, eager.data, "forward")
+        assert_close(w.grad, eager_grad, "gradient")
+    assert f(1.5).data == 2.0**2 + 2.0**3  # the oracle by hand: (1.5 + 0.5)^2 + (1.5 + 0.5)^3

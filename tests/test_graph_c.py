@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chainrule import Value, engine, logsumexp, sum_values
+from chainrule.compiler import tracing  # imported here, before any test patches engine._graph
 
 pytestmark = pytest.mark.skipif(engine._graph is None, reason="chainrule/_graph.c is not built here")
 
@@ -214,6 +215,8 @@ ENGINE_FILES = [  # run again on the pure-Python engine
     "test_optim.py",
     "test_optim_vectorized.py",
     "test_compile.py",  # the compiled calls' parameter loops, in Python
+    "test_compile_hardening.py",  # the trace through apply, watched by Python properties
+    "test_take.py",
 ]
 
 
@@ -343,3 +346,145 @@ def test_zero_grad_fills_every_grad_in_one_call_and_declines_what_is_not_a_value
     values[0].grad = 2.0
     assert engine._graph.fill_grads(values, 0.0) is None
     assert values[0].grad == 2.0  # nothing changed
+
+
+# ---------------------------------------------------------------------------------------------
+# chainrule.compile's trace on the fast ops: _graph.node records, _graph.watched checks .data
+
+
+def random_traced_function(seed: int, size: int):
+    """A function of a list of inputs mixing every way a trace meets an op: the fast ops (with
+    constants and parameters on either side), ops through apply, sum_values and dot, take by a
+    traced index, detach and no_grad, over parameters made outside it."""
+    rng = random.Random(seed)
+    params = [Value(rng.uniform(-1, 1), label=f"w{i}") for i in range(3)]
+    plan = [(rng.randrange(14), rng.random(), rng.random()) for _ in range(size)]
+
+    def fn(xs):
+        pool = [*xs, *params]
+        for kind, r, s in plan:
+            a, b = pool[int(r * len(pool))], pool[int(s * len(pool))]
+            if kind == 0:
+                v = a + b
+            elif kind == 1:
+                v = b * a
+            elif kind == 2:
+                v = 1.5 - a
+            elif kind == 3:
+                v = (a * 0.3).tanh() / (b * b + 1.0)
+            elif kind == 4:
+                v = (a * 0.2).exp() - b
+            elif kind == 5:
+                v = a.relu() + 2.0 * b
+            elif kind == 6:
+                v = (a * a + 1.0) ** 0.5 + (-b).sigmoid()
+            elif kind == 7:
+                v = a.softplus()
+            elif kind == 8:
+                v = logsumexp([a, b, a])
+            elif kind == 9:
+                v = engine.dot([a, b], [b, 2.0], 0.5)
+            elif kind == 10:
+                v = engine.take([a, b, a * b], xs[0]) + a.detach()
+            elif kind == 11:
+                with engine.no_grad():
+                    v = a * b + 1.0
+            elif kind == 12:
+                v = (a * a + 0.5).log() + (b * b + 1.0) ** b
+            else:
+                v = sum_values([a, b, 1.0])
+            pool.append(v)
+        return sum_values(pool[-5:]) * 0.5
+
+    return fn, params
+
+
+def tape_layout(tape):
+    """Everything the replay reads from a tape: its slots, its groups and where they read."""
+    groups = [(g.rule.name, g.start, g.end, g.children.tolist()) for g in tape.groups]
+    return (
+        tape.n_inputs,
+        tape.n_fixed,
+        tape.n_leaves,
+        tape.constant_data.tolist(),
+        [id(v) for v in tape.externals],
+        tape.output_positions,
+        groups,
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), size=st.integers(1, 40))
+def test_a_trace_on_the_fast_ops_records_the_tape_that_apply_records(seed, size):
+    chainrule = pytest.importorskip("chainrule")
+    np = pytest.importorskip("numpy")
+    fn, params = random_traced_function(seed, size)
+    xs = [1.0, 0.25, -0.5]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "_graph", None)  # the trace as without _graph.c: every op through apply
+        by_apply = chainrule.compile(fn, backend="numpy")
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            y_apply = by_apply(xs).data
+    fast = chainrule.compile(fn, backend="numpy")
+    y_fast = fast(xs).data
+    assert tape_layout(fast.last_tape) == tape_layout(by_apply.last_tape)
+    assert nan_safe(y_fast) == nan_safe(y_apply)
+
+
+def test_a_trace_records_only_its_own_thread_and_stops_recording_when_it_raises():
+    import threading
+
+    chainrule = pytest.importorskip("chainrule")
+    w = Value(2.0)
+    made_elsewhere = []
+    started, done = threading.Event(), threading.Event()
+
+    def elsewhere():
+        started.wait()
+        made_elsewhere.append(w * 3.0 + 1.0)  # eager, in another thread, while the trace runs
+        done.set()
+
+    def fn(x):
+        started.set()
+        done.wait()
+        x * w  # one node recorded, then the trace fails
+        raise ArithmeticError("fails after one op")
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    with pytest.raises(ArithmeticError):
+        chainrule.compile(fn)(1.0)
+    thread.join()
+    assert engine._graph.record(None, None) == (None, None)  # nothing was left recording
+    assert made_elsewhere[0].data == 7.0
+    f = chainrule.compile(lambda x: x * w + 1.0)
+    assert f(3.0).data == 7.0
+    tape = f.last_tape
+    assert (tape.size - tape.n_leaves, tape.n_leaves) == (2, 3)  # only this trace's nodes: x, w, 1.0
+
+
+def test_the_watched_slots_in_c_check_as_the_python_ones_do():
+    chainrule = pytest.importorskip("chainrule")
+    assert type(tracing._WATCHED["data"]) is not property  # the C descriptor is in use here
+    w = Value(2.0)
+
+    def fn(x):
+        y = x * w  # quiet: an op reading its inputs
+        if y.data > 1.0:  # the user's code reading a number: warned
+            y = y * 2.0
+        w.grad  # noqa: B018
+        return y
+
+    with pytest.warns(chainrule.TraceWarning) as caught:
+        f = chainrule.compile(fn)
+        f(1.0)
+    assert [str(c.message).split(" of ")[0] for c in caught] == [
+        "chainrule.compile: the traced function read .data",
+        "chainrule.compile: the traced function read .grad",
+    ]
+    assert all(c.filename == __file__ for c in caught)  # pointing at the reading line
+    assert Value.__dict__["data"] is tracing._SLOTS["data"]  # the plain slots are back
+    x = Value(1.0)
+    x.data = 5.0
+    assert x.data == 5.0

@@ -11,6 +11,11 @@
    and loops over many parameters at once, for chainrule.compile, the optimizers and zero_grad:
    read_data and read_grads (into a float64 array), write_data, add_to_grads and fill_grads.
 
+   For chainrule.compile's trace (compiler/tracing.py), so that a traced function runs on the
+   fast ops as eager code does: record(nodes, constants) makes node() note, in this thread,
+   every node and constant it makes; watched(...) is the check on Value.data and Value.grad
+   that the trace puts in place of the plain slots, as a C descriptor.
+
    The gain is partly the loops and mostly the garbage collector. Python's cyclic collector
    walks every object that can hold others, again and again while a graph grows: that was three
    quarters of the time of a GPT step on scalars. A graph made by the fast ops cannot hold a
@@ -87,6 +92,11 @@ static void unwatch(PyObject *object) {
         PyObject_GC_UnTrack(object);
 }
 
+/* While chainrule.compile traces in this thread, the list and the set that node() adds what it
+   makes to: a computed node to the list, a constant (a leaf, rule None) to the set. A trace
+   runs in one thread from start to end, so a thread-local is the right scope. */
+static _Thread_local PyObject *recorded_nodes, *recorded_constants;
+
 /* engine._node: a Value with these parts, grad 0.0 and no label, unwatched by the collector. */
 static PyObject *node(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4) {
@@ -106,7 +116,108 @@ static PyObject *node(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     SLOT(value, at_local) = Py_NewRef(args[3]);
     unwatch(args[2]);
     unwatch(args[3]);
+    if (recorded_nodes != NULL &&
+        (args[1] == Py_None ? PySet_Add(recorded_constants, value) : PyList_Append(recorded_nodes, value))) {
+        Py_DECREF(value);
+        return NULL;
+    }
     return value;
+}
+
+/* record(nodes, constants) starts recording in this thread; record(None, None) stops it. Either
+   returns the pair recorded into before, so that a caller can put it back. */
+static PyObject *record(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    int stop = nargs == 2 && args[0] == Py_None && args[1] == Py_None;
+    if (nargs != 2 || !(stop || (PyList_CheckExact(args[0]) && PySet_CheckExact(args[1])))) {
+        PyErr_SetString(PyExc_TypeError, "_graph.record(nodes: list, constants: set), or (None, None)");
+        return NULL;
+    }
+    PyObject *before = recorded_nodes == NULL ? Py_BuildValue("(OO)", Py_None, Py_None)
+                                              : PyTuple_Pack(2, recorded_nodes, recorded_constants);
+    if (before == NULL)
+        return NULL;
+    Py_CLEAR(recorded_nodes);
+    Py_CLEAR(recorded_constants);
+    if (!stop) {
+        recorded_nodes = Py_NewRef(args[0]);
+        recorded_constants = Py_NewRef(args[1]);
+    }
+    return before;
+}
+
+/* watched(slot, name, quiet, touched): a descriptor over one of Value's slots (data or grad)
+   that reads and writes it as the slot does, but first shows every read and write to
+   touched(value, frame, name, writing), except those by the code objects in the tuple quiet.
+   tracing._watched is the same in Python; tracing.py says what is shown and why. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *slot, *name, *quiet, *touched;
+} Watched;
+
+static int show(Watched *self, PyObject *value, int writing) {
+    PyFrameObject *frame = PyEval_GetFrame(); /* the Python code reading or writing */
+    if (frame == NULL)
+        return 0;
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    Py_DECREF(code); /* only its address is compared; the frame keeps it alive */
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->quiet); i++)
+        if (PyTuple_GET_ITEM(self->quiet, i) == (PyObject *)code)
+            return 0;
+    PyObject *result = PyObject_CallFunctionObjArgs(self->touched, value, (PyObject *)frame, self->name,
+                                                    writing ? Py_True : Py_False, NULL);
+    Py_XDECREF(result);
+    return result == NULL ? -1 : 0;
+}
+
+static PyObject *watched_get(PyObject *self, PyObject *value, PyObject *type) {
+    if (value == NULL || value == Py_None)
+        return Py_NewRef(self);
+    Watched *watched = (Watched *)self;
+    if (show(watched, value, 0) < 0)
+        return NULL;
+    return Py_TYPE(watched->slot)->tp_descr_get(watched->slot, value, type);
+}
+
+static int watched_set(PyObject *self, PyObject *value, PyObject *x) {
+    Watched *watched = (Watched *)self;
+    if (show(watched, value, 1) < 0)
+        return -1;
+    return Py_TYPE(watched->slot)->tp_descr_set(watched->slot, value, x);
+}
+
+static void watched_dealloc(PyObject *self) {
+    Watched *watched = (Watched *)self;
+    Py_XDECREF(watched->slot);
+    Py_XDECREF(watched->name);
+    Py_XDECREF(watched->quiet);
+    Py_XDECREF(watched->touched);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyTypeObject watched_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "chainrule._graph.watched",
+    .tp_basicsize = sizeof(Watched),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Value.data or Value.grad while chainrule.compile traces",
+    .tp_dealloc = watched_dealloc,
+    .tp_descr_get = watched_get,
+    .tp_descr_set = watched_set,
+};
+
+static PyObject *watched(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || Py_TYPE(args[0])->tp_descr_get == NULL || Py_TYPE(args[0])->tp_descr_set == NULL ||
+        !PyUnicode_Check(args[1]) || !PyTuple_CheckExact(args[2]) || !PyCallable_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "_graph.watched(slot, name, quiet: tuple of code, touched)");
+        return NULL;
+    }
+    Watched *self = PyObject_New(Watched, &watched_type);
+    if (self == NULL)
+        return NULL;
+    self->slot = Py_NewRef(args[0]);
+    self->name = Py_NewRef(args[1]);
+    self->quiet = Py_NewRef(args[2]);
+    self->touched = Py_NewRef(args[3]);
+    return (PyObject *)self;
 }
 
 /* engine._depth_first: the same walk, with an explicit stack so that any depth works. */
@@ -513,6 +624,10 @@ static PyMethodDef methods[] = {
     {"propagate_numbers", (PyCFunction)(void (*)(void))propagate_numbers, METH_FASTCALL,
      "engine._propagate_numbers(order, seed, add_to_grad), or None when unusual"},
     {"watch", watch, METH_O, "hand these nodes back to the garbage collector"},
+    {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
+     "record(nodes, constants): node() adds what it makes to them, in this thread; (None, None) stops"},
+    {"watched", (PyCFunction)(void (*)(void))watched, METH_FASTCALL,
+     "watched(slot, name, quiet, touched): a slot that shows reads and writes to touched"},
     {"read_data", (PyCFunction)(void (*)(void))read_data, METH_FASTCALL,
      "out[i] = values[i].data, or None when some data is not a float"},
     {"read_grads", (PyCFunction)(void (*)(void))read_grads, METH_FASTCALL,
@@ -531,7 +646,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__graph(void) {
     zero = PyFloat_FromDouble(0.0);
     empty_label = PyUnicode_FromString("");
-    if (zero == NULL || empty_label == NULL)
+    if (zero == NULL || empty_label == NULL || PyType_Ready(&watched_type) < 0)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -74,6 +74,28 @@ class _ModeSwitch(contextlib.ContextDecorator):
         return False
 
 
+@contextlib.contextmanager
+def _tracing(tracer):
+    """The mode of chainrule.compile's trace: every node and constant made is shown to ``tracer``.
+
+    Without the C loops (see the end of this file), that is a mode switch like the others, so
+    every op goes through ``apply``, which shows the tracer its node. With them the fast ops stay
+    on, as in eager code, and ``_graph.node`` itself adds each node it makes to
+    ``tracer.nodes`` (a constant to ``tracer.constants``), in this thread only.
+    """
+    if _graph is None:
+        with _ModeSwitch(recording=True, tracer=tracer):
+            yield
+        return
+    token = _mode.set(replace(_mode.get(), recording=True, tracer=tracer))
+    before = _graph.record(tracer.nodes, tracer.constants)
+    try:
+        yield
+    finally:
+        _graph.record(*before)
+        _mode.reset(token)
+
+
 def no_grad():
     """Ops inside record no graph: their results are leaves with no children.
 
@@ -413,11 +435,10 @@ def _node(data, rule, children, local):
     return value
 
 
-def _make(data, rule, children, kind=Value):
+def _make(data, rule, children):
     """A computed Value for ``apply``, its numbers stored straight into their slots: while
-    chainrule.compile traces, ``.data`` and ``.grad`` are watching properties, and every op
-    of a trace comes through here (``kind`` is then the tracer's subclass of Value)."""
-    value = _new(kind)
+    chainrule.compile traces, ``.data`` and ``.grad`` are watching properties."""
+    value = _new(Value)
     _write_data(value, data)
     _write_grad(value, 0.0)
     value.label = ""
@@ -529,11 +550,9 @@ def apply(rule: ops.Op, *inputs: Value) -> Value:
         if mode.tracer is not None:  # chainrule.compile must recompute it on replay, not freeze it
             return mode.tracer.unrecorded(_make(data, rule, inputs))
         return _make(data, None, ())
-    tracer = mode.tracer
-    if tracer is None:
-        return _make(data, rule, inputs)
-    node = _make(data, rule, inputs, tracer.node_class)
-    tracer.record(node)
+    node = _make(data, rule, inputs)
+    if mode.tracer is not None:
+        mode.tracer.record(node)
     return node
 
 

@@ -1,13 +1,66 @@
-"""Rewriting the traced graph: chains of + become sums, sums of products become dot products."""
+"""From the traced graph to the tape's layout: which nodes it needs, which fold into others
+(chains of + into sums, sums of products into dot products), how they group, and where each
+one sits.
+
+``layout`` is the whole step. compiler/_layout.c does the same in C, index for index, when it
+was built; this file is the reference, and the fallback.
+"""
 
 from __future__ import annotations
 
+import array
 import collections
 import itertools
 import operator
+import struct
 
-from .. import ops
+from .. import engine, ops
 from ..engine import Value
+
+
+def layout(inputs, constants, outputs, created):
+    """Where everything a trace made goes on the tape.
+
+    ``inputs`` are the leaves standing for the arguments, ``constants`` the set of leaves made
+    from numbers inside the function, ``outputs`` the results, ``created`` the nodes computed
+    while tracing, in the order made. Returns ``(constant_leaves, externals, groups,
+    output_positions)``: the constants and the other leaves the tape reads (Values made before
+    the trace: parameters), in the order of their first use; then the groups, each
+    ``(rule, count, width, rows)`` with ``rows`` the positions of each node's ``width``
+    inputs, a row a node, as a flat buffer of C ``ssize_t``; and the outputs' positions.
+
+    Positions: the inputs first, then the constants, the externals, and each group's nodes
+    in turn. A group is the nodes with the same depth in the graph (1 + their deepest
+    input's; a leaf's is 0), the same op and the same number of inputs; groups come in order
+    of depth, and in the order first met within one depth.
+    """
+    if _in_c is not None:
+        done = _in_c.layout(inputs, constants, outputs, created, _FOLDED_RULES)
+        if done is not None:
+            return done
+    nodes, leaves, uses = _traced_order(outputs, created)
+    position = {leaf: i for i, leaf in enumerate(inputs)}
+    leaves = [v for v in leaves if v not in position]
+    constant_leaves = [v for v in leaves if v in constants]
+    externals = [v for v in leaves if v not in constants]
+    for v in constant_leaves + externals:
+        position[v] = len(position)
+
+    depth = dict.fromkeys(position, 0)
+    depth_of = depth.__getitem__
+    groups = collections.defaultdict(list)
+    for node, rule, children in _rewrite(nodes, uses):
+        d = depth[node] = 1 + max(map(depth_of, children), default=0)
+        groups[d, rule, len(children)].append((node, children))  # by the op itself: names can repeat
+    placed = []
+    for key in sorted(groups, key=lambda key: key[0]):  # stable: ties keep first-seen order
+        members = groups[key]
+        for node, _ in members:
+            position[node] = len(position)
+        flat = itertools.chain.from_iterable(children for _, children in members)
+        placed.append((key[1], len(members), key[2], array.array(_SSIZE_T, map(position.__getitem__, flat))))
+    return constant_leaves, externals, placed, [position[v] for v in outputs]
+
 
 # ---------------------------------------------------------------------------------------------
 # Rewriting: fold + chains into sums, and sums of products into dot products.
@@ -82,3 +135,21 @@ def _expand_sum(children, sums, folded):
         else:
             expanded.append(child)
     return expanded
+
+
+_FOLDED_RULES = (ops.ADD, ops.SUM, ops.MUL, ops.DOT)
+_SSIZE_T = next(code for code in "qli" if array.array(code).itemsize == struct.calcsize("n"))  # numpy's intp
+
+
+def _load_layout_module():
+    if engine._graph is None:  # CHAINRULE_PURE_PYTHON=1, or no C compiler: Python alone
+        return None
+    try:
+        from . import _layout
+    except ImportError:
+        return None
+    _layout.setup(Value)
+    return _layout
+
+
+_in_c = _load_layout_module()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import collections
 import functools
-import itertools
 import math
 import operator
 import sys
@@ -14,7 +12,7 @@ from .. import engine, ops
 from ..engine import AnomalyError, Value, _make, _mode, op_error
 from . import native, scalar
 from .arguments import _unflatten_result
-from .rewriting import _rewrite, _traced_order
+from .rewriting import layout
 
 # ---------------------------------------------------------------------------------------------
 # The tape
@@ -156,13 +154,6 @@ def _unique_rows(np, rows):
     return rows[first[order]], rank[inverse.ravel()]
 
 
-def _positions(np, members, position):
-    """The positions of the members' children, a row a member (all have as many children)."""
-    width = len(members[0][2])
-    flat = itertools.chain.from_iterable(children for _, _, children in members)
-    return np.fromiter(map(position.__getitem__, flat), np.intp, len(members) * width).reshape(-1, width)
-
-
 class _MatmulGroup(_Group):
     """Dot nodes that pair every one of U weight vectors with every one of V input vectors.
 
@@ -192,24 +183,21 @@ class _MatmulGroup(_Group):
         return _Scatter(sys.modules["numpy"], self.children)
 
     @staticmethod
-    def try_make(np, rule, start, members, position):
-        """A _MatmulGroup for these dot nodes if they form a full weights x inputs product, else None."""
-        n = len(members[0][2]) // 2
-        children = _positions(np, members, position)  # a row a node
+    def try_make(np, rule, start, children):
+        """A _MatmulGroup for these dot nodes (their inputs' positions, a row a node), and the
+        order it puts them in, if they form a full weights x inputs product; else None."""
+        n = children.shape[1] // 2
         w_unique, w_of = _unique_rows(np, children[:, :n])
         x_unique, x_of = _unique_rows(np, children[:, n : 2 * n])
         U, V = len(w_unique), len(x_unique)
-        if U * V != len(members):
+        if U * V != len(children):
             return None
         slot = x_of * U + w_of  # where each node goes: input vector major
-        if len(np.unique(slot)) != len(members):  # some (weights, inputs) pair twice
+        if len(np.unique(slot)) != len(children):  # some (weights, inputs) pair twice
             return None
         ordered = np.argsort(slot)
-        for i, k in enumerate(ordered.tolist()):
-            position[members[k][0]] = start + i
         bias = children[ordered, 2 * n]
-        group = _MatmulGroup(np, rule, start, start + len(members), w_unique.T, x_unique.T, bias)
-        return group, [members[k] for k in ordered.tolist()]
+        return _MatmulGroup(np, rule, start, start + len(children), w_unique.T, x_unique.T, bias), ordered
 
     def forward(self, np, data, anomaly):
         W, X = data[self.weights], data[self.inputs]
@@ -245,29 +233,32 @@ class Tape:
 
         self.np = np
         self.result_structure = result_structure
-        nodes, leaves, uses = _traced_order(outputs, created)
-        position = {leaf: i for i, leaf in enumerate(inputs)}
-        leaves = [v for v in leaves if v not in position]
-        constant_data = [v.data for v in leaves if v in constants]
-        self.externals = [v for v in leaves if v not in constants]
-        for v in [v for v in leaves if v in constants] + self.externals:
-            position[v] = len(position)
-        self.n_inputs, self.n_leaves = len(inputs), len(position)
-        self.n_fixed = self.n_inputs + len(constant_data)  # externals live in data[n_fixed:n_leaves]
-        self.constant_data = np.array(constant_data, dtype=np.float64)
+        constant_leaves, self.externals, placed, output_positions = layout(
+            inputs, constants, outputs, created
+        )
+        self.n_inputs = len(inputs)
+        self.n_fixed = self.n_inputs + len(constant_leaves)  # externals live in data[n_fixed:n_leaves]
+        self.n_leaves = self.n_fixed + len(self.externals)
+        self.constant_data = np.array([v.data for v in constant_leaves], dtype=np.float64)
+        self.size = self.n_leaves + sum(count for _, count, _, _ in placed)
 
-        depth = dict.fromkeys(position, 0)
-        depth_of = depth.__getitem__
-        groups = collections.defaultdict(list)
-        for member in _rewrite(nodes, uses):
-            node, rule, children = member
-            d = depth[node] = 1 + max(map(depth_of, children))
-            groups[d, rule.name, len(children)].append(member)
-        self.groups = []
-        for key in sorted(groups, key=lambda key: key[0]):  # stable: ties keep first-seen order
-            self.groups.append(self._make_group(np, groups[key], position))
-        self.size = len(position)
-        self.output_positions = [position[v] for v in outputs]
+        # A layer's group may put its nodes in another order (see _MatmulGroup); the positions
+        # of the groups after it are then renumbered to match.
+        renumber, start, self.groups = None, self.n_leaves, []
+        for rule, count, width, rows in placed:
+            rows = np.frombuffer(rows, dtype=np.intp).reshape(count, width)
+            if renumber is not None:
+                rows = renumber[rows]
+            group, order = self._make_group(np, rule, start, rows)
+            if order is not None:
+                if renumber is None:
+                    renumber = np.arange(self.size)
+                renumber[start + order] = np.arange(start, start + count)
+            self.groups.append(group)
+            start += count
+        if renumber is not None:
+            output_positions = renumber[output_positions].tolist()
+        self.output_positions = output_positions
         self.external_tuple = tuple(self.externals)
         self.externals_are_leaves = not any(v.children for v in self.externals)
         self.stops_gradients = any(group.rule is ops.STOP_GRADIENT for group in self.groups)
@@ -290,16 +281,14 @@ class Tape:
         return None
 
     @staticmethod
-    def _make_group(np, members, position):
-        start, rule = len(position), members[0][1]
+    def _make_group(np, rule, start, rows):
+        """The group for nodes at positions start, start + 1, ... whose inputs are ``rows`` (a row
+        a node); and the order it put them in (None: as given)."""
         if rule is ops.DOT:
-            made = _MatmulGroup.try_make(np, rule, start, members, position)
+            made = _MatmulGroup.try_make(np, rule, start, rows)
             if made is not None:
-                return made[0]
-        for node, _, _ in members:
-            position[node] = len(position)
-        children = _positions(np, members, position).T.copy()  # a copy, so no view keeps a base
-        return _Group(np, rule, start, len(position), children)
+                return made
+        return _Group(np, rule, start, start + len(rows), rows.T.copy()), None  # a copy: no view keeps a base
 
     def run(self, flat):
         """Replay forward on new input numbers and return the results as Values."""

@@ -9,7 +9,7 @@ import types
 import warnings
 
 from .. import engine, ops
-from ..engine import Value, _make, _mode, _ModeSwitch
+from ..engine import Value, _make, _mode
 from .arguments import _flatten_result, _unflatten_arguments
 from .tape import Tape
 
@@ -39,17 +39,11 @@ class _Tracer:
     """Shown, by the engine, every node, number-made constant, ``detach()`` and ``no_grad`` op
     while tracing, and (through ``_watched``) every read and write of a Value's data and grad."""
 
-    node_class = _TracedValue  # what apply makes its nodes as while tracing
-
     def __init__(self):
         self.constants = set()
         self.nodes = []  # every node computed while tracing, in the order made
-        self.record = self.nodes.append  # for apply's nodes, already made as _TracedValue
-
-    def node(self, value):
-        if type(value) is not _TracedValue:
-            value.__class__ = _TracedValue
-        self.nodes.append(value)
+        self.record = self.nodes.append
+        self._traced, self._traced_up_to = set(), 0  # the nodes as a set, made when first asked
 
     def constant(self, value):
         self.constants.add(value)
@@ -58,13 +52,21 @@ class _Tracer:
         """``value.detach()``: a stop_gradient node, so that replay recomputes it from new numbers."""
         stopped = _make(value.data, ops.STOP_GRADIENT, (value,))
         stopped.label = value.label
-        self.node(stopped)
+        self.record(stopped)
         return stopped
 
     def unrecorded(self, node):
         """An op under ``no_grad``: recorded all the same, behind a stop_gradient."""
-        self.node(node)
+        self.record(node)
         return self.detached(node)
+
+    def made(self, value):
+        """Whether ``value`` is an input or a node of this trace (for messages only)."""
+        if type(value) is _TracedValue:
+            return True
+        self._traced.update(self.nodes[self._traced_up_to :])
+        self._traced_up_to = len(self.nodes)
+        return value in self._traced
 
     def take(self, rows, index):
         """``chainrule.take(rows, index)`` with a Value index: one ``take`` node per picked Value,
@@ -92,7 +94,7 @@ class _Tracer:
         if value in self.constants:
             return  # a number written in fn: a constant anyway
         module = frame.f_globals.get("__name__", "")
-        traced = type(value) is _TracedValue
+        traced = self.made(value)
         if module.partition(".")[0] != "chainrule":
             what = "a traced value" if traced else "a Value made outside the function (a parameter, say)"
             effect = (
@@ -151,32 +153,54 @@ def _watched(slot, name):
     return property(get, set)
 
 
+def _touched(value, frame, name, writing):
+    """What chainrule/_graph.c's watched slots call (for code not on the quiet list): the same
+    check as ``_watched``'s, in the same place on the stack (touched <- here <- the reader)."""
+    tracer = _mode.get().tracer
+    if tracer is not None:
+        tracer.touched(value, frame, name, writing)
+
+
 _SLOTS = {name: Value.__dict__[name] for name in ("data", "grad")}  # where the numbers really live
 
 
-def _code_ids(*functions):
-    """The ids of these functions' code objects and of the comprehensions inside them. (A function
+def _code_objects(*functions):
+    """These functions' code objects and those of the comprehensions inside them. (A function
     built in C, engine._node with chainrule/_graph.c, has none: it fills the slots directly.)"""
-    ids, codes = set(), [f.__code__ for f in functions if hasattr(f, "__code__")]
+    found, codes = [], [f.__code__ for f in functions if hasattr(f, "__code__")]
     while codes:
         code = codes.pop()
-        ids.add(id(code))
+        found.append(code)
         codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
-    return ids
+    return tuple(found)
 
 
-_QUIET_CODE = _code_ids(  # by id: a set of code objects would hash each one on every read
+def _code_ids(*functions):
+    return {id(code) for code in _code_objects(*functions)}
+
+
+# The fast ops: every function of engine.py that builds its node with _node (Value.__add__,
+# ..., dot, sum_values). They read their inputs' data as apply does.
+_FAST_OPS = [
+    f
+    for f in [*vars(Value).values(), *vars(engine).values()]
+    if isinstance(f, types.FunctionType) and "_node" in f.__code__.co_names
+]
+_QUIET = _code_objects(
     Value.__init__,  # a new Value
     engine._node,  # a new computed Value
     engine.apply,  # an op: the trace records it
+    *_FAST_OPS,  # the same, on the fast path
     _Tracer.detached,  # a stop_gradient node: the trace records it
     engine._describe,  # error messages
     engine._check_finite,  # detect_anomaly's check; replay checks again
     Value.__repr__,
 )
-_WATCHED = {
-    name: _watched(slot, name) for name, slot in _SLOTS.items()
-}  # made after _QUIET_CODE, which they bind
+_QUIET_CODE = set(map(id, _QUIET))  # by id: a set of code objects would hash each one on every read
+if engine._graph is not None:  # the same check in C, several times cheaper on every read
+    _WATCHED = {name: engine._graph.watched(slot, name, _QUIET, _touched) for name, slot in _SLOTS.items()}
+else:
+    _WATCHED = {name: _watched(slot, name) for name, slot in _SLOTS.items()}  # made after _QUIET_CODE
 _QUIET_MODULES = ("chainrule.draw",)  # drawings only show the numbers
 _FREEZING_CODE = [  # code with a more helpful explanation than the generic one
     (
@@ -234,7 +258,7 @@ def trace(fn, structure, numbers_in, backend="numpy") -> Tape:
     leaves = iter(inputs)
     args = [_unflatten_arguments(arg, leaves) for arg in structure]
     tracer = _Tracer()
-    with _ModeSwitch(recording=True, tracer=tracer), _watching_slots():
+    with engine._tracing(tracer), _watching_slots():
         result = fn(*args)
     outputs = []
     result_structure = _flatten_result(result, outputs)

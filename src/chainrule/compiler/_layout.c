@@ -1,0 +1,560 @@
+/* The layout of a tape, in C, for speed only: rewriting.layout() is the reference.
+
+   chainrule.compile works without this file. When it is built (pip builds it if it finds a C
+   compiler), tape.py asks it, instead of rewriting.layout(), where everything a trace made
+   goes on the tape. It does the same steps, with the same result, index for index:
+
+   1. count how many times each node and leaf is used, and drop the nodes nothing needs;
+   2. fold chains of + into sums, and a sum of products b + w1*x1 + ... into one dot node;
+   3. group the nodes by (depth, op, number of inputs), the groups in order of depth;
+   4. give every leaf and node its position: the inputs, the constants, the Values made
+      before the trace (externals), then each group's nodes, and read off each node's inputs.
+
+   It only reads the Values' children and _rule slots and compares pointers; no Python code runs
+   while it works, so the objects it meets stay alive, held by the caller's lists. Anything
+   unusual (a children attribute that is not a tuple of Values, a node listed twice) makes it
+   return None, and tape.py then runs the Python version, which reports it as it always has.
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <structmember.h>
+
+static PyTypeObject *value_type; /* engine.Value */
+static Py_ssize_t at_children, at_rule, at_pending;
+
+#define SLOT(value, at) (*(PyObject **)((char *)(value) + (at)))
+
+/* ---------------------------------------------------------------------------------------------
+   Growing arrays of Py_ssize_t. */
+
+typedef struct {
+    Py_ssize_t *at, n, capacity;
+} Array;
+
+static int push(Array *a, Py_ssize_t x) {
+    if (a->n == a->capacity) {
+        Py_ssize_t capacity = a->capacity ? 2 * a->capacity : 64;
+        Py_ssize_t *at = PyMem_Realloc(a->at, capacity * sizeof(Py_ssize_t));
+        if (at == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        a->at = at;
+        a->capacity = capacity;
+    }
+    a->at[a->n++] = x;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+   A hash table from keys (three pointer-sized words; unused words are 0) to indices. */
+
+typedef struct {
+    uintptr_t key[3];
+    Py_ssize_t index; /* -1: empty */
+} Entry;
+
+typedef struct {
+    Entry *entries;
+    size_t mask, used;
+} Table;
+
+static size_t hash(const uintptr_t key[3]) {
+    uint64_t h = (uint64_t)key[0] * 0x9E3779B97F4A7C15u ^ (uint64_t)key[1] * 0xC2B2AE3D27D4EB4Fu ^
+                 (uint64_t)key[2] * 0x165667B19E3779F9u;
+    h ^= h >> 30; /* then splitmix64's finalizer, so that every bit of the key reaches the low bits */
+    h *= 0xBF58476D1CE4E5B9u;
+    h ^= h >> 27;
+    h *= 0x94D049BB133111EBu;
+    return (size_t)(h ^ (h >> 31));
+}
+
+static int table_grow(Table *t) {
+    size_t size = t->entries ? 2 * (t->mask + 1) : 1024;
+    Entry *old = t->entries, *entries = PyMem_Malloc(size * sizeof(Entry));
+    if (entries == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < size; i++)
+        entries[i].index = -1;
+    size_t old_size = old ? t->mask + 1 : 0;
+    t->entries = entries;
+    t->mask = size - 1;
+    for (size_t i = 0; i < old_size; i++)
+        if (old[i].index >= 0) {
+            size_t j = hash(old[i].key) & t->mask;
+            while (entries[j].index >= 0)
+                j = (j + 1) & t->mask;
+            entries[j] = old[i];
+        }
+    PyMem_Free(old);
+    return 0;
+}
+
+/* The index stored for key, or -1. */
+static Py_ssize_t find(Table *t, uintptr_t a, uintptr_t b, uintptr_t c) {
+    uintptr_t key[3] = {a, b, c};
+    if (t->entries == NULL)
+        return -1;
+    for (size_t j = hash(key) & t->mask; t->entries[j].index >= 0; j = (j + 1) & t->mask)
+        if (memcmp(t->entries[j].key, key, sizeof key) == 0)
+            return t->entries[j].index;
+    return -1;
+}
+
+/* The index stored for key; or, if there is none, store `fresh` and return it (-2: no memory). */
+static Py_ssize_t find_or_add(Table *t, uintptr_t a, uintptr_t b, uintptr_t c, Py_ssize_t fresh) {
+    Py_ssize_t found = find(t, a, b, c);
+    if (found >= 0)
+        return found;
+    if (2 * (t->used + 1) > (t->entries ? t->mask + 1 : 0) && table_grow(t) < 0)
+        return -2;
+    uintptr_t key[3] = {a, b, c};
+    size_t j = hash(key) & t->mask;
+    while (t->entries[j].index >= 0)
+        j = (j + 1) & t->mask;
+    memcpy(t->entries[j].key, key, sizeof key);
+    t->entries[j].index = fresh;
+    t->used++;
+    return fresh;
+}
+
+/* ---------------------------------------------------------------------------------------------
+   Everything the trace made, numbered: first the recorded nodes (in the order made), then the
+   leaves in the order of their first use. */
+
+typedef struct {
+    Table index_of;                      /* leaf -> its number */
+    Array object;                        /* number -> the object (a borrowed reference) */
+    Array uses, depth, position;         /* per number */
+    Array child_start, child;            /* node i's children: child[child_start[i] .. child_start[i+1]] */
+    Array output;                        /* the outputs' numbers */
+    char *folded;                        /* per recorded node */
+    Py_ssize_t n_nodes;
+} Graph;
+
+/* A recorded node's number, kept in its _pending slot while count_uses runs (see there); -1 for
+   any other object. */
+static Py_ssize_t recorded_number(Graph *g, PyObject *object) {
+    PyObject *mark = SLOT(object, at_pending);
+    if (mark == NULL || !PyLong_CheckExact(mark))
+        return -1;
+    Py_ssize_t i = PyLong_AsSsize_t(mark);
+    if (i == -1 && PyErr_Occurred())
+        PyErr_Clear(); /* an int too large for Py_ssize_t: not one of ours */
+    return 0 <= i && i < g->object.n && i < g->n_nodes && g->object.at[i] == (Py_ssize_t)object ? i : -1;
+}
+
+static Py_ssize_t number_of(Graph *g, PyObject *object) {
+    Py_ssize_t i = recorded_number(g, object);
+    if (i >= 0)
+        return i;
+    i = find_or_add(&g->index_of, (uintptr_t)object, 0, 0, g->object.n);
+    if (i == g->object.n && (push(&g->object, (Py_ssize_t)object) < 0 || push(&g->uses, 0) < 0))
+        return -2;
+    return i;
+}
+
+static PyObject *rule_of(Graph *g, Py_ssize_t i) { return SLOT((PyObject *)g->object.at[i], at_rule); }
+
+static int count_children_and_outputs(Graph *g, PyObject *created, PyObject *outputs);
+
+/* Step 1. Returns 1 when something is unusual, -1 on error.
+
+   Finding a child's number must be fast: there are hundreds of thousands, and a hash table that
+   large misses the processor's caches at every look-up. So for the length of this function each
+   recorded node carries its number in its _pending slot, the scratch space of a backward pass
+   (which every pass fills afresh before reading); what was there is put back before returning.
+   No Python code runs in between, so nothing else can see the numbers. */
+static int count_uses(Graph *g, PyObject *created, PyObject *outputs) {
+    PyObject **saved = PyMem_Calloc(g->n_nodes ? g->n_nodes : 1, sizeof(PyObject *));
+    if (saved == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t numbered = 0;
+    int status = -1;
+    for (; numbered < g->n_nodes; numbered++) {
+        PyObject *node = PyList_GET_ITEM(created, numbered);
+        if (!PyObject_TypeCheck(node, value_type)) {
+            status = 1;
+            goto done;
+        }
+        if (recorded_number(g, node) >= 0) {
+            status = 1; /* recorded twice */
+            goto done;
+        }
+        PyObject *number = PyLong_FromSsize_t(numbered);
+        if (number == NULL || push(&g->object, (Py_ssize_t)node) < 0 || push(&g->uses, 0) < 0) {
+            Py_XDECREF(number);
+            goto done;
+        }
+        saved[numbered] = SLOT(node, at_pending);
+        SLOT(node, at_pending) = number;
+    }
+    status = count_children_and_outputs(g, created, outputs);
+done:
+    for (Py_ssize_t i = numbered - 1; i >= 0; i--) { /* last first: a node listed twice gets its own back */
+        PyObject *node = PyList_GET_ITEM(created, i);
+        Py_DECREF(SLOT(node, at_pending));
+        SLOT(node, at_pending) = saved[i];
+    }
+    PyMem_Free(saved);
+    return status;
+}
+
+static int count_children_and_outputs(Graph *g, PyObject *created, PyObject *outputs) {
+    if (push(&g->child_start, 0) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < g->n_nodes; i++) {
+        PyObject *children = SLOT(PyList_GET_ITEM(created, i), at_children);
+        if (children == NULL || !PyTuple_CheckExact(children))
+            return 1;
+        for (Py_ssize_t c = 0; c < PyTuple_GET_SIZE(children); c++) {
+            PyObject *child = PyTuple_GET_ITEM(children, c);
+            if (!PyObject_TypeCheck(child, value_type))
+                return 1;
+            Py_ssize_t k = number_of(g, child);
+            if (k < 0 || push(&g->child, k) < 0)
+                return -1;
+            g->uses.at[k]++;
+        }
+        if (push(&g->child_start, g->child.n) < 0)
+            return -1;
+    }
+    for (Py_ssize_t o = 0; o < PyList_GET_SIZE(outputs); o++) {
+        Py_ssize_t k = number_of(g, PyList_GET_ITEM(outputs, o));
+        if (k < 0 || push(&g->output, k) < 0)
+            return -1;
+        g->uses.at[k]++;
+    }
+    /* A node nothing uses is not needed, and then neither are its uses of its children. */
+    for (Py_ssize_t i = g->n_nodes - 1; i >= 0; i--)
+        if (g->uses.at[i] == 0) {
+            g->folded[i] = 1; /* left out, as a folded node is */
+            for (Py_ssize_t c = g->child_start.at[i]; c < g->child_start.at[i + 1]; c++)
+                g->uses.at[g->child.at[c]]--;
+        }
+    return 0;
+}
+
+/* Step 2. The tape's nodes, users last: for each, its number, op and children (numbers). */
+typedef struct {
+    Array node, rule, child_start, child;
+} Members;
+
+typedef struct {
+    PyObject *add, *sum, *mul, *dot;
+} Rules;
+
+static int foldable(Graph *g, Py_ssize_t k, PyObject *rule) {
+    return k < g->n_nodes && !g->folded[k] && g->uses.at[k] == 1 && rule_of(g, k) == rule;
+}
+
+static int is_sum(Graph *g, Rules *r, Py_ssize_t k) { return foldable(g, k, r->add) || foldable(g, k, r->sum); }
+
+static int rewrite(Graph *g, Rules *r, Members *m) {
+    Array expanded = {0}, stack = {0};
+    int status = -1;
+    for (Py_ssize_t i = g->n_nodes - 1; i >= 0; i--) { /* users first, as in rewriting._rewrite */
+        if (g->folded[i])
+            continue;
+        PyObject *rule = rule_of(g, i);
+        Py_ssize_t first = g->child_start.at[i], end = g->child_start.at[i + 1];
+        expanded.n = 0;
+        if (rule == r->add || rule == r->sum) {
+            /* Replace each child that is a sum used only here by its own children, depth first. */
+            for (Py_ssize_t c = end - 1; c >= first; c--)
+                if (push(&stack, g->child.at[c]) < 0)
+                    goto done;
+            while (stack.n) {
+                Py_ssize_t k = stack.at[--stack.n];
+                if (is_sum(g, r, k)) {
+                    g->folded[k] = 1;
+                    for (Py_ssize_t c = g->child_start.at[k + 1] - 1; c >= g->child_start.at[k]; c--)
+                        if (push(&stack, g->child.at[c]) < 0)
+                            goto done;
+                } else if (push(&expanded, k) < 0)
+                    goto done;
+            }
+            Py_ssize_t terms = 0, other = -1;
+            for (Py_ssize_t c = 0; c < expanded.n; c++) {
+                Py_ssize_t k = expanded.at[c];
+                if (foldable(g, k, r->mul)) {
+                    if (g->child_start.at[k + 1] - g->child_start.at[k] != 2) {
+                        status = 1; /* a product that is not of two: unusual */
+                        goto done;
+                    }
+                    terms++;
+                } else
+                    other = k;
+            }
+            if (terms >= 2 && expanded.n - terms == 1) {
+                /* b + w1*x1 + ... + wn*xn: the dot node (w1..wn, x1..xn, b) */
+                rule = r->dot;
+                if (push(&m->node, i) < 0 || push(&m->rule, (Py_ssize_t)rule) < 0)
+                    goto done;
+                for (int side = 0; side < 2; side++)
+                    for (Py_ssize_t c = 0; c < expanded.n; c++) {
+                        Py_ssize_t k = expanded.at[c];
+                        if (k != other && push(&m->child, g->child.at[g->child_start.at[k] + side]) < 0)
+                            goto done;
+                    }
+                for (Py_ssize_t c = 0; c < expanded.n; c++)
+                    if (expanded.at[c] != other)
+                        g->folded[expanded.at[c]] = 1;
+                if (push(&m->child, other) < 0 || push(&m->child_start, m->child.n) < 0)
+                    goto done;
+                continue;
+            }
+            if (expanded.n != 2 || rule == r->sum)
+                rule = r->sum;
+        } else
+            for (Py_ssize_t c = first; c < end; c++)
+                if (push(&expanded, g->child.at[c]) < 0)
+                    goto done;
+        if (push(&m->node, i) < 0 || push(&m->rule, (Py_ssize_t)rule) < 0)
+            goto done;
+        for (Py_ssize_t c = 0; c < expanded.n; c++)
+            if (push(&m->child, expanded.at[c]) < 0)
+                goto done;
+        if (push(&m->child_start, m->child.n) < 0)
+            goto done;
+    }
+    status = 0;
+done:
+    PyMem_Free(expanded.at);
+    PyMem_Free(stack.at);
+    return status;
+}
+
+/* Steps 3 and 4, into the Python result (see layout below). */
+typedef struct {
+    Py_ssize_t depth, first_seen, width, count, first; /* first: where its members start in `order` */
+    PyObject *rule;
+} Group;
+
+static int by_depth(const void *a, const void *b) {
+    const Group *x = a, *y = b;
+    if (x->depth != y->depth)
+        return x->depth < y->depth ? -1 : 1;
+    return x->first_seen < y->first_seen ? -1 : x->first_seen > y->first_seen;
+}
+
+/* The leaves' positions: after the inputs, the constants, then the externals, each in the order of
+   their first use. Returns the next free position, or -1 on error. */
+static Py_ssize_t place_leaves(Graph *g, PyObject *inputs, PyObject *constants, PyObject *constant_leaves,
+                               PyObject *externals) {
+    Py_ssize_t next = PyList_GET_SIZE(inputs);
+    for (Py_ssize_t k = 0; k < next; k++) {
+        Py_ssize_t i = find(&g->index_of, (uintptr_t)PyList_GET_ITEM(inputs, k), 0, 0);
+        if (i >= 0)
+            g->position.at[i] = k;
+    }
+    for (int pass = 0; pass < 2; pass++)
+        for (Py_ssize_t i = g->n_nodes; i < g->object.n; i++) {
+            if (g->uses.at[i] <= 0 || g->position.at[i] >= 0)
+                continue; /* unused, an input, or placed in the first pass */
+            PyObject *leaf = (PyObject *)g->object.at[i];
+            int is_constant = PySet_Contains(constants, leaf);
+            if (is_constant < 0)
+                return -1;
+            if (is_constant == (pass == 0)) {
+                g->position.at[i] = next++;
+                if (PyList_Append(is_constant ? constant_leaves : externals, leaf) < 0)
+                    return -1;
+            }
+        }
+    return next;
+}
+
+/* The groups by (depth, op, number of inputs), sorted by depth, ties in the order first seen;
+   `order` lists the members group after group. Returns the number of groups, or -1. */
+static Py_ssize_t make_groups(Graph *g, Members *m, Group **groups_out, Py_ssize_t **order_out) {
+    Py_ssize_t n_members = m->node.n, n_groups = 0;
+    Table group_of = {0};
+    Group *all = NULL;
+    Py_ssize_t capacity = 0;
+    Py_ssize_t *group = PyMem_Malloc((n_members ? n_members : 1) * sizeof(Py_ssize_t));
+    Py_ssize_t *order = PyMem_Malloc((n_members ? n_members : 1) * sizeof(Py_ssize_t)), *slot = NULL;
+    if (group == NULL || order == NULL) {
+        PyErr_NoMemory();
+        goto failed;
+    }
+    for (Py_ssize_t e = n_members - 1; e >= 0; e--) { /* rewrite() listed users first: reverse */
+        Py_ssize_t i = m->node.at[e], d = 0, width = m->child_start.at[e + 1] - m->child_start.at[e];
+        for (Py_ssize_t c = m->child_start.at[e]; c < m->child_start.at[e + 1]; c++)
+            if (g->depth.at[m->child.at[c]] > d)
+                d = g->depth.at[m->child.at[c]];
+        g->depth.at[i] = ++d;
+        Py_ssize_t k = find_or_add(&group_of, (uintptr_t)d, (uintptr_t)m->rule.at[e], (uintptr_t)width, n_groups);
+        if (k == -2)
+            goto failed;
+        if (k == n_groups) {
+            if (n_groups == capacity) {
+                capacity = capacity ? 2 * capacity : 64;
+                Group *grown = PyMem_Realloc(all, capacity * sizeof(Group));
+                if (grown == NULL) {
+                    PyErr_NoMemory();
+                    goto failed;
+                }
+                all = grown;
+            }
+            all[n_groups++] = (Group){d, k, width, 0, 0, (PyObject *)m->rule.at[e]};
+        }
+        all[k].count++;
+        group[e] = k;
+    }
+    qsort(all, n_groups, sizeof(Group), by_depth);
+    slot = PyMem_Malloc((n_groups ? n_groups : 1) * sizeof(Py_ssize_t)); /* first_seen -> its place now */
+    if (slot == NULL) {
+        PyErr_NoMemory();
+        goto failed;
+    }
+    for (Py_ssize_t k = 0, first = 0; k < n_groups; first += all[k++].count) {
+        all[k].first = first;
+        slot[all[k].first_seen] = first;
+    }
+    for (Py_ssize_t e = n_members - 1; e >= 0; e--)
+        order[slot[group[e]]++] = e;
+    PyMem_Free(slot);
+    PyMem_Free(group);
+    PyMem_Free(group_of.entries);
+    *groups_out = all;
+    *order_out = order;
+    return n_groups;
+failed:
+    PyMem_Free(group);
+    PyMem_Free(order);
+    PyMem_Free(group_of.entries);
+    PyMem_Free(all);
+    return -1;
+}
+
+static PyObject *place(Graph *g, Members *m, PyObject *inputs, PyObject *constants, PyObject *outputs) {
+    PyObject *result = NULL, *constant_leaves = PyList_New(0), *externals = PyList_New(0);
+    PyObject *groups_out = PyList_New(0), *output_positions = NULL;
+    Group *groups = NULL;
+    Py_ssize_t *order = NULL, n_groups = 0, next;
+    if (constant_leaves == NULL || externals == NULL || groups_out == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < g->object.n; i++)
+        if (push(&g->depth, 0) < 0 || push(&g->position, -1) < 0)
+            goto done;
+    next = place_leaves(g, inputs, constants, constant_leaves, externals);
+    if (next < 0 || (n_groups = make_groups(g, m, &groups, &order)) < 0)
+        goto done;
+    /* Positions, group after group; then each node's inputs by position, a row a node. */
+    for (Py_ssize_t k = 0; k < n_groups; k++) {
+        Group *group = &groups[k];
+        Py_ssize_t *members = order + group->first;
+        for (Py_ssize_t j = 0; j < group->count; j++)
+            g->position.at[m->node.at[members[j]]] = next++;
+        PyObject *rows = PyByteArray_FromStringAndSize(NULL, group->count * group->width * sizeof(Py_ssize_t));
+        if (rows == NULL)
+            goto done;
+        Py_ssize_t *row = (Py_ssize_t *)PyByteArray_AS_STRING(rows);
+        for (Py_ssize_t j = 0; j < group->count; j++)
+            for (Py_ssize_t c = m->child_start.at[members[j]]; c < m->child_start.at[members[j] + 1]; c++)
+                *row++ = g->position.at[m->child.at[c]];
+        PyObject *entry = Py_BuildValue("(OnnN)", group->rule, group->count, group->width, rows);
+        if (entry == NULL || PyList_Append(groups_out, entry) < 0) {
+            Py_XDECREF(entry);
+            goto done;
+        }
+        Py_DECREF(entry);
+    }
+    output_positions = PyList_New(g->output.n);
+    if (output_positions == NULL)
+        goto done;
+    for (Py_ssize_t o = 0; o < g->output.n; o++) {
+        PyObject *p = PyLong_FromSsize_t(g->position.at[g->output.at[o]]);
+        if (p == NULL)
+            goto done;
+        PyList_SET_ITEM(output_positions, o, p);
+    }
+    result = PyTuple_Pack(4, constant_leaves, externals, groups_out, output_positions);
+done:
+    PyMem_Free(groups);
+    PyMem_Free(order);
+    Py_XDECREF(constant_leaves);
+    Py_XDECREF(externals);
+    Py_XDECREF(groups_out);
+    Py_XDECREF(output_positions);
+    return result;
+}
+
+/* layout(inputs, constants, outputs, created, (ADD, SUM, MUL, DOT)): rewriting.layout, or None
+   when something is unusual. */
+static PyObject *layout(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyList_CheckExact(args[0]) || !PyAnySet_Check(args[1]) || !PyList_CheckExact(args[2]) ||
+        !PyList_CheckExact(args[3]) || !PyTuple_CheckExact(args[4]) || PyTuple_GET_SIZE(args[4]) != 4) {
+        PyErr_SetString(PyExc_TypeError, "_layout.layout(inputs, constants, outputs, created, (add, sum, mul, dot))");
+        return NULL;
+    }
+    if (value_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_layout: call setup(Value) first");
+        return NULL;
+    }
+    PyObject *created = args[3], *result = NULL;
+    Rules rules = {PyTuple_GET_ITEM(args[4], 0), PyTuple_GET_ITEM(args[4], 1), PyTuple_GET_ITEM(args[4], 2),
+                   PyTuple_GET_ITEM(args[4], 3)};
+    Graph g = {.n_nodes = PyList_GET_SIZE(created)};
+    Members m = {0};
+    Array *arrays[] = {&g.object, &g.uses, &g.depth,       &g.position, &g.child_start, &g.child,
+                       &g.output, &m.node, &m.rule, &m.child_start, &m.child};
+    int status = -1;
+    g.folded = PyMem_Calloc(g.n_nodes ? g.n_nodes : 1, 1);
+    if (g.folded == NULL)
+        PyErr_NoMemory();
+    else
+        status = count_uses(&g, created, args[2]);
+    if (status == 0)
+        status = push(&m.child_start, 0) < 0 ? -1 : rewrite(&g, &rules, &m);
+    if (status == 0)
+        result = place(&g, &m, args[0], args[1], args[2]);
+    else if (status == 1)
+        result = Py_NewRef(Py_None);
+    PyMem_Free(g.index_of.entries);
+    for (size_t k = 0; k < sizeof arrays / sizeof *arrays; k++)
+        PyMem_Free(arrays[k]->at);
+    PyMem_Free(g.folded);
+    return result;
+}
+
+static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *at) {
+    PyObject *descriptor = PyDict_GetItemString(type->tp_dict, name);
+    if (descriptor == NULL || !Py_IS_TYPE(descriptor, &PyMemberDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "_layout.setup: %s.%s is not a slot", type->tp_name, name);
+        return -1;
+    }
+    *at = ((PyMemberDescrObject *)descriptor)->d_member->offset;
+    return 0;
+}
+
+static PyObject *setup(PyObject *module, PyObject *type) {
+    if (!PyType_Check(type) || slot_offset((PyTypeObject *)type, "children", &at_children) < 0 ||
+        slot_offset((PyTypeObject *)type, "_rule", &at_rule) < 0 ||
+        slot_offset((PyTypeObject *)type, "_pending", &at_pending) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "_layout.setup(Value)");
+        return NULL;
+    }
+    Py_XSETREF(value_type, (PyTypeObject *)Py_NewRef(type));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"setup", setup, METH_O, "setup(Value)"},
+    {"layout", (PyCFunction)(void (*)(void))layout, METH_FASTCALL,
+     "rewriting.layout(inputs, constants, outputs, created), or None when unusual"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_layout", "rewriting.layout in C", -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__layout(void) { return PyModule_Create(&module); }
