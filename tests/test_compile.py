@@ -721,26 +721,14 @@ def test_an_empty_numpy_array_is_accepted_like_an_empty_list():
     assert f(np.array([])).data == 2.0
 
 
-def test_unique_rows_keeps_first_seen_order_and_survives_a_shared_key():
-    np = pytest.importorskip("numpy")
-    from chainrule.compiler import tape
+def test_dot_nodes_number_their_weight_and_input_vectors_in_the_order_first_seen():
+    import array
 
-    rows = np.array([[3, 0], [0, 1], [3, 0], [5, 5], [0, 1]])
-    unique, inverse = tape._unique_rows(np, rows)
-    assert unique.tolist() == [[3, 0], [0, 1], [5, 5]] and inverse.tolist() == [0, 1, 0, 2, 1]
+    from chainrule.compiler import rewriting, tape
 
-    # Every row summed into the same number: the check sees the clash and sorts whole rows.
-    class SameKey:
-        def __init__(self, real):
-            self.real = real
-
-        def __getattr__(self, name):
-            return getattr(self.real, name)
-
-        def unique(self, a, *args, **kwargs):
-            if a.ndim == 1:
-                a = np.zeros_like(a)
-            return self.real.unique(a, *args, **kwargs)
-
-    unique, inverse = tape._unique_rows(SameKey(np), rows)
-    assert unique.tolist() == [[3, 0], [0, 1], [5, 5]] and inverse.tolist() == [0, 1, 0, 2, 1]
+    # Five dot nodes of two weights, two inputs and a bias: (w1, w2, x1, x2, b), a row each.
+    rows = [3, 0, 7, 8, 9, 0, 1, 7, 8, 9, 3, 0, 6, 6, 9, 5, 5, 6, 6, 9, 0, 1, 2, 7, 9]
+    flat = array.array(rewriting._SSIZE_T, rows)
+    assert list(rewriting._vector_ids(flat, 5, 5, 0, 2)) == [0, 1, 0, 2, 1]  # (3,0) (0,1) (3,0) (5,5) (0,1)
+    assert list(rewriting._vector_ids(flat, 5, 5, 2, 2)) == [0, 0, 1, 1, 2]  # (7,8) (7,8) (6,6) (6,6) (2,7)
+    assert tape._first_rows(np, np.array([0, 1, 0, 2, 1])).tolist() == [0, 1, 3]

@@ -276,6 +276,11 @@ def test_backward_of_an_earlier_compiled_result_inside_a_trace_raises():
         lambda w, x: w * autograd.grad(w * x * x, [w])[0],
         lambda w, x: w * chainrule.hvp(lambda v: v * v * w, [x], [1.0])[0],  # its last pass gives floats
         lambda w, x: w * chainrule.hessian(lambda v: v * v * w)(x)[0][0],
+        # Graphs of the fast ops alone, whose first-order backward runs in C, around the watch:
+        lambda w, x: x * autograd.grad(w * w * 2.0, [w])[0],
+        lambda w, x: x * autograd.grad((w * 3.0).tanh() + w, [w])[0],
+        lambda w, x: (w * w).backward() or x * w.grad,
+        lambda w, x: autograd.grad(x * x + w, [x])[0] * w,
     ],
 )
 def test_gradients_as_floats_inside_a_trace_raise(fn):

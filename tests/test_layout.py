@@ -50,7 +50,10 @@ def comparable(layout):
     return (
         [id(v) for v in constants],
         [id(v) for v in externals],
-        [(id(rule), count, width, bytes(rows)) for rule, count, width, rows in groups],
+        [
+            (id(rule), count, width, bytes(rows), vectors and tuple(map(bytes, vectors)))
+            for rule, count, width, rows, vectors in groups
+        ],
         list(outputs),
     )
 
@@ -141,9 +144,9 @@ def test_an_unusual_graph_is_handed_back_to_python():
         patch.setattr(rewriting, "_in_c", None)
         constants, externals, groups, outputs = rewriting.layout([x], set(), [odd], [odd])
     assert (constants, externals, outputs) == ([], [], [1])
-    assert [(rule.name, count, width, list(rows)) for rule, count, width, rows in groups] == [
-        ("neg", 1, 1, [0])
-    ]
+    assert [
+        (rule.name, count, width, list(rows), vectors) for rule, count, width, rows, vectors in groups
+    ] == [("neg", 1, 1, [0], None)]
 
 
 def test_a_long_chain_lays_out_the_same_without_recursion():
@@ -155,3 +158,39 @@ def test_a_long_chain_lays_out_the_same_without_recursion():
     constants, _, groups, _ = assert_same_layout(chain, 1.0)
     assert len(constants) == 40000
     assert [rule.name for rule, *_ in groups] == ["*", "+"] * 20000  # a group per level
+
+
+@pytest.mark.parametrize("repeat_a_pair", [False, True])
+def test_a_layer_on_a_batch_in_any_order_is_recognized_alike(repeat_a_pair):
+    from chainrule.compiler import tape as tape_module
+
+    rng = random.Random(7)
+    W = [[Value(rng.uniform(-1, 1)) for _ in range(3)] for _ in range(4)]
+    b = [Value(0.1 * i) for i in range(4)]
+    pairs = [(i, j) for i in range(4) for j in range(5)]
+    rng.shuffle(pairs)
+    if repeat_a_pair:
+        pairs[-1] = pairs[0]  # one (weights, inputs) pair twice, another missing: not a full product
+
+    def layer(X):
+        return sum_values([engine.dot(W[i], X[j], b[i]) for i, j in pairs])
+
+    X = [[rng.uniform(-1, 1) for _ in range(3)] for _ in range(5)]
+    _, _, groups, _ = assert_same_layout(layer, X)
+    dots = [g for g in groups if g[0] is chainrule.ops.DOT]
+    assert len(dots) == 1 and dots[0][4] is not None
+    f = chainrule.compile(layer)
+    f(X)
+    matmuls = [g for g in f.last_tape.groups if isinstance(g, tape_module._MatmulGroup)]
+    assert len(matmuls) == (0 if repeat_a_pair else 1)
+    for p in [*b, *(w for row in W for w in row)]:
+        p.grad = 0.0
+    y = f(X)
+    y.backward()
+    compiled = [y.data] + [p.grad for p in b]
+    for p in b:
+        p.grad = 0.0
+    eager_x = [[Value(x) for x in row] for row in X]
+    e = layer(eager_x)
+    e.backward()
+    assert compiled == pytest.approx([e.data] + [p.grad for p in b], rel=1e-12, abs=1e-12)

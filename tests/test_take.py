@@ -235,6 +235,16 @@ def test_indexing_a_list_with_a_traced_number_says_to_use_take():
         f(1)
 
 
+def test_indexing_a_list_with_any_value_says_to_use_take():
+    W = table(3, 2)
+    with pytest.raises(TypeError, match=r"chainrule\.take\(rows, index\)"):
+        W[Value(1.0)]  # eager: a Value is not an int
+    f = chainrule.compile(lambda t: W[t * 1.0][0])  # traced, and computed from the input
+    with pytest.raises(TypeError, match=r"chainrule\.take\(rows, index\)"):
+        f(1)
+    assert W[int(Value(1.0).data)] is W[1]
+
+
 def test_ragged_or_mixed_rows_cannot_be_picked_by_a_traced_index():
     ragged = [[Value(1.0)], [Value(2.0), Value(3.0)]]
     with pytest.raises(ValueError, match="different lengths"):

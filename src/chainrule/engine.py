@@ -315,6 +315,14 @@ class Value:
     def __rpow__(self, other):
         return _binary(ops.RPOW, other, self)
 
+    def __index__(self):
+        # rows[v] would pick by the number v holds now, which chainrule.compile cannot replay
+        # (the row picked while tracing would be frozen into the trace); take() can.
+        raise TypeError(
+            "a Value cannot index a list; pick with chainrule.take(rows, index), which "
+            "chainrule.compile replays with each new index (or index with int(v.data) outside it)"
+        )
+
     def __neg__(self):
         if _modes_open:
             return apply(ops.NEG, self)
@@ -711,6 +719,8 @@ def backward(root: Value, gradient=1.0, create_graph: bool = False) -> None:
     (see ``chainrule.autograd.grad``).
     """
     seed = _check_gradient(gradient, create_graph)
+    if not create_graph:
+        _refuse_while_tracing()
     with _one_pass_at_a_time:  # reading the grads and storing the totals is one step
         if not (create_graph or _mode.get().anomaly):
             order = topological_order(root)
@@ -721,6 +731,14 @@ def backward(root: Value, gradient=1.0, create_graph: bool = False) -> None:
         pending = propagate(root, seed, create_graph)
         totals = [_accumulate(node, g, create_graph) for node, g in pending.items()]
         _store_grads(pending, totals)
+
+
+def _refuse_while_tracing():
+    """Inside chainrule.compile's trace, a first-order pass would compute its gradients once, as
+    numbers frozen into the trace; the tracer raises (a pass with create_graph is replayable)."""
+    tracer = _mode.get().tracer
+    if tracer is not None:
+        tracer.backward_pass()
 
 
 # Backward passes in different threads take turns: a first-order pass gathers its shares in
@@ -781,6 +799,8 @@ def propagate(root: Value, gradient=1.0, create_graph: bool = False) -> dict:
     back in, and an exception leaves nothing behind.
     """
     seed = _check_gradient(gradient, create_graph)
+    if not create_graph:
+        _refuse_while_tracing()
     order = topological_order(root)
     if create_graph and _graph is not None:
         _graph.watch(order)  # a gradient's graph may point back at these nodes: a cycle

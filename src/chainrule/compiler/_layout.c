@@ -32,23 +32,27 @@ typedef struct {
     Py_ssize_t *at, n, capacity;
 } Array;
 
-static int push(Array *a, Py_ssize_t x) {
-    if (a->n == a->capacity) {
-        Py_ssize_t capacity = a->capacity ? 2 * a->capacity : 64;
-        Py_ssize_t *at = PyMem_Realloc(a->at, capacity * sizeof(Py_ssize_t));
-        if (at == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        a->at = at;
-        a->capacity = capacity;
+static int grow(Array *a) {
+    Py_ssize_t capacity = a->capacity ? 2 * a->capacity : 64;
+    Py_ssize_t *at = PyMem_Realloc(a->at, capacity * sizeof(Py_ssize_t));
+    if (at == NULL) {
+        PyErr_NoMemory();
+        return -1;
     }
+    a->at = at;
+    a->capacity = capacity;
+    return 0;
+}
+
+static inline int push(Array *a, Py_ssize_t x) {
+    if (a->n == a->capacity && grow(a) < 0)
+        return -1;
     a->at[a->n++] = x;
     return 0;
 }
 
 /* ---------------------------------------------------------------------------------------------
-   A hash table from keys (three pointer-sized words; unused words are 0) to indices. */
+   A hash table from (depth, op, number of inputs) to a group's index. */
 
 typedef struct {
     uintptr_t key[3];
@@ -123,89 +127,78 @@ static Py_ssize_t find_or_add(Table *t, uintptr_t a, uintptr_t b, uintptr_t c, P
 
 /* ---------------------------------------------------------------------------------------------
    Everything the trace made, numbered: first the recorded nodes (in the order made), then the
-   leaves in the order of their first use. */
+   leaves in the order of their first use, then any input not used.
+
+   Finding an object's number must be fast: there are hundreds of thousands of look-ups, and a
+   hash table that large misses the processor's caches at every one. So while count_uses runs,
+   each object numbered carries its number in its _pending slot, the scratch space of a backward
+   pass (which every pass fills afresh before reading); what was there is put back before
+   count_uses returns. No Python code runs in between (nothing here calls any, or makes an object
+   the garbage collector tracks), so no other code, in any thread, can see the numbers. */
 
 typedef struct {
-    Table index_of;                      /* leaf -> its number */
     Array object;                        /* number -> the object (a borrowed reference) */
+    Array saved;                         /* number -> what its _pending slot held (or NULL) */
     Array uses, depth, position;         /* per number */
     Array child_start, child;            /* node i's children: child[child_start[i] .. child_start[i+1]] */
-    Array output;                        /* the outputs' numbers */
+    Array output, input;                 /* the outputs' and the inputs' numbers */
     char *folded;                        /* per recorded node */
     Py_ssize_t n_nodes;
 } Graph;
 
-/* A recorded node's number, kept in its _pending slot while count_uses runs (see there); -1 for
-   any other object. */
-static Py_ssize_t recorded_number(Graph *g, PyObject *object) {
+/* The number `object` carries, or -1 if it has none yet. */
+static Py_ssize_t number_carried(Graph *g, PyObject *object) {
     PyObject *mark = SLOT(object, at_pending);
     if (mark == NULL || !PyLong_CheckExact(mark))
         return -1;
     Py_ssize_t i = PyLong_AsSsize_t(mark);
     if (i == -1 && PyErr_Occurred())
         PyErr_Clear(); /* an int too large for Py_ssize_t: not one of ours */
-    return 0 <= i && i < g->object.n && i < g->n_nodes && g->object.at[i] == (Py_ssize_t)object ? i : -1;
+    return 0 <= i && i < g->object.n && g->object.at[i] == (Py_ssize_t)object ? i : -1;
 }
 
+/* The number of `object`, giving it the next one if it has none (-2: no memory). */
 static Py_ssize_t number_of(Graph *g, PyObject *object) {
-    Py_ssize_t i = recorded_number(g, object);
+    Py_ssize_t i = number_carried(g, object);
     if (i >= 0)
         return i;
-    i = find_or_add(&g->index_of, (uintptr_t)object, 0, 0, g->object.n);
-    if (i == g->object.n && (push(&g->object, (Py_ssize_t)object) < 0 || push(&g->uses, 0) < 0))
+    i = g->object.n;
+    PyObject *mark = PyLong_FromSsize_t(i);
+    if (mark == NULL || push(&g->object, (Py_ssize_t)object) < 0 ||
+        push(&g->saved, (Py_ssize_t)SLOT(object, at_pending)) < 0 || push(&g->uses, 0) < 0) {
+        Py_XDECREF(mark);
+        g->object.n = g->saved.n = i; /* not numbered after all */
         return -2;
+    }
+    SLOT(object, at_pending) = mark;
     return i;
 }
 
 static PyObject *rule_of(Graph *g, Py_ssize_t i) { return SLOT((PyObject *)g->object.at[i], at_rule); }
 
-static int count_children_and_outputs(Graph *g, PyObject *created, PyObject *outputs);
+static int count_children_and_outputs(Graph *g, PyObject *created, PyObject *outputs, PyObject *inputs);
 
-/* Step 1. Returns 1 when something is unusual, -1 on error.
-
-   Finding a child's number must be fast: there are hundreds of thousands, and a hash table that
-   large misses the processor's caches at every look-up. So for the length of this function each
-   recorded node carries its number in its _pending slot, the scratch space of a backward pass
-   (which every pass fills afresh before reading); what was there is put back before returning.
-   No Python code runs in between, so nothing else can see the numbers. */
-static int count_uses(Graph *g, PyObject *created, PyObject *outputs) {
-    PyObject **saved = PyMem_Calloc(g->n_nodes ? g->n_nodes : 1, sizeof(PyObject *));
-    if (saved == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    Py_ssize_t numbered = 0;
-    int status = -1;
-    for (; numbered < g->n_nodes; numbered++) {
-        PyObject *node = PyList_GET_ITEM(created, numbered);
-        if (!PyObject_TypeCheck(node, value_type)) {
-            status = 1;
-            goto done;
-        }
-        if (recorded_number(g, node) >= 0) {
-            status = 1; /* recorded twice */
-            goto done;
-        }
-        PyObject *number = PyLong_FromSsize_t(numbered);
-        if (number == NULL || push(&g->object, (Py_ssize_t)node) < 0 || push(&g->uses, 0) < 0) {
-            Py_XDECREF(number);
-            goto done;
-        }
-        saved[numbered] = SLOT(node, at_pending);
-        SLOT(node, at_pending) = number;
-    }
-    status = count_children_and_outputs(g, created, outputs);
-done:
-    for (Py_ssize_t i = numbered - 1; i >= 0; i--) { /* last first: a node listed twice gets its own back */
+/* Step 1. Returns 1 when something is unusual, -1 on error. */
+static int count_uses(Graph *g, PyObject *created, PyObject *outputs, PyObject *inputs) {
+    int status = 0;
+    for (Py_ssize_t i = 0; i < g->n_nodes && status == 0; i++) {
         PyObject *node = PyList_GET_ITEM(created, i);
-        Py_DECREF(SLOT(node, at_pending));
-        SLOT(node, at_pending) = saved[i];
+        if (!PyObject_TypeCheck(node, value_type) || number_carried(g, node) >= 0)
+            status = 1; /* not a Value, or recorded twice */
+        else if (number_of(g, node) < 0)
+            status = -1;
     }
-    PyMem_Free(saved);
+    if (status == 0)
+        status = count_children_and_outputs(g, created, outputs, inputs);
+    for (Py_ssize_t i = g->object.n - 1; i >= 0; i--) { /* every object gets its _pending back */
+        PyObject *object = (PyObject *)g->object.at[i];
+        Py_DECREF(SLOT(object, at_pending));
+        SLOT(object, at_pending) = (PyObject *)g->saved.at[i];
+    }
     return status;
 }
 
-static int count_children_and_outputs(Graph *g, PyObject *created, PyObject *outputs) {
+static int count_children_and_outputs(Graph *g, PyObject *created, PyObject *outputs, PyObject *inputs) {
     if (push(&g->child_start, 0) < 0)
         return -1;
     for (Py_ssize_t i = 0; i < g->n_nodes; i++) {
@@ -229,6 +222,14 @@ static int count_children_and_outputs(Graph *g, PyObject *created, PyObject *out
         if (k < 0 || push(&g->output, k) < 0)
             return -1;
         g->uses.at[k]++;
+    }
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(inputs); k++) {
+        PyObject *input = PyList_GET_ITEM(inputs, k);
+        Py_ssize_t i = PyObject_TypeCheck(input, value_type) ? number_of(g, input) : -3;
+        if (i == -3)
+            return 1;
+        if (i < 0 || push(&g->input, i) < 0)
+            return -1;
     }
     /* A node nothing uses is not needed, and then neither are its uses of its children. */
     for (Py_ssize_t i = g->n_nodes - 1; i >= 0; i--)
@@ -345,14 +346,11 @@ static int by_depth(const void *a, const void *b) {
 
 /* The leaves' positions: after the inputs, the constants, then the externals, each in the order of
    their first use. Returns the next free position, or -1 on error. */
-static Py_ssize_t place_leaves(Graph *g, PyObject *inputs, PyObject *constants, PyObject *constant_leaves,
+static Py_ssize_t place_leaves(Graph *g, PyObject *constants, PyObject *constant_leaves,
                                PyObject *externals) {
-    Py_ssize_t next = PyList_GET_SIZE(inputs);
-    for (Py_ssize_t k = 0; k < next; k++) {
-        Py_ssize_t i = find(&g->index_of, (uintptr_t)PyList_GET_ITEM(inputs, k), 0, 0);
-        if (i >= 0)
-            g->position.at[i] = k;
-    }
+    Py_ssize_t next = g->input.n;
+    for (Py_ssize_t k = 0; k < next; k++)
+        g->position.at[g->input.at[k]] = k;
     for (int pass = 0; pass < 2; pass++)
         for (Py_ssize_t i = g->n_nodes; i < g->object.n; i++) {
             if (g->uses.at[i] <= 0 || g->position.at[i] >= 0)
@@ -433,7 +431,44 @@ failed:
     return -1;
 }
 
-static PyObject *place(Graph *g, Members *m, PyObject *inputs, PyObject *constants, PyObject *outputs) {
+/* For a group of dot nodes (rows of w1..wn, x1..xn, b): the n-vectors starting at `offset` in
+   each row, numbered in the order first seen, so that tape.py can see a layer applied to a batch
+   (U weight vectors paired with each of V input vectors). A bytearray of `count` ssize_t. */
+static PyObject *vector_ids(const Py_ssize_t *rows, Py_ssize_t count, Py_ssize_t width, Py_ssize_t offset) {
+    Py_ssize_t n = (width - 1) / 2, next_id = 0;
+    size_t size = 16;
+    while (size < 2 * (size_t)count)
+        size *= 2;
+    Py_ssize_t *first_row = PyMem_Malloc(size * sizeof(Py_ssize_t)); /* slot -> a row with that vector */
+    PyObject *ids = PyByteArray_FromStringAndSize(NULL, count * sizeof(Py_ssize_t));
+    if (first_row == NULL || ids == NULL) {
+        PyMem_Free(first_row);
+        Py_XDECREF(ids);
+        return first_row == NULL ? PyErr_NoMemory() : NULL;
+    }
+    Py_ssize_t *id = (Py_ssize_t *)PyByteArray_AS_STRING(ids);
+    for (size_t j = 0; j < size; j++)
+        first_row[j] = -1;
+    for (Py_ssize_t r = 0; r < count; r++) {
+        const Py_ssize_t *vector = rows + r * width + offset;
+        uintptr_t key[3] = {0, 0, (uintptr_t)n};
+        for (Py_ssize_t k = 0; k < n; k++)
+            key[k & 1] = key[k & 1] * 0x100000001B3u + (uintptr_t)vector[k];
+        size_t j = hash(key) & (size - 1);
+        for (; first_row[j] >= 0; j = (j + 1) & (size - 1))
+            if (memcmp(rows + first_row[j] * width + offset, vector, n * sizeof(Py_ssize_t)) == 0)
+                break;
+        if (first_row[j] < 0) {
+            first_row[j] = r;
+            id[r] = next_id++;
+        } else
+            id[r] = id[first_row[j]];
+    }
+    PyMem_Free(first_row);
+    return ids;
+}
+
+static PyObject *place(Graph *g, Members *m, Rules *r, PyObject *constants) {
     PyObject *result = NULL, *constant_leaves = PyList_New(0), *externals = PyList_New(0);
     PyObject *groups_out = PyList_New(0), *output_positions = NULL;
     Group *groups = NULL;
@@ -443,7 +478,7 @@ static PyObject *place(Graph *g, Members *m, PyObject *inputs, PyObject *constan
     for (Py_ssize_t i = 0; i < g->object.n; i++)
         if (push(&g->depth, 0) < 0 || push(&g->position, -1) < 0)
             goto done;
-    next = place_leaves(g, inputs, constants, constant_leaves, externals);
+    next = place_leaves(g, constants, constant_leaves, externals);
     if (next < 0 || (n_groups = make_groups(g, m, &groups, &order)) < 0)
         goto done;
     /* Positions, group after group; then each node's inputs by position, a row a node. */
@@ -459,7 +494,18 @@ static PyObject *place(Graph *g, Members *m, PyObject *inputs, PyObject *constan
         for (Py_ssize_t j = 0; j < group->count; j++)
             for (Py_ssize_t c = m->child_start.at[members[j]]; c < m->child_start.at[members[j] + 1]; c++)
                 *row++ = g->position.at[m->child.at[c]];
-        PyObject *entry = Py_BuildValue("(OnnN)", group->rule, group->count, group->width, rows);
+        PyObject *vectors = Py_NewRef(Py_None);
+        if (group->rule == r->dot && group->width % 2 == 1) {
+            const Py_ssize_t *all_rows = (const Py_ssize_t *)PyByteArray_AS_STRING(rows);
+            Py_ssize_t n = (group->width - 1) / 2;
+            Py_SETREF(vectors, Py_BuildValue("(NN)", vector_ids(all_rows, group->count, group->width, 0),
+                                             vector_ids(all_rows, group->count, group->width, n)));
+        }
+        if (vectors == NULL) {
+            Py_DECREF(rows);
+            goto done;
+        }
+        PyObject *entry = Py_BuildValue("(OnnNN)", group->rule, group->count, group->width, rows, vectors);
         if (entry == NULL || PyList_Append(groups_out, entry) < 0) {
             Py_XDECREF(entry);
             goto done;
@@ -503,21 +549,20 @@ static PyObject *layout(PyObject *module, PyObject *const *args, Py_ssize_t narg
                    PyTuple_GET_ITEM(args[4], 3)};
     Graph g = {.n_nodes = PyList_GET_SIZE(created)};
     Members m = {0};
-    Array *arrays[] = {&g.object, &g.uses, &g.depth,       &g.position, &g.child_start, &g.child,
-                       &g.output, &m.node, &m.rule, &m.child_start, &m.child};
+    Array *arrays[] = {&g.object, &g.saved, &g.uses, &g.depth,       &g.position, &g.child_start, &g.child,
+                       &g.output, &g.input, &m.node, &m.rule, &m.child_start, &m.child};
     int status = -1;
     g.folded = PyMem_Calloc(g.n_nodes ? g.n_nodes : 1, 1);
     if (g.folded == NULL)
         PyErr_NoMemory();
     else
-        status = count_uses(&g, created, args[2]);
+        status = count_uses(&g, created, args[2], args[0]);
     if (status == 0)
         status = push(&m.child_start, 0) < 0 ? -1 : rewrite(&g, &rules, &m);
     if (status == 0)
-        result = place(&g, &m, args[0], args[1], args[2]);
+        result = place(&g, &m, &rules, args[1]);
     else if (status == 1)
         result = Py_NewRef(Py_None);
-    PyMem_Free(g.index_of.entries);
     for (size_t k = 0; k < sizeof arrays / sizeof *arrays; k++)
         PyMem_Free(arrays[k]->at);
     PyMem_Free(g.folded);

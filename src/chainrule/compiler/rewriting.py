@@ -26,8 +26,10 @@ def layout(inputs, constants, outputs, created):
     while tracing, in the order made. Returns ``(constant_leaves, externals, groups,
     output_positions)``: the constants and the other leaves the tape reads (Values made before
     the trace: parameters), in the order of their first use; then the groups, each
-    ``(rule, count, width, rows)`` with ``rows`` the positions of each node's ``width``
-    inputs, a row a node, as a flat buffer of C ``ssize_t``; and the outputs' positions.
+    ``(rule, count, width, rows, vectors)`` with ``rows`` the positions of each node's
+    ``width`` inputs, a row a node, as a flat buffer of C ``ssize_t``, and for dot nodes
+    ``vectors``, the numbers of their weight vectors and of their input vectors in the order
+    first seen (else None); and the outputs' positions.
 
     Positions: the inputs first, then the constants, the externals, and each group's nodes
     in turn. A group is the nodes with the same depth in the graph (1 + their deepest
@@ -54,12 +56,25 @@ def layout(inputs, constants, outputs, created):
         groups[d, rule, len(children)].append((node, children))  # by the op itself: names can repeat
     placed = []
     for key in sorted(groups, key=lambda key: key[0]):  # stable: ties keep first-seen order
-        members = groups[key]
+        (_, rule, width), members = key, groups[key]
         for node, _ in members:
             position[node] = len(position)
         flat = itertools.chain.from_iterable(children for _, children in members)
-        placed.append((key[1], len(members), key[2], array.array(_SSIZE_T, map(position.__getitem__, flat))))
+        rows = array.array(_SSIZE_T, map(position.__getitem__, flat))
+        vectors = None
+        if rule is ops.DOT and width % 2 == 1:
+            n = width // 2
+            vectors = tuple(_vector_ids(rows, len(members), width, offset, n) for offset in (0, n))
+        placed.append((rule, len(members), width, rows, vectors))
     return constant_leaves, externals, placed, [position[v] for v in outputs]
+
+
+def _vector_ids(rows, count, width, offset, n):
+    """Each row's n positions from ``offset`` on (a dot node's weights, or its inputs), numbered
+    in the order first seen: how tape.py recognizes a layer applied to a batch."""
+    ids = {}
+    vectors = (tuple(rows[r * width + offset : r * width + offset + n]) for r in range(count))
+    return array.array(_SSIZE_T, [ids.setdefault(vector, len(ids)) for vector in vectors])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -139,19 +139,10 @@ def _as_matrix(np, rows, shape):
     return matrix
 
 
-def _unique_rows(np, rows):
-    """The distinct rows of ``rows`` in the order they first appear, and each row's index among them."""
-    # Sorting whole rows is slow, so each row is first summed into one number with fixed random
-    # multipliers (wrapping around, as int64 does); rows with equal numbers are then checked
-    # to be equal, and if two different rows ever share a number the rows are sorted after all.
-    weights = np.random.default_rng(2026).integers(1, 2**62, size=rows.shape[1], dtype=np.int64)
-    _, first, inverse = np.unique(rows.astype(np.int64) @ weights, return_index=True, return_inverse=True)
-    if not np.array_equal(rows[first][inverse.ravel()], rows):
-        _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
-    order = np.argsort(first)  # sorted -> first-seen order
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    return rows[first[order]], rank[inverse.ravel()]
+def _first_rows(np, ids):
+    """Where each id first appears, for ids numbered in the order first seen (0, 1, 2, ...): the
+    rows where their running maximum goes up."""
+    return np.flatnonzero(np.diff(np.maximum.accumulate(ids), prepend=-1))
 
 
 class _MatmulGroup(_Group):
@@ -183,21 +174,24 @@ class _MatmulGroup(_Group):
         return _Scatter(sys.modules["numpy"], self.children)
 
     @staticmethod
-    def try_make(np, rule, start, children):
-        """A _MatmulGroup for these dot nodes (their inputs' positions, a row a node), and the
-        order it puts them in, if they form a full weights x inputs product; else None."""
+    def try_make(np, rule, start, children, vectors):
+        """A _MatmulGroup for these dot nodes, and the order it puts them in, if they form a full
+        weights x inputs product; else None. ``children`` are their inputs' positions, a row a
+        node; ``vectors`` number each node's weight vector and input vector (see layout)."""
         n = children.shape[1] // 2
-        w_unique, w_of = _unique_rows(np, children[:, :n])
-        x_unique, x_of = _unique_rows(np, children[:, n : 2 * n])
-        U, V = len(w_unique), len(x_unique)
+        w_of, x_of = (np.frombuffer(ids, dtype=np.intp) for ids in vectors)
+        U, V = int(w_of.max()) + 1, int(x_of.max()) + 1
         if U * V != len(children):
             return None
         slot = x_of * U + w_of  # where each node goes: input vector major
-        if len(np.unique(slot)) != len(children):  # some (weights, inputs) pair twice
+        filled = np.zeros(U * V, dtype=bool)
+        filled[slot] = True
+        if not filled.all():  # some (weights, inputs) pair twice
             return None
         ordered = np.argsort(slot)
+        weights, inputs = children[_first_rows(np, w_of), :n].T, children[_first_rows(np, x_of), n : 2 * n].T
         bias = children[ordered, 2 * n]
-        return _MatmulGroup(np, rule, start, start + len(children), w_unique.T, x_unique.T, bias), ordered
+        return _MatmulGroup(np, rule, start, start + len(children), weights, inputs, bias), ordered
 
     def forward(self, np, data, anomaly):
         W, X = data[self.weights], data[self.inputs]
@@ -240,16 +234,16 @@ class Tape:
         self.n_fixed = self.n_inputs + len(constant_leaves)  # externals live in data[n_fixed:n_leaves]
         self.n_leaves = self.n_fixed + len(self.externals)
         self.constant_data = np.array([v.data for v in constant_leaves], dtype=np.float64)
-        self.size = self.n_leaves + sum(count for _, count, _, _ in placed)
+        self.size = self.n_leaves + sum(count for _, count, _, _, _ in placed)
 
         # A layer's group may put its nodes in another order (see _MatmulGroup); the positions
         # of the groups after it are then renumbered to match.
         renumber, start, self.groups = None, self.n_leaves, []
-        for rule, count, width, rows in placed:
+        for rule, count, width, rows, vectors in placed:
             rows = np.frombuffer(rows, dtype=np.intp).reshape(count, width)
             if renumber is not None:
                 rows = renumber[rows]
-            group, order = self._make_group(np, rule, start, rows)
+            group, order = self._make_group(np, rule, start, rows, vectors)
             if order is not None:
                 if renumber is None:
                     renumber = np.arange(self.size)
@@ -281,11 +275,11 @@ class Tape:
         return None
 
     @staticmethod
-    def _make_group(np, rule, start, rows):
+    def _make_group(np, rule, start, rows, vectors):
         """The group for nodes at positions start, start + 1, ... whose inputs are ``rows`` (a row
         a node); and the order it put them in (None: as given)."""
-        if rule is ops.DOT:
-            made = _MatmulGroup.try_make(np, rule, start, rows)
+        if vectors is not None:
+            made = _MatmulGroup.try_make(np, rule, start, rows, vectors)
             if made is not None:
                 return made
         return _Group(np, rule, start, start + len(rows), rows.T.copy()), None  # a copy: no view keeps a base

@@ -22,24 +22,12 @@ class TraceWarning(UserWarning):
 # Tracing
 
 
-class _TracedValue(Value):
-    """A Value made while tracing: a node of the tape (or an input leaf)."""
-
-    __slots__ = ()
-
-    def __index__(self):
-        # Indexing a list with a traced number would freeze the row picked while tracing.
-        raise TypeError(
-            "chainrule.compile: a traced number cannot index a list (the row picked while tracing "
-            "would be frozen into the trace); pick with chainrule.take(rows, index) instead"
-        )
-
-
 class _Tracer:
     """Shown, by the engine, every node, number-made constant, ``detach()`` and ``no_grad`` op
     while tracing, and (through ``_watched``) every read and write of a Value's data and grad."""
 
-    def __init__(self):
+    def __init__(self, inputs):
+        self.inputs = set(inputs)  # the leaves standing for the arguments
         self.constants = set()
         self.nodes = []  # every node computed while tracing, in the order made
         self.record = self.nodes.append
@@ -60,9 +48,15 @@ class _Tracer:
         self.record(node)
         return self.detached(node)
 
+    @staticmethod
+    def backward_pass():
+        """A first-order backward pass started while tracing (the engine asks before it walks:
+        its loops in C read the numbers without going through the watch)."""
+        raise NotImplementedError(f"chainrule.compile: {_BACKWARD_FROZEN}")
+
     def made(self, value):
         """Whether ``value`` is an input or a node of this trace (for messages only)."""
-        if type(value) is _TracedValue:
+        if value in self.inputs:
             return True
         self._traced.update(self.nodes[self._traced_up_to :])
         self._traced_up_to = len(self.nodes)
@@ -202,6 +196,11 @@ if engine._graph is not None:  # the same check in C, several times cheaper on e
 else:
     _WATCHED = {name: _watched(slot, name) for name, slot in _SLOTS.items()}  # made after _QUIET_CODE
 _QUIET_MODULES = ("chainrule.draw",)  # drawings only show the numbers
+_BACKWARD_FROZEN = (
+    "backward() (or autograd.grad without create_graph=True) inside a compiled function would "
+    "run only while tracing: its gradients would be frozen into the trace and never computed "
+    "on replay. Return the loss and call backward() on the compiled function's result"
+)
 _FREEZING_CODE = [  # code with a more helpful explanation than the generic one
     (
         _code_ids(
@@ -212,9 +211,7 @@ _FREEZING_CODE = [  # code with a more helpful explanation than the generic one
             engine._run_closure,
             engine._backward_step,
         ),
-        "backward() (or autograd.grad without create_graph=True) inside a compiled function would "
-        "run only while tracing: its gradients would be frozen into the trace and never computed "
-        "on replay. Return the loss and call backward() on the compiled function's result",
+        _BACKWARD_FROZEN,
     ),
     (
         _code_ids(ops._data),
@@ -252,12 +249,10 @@ def _watching_slots():
 
 def trace(fn, structure, numbers_in, backend="numpy") -> Tape:
     """Run ``fn`` on leaf Values standing for the input numbers and record its tape."""
-    inputs = [Value(x) for x in numbers_in]
-    for leaf in inputs:
-        leaf.__class__ = _TracedValue
+    inputs = list(map(Value, numbers_in))
     leaves = iter(inputs)
     args = [_unflatten_arguments(arg, leaves) for arg in structure]
-    tracer = _Tracer()
+    tracer = _Tracer(inputs)
     with engine._tracing(tracer), _watching_slots():
         result = fn(*args)
     outputs = []
