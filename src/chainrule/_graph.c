@@ -158,6 +158,7 @@ static PyObject *record(PyObject *module, PyObject *const *args, Py_ssize_t narg
 typedef struct {
     PyObject_HEAD
     PyObject *slot, *name, *quiet, *touched;
+    PyObject *last_quiet; /* the entry of quiet that matched last (a borrowed reference): checked first */
 } Watched;
 
 /* The code object of the Python function running now (the one reading or writing), or NULL.
@@ -180,11 +181,13 @@ static PyCodeObject *running_code(void) {
 
 static int show(Watched *self, PyObject *value, int writing) {
     PyCodeObject *code = running_code();
-    if (code == NULL)
+    if (code == NULL || (PyObject *)code == self->last_quiet)
         return 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->quiet); i++)
-        if (PyTuple_GET_ITEM(self->quiet, i) == (PyObject *)code)
+        if (PyTuple_GET_ITEM(self->quiet, i) == (PyObject *)code) {
+            self->last_quiet = (PyObject *)code;
             return 0;
+        }
     PyFrameObject *frame = PyEval_GetFrame(); /* for touched(): who it was, and where */
     if (frame == NULL)
         return 0;
@@ -242,6 +245,7 @@ static PyObject *watched(PyObject *module, PyObject *const *args, Py_ssize_t nar
     self->name = Py_NewRef(args[1]);
     self->quiet = Py_NewRef(args[2]);
     self->touched = Py_NewRef(args[3]);
+    self->last_quiet = NULL;
     return (PyObject *)self;
 }
 

@@ -155,7 +155,14 @@ class _MatmulGroup(_Group):
     def __init__(self, np, rule, start, end, weights, inputs, bias):
         self.rule, self.start, self.end = rule, start, end
         self.weights, self.inputs, self.bias = weights, inputs, bias  # (n, U), (n, V), (U * V,)
-        self._scatter = _Scatter(np, np.concatenate([weights.ravel(), inputs.ravel(), bias]))
+        self._rows = None
+
+    @functools.cached_property
+    def scatter(self):
+        """Adds the layer's input gradients, laid out as backward makes them: the weights' block,
+        the inputs' block, then the biases (worked out on first use, as a plain group's)."""
+        np = sys.modules["numpy"]
+        return _Scatter(np, np.concatenate([self.weights.ravel(), self.inputs.ravel(), self.bias]))
 
     @functools.cached_property
     def children(self):
