@@ -319,8 +319,9 @@ class Value:
         # rows[v] would pick by the number v holds now, which chainrule.compile cannot replay
         # (the row picked while tracing would be frozen into the trace); take() can.
         raise TypeError(
-            "a Value cannot index a list; pick with chainrule.take(rows, index), which "
-            "chainrule.compile replays with each new index (or index with int(v.data) outside it)"
+            "a Value cannot be used as an integer (a list index, a repeat count); outside "
+            "chainrule.compile use int(v.data); to pick a row by it, use chainrule.take(rows, index), "
+            "which a compiled function replays with each new index"
         )
 
     def __neg__(self):
