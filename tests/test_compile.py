@@ -14,7 +14,7 @@ import pytest
 np = pytest.importorskip("numpy")  # chainrule.compile is the `fast` extra
 
 import chainrule  # noqa: E402
-from chainrule import AnomalyError, Value, detect_anomaly, no_grad  # noqa: E402
+from chainrule import AnomalyError, Value, detect_anomaly, engine, no_grad, sum_values  # noqa: E402
 from chainrule.losses import binary_cross_entropy_with_logits, cross_entropy, hinge, l2, mse  # noqa: E402
 from chainrule.nn import MLP  # noqa: E402
 from chainrule.optim import SGD, Adam  # noqa: E402
@@ -732,3 +732,58 @@ def test_dot_nodes_number_their_weight_and_input_vectors_in_the_order_first_seen
     assert list(rewriting._vector_ids(flat, 5, 5, 0, 2)) == [0, 1, 0, 2, 1]  # (3,0) (0,1) (3,0) (5,5) (0,1)
     assert list(rewriting._vector_ids(flat, 5, 5, 2, 2)) == [0, 0, 1, 1, 2]  # (7,8) (7,8) (6,6) (6,6) (2,7)
     assert tape._first_rows(np, np.array([0, 1, 0, 2, 1])).tolist() == [0, 1, 3]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "a layer",
+        "a bias per pair",
+        "a weight used twice in a vector",
+        "inputs that are weights",
+        "bias is a weight",
+    ],
+)
+@pytest.mark.parametrize("backend", ["numpy", "c"])
+def test_a_layer_on_a_batch_adds_every_gradient_where_positions_repeat_or_overlap(shape, backend):
+    # The compiled layer adds its gradients block by block (weights, inputs, biases); each block
+    # must sum where a position repeats, and blocks that share positions must both add.
+    from chainrule.compiler import tape as tape_module
+
+    rng = random.Random(3)
+    W = [[Value(rng.uniform(-1, 1)) for _ in range(3)] for _ in range(4)]
+    b = [Value(rng.uniform(-1, 1)) for _ in range(4)]
+    pair_bias = [[Value(rng.uniform(-1, 1)) for _ in range(5)] for _ in range(4)]
+    if shape == "a weight used twice in a vector":
+        for row in W:
+            row[2] = row[0]
+    params = [
+        *{id(p): p for p in [*b, *(w for row in W for w in row), *(p for r in pair_bias for p in r)]}.values()
+    ]
+
+    def layer(X):
+        if shape == "inputs that are weights":
+            X = [*W, [W[0][0], W[1][1], W[2][2]]]
+        out = []
+        for j, x in enumerate(X):
+            for i in range(4):
+                bias = {"a bias per pair": pair_bias[i][j], "bias is a weight": W[i][1]}.get(shape, b[i])
+                out.append(engine.dot(W[i], x, bias))
+        return sum_values([o * o for o in out])
+
+    X = [[rng.uniform(-1, 1) for _ in range(3)] for _ in range(5)]
+    eager_X = [[Value(x) for x in row] for row in X]
+    for p in params:
+        p.grad = 0.0
+    eager = layer(eager_X)
+    eager.backward()
+    expected = [eager.data] + [p.grad for p in params]
+    for p in params:
+        p.grad = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no C compiler: numpy, with a note
+        f = chainrule.compile(layer, backend=backend)
+        y = f(X)
+    y.backward()
+    assert any(isinstance(g, tape_module._MatmulGroup) for g in f.last_tape.groups)
+    assert [y.data] + [p.grad for p in params] == pytest.approx(expected, rel=1e-12, abs=1e-12)

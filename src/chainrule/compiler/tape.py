@@ -40,6 +40,14 @@ def _row_access(np, positions):
     return _Scatter(np, positions)
 
 
+def _add_at(np, grad, access, values):
+    """``grad[positions] += values`` through a _row_access: summing where positions repeat."""
+    if isinstance(access, _Scatter):
+        access.add(np, grad, values)
+    else:
+        grad[access] += values
+
+
 _FEW_INPUTS = 4  # groups with at most this many inputs read and write row by row
 
 
@@ -158,11 +166,24 @@ class _MatmulGroup(_Group):
         self._rows = None
 
     @functools.cached_property
-    def scatter(self):
-        """Adds the layer's input gradients, laid out as backward makes them: the weights' block,
-        the inputs' block, then the biases (worked out on first use, as a plain group's)."""
+    def _blocks(self):
+        """How backward adds into the layer's inputs, block by block (worked out on first use,
+        as a plain group's scatter): the weights', the inputs' and the biases' positions, each
+        read as _row_access says (usually a slice or distinct positions: no bincount needed).
+        In a layer each neuron has one bias, the same for every input vector (``shared``):
+        then its gradient is the sum over the input vectors, added once."""
         np = sys.modules["numpy"]
-        return _Scatter(np, np.concatenate([self.weights.ravel(), self.inputs.ravel(), self.bias]))
+        U, V = self.weights.shape[1], self.inputs.shape[1]
+        per_node = self.bias.reshape(V, U)
+        shared = bool((per_node == per_node[0]).all())
+        bias = per_node[0].copy() if shared else self.bias
+        return (
+            _row_access(np, self.weights.ravel()),
+            _row_access(np, self.inputs.ravel()),
+            shared,
+            bias,
+            _row_access(np, bias),
+        )
 
     @functools.cached_property
     def children(self):
@@ -202,7 +223,8 @@ class _MatmulGroup(_Group):
 
     def forward(self, np, data, anomaly):
         W, X = data[self.weights], data[self.inputs]
-        out = (X.T @ W).ravel() + data[self.bias]
+        _, _, shared, bias, _ = self._blocks
+        out = (X.T @ W + data[bias]).ravel() if shared else (X.T @ W).ravel() + data[bias]
         if not math.isfinite(out.sum()):
             _recheck_forward(self.rule, data[self.children], out, anomaly)
         data[self.start : self.end] = out
@@ -212,8 +234,8 @@ class _MatmulGroup(_Group):
         W, X = saved
         g = grad[self.start : self.end]
         G = g.reshape(X.shape[1], W.shape[1])  # (V, U)
-        input_grads = np.concatenate([(X @ G).ravel(), (W @ G.T).ravel(), g])
-        if not math.isfinite(input_grads.sum()):
+        g_weights, g_inputs = X @ G, W @ G.T  # (n, U), (n, V)
+        if not math.isfinite(g_weights.sum() + g_inputs.sum() + g.sum()):
             X_all = data[self.children]
             _recheck_backward(
                 self.rule,
@@ -223,7 +245,10 @@ class _MatmulGroup(_Group):
                 self.rule.vbackward(np, g, data[self.start : self.end], X_all),
                 anomaly,
             )
-        self.scatter.add(np, grad, input_grads)
+        weights, inputs, shared, _, bias = self._blocks
+        _add_at(np, grad, weights, g_weights.ravel())
+        _add_at(np, grad, inputs, g_inputs.ravel())
+        _add_at(np, grad, bias, G.sum(axis=0) if shared else g)
 
 
 class Tape:
