@@ -207,6 +207,8 @@ class _MatmulGroup(_Group):
         weights x inputs product; else None. ``children`` are their inputs' positions, a row a
         node; ``vectors`` number each node's weight vector and input vector (see layout)."""
         n = children.shape[1] // 2
+        if n == 0:  # dot([], [], b): nothing to multiply
+            return None
         w_of, x_of = (np.frombuffer(ids, dtype=np.intp) for ids in vectors)
         U, V = int(w_of.max()) + 1, int(x_of.max()) + 1
         if U * V != len(children):
