@@ -228,6 +228,42 @@ def test_a_built_program_is_reused_from_the_cache(monkeypatch):
     assert isinstance(again.last_tape.fast, native.NativeTape)
 
 
+def test_every_long_tape_runs_the_one_table_program_built_once(monkeypatch):
+    # The table-walking program takes the tape's sizes as arguments, so its source is the same
+    # for every tape: a second long tape, of another shape and size, needs no compiler.
+    c, w = Value(0.999), Value(0.5)
+
+    def chain(x):
+        y = x[0]
+        for _ in range(native.STRAIGHT_LINE_GROUPS + 100):
+            y = y * c
+        return y
+
+    def rnn(xs):
+        h = Value(0.0)
+        for x in xs:
+            h = (w * h + x).tanh()
+        return h * h
+
+    chainrule.compile(chain, backend="c")([1.0])
+    assert len(list(native.cache_dir().glob("tape-*.so"))) == 1
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(native.subprocess, "run", no_compiler)
+    f = chainrule.compile(rnn, backend="c")
+    xs = [0.1 * (i % 7) - 0.3 for i in range(native.STRAIGHT_LINE_GROUPS + 300)]
+    w.grad = 0.0
+    out = f(xs)
+    out.backward()
+    assert isinstance(f.last_tape.fast, native.NativeTape)
+    got, w.grad = (out.data, w.grad), 0.0
+    eager = rnn([Value(x) for x in xs])
+    eager.backward()
+    assert got == pytest.approx((eager.data, w.grad), rel=1e-12)
+
+
 def test_a_damaged_library_in_the_cache_is_rebuilt():
     source = "int answer(void) { return 42; }\n"
     library = native.library_path(native.c_compiler(), source)

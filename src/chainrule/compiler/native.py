@@ -321,13 +321,17 @@ def program_source(groups, size: int, first: int) -> str:
         lines.append(f"    return !all_finite(gr, 0, {size});")
         lines.append("}")
         return "\n".join(lines) + "\n"
-    # A long program: the groups come as a table, one row per group (see NativeTape.table).
+    # A long program: the groups come as a table, one row per group (see NativeTape.table), and
+    # the tape's sizes as arguments, so that this source is the same for every tape: it is
+    # built once, and every later long tape finds it in the cache.
     for rule, *_ in groups:
         _kernels_for(rule)
     lines.append(
         "/* forward: walk the table of groups; a row is (kernel, start, count, inputs, offset, ...) */"
     )
-    lines.append("int forward(double *d, const idx_t *idx, const int64_t *t, long n_groups) {")
+    lines.append(
+        "int forward(double *d, const idx_t *idx, const int64_t *t, long n_groups, long first, long size) {"
+    )
     lines.append("    int bad = 0;")
     lines.append("    for (long i = 0; i < n_groups; i++, t += 6) {")
     lines.append("        switch (t[0]) {")
@@ -335,14 +339,14 @@ def program_source(groups, size: int, first: int) -> str:
         lines.append(f"        case {code}: bad |= f_{name}(d, idx + t[4], t[1], t[2], t[3]); break;")
     lines.append("        }")
     lines.append("    }")
-    lines.append(f"    return bad || !all_finite(d, {first}, {size});")
+    lines.append("    return bad || !all_finite(d, first, size);")
     lines.append("}")
     lines.append("")
     lines.append(
         "/* backward: the same table from its last row; a row's last number is its backward kernel */"
     )
     lines.append("int backward(const double *d, double *gr, const idx_t *idx, const unsigned char *needed,")
-    lines.append("             const int64_t *t, long n_groups) {")
+    lines.append("             const int64_t *t, long n_groups, long first, long size) {")
     lines.append("    for (long i = n_groups - 1; i >= 0; i--) {")
     lines.append("        const int64_t *row = t + 6 * i;")
     lines.append("        switch (row[5]) {")
@@ -352,7 +356,8 @@ def program_source(groups, size: int, first: int) -> str:
         )
     lines.append("        }")
     lines.append("    }")
-    lines.append(f"    return !all_finite(gr, 0, {size});")
+    lines.append("    (void)first;")
+    lines.append("    return !all_finite(gr, 0, size);")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -467,7 +472,8 @@ class NativeTape:
                     (_FORWARD_KERNELS.index(f), start, count, n, node_by_node, _BACKWARD_KERNELS.index(b))
                 )
             self.table = np.array(rows, dtype=np.int64)
-            self._extra = (pointer(self.table.ctypes.data), ctypes.c_long(len(rows)))
+            sizes = ctypes.c_long(first), ctypes.c_long(size)
+            self._extra = (pointer(self.table.ctypes.data), ctypes.c_long(len(rows)), *sizes)
         self._no_mask = pointer(None)
 
     def forward(self, data) -> bool:
