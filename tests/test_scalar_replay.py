@@ -1,8 +1,11 @@
-"""Thin tapes replayed node by node (compiler/scalar.py): eager's numbers and errors, faster.
+"""Thin tapes replayed node by node: eager's numbers and errors, faster than numpy's groups.
 
-The oracles are eager chainrule and the group-by-group numpy replay of the same tape
-(``CHAINRULE_SCALAR_REPLAY=0``); the compile test suite also runs with the node-by-node
-replay turned off (last test), so that both replays are tested on every graph there.
+The numpy backend replays a thin tape with the C table program built with chainrule
+(compiler/_tables.c), or without it node by node in Python (compiler/scalar.py): every test
+here runs both ways. The oracles are eager chainrule and the group-by-group numpy replay of
+the same tape (``CHAINRULE_SCALAR_REPLAY=0``); the compile test suite also runs with the
+thin-tape replays turned off (last test), and on the pure-Python engine (test_graph_c.py),
+where the node-by-node replay is the one used.
 """
 
 import math
@@ -15,9 +18,20 @@ import chainrule
 from chainrule import Value, nn
 
 np = pytest.importorskip("numpy")
-from chainrule.compiler import scalar  # noqa: E402
+from chainrule.compiler import native, scalar  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, params=["C table", "Python"])
+def thin_replay(request, monkeypatch):
+    """Which replay a thin tape gets: the C table program built with chainrule, or scalar.py's."""
+    if request.param == "Python":
+        monkeypatch.setattr(native, "prebuilt_tables", lambda: None)
+        return scalar.ScalarReplay
+    if native.prebuilt_tables() is None:
+        pytest.skip("compiler/_tables.c was not built here")
+    return native.NativeTape
 
 
 def _rnn(w):
@@ -35,7 +49,7 @@ def _rnn(w):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_a_thin_tape_replays_node_by_node_with_eagers_numbers(seed, monkeypatch, loss_and_grads):
+def test_a_thin_tape_replays_node_by_node_with_eagers_numbers(seed, monkeypatch, loss_and_grads, thin_replay):
     rng = random.Random(seed)
     w = [Value(rng.uniform(-1, 1)) for _ in range(3)]
     loss = _rnn(w)
@@ -51,7 +65,7 @@ def test_a_thin_tape_replays_node_by_node_with_eagers_numbers(seed, monkeypatch,
         for result in (got, by_groups):
             assert result[0] == pytest.approx(expected[0], rel=1e-12)
             assert result[1] == pytest.approx(expected[1], rel=1e-12)
-    assert isinstance(f.last_tape.fast, scalar.ScalarReplay)
+    assert isinstance(f.last_tape.fast, thin_replay)
     assert groups.last_tape.fast is None
 
 

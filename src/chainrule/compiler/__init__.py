@@ -161,9 +161,10 @@ class CompiledFunction:
         tape = self.last_tape
         if tape is None:
             raise ValueError("source(): call the compiled function once first, so that it is traced")
-        if not isinstance(tape.fast, native.NativeTape):
+        if self.backend == "numpy" or not isinstance(tape.fast, native.NativeTape):
             raise ValueError(
-                f"source(): this trace runs on numpy (backend={self.backend!r}); use backend='c'"
+                f"source(): this trace runs on numpy (backend={self.backend!r}; a thin tape on the "
+                "C table program built with chainrule); use backend='c' to see your function as C"
             )
         return tape.fast.source
 

@@ -295,7 +295,9 @@ class Tape:
 
     def _fast(self, backend):
         """What replays the tape instead of the numpy groups, or None for the groups themselves:
-        the tape as a C program (native.py), or, for a thin tape, node by node (scalar.py)."""
+        the tape as a C program (native.py), or, for a thin tape (where a numpy call per group
+        would cost more than eager), the C table program built with chainrule, else node by
+        node in Python (scalar.py)."""
         if backend != "numpy":
             try:
                 return native.NativeTape(self.np, self.groups, self.size, self.n_leaves)
@@ -305,7 +307,10 @@ class Tape:
                         f"chainrule.compile: {reason}; using the numpy backend", RuntimeWarning, stacklevel=5
                     )
         if scalar.is_thin(self.groups):
-            return scalar.ScalarReplay(self.groups, self.n_leaves)
+            try:  # the C table program pip built with chainrule, if it did: no compiler needed
+                return native.NativeTape(self.np, self.groups, self.size, self.n_leaves, prebuilt_only=True)
+            except native.Unavailable:
+                return scalar.ScalarReplay(self.groups, self.n_leaves)
         return None
 
     @staticmethod
