@@ -500,41 +500,45 @@ class NativeTape:
         table, blocks, offset = [], [], 0
         straight = not prebuilt_only and len(groups) <= STRAIGHT_LINE_GROUPS
         for group in groups:
-            count, layer, mine = group.end - group.start, None, []
+            count, layer = group.end - group.start, None
             if hasattr(group, "weights"):  # compiler._MatmulGroup: weights (m, U), inputs (m, V)
                 (m, U), V = group.weights.shape, group.inputs.shape[1]
                 n = 2 * m + 1
                 layer = (offset, offset + m * U, offset + m * (U + V), U, V, m)
-                mine += [group.weights.ravel(), group.inputs.ravel(), group.bias.ravel()]
+                blocks += [group.weights.ravel(), group.inputs.ravel(), group.bias.ravel()]
+                offset += m * (U + V) + U * V
             node_by_node = None  # where the group's input positions start, node after node
             if layer is None or not straight:  # a table runs a layer node by node, as dots
-                n, node_by_node = group.children.shape[0], offset + sum(map(len, mine))
-                mine.append(group.children.T.ravel())
+                n, node_by_node = group.children.shape[0], offset
+                blocks.append(group.children.ravel(order="F"))  # node after node
+                offset += n * count
             table.append((group.rule, group.start, count, n, node_by_node, layer))
-            blocks += mine
-            offset += sum(map(len, mine))
         self.idx = np.concatenate(blocks).astype(np.int32) if blocks else np.zeros(1, dtype=np.int32)
-        if straight:
-            self.source = program_source(table, size, first)
-            library = build(self.source)
-        else:
-            self.source = program_source(table, size, first) if not prebuilt_only else table_program()
-            library = prebuilt_tables() or build(self.source)
-        self._forward, self._backward = library.forward, library.backward
-        self._forward.restype = self._backward.restype = ctypes.c_int
         pointer = ctypes.c_void_p
         self._idx = pointer(self.idx.ctypes.data)
         self._extra = ()
-        if not straight:
-            rows = []
-            for rule, start, count, n, node_by_node, _ in table:  # a layer runs node by node here
-                f, b = _kernels_for(rule)
-                rows.append(
-                    (_FORWARD_KERNELS.index(f), start, count, n, node_by_node, _BACKWARD_KERNELS.index(b))
-                )
-            self.table = np.array(rows, dtype=np.int64)
+        if straight:
+            self.source = program_source(table, size, first)
+            library = build(self.source)
+        else:  # one row per group, a layer's run node by node here; the program is the same for all
+            codes = {}  # op -> the numbers of its forward and backward kernels (checked once an op)
+            for rule, *_ in table:
+                if rule not in codes:
+                    f, b = _kernels_for(rule)
+                    codes[rule] = (_FORWARD_KERNELS.index(f), _BACKWARD_KERNELS.index(b))
+            self.table = np.array(
+                [
+                    (codes[rule][0], start, count, n, at, codes[rule][1])
+                    for rule, start, count, n, at, _ in table
+                ],
+                dtype=np.int64,
+            )
             sizes = ctypes.c_long(first), ctypes.c_long(size)
-            self._extra = (pointer(self.table.ctypes.data), ctypes.c_long(len(rows)), *sizes)
+            self._extra = (pointer(self.table.ctypes.data), ctypes.c_long(len(table)), *sizes)
+            self.source = table_program()
+            library = prebuilt_tables() or build(self.source)
+        self._forward, self._backward = library.forward, library.backward
+        self._forward.restype = self._backward.restype = ctypes.c_int
         self._no_mask = pointer(None)
 
     def forward(self, data) -> bool:
