@@ -218,6 +218,8 @@ static int count_children_and_outputs(Graph *g, PyObject *created, PyObject *out
             return -1;
     }
     for (Py_ssize_t o = 0; o < PyList_GET_SIZE(outputs); o++) {
+        if (!PyObject_TypeCheck(PyList_GET_ITEM(outputs, o), value_type))
+            return 1;
         Py_ssize_t k = number_of(g, PyList_GET_ITEM(outputs, o));
         if (k < 0 || push(&g->output, k) < 0)
             return -1;
