@@ -124,3 +124,23 @@ def test_two_outputs_send_gradients_only_along_their_own_graph():
 def test_the_compile_suite_passes_with_the_group_replay_only(run_test_files):
     files = ["test_compile.py", "test_compile_hardening.py", "test_compile_props.py", "test_take.py"]
     run_test_files(files, {"CHAINRULE_SCALAR_REPLAY": "0", "CHAINRULE_BACKEND": "numpy"})
+
+
+def test_a_thin_tape_set_up_from_the_layout_reads_its_groups_back_as_made(monkeypatch, thin_replay):
+    # With the C table program, a thin tape is set up without group objects; asked for them (an
+    # error to report, detect_anomaly), it reads them back from its table: the same groups.
+    w = [Value(0.3), Value(-0.2), Value(0.1)]
+    loss = _rnn(w)
+    xs = [0.1 * i for i in range(6)]
+    fast = chainrule.compile(loss, backend="numpy")
+    fast(xs)
+    monkeypatch.setattr(native, "prebuilt_tables", lambda: None)  # groups made directly
+    made = chainrule.compile(loss, backend="numpy")
+    made(xs)
+
+    def described(tape):
+        return [(g.rule.name, g.start, g.end, g.children.tolist()) for g in tape.groups]
+
+    assert described(fast.last_tape) == described(made.last_tape)
+    with chainrule.detect_anomaly():  # runs on the groups, read back
+        assert fast(xs).data == pytest.approx(made(xs).data, rel=1e-12)

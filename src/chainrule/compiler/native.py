@@ -514,32 +514,59 @@ class NativeTape:
                 offset += n * count
             table.append((group.rule, group.start, count, n, node_by_node, layer))
         self.idx = np.concatenate(blocks).astype(np.int32) if blocks else np.zeros(1, dtype=np.int32)
-        pointer = ctypes.c_void_p
-        self._idx = pointer(self.idx.ctypes.data)
-        self._extra = ()
         if straight:
             self.source = program_source(table, size, first)
-            library = build(self.source)
+            self._run(build(self.source))
         else:  # one row per group, a layer's run node by node here; the program is the same for all
-            codes = {}  # op -> the numbers of its forward and backward kernels (checked once an op)
-            for rule, *_ in table:
-                if rule not in codes:
-                    f, b = _kernels_for(rule)
-                    codes[rule] = (_FORWARD_KERNELS.index(f), _BACKWARD_KERNELS.index(b))
-            self.table = np.array(
-                [
-                    (codes[rule][0], start, count, n, at, codes[rule][1])
-                    for rule, start, count, n, at, _ in table
-                ],
-                dtype=np.int64,
+            self._run_table(
+                np, [(rule, start, count, n, at) for rule, start, count, n, at, _ in table], first, size
             )
-            sizes = ctypes.c_long(first), ctypes.c_long(size)
-            self._extra = (pointer(self.table.ctypes.data), ctypes.c_long(len(table)), *sizes)
-            self.source = table_program()
-            library = prebuilt_tables() or build(self.source)
+
+    @classmethod
+    def from_layout(cls, np, placed, size: int, first: int):
+        """The table program pip built, on a thin tape straight from ``rewriting.layout``'s groups
+        (``(rule, count, width, rows, vectors)``, rows node after node), with no group objects:
+        for a tape of one group per node, making them cost more than tracing."""
+        if size >= 2**31 or prebuilt_tables() is None:
+            raise Unavailable("the table program was not built with chainrule")
+        self = cls.__new__(cls)
+        self.idx = np.frombuffer(b"".join(rows for _, _, _, rows, _ in placed), dtype=np.intp).astype(
+            np.int32
+        )
+        table, start, offset = [], first, 0
+        for rule, count, width, _, _ in placed:
+            table.append((rule, start, count, width, offset))
+            start, offset = start + count, offset + count * width
+        self._run_table(np, table, first, size)
+        return self
+
+    def _run_table(self, np, table, first, size):
+        """Run the table program on these groups: ``(rule, start, count, n_inputs, idx_offset)``."""
+        codes = {}  # op -> the numbers of its forward and backward kernels (checked once an op)
+        for rule, *_ in table:
+            if rule not in codes:
+                f, b = _kernels_for(rule)
+                codes[rule] = (_FORWARD_KERNELS.index(f), _BACKWARD_KERNELS.index(b))
+        self.table = np.array(
+            [(codes[rule][0], start, count, n, at, codes[rule][1]) for rule, start, count, n, at in table],
+            dtype=np.int64,
+        )
+        self.source = table_program()
+        sizes = ctypes.c_long(first), ctypes.c_long(size)
+        self._run(
+            prebuilt_tables() or build(self.source),
+            ctypes.c_void_p(self.table.ctypes.data),
+            len(table),
+            *sizes,
+        )
+
+    def _run(self, library, *extra):
+        """Call this library's forward() and backward() on the tape's arrays, with these last arguments."""
         self._forward, self._backward = library.forward, library.backward
         self._forward.restype = self._backward.restype = ctypes.c_int
-        self._no_mask = pointer(None)
+        self._idx = ctypes.c_void_p(self.idx.ctypes.data)
+        self._extra = tuple(ctypes.c_long(x) if isinstance(x, int) else x for x in extra)
+        self._no_mask = ctypes.c_void_p(None)
 
     def forward(self, data) -> bool:
         """Compute every node into ``data``; False when the numpy backend must redo the call."""

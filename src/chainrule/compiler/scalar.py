@@ -21,14 +21,13 @@ from ..engine import Value, op_error
 THIN = 4  # a tape whose groups hold fewer nodes than this on average is replayed node by node
 
 
-def is_thin(groups) -> bool:
-    """Whether to replay node by node. ``CHAINRULE_SCALAR_REPLAY=0`` says never (the test suite
-    runs the compile tests that way too, so that the group-by-group replay is tested on thin
-    tapes as well)."""
+def is_thin(n_nodes: int, n_groups: int) -> bool:
+    """Whether a tape of so many nodes in so many groups is thin, to be replayed node by node.
+    ``CHAINRULE_SCALAR_REPLAY=0`` says never (the test suite runs the compile tests that way
+    too, so that the group-by-group replay is tested on thin tapes as well)."""
     if os.environ.get("CHAINRULE_SCALAR_REPLAY") == "0":
         return False
-    nodes = sum(group.end - group.start for group in groups)
-    return bool(groups) and nodes < THIN * len(groups)
+    return n_groups > 0 and n_nodes < THIN * n_groups
 
 
 class ScalarReplay:

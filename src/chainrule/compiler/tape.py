@@ -270,10 +270,36 @@ class Tape:
         self.constant_data = np.array([v.data for v in constant_leaves], dtype=np.float64)
         self.size = self.n_leaves + sum(count for _, count, _, _, _ in placed)
 
+        self.output_positions = output_positions
+        self.external_tuple = tuple(self.externals)
+        self.externals_are_leaves = not any(v.children for v in self.externals)
+        self.stops_gradients = any(rule is ops.STOP_GRADIENT for rule, *_ in placed)
+        self.cones = {}  # output position -> which nodes its gradient reaches
+        self._placed, self._groups = placed, None
+        self.fast = self._thin_from_layout(backend)
+        if self.fast is None:
+            self.fast = self._fast(backend)
+
+    @property
+    def groups(self):
+        """The tape's groups, made from the layout when first needed (see _thin_from_layout)."""
+        if self._groups is None:
+            self._make_groups()
+        return self._groups
+
+    def _make_groups(self):
+        np = self.np
+        if self._placed is None:  # a thin tape set up by _thin_from_layout: read its table back
+            idx, groups = self.fast.idx.astype(np.intp), []
+            for rule, (_, start, count, n, at, _) in zip(self._rules, self.fast.table.tolist()):
+                children = idx[at : at + count * n].reshape(count, n).T.copy()
+                groups.append(_Group(np, rule, start, start + count, children))
+            self._groups, self._rules = groups, None
+            return
         # A layer's group may put its nodes in another order (see _MatmulGroup); the positions
-        # of the groups after it are then renumbered to match.
-        renumber, start, self.groups = None, self.n_leaves, []
-        for rule, count, width, rows, vectors in placed:
+        # of the groups after it, and the outputs', are then renumbered to match.
+        renumber, start, groups = None, self.n_leaves, []
+        for rule, count, width, rows, vectors in self._placed:
             rows = np.frombuffer(rows, dtype=np.intp).reshape(count, width)
             if renumber is not None:
                 rows = renumber[rows]
@@ -282,16 +308,30 @@ class Tape:
                 if renumber is None:
                     renumber = np.arange(self.size)
                 renumber[start + order] = np.arange(start, start + count)
-            self.groups.append(group)
+            groups.append(group)
             start += count
         if renumber is not None:
-            output_positions = renumber[output_positions].tolist()
-        self.output_positions = output_positions
-        self.external_tuple = tuple(self.externals)
-        self.externals_are_leaves = not any(v.children for v in self.externals)
-        self.stops_gradients = any(group.rule is ops.STOP_GRADIENT for group in self.groups)
-        self.cones = {}  # output position -> which nodes its gradient reaches
-        self.fast = self._fast(backend)
+            self.output_positions = renumber[self.output_positions].tolist()
+        self._groups, self._placed = groups, None
+
+    def _thin_from_layout(self, backend):
+        """For a thin tape on the numpy backend: the C table program pip built, set up straight
+        from the layout, so that no group object is made (for a chain, one per node: more time
+        than tracing it); they are read back from its table if something needs them (an error to
+        report, detect_anomaly, the gradient of part of the nodes). Only where no group can put
+        its nodes in another order (a layer of one node cannot), so that the layout's positions
+        are the tape's. None otherwise."""
+        placed = self._placed
+        if backend != "numpy" or not scalar.is_thin(self.size - self.n_leaves, len(placed)):
+            return None
+        if any(vectors is not None and count > 1 for _, count, _, _, vectors in placed):
+            return None
+        try:
+            fast = native.NativeTape.from_layout(self.np, placed, self.size, self.n_leaves)
+        except native.Unavailable:
+            return None
+        self._rules, self._placed = [rule for rule, *_ in placed], None  # the rest is in its table
+        return fast
 
     def _fast(self, backend):
         """What replays the tape instead of the numpy groups, or None for the groups themselves:
@@ -306,7 +346,7 @@ class Tape:
                     warnings.warn(
                         f"chainrule.compile: {reason}; using the numpy backend", RuntimeWarning, stacklevel=5
                     )
-        if scalar.is_thin(self.groups):
+        if scalar.is_thin(self.size - self.n_leaves, len(self.groups)):
             try:  # the C table program pip built with chainrule, if it did: no compiler needed
                 return native.NativeTape(self.np, self.groups, self.size, self.n_leaves, prebuilt_only=True)
             except native.Unavailable:
