@@ -137,7 +137,9 @@ def test_an_unusual_graph_is_handed_back_to_python():
     z = y + x
     listed_twice = [y, z, y]
     assert rewriting._in_c.layout([x], set(), [z], listed_twice, rewriting._FOLDED_RULES) is None
-    assert rewriting._in_c.layout([x], set(), [z, 2.0], [y, z], rewriting._FOLDED_RULES) is None  # not a Value
+    assert (
+        rewriting._in_c.layout([x], set(), [z, 2.0], [y, z], rewriting._FOLDED_RULES) is None
+    )  # not a Value
     odd = Value(3.0)
     odd.children, odd._rule = [x], chainrule.ops.NEG  # a list, not a tuple, set by hand
     assert rewriting._in_c.layout([x], set(), [odd], [odd], rewriting._FOLDED_RULES) is None
