@@ -144,3 +144,29 @@ def test_a_thin_tape_set_up_from_the_layout_reads_its_groups_back_as_made(monkey
     assert described(fast.last_tape) == described(made.last_tape)
     with chainrule.detect_anomaly():  # runs on the groups, read back
         assert fast(xs).data == pytest.approx(made(xs).data, rel=1e-12)
+
+
+def test_a_thin_tape_with_small_layers_reads_them_back_as_plain_groups(monkeypatch, loss_and_grads):
+    # Two neurons per level: each level's dot nodes could be a layer group (which may reorder its
+    # nodes); set up from the layout they stay in its order, and read back as plain groups.
+    w = [Value(0.4), Value(-0.3), Value(0.2), Value(0.5), Value(0.1), Value(-0.1)]
+
+    def loss(xs):
+        a, b = Value(0.2), Value(-0.1)
+        for x in xs:
+            a, b = (
+                chainrule.dot([w[0], w[1]], [a, b], w[4] * x).tanh(),
+                chainrule.dot([w[2], w[3]], [a, b], w[5]).tanh(),
+            )
+        return a * b
+
+    f = chainrule.compile(loss, backend="numpy")
+    for xs in ([0.1 * i for i in range(40)], [0.3 - 0.05 * i for i in range(40)]):
+        got = loss_and_grads(f, w, xs)
+        expected = loss_and_grads(loss, w, [Value(x) for x in xs])
+        assert got[0] == pytest.approx(expected[0], rel=1e-12)
+        assert got[1] == pytest.approx(expected[1], rel=1e-12)
+        with chainrule.detect_anomaly():  # the numpy groups, read back from the table
+            again = loss_and_grads(f, w, xs)
+        assert again[0] == pytest.approx(got[0], rel=1e-12)
+        assert again[1] == pytest.approx(got[1], rel=1e-12)

@@ -318,13 +318,11 @@ class Tape:
         """For a thin tape on the numpy backend: the C table program pip built, set up straight
         from the layout, so that no group object is made (for a chain, one per node: more time
         than tracing it); they are read back from its table if something needs them (an error to
-        report, detect_anomaly, the gradient of part of the nodes). Only where no group can put
-        its nodes in another order (a layer of one node cannot), so that the layout's positions
-        are the tape's. None otherwise."""
+        report, detect_anomaly, the gradient of part of the nodes), as plain groups: a layer's
+        dot nodes stay in the layout's order (the table program runs them one by one anyway),
+        so the layout's positions are the tape's. None otherwise."""
         placed = self._placed
         if backend != "numpy" or not scalar.is_thin(self.size - self.n_leaves, len(placed)):
-            return None
-        if any(vectors is not None and count > 1 for _, count, _, _, vectors in placed):
             return None
         try:
             fast = native.NativeTape.from_layout(self.np, placed, self.size, self.n_leaves)
