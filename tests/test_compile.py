@@ -745,7 +745,9 @@ def test_dot_nodes_number_their_weight_and_input_vectors_in_the_order_first_seen
     ],
 )
 @pytest.mark.parametrize("backend", ["numpy", "c"])
-def test_a_layer_on_a_batch_adds_every_gradient_where_positions_repeat_or_overlap(shape, backend):
+def test_a_layer_on_a_batch_adds_every_gradient_where_positions_repeat_or_overlap(
+    shape, backend, loss_and_grads
+):
     # The compiled layer adds its gradients block by block (weights, inputs, biases); each block
     # must sum where a position repeats, and blocks that share positions must both add.
     from chainrule.compiler import tape as tape_module
@@ -772,18 +774,10 @@ def test_a_layer_on_a_batch_adds_every_gradient_where_positions_repeat_or_overla
         return sum_values([o * o for o in out])
 
     X = [[rng.uniform(-1, 1) for _ in range(3)] for _ in range(5)]
-    eager_X = [[Value(x) for x in row] for row in X]
-    for p in params:
-        p.grad = 0.0
-    eager = layer(eager_X)
-    eager.backward()
-    expected = [eager.data] + [p.grad for p in params]
-    for p in params:
-        p.grad = 0.0
+    eager, expected = loss_and_grads(layer, params, [[Value(x) for x in row] for row in X])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # no C compiler: numpy, with a note
         f = chainrule.compile(layer, backend=backend)
-        y = f(X)
-    y.backward()
+        compiled, got = loss_and_grads(f, params, X)
     assert any(isinstance(g, tape_module._MatmulGroup) for g in f.last_tape.groups)
-    assert [y.data] + [p.grad for p in params] == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    assert [compiled, *got] == pytest.approx([eager, *expected], rel=1e-12, abs=1e-12)
