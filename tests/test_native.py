@@ -10,6 +10,8 @@ import warnings
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import chainrule
 from chainrule import Value, nn
@@ -325,3 +327,38 @@ def test_one_output_of_a_layer_over_a_batch_sends_gradients_only_along_its_own_g
         model.zero_grad()
         model([Value(v) for v in X[k]])[1].backward()
         assert got == pytest.approx([p.grad for p in model.parameters()], rel=1e-12, abs=1e-15)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    U=st.integers(1, 9),
+    V=st.integers(1, 9),
+    m=st.integers(1, 9),
+    seed=st.integers(0, 2**16),
+    activation=st.sampled_from(["relu", "tanh"]),
+)
+def test_layers_of_every_small_shape_match_eager_and_numpy(U, V, m, seed, activation):
+    # The C layer is a matrix product done four rows by four columns at a time, with the
+    # remainders one number at a time: sizes 1 to 9 take every mix of the two.
+    rng = random.Random(seed)
+    W = [[Value(rng.uniform(-1, 1)) for _ in range(m)] for _ in range(U)]
+    b = [Value(rng.uniform(-1, 1)) for _ in range(U)]
+    params = [*b, *(w for row in W for w in row)]
+    X = [[rng.uniform(-2, 2) for _ in range(m)] for _ in range(V)]
+
+    def layer(X):
+        outs = [getattr(chainrule.dot(W[u], x, b[u]), activation)() for x in X for u in range(U)]
+        return chainrule.sum_values([o * (k + 1.0) for k, o in enumerate(outs)])
+
+    def run(f, X):
+        for p in params:
+            p.grad = 0.0
+        out = f(X)
+        out.backward()
+        return [out.data, *(p.grad for p in params)]
+
+    eager = run(layer, [[Value(x) for x in row] for row in X])
+    for backend in ("c", "numpy"):
+        f = chainrule.compile(layer, backend=backend)
+        run(f, X)  # the trace
+        assert run(f, X) == pytest.approx(eager, rel=1e-12, abs=1e-12), backend

@@ -111,55 +111,78 @@ BACKWARD(dot) {
     }
 }
 
+/* C[i*N + j] = the sum over k of A(i, k) * B[k*N + j], its terms added k = 0, 1, ... in turn,
+   as one loop over k would add them. A(i, k) is A[i*ai + k*ak], so A can be read row by row
+   (ai = K, ak = 1) or column by column (ai = 1, ak = M). Four rows by four columns at a time:
+   sixteen sums stay in registers, and each number read from A or B serves four of them. */
+static double column_dot(const double *a, long ak, const double *B, long K, long N) {
+    double s = 0.0;
+    for (long k = 0; k < K; k++) s += a[k * ak] * B[k * N];
+    return s;
+}
+#define TILE_ROW(r) \
+    c##r[0] += a##r * b[0]; c##r[1] += a##r * b[1]; c##r[2] += a##r * b[2]; c##r[3] += a##r * b[3];
+static void matmul(const double *A, long ai, long ak, const double *B, double *C, long M, long K, long N) {
+    long i = 0;
+    for (; i + 4 <= M; i += 4) {
+        const double *A0 = A + i * ai, *A1 = A0 + ai, *A2 = A1 + ai, *A3 = A2 + ai;
+        long j = 0;
+        for (; j + 4 <= N; j += 4) {
+            double c0[4] = {0.0, 0.0, 0.0, 0.0}, c1[4] = {0.0, 0.0, 0.0, 0.0};
+            double c2[4] = {0.0, 0.0, 0.0, 0.0}, c3[4] = {0.0, 0.0, 0.0, 0.0};
+            for (long k = 0; k < K; k++) {
+                const double *b = B + k * N + j;
+                double a0 = A0[k * ak], a1 = A1[k * ak], a2 = A2[k * ak], a3 = A3[k * ak];
+                TILE_ROW(0) TILE_ROW(1) TILE_ROW(2) TILE_ROW(3)
+            }
+            for (int t = 0; t < 4; t++) {
+                double *Ct = C + i * N + j + t;
+                Ct[0] = c0[t], Ct[N] = c1[t], Ct[2 * N] = c2[t], Ct[3 * N] = c3[t];
+            }
+        }
+        for (; j < N; j++)
+            for (long r = i; r < i + 4; r++) C[r * N + j] = column_dot(A + r * ai, ak, B + j, K, N);
+    }
+    for (; i < M; i++)
+        for (long j = 0; j < N; j++) C[i * N + j] = column_dot(A + i * ai, ak, B + j, K, N);
+}
+
 /* A layer applied to a batch (the compiler's matrix-product groups): node v*U + u is the dot
    of weight vector u with input vector v, both m long, plus its own bias. w[k*U + u] and
-   x[k*V + v] are the positions of element k of each vector. The numbers are copied into dense
-   blocks first, W[k*U + u] and X[v*m + k], so that the inner loops run over memory in order
-   and the compiler can do several u at once: each output still adds its terms k = 0, 1, ...
-   in turn, so the sums are the same as the one-node-at-a-time dot's. */
+   x[k*V + v] are the positions of element k of each vector, b[v*U + u] the node's bias.
+   The numbers are copied into dense blocks in that order, W[k*U + u] and X[k*V + v], and the
+   nodes are one matrix product, X' W, written straight into d: each adds its terms k = 0, 1,
+   ... in turn, then its bias, as the one-node-at-a-time dot kernel does. */
 static int f_layer(double *d, const idx_t *w, const idx_t *x, const idx_t *b, long start,
                    long U, long V, long m) {
-    double *W = malloc(sizeof(double) * ((U + V) * m + U)), *X = W + U * m, *sum = X + V * m;
+    double *W = malloc(sizeof(double) * (U + V) * m + 1), *X = W + U * m, *out = d + start;
     if (!W) return 1;  /* no memory: numpy redoes the call */
     for (long i = 0; i < U * m; i++) W[i] = d[w[i]];
-    for (long k = 0; k < m; k++)
-        for (long v = 0; v < V; v++) X[v * m + k] = d[x[k * V + v]];
-    for (long v = 0; v < V; v++) {
-        for (long u = 0; u < U; u++) sum[u] = 0.0;
-        for (long k = 0; k < m; k++) {
-            double xk = X[v * m + k];
-            const double *Wk = W + k * U;
-            for (long u = 0; u < U; u++) sum[u] += Wk[u] * xk;
-        }
-        for (long u = 0; u < U; u++) d[start + v * U + u] = sum[u] + d[b[v * U + u]];
-    }
+    for (long i = 0; i < V * m; i++) X[i] = d[x[i]];
+    matmul(X, 1, V, W, out, V, m, U);
+    for (long i = 0; i < U * V; i++) out[i] += d[b[i]];
     free(W);
     return 0;
 }
+/* Backward, with g[v*U + u] the nodes' gradients (in place in gr): the weights' gradients are
+   the product X g (m x U, in W's order) and the inputs' are g W' (V x m, W' the weights
+   vector by vector); each bias gets its node's gradient. They are added into gr once all are
+   computed, so that a position that is several of them gets every share. */
 static void b_layer(const double *d, double *gr, const idx_t *w, const idx_t *x, const idx_t *b, long start,
                     long U, long V, long m) {
-    /* Here W is copied weight vector by weight vector, W[u*m + k], so that both inner loops
-       run along k: each gradient adds its terms in turn, v = 0, 1, ... or u = 0, 1, ... */
-    double *W = malloc(sizeof(double) * 2 * (U + V) * m), *X = W + U * m, *gW = X + V * m, *gX = gW + U * m;
+    double *W = malloc(sizeof(double) * 2 * (U + V) * m + 1);
     if (!W) { gr[0] = NAN; return; }  /* no memory: numpy redoes the pass */
-    for (long k = 0; k < m; k++) {
+    double *X = W + U * m, *gW = X + V * m, *gX = gW + U * m;
+    const double *g = gr + start;
+    for (long k = 0; k < m; k++)
         for (long u = 0; u < U; u++) W[u * m + k] = d[w[k * U + u]];
-        for (long v = 0; v < V; v++) X[v * m + k] = d[x[k * V + v]];
-    }
-    for (long i = 0; i < (U + V) * m; i++) gW[i] = 0.0;  /* gW and gX */
+    for (long i = 0; i < V * m; i++) X[i] = d[x[i]];
+    matmul(X, V, 1, g, gW, m, V, U);
+    matmul(g, U, 1, W, gX, V, U, m);
+    for (long i = 0; i < U * V; i++) gr[b[i]] += g[i];
+    for (long i = 0; i < U * m; i++) gr[w[i]] += gW[i];
     for (long v = 0; v < V; v++)
-        for (long u = 0; u < U; u++) {
-            double g = gr[start + v * U + u];
-            double *gWu = gW + u * m, *gXv = gX + v * m;
-            const double *Wu = W + u * m, *Xv = X + v * m;
-            for (long k = 0; k < m; k++) gWu[k] += g * Xv[k];
-            for (long k = 0; k < m; k++) gXv[k] += g * Wu[k];
-            gr[b[v * U + u]] += g;
-        }
-    for (long k = 0; k < m; k++) {
-        for (long u = 0; u < U; u++) gr[w[k * U + u]] += gW[u * m + k];
-        for (long v = 0; v < V; v++) gr[x[k * V + v]] += gX[v * m + k];
-    }
+        for (long k = 0; k < m; k++) gr[x[k * V + v]] += gX[v * m + k];
     free(W);
 }
 
@@ -193,10 +216,16 @@ BACKWARD(take) { EACH_NEEDED_NODE GX(1 + picked(d, c, n - 1)) += G; }
 FORWARD(stop_gradient) { EACH_NODE OUT = X(0); return 0; }
 BACKWARD(stop_gradient) { (void)d; (void)gr; (void)c; (void)start; (void)count; (void)n; (void)needed; }
 
-/* 0 when every number from `first` to `size` is finite */
+/* 0 when every number from `first` to `size` is finite: x * 0 is 0 (or -0) for a finite x and
+   nan for an inf or a nan, and a nan stays in a sum. Four sums side by side, with no early
+   exit, so that the compiler can do four numbers at a time. */
 static int all_finite(const double *v, long first, long size) {
-    for (long i = first; i < size; i++) if (!isfinite(v[i])) return 0;
-    return 1;
+    double zero[4] = {0.0, 0.0, 0.0, 0.0};
+    long i = first;
+    for (; i + 4 <= size; i += 4)
+        for (int t = 0; t < 4; t++) zero[t] += v[i + t] * 0.0;
+    for (; i < size; i++) zero[0] += v[i] * 0.0;
+    return zero[0] + zero[1] + zero[2] + zero[3] == 0.0;
 }
 
 /* forward: walk the table of groups; a row is (kernel, start, count, inputs, offset, ...) */
