@@ -132,10 +132,16 @@ def test_the_source_is_c_a_learner_can_read():
     source = f.source()
     assert "int forward(double *d" in source and "int backward(" in source
     assert "f_mul(" in source and "f_tanh(" in source and "b_tanh(" in source
-    numpy_backend = chainrule.compile(lambda x: w * x[0], backend="numpy")
-    numpy_backend([1.0])
-    with pytest.raises(ValueError, match="runs on numpy"):
-        numpy_backend.source()
+    # Whichever backend runs it, source() is the program the C backend builds for the trace.
+    for backend in ("numpy", "auto"):
+        other = chainrule.compile(lambda x: (w * x[0]).tanh(), backend=backend)
+        other([1.0])
+        assert other.source() == source
+    cube = chainrule.ops.Op("cube", lambda x: x**3, lambda g, out, x: (3 * g * x * x,), lambda np, X: X[0] ** 3)
+    no_kernel = chainrule.compile(lambda x: chainrule.engine.apply(cube, x[0]), backend="numpy")
+    no_kernel([1.0])
+    with pytest.raises(ValueError, match="no kernel for the op 'cube'"):
+        no_kernel.source()
 
 
 def test_domain_errors_are_eagers_errors():
@@ -297,7 +303,9 @@ def test_an_unknown_backend_is_a_value_error():
         chainrule.compile(lambda x: x, backend="cuda")
 
 
-def test_the_whole_compile_suite_passes_under_the_c_backend(tmp_path, run_test_files):
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_the_whole_compile_suite_passes_under_each_backend(backend, tmp_path, run_test_files):
+    # The default, "auto", is what the rest of the suite runs.
     files = [
         "test_compile.py",
         "test_compile_hardening.py",
@@ -308,7 +316,7 @@ def test_the_whole_compile_suite_passes_under_the_c_backend(tmp_path, run_test_f
     files += ["test_threads.py", "test_numpy_arguments.py", "test_optim_vectorized.py"]
     # RuntimeWarning as an error: a quiet fallback to numpy would fail the run.
     run_test_files(
-        files, {"CHAINRULE_BACKEND": "c", "CHAINRULE_CACHE": str(tmp_path)}, "-W", "error::RuntimeWarning"
+        files, {"CHAINRULE_BACKEND": backend, "CHAINRULE_CACHE": str(tmp_path)}, "-W", "error::RuntimeWarning"
     )
 
 
@@ -362,3 +370,44 @@ def test_layers_of_every_small_shape_match_eager_and_numpy(U, V, m, seed, activa
         f = chainrule.compile(layer, backend=backend)
         run(f, X)  # the trace
         assert run(f, X) == pytest.approx(eager, rel=1e-12, abs=1e-12), backend
+
+
+@pytest.mark.parametrize("with_the_prebuilt_program", [True, False])
+def test_auto_runs_every_tape_on_the_one_table_program(monkeypatch, with_the_prebuilt_program, loss_and_grads):
+    # "auto", the default, never runs the C compiler per tape: a network's tape (layers and
+    # all) walks the table program that pip built; without it, that program is built once.
+    if not with_the_prebuilt_program:
+        monkeypatch.setattr(native, "prebuilt_tables", lambda: None)
+    random.seed(1)
+    model = nn.MLP(2, [6, 5, 1])
+    X = [[random.uniform(-1, 1), random.uniform(-1, 1)] for _ in range(7)]
+    params = model.parameters()
+
+    def loss(X):
+        return sum((1.0 + -model(x)).relu() for x in X) * (1.0 / len(X))
+
+    eager = loss_and_grads(loss, params, [[Value(v) for v in x] for x in X])
+    builds = []
+    real_run = native.subprocess.run
+    monkeypatch.setattr(native.subprocess, "run", lambda *a, **k: builds.append(a) or real_run(*a, **k))
+    assert chainrule.compile(loss).backend == "auto"
+    for f in (chainrule.compile(loss), chainrule.compile(lambda X: loss(X) * 2.0)):
+        f(X)
+        assert isinstance(f.last_tape.fast, native.NativeTape)
+        assert "switch (t[0])" in f.last_tape.fast.source  # the table program, not a tape's own
+        assert any(hasattr(g, "weights") for g in f.last_tape.groups)  # with its layers as such
+    got = loss_and_grads(f, params, X)
+    assert got[0] == pytest.approx(2.0 * eager[0], rel=1e-12)
+    assert got[1] == pytest.approx([2.0 * g for g in eager[1]], rel=1e-12, abs=1e-15)
+    assert len(builds) == (0 if with_the_prebuilt_program else 1)
+
+
+def test_auto_without_the_table_program_or_a_compiler_runs_numpy_quietly(monkeypatch):
+    monkeypatch.setattr(native, "prebuilt_tables", lambda: None)
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    w = Value(3.0)
+    f = chainrule.compile(lambda x: sum(w * v for v in x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert f([1.0, 2.0, 3.0]).data == 18.0
+    assert not isinstance(f.last_tape.fast, native.NativeTape)

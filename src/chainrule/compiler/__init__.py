@@ -78,10 +78,11 @@ def compile(fn, backend=None):
     """Compile ``fn``, a function that builds a scalar graph, into a fast replay.
 
     ``backend`` is how the tape is replayed: ``"numpy"`` (one numpy call per group of nodes),
-    ``"c"`` (the tape as a C program, built by the system's C compiler; see native.py) or
-    ``"auto"`` (C when a compiler is found, else numpy, quietly). The default is
-    ``$CHAINRULE_BACKEND``, else ``"numpy"``. Both give the same numbers and the same errors;
-    ``"c"`` without a compiler falls back to numpy with a one-line warning.
+    ``"c"`` (the tape as its own C program, built by the system's C compiler; see native.py) or
+    ``"auto"`` (the same C kernels driven by a table of the tape's groups: one program for every
+    tape, built by pip with chainrule, so no compiler runs per tape; numpy where it cannot run).
+    The default is ``$CHAINRULE_BACKEND``, else ``"auto"``. All give the same numbers and the
+    same errors; ``"c"`` without a compiler falls back to numpy with a one-line warning.
 
     >>> from chainrule import Value, compile
     >>> w = Value(2.0)
@@ -125,7 +126,7 @@ class CompiledFunction:
             raise ImportError('chainrule.compile needs numpy: pip install "chainrule[fast]"') from None
         self.np = numpy
         if backend is None:
-            backend = os.environ.get("CHAINRULE_BACKEND") or "numpy"
+            backend = os.environ.get("CHAINRULE_BACKEND") or "auto"
         if backend not in BACKENDS:
             raise ValueError(
                 f"chainrule.compile: backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
@@ -157,16 +158,19 @@ class CompiledFunction:
         return next(reversed(self.tapes.values()), None)
 
     def source(self) -> str:
-        """The C program of the latest trace (the C backend's): your function as C."""
+        """The latest trace as a C program: your function as C. It is the program the C backend
+        builds for it, whichever backend runs it (a tape of over native.STRAIGHT_LINE_GROUPS
+        groups gets the table-walking program, the same for every tape)."""
         tape = self.last_tape
         if tape is None:
             raise ValueError("source(): call the compiled function once first, so that it is traced")
-        if self.backend == "numpy" or not isinstance(tape.fast, native.NativeTape):
-            raise ValueError(
-                f"source(): this trace runs on numpy (backend={self.backend!r}; a thin tape on the "
-                "C table program built with chainrule); use backend='c' to see your function as C"
-            )
-        return tape.fast.source
+        if self.backend == "c" and isinstance(tape.fast, native.NativeTape):
+            return tape.fast.source
+        try:
+            rows, _ = native.tape_rows(self.np, tape.groups)
+            return native.program_source(rows, tape.size, tape.n_leaves)
+        except native.Unavailable as reason:
+            raise ValueError(f"source(): {reason}") from None
 
     def __repr__(self):
         return f"<compiled {getattr(self.fn, '__qualname__', self.fn)!r}, {len(self.tapes)} trace(s)>"

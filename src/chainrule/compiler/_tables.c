@@ -202,6 +202,19 @@ static void b_layer_part(const double *d, double *gr, const idx_t *w, const idx_
         }
 }
 
+/* A layer as a row of the table program: its U*V nodes' weight, input and bias positions come
+   one block after the other from w, and it is run as above */
+static int f_layer_row(double *d, const idx_t *w, long start, long count, long m, long U) {
+    long V = count / U;
+    return f_layer(d, w, w + m * U, w + m * (U + V), start, U, V, m);
+}
+static void b_layer_row(const double *d, double *gr, const idx_t *w, long start, long count, long m,
+                        long U, const unsigned char *needed) {
+    long V = count / U;
+    if (needed) b_layer_part(d, gr, w, w + m * U, w + m * (U + V), start, U, V, m, needed);
+    else b_layer(d, gr, w, w + m * U, w + m * (U + V), start, U, V, m);
+}
+
 static long picked(const double *d, const idx_t *c, long rows) {  /* take's row, or -1 */
     double index = X(0);
     if (!(index == floor(index)) || index < -rows || index >= rows) return -1;
@@ -228,10 +241,11 @@ static int all_finite(const double *v, long first, long size) {
     return zero[0] + zero[1] + zero[2] + zero[3] == 0.0;
 }
 
-/* forward: walk the table of groups; a row is (kernel, start, count, inputs, offset, ...) */
+/* forward: walk the table of groups; a row is (kernel, start, count, inputs, offset, ...);
+   a layer's row has its number of neurons last */
 int forward(double *d, const idx_t *idx, const int64_t *t, long n_groups, long first, long size) {
     int bad = 0;
-    for (long i = 0; i < n_groups; i++, t += 6) {
+    for (long i = 0; i < n_groups; i++, t += 7) {
         switch (t[0]) {
         case 0: bad |= f_add(d, idx + t[4], t[1], t[2], t[3]); break;
         case 1: bad |= f_div(d, idx + t[4], t[1], t[2], t[3]); break;
@@ -250,6 +264,7 @@ int forward(double *d, const idx_t *idx, const int64_t *t, long n_groups, long f
         case 14: bad |= f_sum(d, idx + t[4], t[1], t[2], t[3]); break;
         case 15: bad |= f_take(d, idx + t[4], t[1], t[2], t[3]); break;
         case 16: bad |= f_tanh(d, idx + t[4], t[1], t[2], t[3]); break;
+        case 19: bad |= f_layer_row(d, idx + t[4], t[1], t[2], t[3], t[6]); break;
         }
     }
     return bad || !all_finite(d, first, size);
@@ -259,7 +274,7 @@ int forward(double *d, const idx_t *idx, const int64_t *t, long n_groups, long f
 int backward(const double *d, double *gr, const idx_t *idx, const unsigned char *needed,
              const int64_t *t, long n_groups, long first, long size) {
     for (long i = n_groups - 1; i >= 0; i--) {
-        const int64_t *row = t + 6 * i;
+        const int64_t *row = t + 7 * i;
         switch (row[5]) {
         case 0: b_add(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
         case 1: b_div(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
@@ -280,6 +295,7 @@ int backward(const double *d, double *gr, const idx_t *idx, const unsigned char 
         case 16: b_sum(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
         case 17: b_take(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
         case 18: b_tanh(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
+        case 19: b_layer_row(d, gr, idx + row[4], row[1], row[2], row[3], row[6], needed); break;
         }
     }
     (void)first;

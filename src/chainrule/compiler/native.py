@@ -239,6 +239,19 @@ static void b_layer_part(const double *d, double *gr, const idx_t *w, const idx_
         }
 }
 
+/* A layer as a row of the table program: its U*V nodes' weight, input and bias positions come
+   one block after the other from w, and it is run as above */
+static int f_layer_row(double *d, const idx_t *w, long start, long count, long m, long U) {
+    long V = count / U;
+    return f_layer(d, w, w + m * U, w + m * (U + V), start, U, V, m);
+}
+static void b_layer_row(const double *d, double *gr, const idx_t *w, long start, long count, long m,
+                        long U, const unsigned char *needed) {
+    long V = count / U;
+    if (needed) b_layer_part(d, gr, w, w + m * U, w + m * (U + V), start, U, V, m, needed);
+    else b_layer(d, gr, w, w + m * U, w + m * (U + V), start, U, V, m);
+}
+
 static long picked(const double *d, const idx_t *c, long rows) {  /* take's row, or -1 */
     double index = X(0);
     if (!(index == floor(index)) || index < -rows || index >= rows) return -1;
@@ -292,6 +305,8 @@ _KERNEL_NAMES = {
 
 _FORWARD_KERNELS = sorted({f for f, _ in _KERNEL_NAMES.values()})  # a kernel's number in the table
 _BACKWARD_KERNELS = sorted({b for _, b in _KERNEL_NAMES.values()})
+LAYER = max(len(_FORWARD_KERNELS), len(_BACKWARD_KERNELS))  # a layer's kernel number, both ways
+ROW = 7  # numbers per row of the table: kernel, start, count, inputs, offset, backward kernel, neurons
 
 
 def _kernels_for(rule):
@@ -364,16 +379,18 @@ def table_program() -> str:
     the first time a long tape needs it, into the cache)."""
     lines = [KERNELS]
     lines.append(
-        "/* forward: walk the table of groups; a row is (kernel, start, count, inputs, offset, ...) */"
+        "/* forward: walk the table of groups; a row is (kernel, start, count, inputs, offset, ...);"
     )
+    lines.append("   a layer's row has its number of neurons last */")
     lines.append(
         "int forward(double *d, const idx_t *idx, const int64_t *t, long n_groups, long first, long size) {"
     )
     lines.append("    int bad = 0;")
-    lines.append("    for (long i = 0; i < n_groups; i++, t += 6) {")
+    lines.append(f"    for (long i = 0; i < n_groups; i++, t += {ROW}) {{")
     lines.append("        switch (t[0]) {")
     for code, name in enumerate(_FORWARD_KERNELS):
         lines.append(f"        case {code}: bad |= f_{name}(d, idx + t[4], t[1], t[2], t[3]); break;")
+    lines.append(f"        case {LAYER}: bad |= f_layer_row(d, idx + t[4], t[1], t[2], t[3], t[6]); break;")
     lines.append("        }")
     lines.append("    }")
     lines.append("    return bad || !all_finite(d, first, size);")
@@ -385,12 +402,15 @@ def table_program() -> str:
     lines.append("int backward(const double *d, double *gr, const idx_t *idx, const unsigned char *needed,")
     lines.append("             const int64_t *t, long n_groups, long first, long size) {")
     lines.append("    for (long i = n_groups - 1; i >= 0; i--) {")
-    lines.append("        const int64_t *row = t + 6 * i;")
+    lines.append(f"        const int64_t *row = t + {ROW} * i;")
     lines.append("        switch (row[5]) {")
     for code, name in enumerate(_BACKWARD_KERNELS):
         lines.append(
             f"        case {code}: b_{name}(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;"
         )
+    lines.append(
+        f"        case {LAYER}: b_layer_row(d, gr, idx + row[4], row[1], row[2], row[3], row[6], needed); break;"
+    )
     lines.append("        }")
     lines.append("    }")
     lines.append("    (void)first;")
@@ -513,44 +533,49 @@ def build(source: str) -> ctypes.CDLL:
         raise Unavailable(f"cannot load {library.name}: {error}") from None
 
 
+def tape_rows(np, groups):
+    """The groups as rows ``(rule, start, count, n_inputs, idx_offset, layer)`` (see
+    program_source) and ``idx``: every group's input positions, node by node, in one int32
+    array; a layer's are three blocks instead, its weight, input and bias positions, vector
+    element by vector element."""
+    rows, blocks, offset = [], [], 0
+    for group in groups:
+        count = group.end - group.start
+        if hasattr(group, "weights"):  # tape._MatmulGroup: weights (m, U), inputs (m, V)
+            (m, U), V = group.weights.shape, group.inputs.shape[1]
+            layer = (offset, offset + m * U, offset + m * (U + V), U, V, m)
+            blocks += [group.weights.ravel(), group.inputs.ravel(), group.bias.ravel()]
+            rows.append((group.rule, group.start, count, m, offset, layer))
+            offset += m * (U + V) + U * V
+        else:
+            n = group.children.shape[0]
+            blocks.append(group.children.ravel(order="F"))  # node after node
+            rows.append((group.rule, group.start, count, n, offset, None))
+            offset += n * count
+    return rows, np.concatenate(blocks).astype(np.int32) if blocks else np.zeros(1, dtype=np.int32)
+
+
 class NativeTape:
     """A tape's groups as a built C program, run on the numpy backend's arrays.
 
-    With ``prebuilt_only`` it runs the table program that pip built with chainrule (never the
-    C compiler), whatever the tape's length: how the numpy backend replays a thin tape.
+    A tape of up to ``STRAIGHT_LINE_GROUPS`` groups becomes its own straight-line program, built
+    by the C compiler; a longer one, or any with ``table``, runs the table program, the same
+    for every tape (built by pip with chainrule, else once by the C compiler). With ``compiler``
+    False only the table program pip built is used: the C compiler is never run.
     """
 
-    def __init__(self, np, groups, size: int, first: int, prebuilt_only: bool = False):
+    def __init__(self, np, groups, size: int, first: int, table: bool = False, compiler: bool = True):
         if size >= 2**31:
             raise Unavailable("the tape has more than 2**31 nodes")
-        if prebuilt_only and prebuilt_tables() is None:
+        if not compiler and prebuilt_tables() is None:
             raise Unavailable("the table program was not built with chainrule")
-        # Every group's input positions, node by node, in one int32 array; a layer's weight,
-        # input and bias positions follow, vector element by vector element.
-        table, blocks, offset = [], [], 0
-        straight = not prebuilt_only and len(groups) <= STRAIGHT_LINE_GROUPS
-        for group in groups:
-            count, layer = group.end - group.start, None
-            if hasattr(group, "weights"):  # compiler._MatmulGroup: weights (m, U), inputs (m, V)
-                (m, U), V = group.weights.shape, group.inputs.shape[1]
-                n = 2 * m + 1
-                layer = (offset, offset + m * U, offset + m * (U + V), U, V, m)
-                blocks += [group.weights.ravel(), group.inputs.ravel(), group.bias.ravel()]
-                offset += m * (U + V) + U * V
-            node_by_node = None  # where the group's input positions start, node after node
-            if layer is None or not straight:  # a table runs a layer node by node, as dots
-                n, node_by_node = group.children.shape[0], offset
-                blocks.append(group.children.ravel(order="F"))  # node after node
-                offset += n * count
-            table.append((group.rule, group.start, count, n, node_by_node, layer))
-        self.idx = np.concatenate(blocks).astype(np.int32) if blocks else np.zeros(1, dtype=np.int32)
-        if straight:
-            self.source = program_source(table, size, first)
+        rows, self.idx = tape_rows(np, groups)
+        if not table and len(groups) <= STRAIGHT_LINE_GROUPS:
+            self.source = program_source(rows, size, first)
             self._run(build(self.source))
-        else:  # one row per group, a layer's run node by node here; the program is the same for all
-            self._run_table(
-                np, [(rule, start, count, n, at) for rule, start, count, n, at, _ in table], first, size
-            )
+        else:  # a layer's row ends with its number of neurons, U
+            rows = [(*row[:5], 0 if row[5] is None else row[5][3]) for row in rows]
+            self._run_table(np, rows, first, size, compiler)
 
     @classmethod
     def from_layout(cls, np, placed, size: int, first: int):
@@ -564,31 +589,37 @@ class NativeTape:
             np.int32
         )
         table, start, offset = [], first, 0
-        for rule, count, width, _, _ in placed:
-            table.append((rule, start, count, width, offset))
+        for rule, count, width, _, _ in placed:  # a layer's dot nodes are run one by one here
+            table.append((rule, start, count, width, offset, 0))
             start, offset = start + count, offset + count * width
-        self._run_table(np, table, first, size)
+        self._run_table(np, table, first, size, compiler=False)
         return self
 
-    def _run_table(self, np, table, first, size):
-        """Run the table program on these groups: ``(rule, start, count, n_inputs, idx_offset)``."""
+    def _run_table(self, np, table, first, size, compiler):
+        """Run the table program on these groups: ``(rule, start, count, n_inputs, idx_offset,
+        neurons)``, ``neurons`` 0 but for a layer."""
         codes = {}  # op -> the numbers of its forward and backward kernels (checked once an op)
         for rule, *_ in table:
             if rule not in codes:
                 f, b = _kernels_for(rule)
                 codes[rule] = (_FORWARD_KERNELS.index(f), _BACKWARD_KERNELS.index(b))
         self.table = np.array(
-            [(codes[rule][0], start, count, n, at, codes[rule][1]) for rule, start, count, n, at in table],
+            [
+                (LAYER, start, count, n, at, LAYER, U)
+                if U
+                else (codes[rule][0], start, count, n, at, codes[rule][1], 0)
+                for rule, start, count, n, at, U in table
+            ],
             dtype=np.int64,
-        )
+        ).reshape(len(table), ROW)
         self.source = table_program()
+        library = prebuilt_tables()
+        if library is None:
+            if not compiler:
+                raise Unavailable("the table program was not built with chainrule")
+            library = build(self.source)
         sizes = ctypes.c_long(first), ctypes.c_long(size)
-        self._run(
-            prebuilt_tables() or build(self.source),
-            ctypes.c_void_p(self.table.ctypes.data),
-            len(table),
-            *sizes,
-        )
+        self._run(library, ctypes.c_void_p(self.table.ctypes.data), len(table), *sizes)
 
     def _run(self, library, *extra):
         """Call this library's forward() and backward() on the tape's arrays, with these last arguments."""

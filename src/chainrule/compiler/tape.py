@@ -291,7 +291,7 @@ class Tape:
         np = self.np
         if self._placed is None:  # a thin tape set up by _thin_from_layout: read its table back
             idx, groups = self.fast.idx.astype(np.intp), []
-            for rule, (_, start, count, n, at, _) in zip(self._rules, self.fast.table.tolist()):
+            for rule, (_, start, count, n, at, _, _) in zip(self._rules, self.fast.table.tolist()):
                 children = idx[at : at + count * n].reshape(count, n).T.copy()
                 groups.append(_Group(np, rule, start, start + count, children))
             self._groups, self._rules = groups, None
@@ -315,14 +315,14 @@ class Tape:
         self._groups, self._placed = groups, None
 
     def _thin_from_layout(self, backend):
-        """For a thin tape on the numpy backend: the C table program pip built, set up straight
+        """For a thin tape on the numpy or auto backend: the C table program pip built, set up straight
         from the layout, so that no group object is made (for a chain, one per node: more time
         than tracing it); they are read back from its table if something needs them (an error to
         report, detect_anomaly, the gradient of part of the nodes), as plain groups: a layer's
         dot nodes stay in the layout's order (the table program runs them one by one anyway),
         so the layout's positions are the tape's. None otherwise."""
         placed = self._placed
-        if backend != "numpy" or not scalar.is_thin(self.size - self.n_leaves, len(placed)):
+        if backend == "c" or not scalar.is_thin(self.size - self.n_leaves, len(placed)):
             return None
         try:
             fast = native.NativeTape.from_layout(self.np, placed, self.size, self.n_leaves)
@@ -332,21 +332,30 @@ class Tape:
         return fast
 
     def _fast(self, backend):
-        """What replays the tape instead of the numpy groups, or None for the groups themselves:
-        the tape as a C program (native.py), or, for a thin tape (where a numpy call per group
-        would cost more than eager), the C table program built with chainrule, else node by
-        node in Python (scalar.py)."""
-        if backend != "numpy":
+        """What replays the tape instead of the numpy groups, or None for the groups themselves.
+
+        ``"c"``: the tape as its own C program (native.py). ``"auto"``: the C table program, the
+        same for every tape (pip builds it with chainrule, so no C compiler runs per tape).
+        ``"numpy"``, or when neither can run: a thin tape (where a numpy call per group would
+        cost more than eager) still runs on the table program pip built, else node by node in
+        Python (scalar.py); any other on the numpy groups."""
+        if backend == "c":
             try:
                 return native.NativeTape(self.np, self.groups, self.size, self.n_leaves)
             except native.Unavailable as reason:
-                if backend == "c":
-                    warnings.warn(
-                        f"chainrule.compile: {reason}; using the numpy backend", RuntimeWarning, stacklevel=5
-                    )
+                warnings.warn(
+                    f"chainrule.compile: {reason}; using the numpy backend", RuntimeWarning, stacklevel=5
+                )
+        elif backend == "auto":
+            try:
+                return native.NativeTape(self.np, self.groups, self.size, self.n_leaves, table=True)
+            except native.Unavailable:
+                pass
         if scalar.is_thin(self.size - self.n_leaves, len(self.groups)):
             try:  # the C table program pip built with chainrule, if it did: no compiler needed
-                return native.NativeTape(self.np, self.groups, self.size, self.n_leaves, prebuilt_only=True)
+                return native.NativeTape(
+                    self.np, self.groups, self.size, self.n_leaves, table=True, compiler=False
+                )
             except native.Unavailable:
                 return scalar.ScalarReplay(self.groups, self.n_leaves)
         return None
