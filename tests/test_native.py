@@ -137,7 +137,9 @@ def test_the_source_is_c_a_learner_can_read():
         other = chainrule.compile(lambda x: (w * x[0]).tanh(), backend=backend)
         other([1.0])
         assert other.source() == source
-    cube = chainrule.ops.Op("cube", lambda x: x**3, lambda g, out, x: (3 * g * x * x,), lambda np, X: X[0] ** 3)
+    cube = chainrule.ops.Op(
+        "cube", lambda x: x**3, lambda g, out, x: (3 * g * x * x,), lambda np, X: X[0] ** 3
+    )
     no_kernel = chainrule.compile(lambda x: chainrule.engine.apply(cube, x[0]), backend="numpy")
     no_kernel([1.0])
     with pytest.raises(ValueError, match="no kernel for the op 'cube'"):
@@ -373,7 +375,9 @@ def test_layers_of_every_small_shape_match_eager_and_numpy(U, V, m, seed, activa
 
 
 @pytest.mark.parametrize("with_the_prebuilt_program", [True, False])
-def test_auto_runs_every_tape_on_the_one_table_program(monkeypatch, with_the_prebuilt_program, loss_and_grads):
+def test_auto_runs_every_tape_on_the_one_table_program(
+    monkeypatch, with_the_prebuilt_program, loss_and_grads
+):
     # "auto", the default, never runs the C compiler per tape: a network's tape (layers and
     # all) walks the table program that pip built; without it, that program is built once.
     if not with_the_prebuilt_program:

@@ -409,7 +409,8 @@ def table_program() -> str:
             f"        case {code}: b_{name}(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;"
         )
     lines.append(
-        f"        case {LAYER}: b_layer_row(d, gr, idx + row[4], row[1], row[2], row[3], row[6], needed); break;"
+        f"        case {LAYER}: "
+        "b_layer_row(d, gr, idx + row[4], row[1], row[2], row[3], row[6], needed); break;"
     )
     lines.append("        }")
     lines.append("    }")
