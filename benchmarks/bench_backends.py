@@ -1,8 +1,9 @@
 """chainrule.compile's backends across graph sizes, side by side with eager and PyTorch.
 
 For each graph of the table, one step (forward, backward, gradients reset) runs on:
-chainrule eager, the compiled function with the numpy backend, the compiled function with the
-C backend, and PyTorch eager (float64, one thread) where the graph is an MLP. The engines take
+chainrule eager, the compiled function with each backend (numpy; C, the tape's own program;
+auto, the default: the C table program pip built with chainrule), and PyTorch eager (float64,
+one thread) where the graph is an MLP. The engines take
 turns in one process (ten steps in a row for the compiled functions, PyTorch and JAX, one for
 eager), so a noisy neighbour slows them alike; the table gives the median time per step, the
 ratios that matter, and the trace time of each backend (for C with the build by the C
@@ -152,6 +153,7 @@ class JaxMLP:
         return float(value), []
 
 
+BACKENDS = ("numpy", "c", "auto")  # "auto", the default: the C table program pip built
 GRAD = operator.attrgetter("grad")  # every step returns its gradients, to check them
 
 
@@ -197,10 +199,10 @@ def dag_case(n: int, seed: int = 3):
     return f"random deep DAG, {n:,} nodes", params, loss, ([0.3, -0.4],), None
 
 
-def graph_and_tape_bytes(loss, args) -> tuple[int, int, int]:
+def graph_and_tape_bytes(loss, args) -> tuple[int, dict]:
     """What one eager forward graph holds, and what a compiled function keeps after its first
-    call (its tape), with the numpy and with the C backend (tracemalloc; the C library itself,
-    a few kB of code, is not counted)."""
+    call (its tape), with each backend (tracemalloc; the C library itself, a few kB of code, is
+    not counted)."""
 
     def first_call(backend):
         f = chainrule.compile(loss, backend=backend)
@@ -208,12 +210,16 @@ def graph_and_tape_bytes(loss, args) -> tuple[int, int, int]:
         return f
 
     graph, _ = retained(lambda: loss(*[_as_values(a) for a in args]))
-    return graph, retained(lambda: first_call("numpy"))[0], retained(lambda: first_call("c"))[0]
+    return graph, {b: retained(lambda b=b: first_call(b))[0] for b in BACKENDS}
 
 
 def timed(fn, steps: int = 1):
-    """(seconds per step, result of the last) of ``steps`` steps in a row, after a collection."""
+    """(seconds per step, result of the last) of ``steps`` steps in a row, after a collection
+    and, for more than one step, one step untimed: the collection walks every object in the
+    process and leaves the caches cold, which the first step after it pays for."""
     gc.collect()
+    if steps > 1:
+        fn()
     start = time.perf_counter()
     for _ in range(steps):
         result = fn()
@@ -235,7 +241,7 @@ def run_case(case, repeats: int, eager_repeats: int):
     # more per call on the moons batch); eager chainrule makes its Values in every step.
     arrays = [numpy.asarray(a, dtype=numpy.float64) for a in args]
     optimizer = SGD(params, lr=0.0)  # for its zero_grad(), which PyTorch's step does by hand
-    for backend in ("numpy", "c"):
+    for backend in BACKENDS:
         f = chainrule.compile(loss, backend=backend)
         seconds, _ = timed(lambda f=f: f(*arrays))
         trace[backend] = seconds
@@ -293,26 +299,33 @@ def main(argv=None):
         ]
         if args.large:
             cases[5:5] = [mlp_case(10_000, 16, 2), mlp_case(100, 256, 2), mlp_case(100, 16, 32)]
-    print(f"python {sys.version.split()[0]}, chainrule eager vs compiled (numpy, C) vs PyTorch eager float64")
-    header = f"{'graph':<34}{'eager':>10}{'numpy':>10}{'C':>10}{'pytorch':>10}{'jax.jit':>10}"
     print(
-        header + f"{'C/eager':>9}{'C/torch':>9}{'C/jax':>9}{'trace np':>10}{'trace C':>9}"
-        f"{'graph MB':>10}{'tape np':>9}{'tape C':>8}"
+        f"python {sys.version.split()[0]}, chainrule eager vs compiled (numpy, C, auto) vs PyTorch eager "
+        "float64 vs jax.jit"
+    )
+    print(
+        f"{'graph':<34}{'eager':>9}{'numpy':>8}{'C':>8}{'auto':>8}{'pytorch':>9}{'jax.jit':>9}"
+        f"{'best/eager':>11}{'best/torch':>11}{'best/jax':>9}{'trace np':>9}{'trace C':>8}{'trace auto':>11}"
+        f"{'graph MB':>9}{'tape np':>8}{'tape C':>7}{'tape auto':>10}"
     )
     for case in cases:
         name, t, trace = run_case(case, args.repeats, eager_repeats=min(args.repeats, 3))
-        graph, tape_numpy, tape_c = graph_and_tape_bytes(case[2], case[3])
+        graph, tape = graph_and_tape_bytes(case[2], case[3])
         ms = {k: f"{v * 1e3:.3f}" for k, v in t.items()}
-        torch_ratio = f"{t['c'] / t['pytorch']:.2f}" if "pytorch" in t else "-"
-        jax_ratio = f"{t['c'] / t['jax']:.2f}" if "jax" in t else "-"
+        best = min(t[backend] for backend in BACKENDS)
+        torch_ratio = f"{best / t['pytorch']:.2f}" if "pytorch" in t else "-"
+        jax_ratio = f"{best / t['jax']:.2f}" if "jax" in t else "-"
+        times = "".join(f"{ms.get(k, '-'):>{w}}" for k, w in [("numpy", 8), ("c", 8), ("auto", 8)])
+        peers = f"{ms.get('pytorch', '-'):>9}{ms.get('jax', '-'):>9}"
+        traces = f"{trace['numpy']:>8.2f}s{trace['c']:>7.2f}s{trace['auto']:>10.2f}s"
+        tapes = f"{tape['numpy'] / graph:>8.2f}{tape['c'] / graph:>7.2f}{tape['auto'] / graph:>10.2f}"
         print(
-            f"{name:<34}{ms['eager']:>10}{ms['numpy']:>10}{ms['c']:>10}{ms.get('pytorch', '-'):>10}"
-            f"{ms.get('jax', '-'):>10}{t['c'] / t['eager']:>9.4f}{torch_ratio:>9}{jax_ratio:>9}"
-            f"{trace['numpy']:>9.2f}s{trace['c']:>8.2f}s"
-            f"{graph / 1e6:>10.1f}{tape_numpy / graph:>9.2f}{tape_c / graph:>8.2f}"
+            f"{name:<34}{ms['eager']:>9}{times}{peers}{best / t['eager']:>11.4f}{torch_ratio:>11}"
+            f"{jax_ratio:>9}{traces}{graph / 1e6:>9.1f}{tapes}"
         )
-    print("times in ms (median); C/eager and C/torch are time ratios: below 1 means C is faster;")
-    print("graph MB: one eager forward graph; tape np / tape C: what a compiled function keeps, / graph")
+    print("times in ms (median); best: the fastest compiled backend; best/x are time ratios, below 1 where")
+    print("compiled is faster; graph MB: one eager forward graph; tape: what a compiled function keeps,")
+    print("over the graph")
 
 
 if __name__ == "__main__":

@@ -714,6 +714,28 @@ def test_a_computed_value_made_before_the_call_is_read_like_a_parameter():
     assert f([1.0]).data == (h * Value(1.0)).data
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        (np.arange(6.0).reshape(3, 2), np.array([1.0, -1.0, 2.0])),
+        (np.float64(3.0) * np.ones(()),),  # 0-d
+        (np.arange(12.0).reshape(3, 4)[:, ::2],),  # not contiguous
+        (np.empty((0, 2)),),
+        (),
+    ],
+)
+def test_float_arrays_take_a_short_way_in_with_the_same_structure_and_numbers(args):
+    from chainrule.compiler import arguments
+
+    flat = []
+    structure = tuple(arguments._flatten_arguments(a, flat, (i,)) for i, a in enumerate(args))
+    got_structure, got_numbers = arguments.flatten_all(np, args)
+    assert got_structure == structure
+    assert got_numbers.tolist() == (np.concatenate(flat).tolist() if flat else [])
+    if all(a.size for a in args):  # the same call with lists: the same trace ([] has no width)
+        assert arguments.flatten_all(np, [a.tolist() for a in args])[0] == structure
+
+
 def test_an_empty_numpy_array_is_accepted_like_an_empty_list():
     w = Value(2.0)
     f = chainrule.compile(lambda xs: sum((w * x for x in xs), w))

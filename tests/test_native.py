@@ -346,17 +346,27 @@ def test_one_output_of_a_layer_over_a_batch_sends_gradients_only_along_its_own_g
     m=st.integers(1, 9),
     seed=st.integers(0, 2**16),
     activation=st.sampled_from(["relu", "tanh"]),
+    scrambled=st.booleans(),
 )
-def test_layers_of_every_small_shape_match_eager_and_numpy(U, V, m, seed, activation):
+def test_layers_of_every_small_shape_match_eager_and_numpy(U, V, m, seed, activation, scrambled):
     # The C layer is a matrix product done four rows by four columns at a time, with the
-    # remainders one number at a time: sizes 1 to 9 take every mix of the two.
+    # remainders one number at a time: sizes 1 to 9 take every mix of the two. Its weights,
+    # inputs and biases lie in a pattern in the tape (read in place) or, scrambled, not (listed).
     rng = random.Random(seed)
-    W = [[Value(rng.uniform(-1, 1)) for _ in range(m)] for _ in range(U)]
-    b = [Value(rng.uniform(-1, 1)) for _ in range(U)]
-    params = [*b, *(w for row in W for w in row)]
+    pool = [Value(rng.uniform(-1, 1)) for _ in range(U * (m + 1))]
+    if scrambled:
+        rng.shuffle(pool)
+    W = [pool[u * m : (u + 1) * m] for u in range(U)]
+    b = pool[U * m :]
+    params = pool
     X = [[rng.uniform(-2, 2) for _ in range(m)] for _ in range(V)]
+    order = [(v, k) for v in range(V) for k in range(m)]
+    if scrambled:  # the inputs are computed, in another order than the layer reads them
+        rng.shuffle(order)
 
     def layer(X):
+        made = {vk: X[vk[0]][vk[1]] * 1.5 for vk in order}
+        X = [[made[v, k] for k in range(m)] for v in range(V)]
         outs = [getattr(chainrule.dot(W[u], x, b[u]), activation)() for x in X for u in range(U)]
         return chainrule.sum_values([o * (k + 1.0) for k, o in enumerate(outs)])
 
@@ -415,3 +425,14 @@ def test_auto_without_the_table_program_or_a_compiler_runs_numpy_quietly(monkeyp
         warnings.simplefilter("error")
         assert f([1.0, 2.0, 3.0]).data == 18.0
     assert not isinstance(f.last_tape.fast, native.NativeTape)
+
+
+def test_a_block_of_positions_is_a_pattern_only_when_every_position_fits_it():
+    positions = 7 + 3 * np.arange(4)[:, None] + 10 * np.arange(5)  # (4, 5)
+    assert native._pattern(np, positions) == (7, 3, 10)
+    assert native._pattern(np, positions[:1]) == (7, 0, 10)
+    assert native._pattern(np, np.full((3, 2), 5)) == (5, 0, 0)
+    broken = positions.copy()
+    broken[3, 4] += 1
+    assert native._pattern(np, broken) is None
+    assert native._pattern(np, positions[:, [0, 2, 1]]) is None

@@ -65,7 +65,7 @@ import time
 
 from ..engine import _mode
 from . import native
-from .arguments import _flatten_arguments
+from .arguments import flatten_all
 from .tracing import TraceWarning, trace
 
 __all__ = ["compile", "CompiledFunction", "TraceWarning", "BACKENDS"]
@@ -141,9 +141,7 @@ class CompiledFunction:
     def __call__(self, *args):
         if _mode.get().tracer is not None:  # called inside another trace: let it see the ops
             return self.fn(*args)
-        flat = []
-        structure = tuple(_flatten_arguments(arg, flat, (i,)) for i, arg in enumerate(args))
-        numbers_in = self.np.concatenate(flat) if flat else self.np.empty(0)
+        structure, numbers_in = flatten_all(self.np, args)
         tape = self.tapes.get(structure)
         if tape is None:
             start = time.perf_counter()

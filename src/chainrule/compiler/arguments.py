@@ -13,6 +13,16 @@ from ..engine import Value
 # hashable structure that says how to rebuild them.
 
 
+def flatten_all(np, args):
+    """All the arguments of a call as (their structure, one float64 array of their numbers)."""
+    if all(type(a) is np.ndarray and a.dtype == np.float64 for a in args):  # the usual fast case
+        structure = tuple(("block", False, a.shape) for a in args)  # what _flatten_arguments says
+        return structure, np.concatenate([a.ravel() for a in args]) if args else np.empty(0)
+    flat = []
+    structure = tuple(_flatten_arguments(arg, flat, (i,)) for i, arg in enumerate(args))
+    return structure, np.concatenate(flat) if flat else np.empty(0)
+
+
 def _flatten_arguments(obj, flat, position):
     """Append ``obj``'s numbers to ``flat`` (a list of 1-d arrays) and return its structure.
 

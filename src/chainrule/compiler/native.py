@@ -148,18 +148,23 @@ BACKWARD(dot) {
     }
 }
 
-/* C[i*N + j] = the sum over k of A(i, k) * B[k*N + j], its terms added k = 0, 1, ... in turn,
-   as one loop over k would add them. A(i, k) is A[i*ai + k*ak], so A can be read row by row
-   (ai = K, ak = 1) or column by column (ai = 1, ak = M). Four rows by four columns at a time:
-   sixteen sums stay in registers, and each number read from A or B serves four of them. */
-static double column_dot(const double *a, long ak, const double *B, long K, long N) {
+/* C[i*N + j] = the sum over k of A(i, k) * B[k*ldb + j], its terms added k = 0, 1, ... in
+   turn, as one loop over k would add them. A(i, k) is A[i*ai + k*ak], so A can be read row by
+   row (ai = K, ak = 1), column by column (ai = 1, ak = M), or where it lies in the tape. Four
+   rows by four columns at a time: sixteen sums stay in registers, and each number read from
+   A or B serves four of them. */
+static double column_dot(const double *a, long ak, const double *B, long K, long ldb) {
     double s = 0.0;
-    for (long k = 0; k < K; k++) s += a[k * ak] * B[k * N];
+    for (long k = 0; k < K; k++) s += a[k * ak] * B[k * ldb];
     return s;
 }
 #define TILE_ROW(r) \
     c##r[0] += a##r * b[0]; c##r[1] += a##r * b[1]; c##r[2] += a##r * b[2]; c##r[3] += a##r * b[3];
-static void matmul(const double *A, long ai, long ak, const double *B, double *C, long M, long K, long N) {
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+__attribute__((target_clones("avx2", "default")))  /* 4 numbers an instruction where the CPU can */
+#endif
+static void matmul(const double *A, long ai, long ak, const double *B, long ldb, double *C, long M, long K,
+                   long N) {
     long i = 0;
     for (; i + 4 <= M; i += 4) {
         const double *A0 = A + i * ai, *A1 = A0 + ai, *A2 = A1 + ai, *A3 = A2 + ai;
@@ -168,7 +173,7 @@ static void matmul(const double *A, long ai, long ak, const double *B, double *C
             double c0[4] = {0.0, 0.0, 0.0, 0.0}, c1[4] = {0.0, 0.0, 0.0, 0.0};
             double c2[4] = {0.0, 0.0, 0.0, 0.0}, c3[4] = {0.0, 0.0, 0.0, 0.0};
             for (long k = 0; k < K; k++) {
-                const double *b = B + k * N + j;
+                const double *b = B + k * ldb + j;
                 double a0 = A0[k * ak], a1 = A1[k * ak], a2 = A2[k * ak], a3 = A3[k * ak];
                 TILE_ROW(0) TILE_ROW(1) TILE_ROW(2) TILE_ROW(3)
             }
@@ -178,78 +183,130 @@ static void matmul(const double *A, long ai, long ak, const double *B, double *C
             }
         }
         for (; j < N; j++)
-            for (long r = i; r < i + 4; r++) C[r * N + j] = column_dot(A + r * ai, ak, B + j, K, N);
+            for (long r = i; r < i + 4; r++) C[r * N + j] = column_dot(A + r * ai, ak, B + j, K, ldb);
     }
     for (; i < M; i++)
-        for (long j = 0; j < N; j++) C[i * N + j] = column_dot(A + i * ai, ak, B + j, K, N);
+        for (long j = 0; j < N; j++) C[i * N + j] = column_dot(A + i * ai, ak, B + j, K, ldb);
+}
+
+/* A block of positions, rows x cols: listed one by one in idx (`at`), or, where they follow a
+   pattern, as a layer's blocks usually do, given by it: position (i, j) is then
+   base + i*outer + j*inner, and nothing is read from memory to find it. */
+typedef struct { const idx_t *at; long base, outer, inner, cols; } block;
+static long place(block p, long i, long j) {
+    return p.at ? p.at[i * p.cols + j] : p.base + i * p.outer + j * p.inner;
 }
 
 /* A layer applied to a batch (the compiler's matrix-product groups): node v*U + u is the dot
-   of weight vector u with input vector v, both m long, plus its own bias. w[k*U + u] and
-   x[k*V + v] are the positions of element k of each vector, b[v*U + u] the node's bias.
-   The numbers are copied into dense blocks in that order, W[k*U + u] and X[k*V + v], and the
-   nodes are one matrix product, X' W, written straight into d: each adds its terms k = 0, 1,
-   ... in turn, then its bias, as the one-node-at-a-time dot kernel does. */
-static int f_layer(double *d, const idx_t *w, const idx_t *x, const idx_t *b, long start,
-                   long U, long V, long m) {
+   of weight vector u with input vector v, both m long, plus its own bias. Its part of idx
+   says where they are, in three blocks: the weights (k, u), the inputs (k, v) and the biases
+   (v, u), element k of each vector. It starts with three patterns (base, outer, inner), base
+   -1 for a block listed instead, then the listed blocks in that order. */
+static void layer_blocks(const idx_t *c, long U, long V, long m, block *w, block *x, block *b) {
+    const idx_t *listed = c + 9;
+    block *blocks[3] = {w, x, b};
+    long rows[3] = {m, m, V}, cols[3] = {U, V, U};
+    for (int k = 0; k < 3; k++) {
+        *blocks[k] = (block){NULL, c[3 * k], c[3 * k + 1], c[3 * k + 2], cols[k]};
+        if (c[3 * k] < 0) {
+            blocks[k]->at = listed;
+            listed += rows[k] * cols[k];
+        }
+    }
+}
+
+/* The nodes are one matrix product, X' W + biases, written straight into d: each adds its
+   terms k = 0, 1, ... in turn, then its bias, as the one-node-at-a-time dot kernel does. The
+   weights are copied into a dense block W[k*U + u]; the inputs too, X[k*V + v], unless they
+   follow a pattern, which matmul can read where they are. */
+static int f_layer(double *d, const idx_t *c, long start, long U, long V, long m) {
+    block w, x, b;
+    layer_blocks(c, U, V, m, &w, &x, &b);
     double *W = malloc(sizeof(double) * (U + V) * m + 1), *X = W + U * m, *out = d + start;
     if (!W) return 1;  /* no memory: numpy redoes the call */
-    for (long i = 0; i < U * m; i++) W[i] = d[w[i]];
-    for (long i = 0; i < V * m; i++) X[i] = d[x[i]];
-    matmul(X, 1, V, W, out, V, m, U);
-    for (long i = 0; i < U * V; i++) out[i] += d[b[i]];
+    for (long k = 0; k < m; k++)
+        for (long u = 0; u < U; u++) W[k * U + u] = d[place(w, k, u)];
+    if (x.at) {
+        for (long k = 0; k < m; k++)
+            for (long v = 0; v < V; v++) X[k * V + v] = d[place(x, k, v)];
+        matmul(X, 1, V, W, U, out, V, m, U);
+    } else {
+        matmul(d + x.base, x.inner, x.outer, W, U, out, V, m, U);
+    }
+    for (long v = 0; v < V; v++)
+        for (long u = 0; u < U; u++) out[v * U + u] += d[place(b, v, u)];
     free(W);
     return 0;
 }
 /* Backward, with g[v*U + u] the nodes' gradients (in place in gr): the weights' gradients are
-   the product X g (m x U, in W's order) and the inputs' are g W' (V x m, W' the weights
-   vector by vector); each bias gets its node's gradient. They are added into gr once all are
-   computed, so that a position that is several of them gets every share. */
-static void b_layer(const double *d, double *gr, const idx_t *w, const idx_t *x, const idx_t *b, long start,
-                    long U, long V, long m) {
-    double *W = malloc(sizeof(double) * 2 * (U + V) * m + 1);
+   the product X g (m x U) and the inputs' are g W' (V x m, W' the weights vector by vector);
+   each bias gets its node's gradient (a bias shared by a neuron's nodes, their sum). They are
+   added into gr once all are computed, so that a position that is several of them gets every
+   share. */
+static void b_layer(const double *d, double *gr, const idx_t *c, long start, long U, long V, long m) {
+    block w, x, b;
+    layer_blocks(c, U, V, m, &w, &x, &b);
+    double *W = malloc(sizeof(double) * (2 * (U + V) * m + U) + 1);
     if (!W) { gr[0] = NAN; return; }  /* no memory: numpy redoes the pass */
-    double *X = W + U * m, *gW = X + V * m, *gX = gW + U * m;
-    const double *g = gr + start;
+    double *X = W + U * m, *gW = X + V * m, *gX = gW + U * m, *gb = gX + V * m;
+    const double *g = gr + start, *Wt = W, *Xk = X;
+    long ldw = m, xk = V, xv = 1;  /* W'(u, k) is Wt[u*ldw + k]; X(k, v) is Xk[k*xk + v*xv] */
+    if (!w.at && w.outer == 1) {  /* each weight vector's elements one after the other */
+        Wt = d + w.base, ldw = w.inner;
+    } else {
+        for (long k = 0; k < m; k++)
+            for (long u = 0; u < U; u++) W[u * m + k] = d[place(w, k, u)];
+    }
+    if (!x.at) {
+        Xk = d + x.base, xk = x.outer, xv = x.inner;
+    } else {
+        for (long k = 0; k < m; k++)
+            for (long v = 0; v < V; v++) X[k * V + v] = d[place(x, k, v)];
+    }
+    matmul(Xk, xk, xv, g, U, gW, m, V, U);
+    matmul(g, U, 1, Wt, ldw, gX, V, U, m);
+    if (!b.at && b.outer == 0) {  /* one bias a neuron */
+        for (long u = 0; u < U; u++) gb[u] = 0.0;
+        for (long v = 0; v < V; v++)
+            for (long u = 0; u < U; u++) gb[u] += g[v * U + u];
+        for (long u = 0; u < U; u++) gr[b.base + u * b.inner] += gb[u];
+    } else {
+        for (long v = 0; v < V; v++)
+            for (long u = 0; u < U; u++) gr[place(b, v, u)] += g[v * U + u];
+    }
     for (long k = 0; k < m; k++)
-        for (long u = 0; u < U; u++) W[u * m + k] = d[w[k * U + u]];
-    for (long i = 0; i < V * m; i++) X[i] = d[x[i]];
-    matmul(X, V, 1, g, gW, m, V, U);
-    matmul(g, U, 1, W, gX, V, U, m);
-    for (long i = 0; i < U * V; i++) gr[b[i]] += g[i];
-    for (long i = 0; i < U * m; i++) gr[w[i]] += gW[i];
+        for (long u = 0; u < U; u++) gr[place(w, k, u)] += gW[k * U + u];
     for (long v = 0; v < V; v++)
-        for (long k = 0; k < m; k++) gr[x[k * V + v]] += gX[v * m + k];
+        for (long k = 0; k < m; k++) gr[place(x, k, v)] += gX[v * m + k];
     free(W);
 }
 
-static void b_layer_part(const double *d, double *gr, const idx_t *w, const idx_t *x, const idx_t *b,
-                         long start, long U, long V, long m, const unsigned char *needed) {
+static void b_layer_part(const double *d, double *gr, const idx_t *c, long start, long U, long V, long m,
+                         const unsigned char *needed) {
     /* only the nodes marked in `needed`, one by one, as the dot kernel would */
+    block w, x, b;
+    layer_blocks(c, U, V, m, &w, &x, &b);
     for (long v = 0; v < V; v++)
         for (long u = 0; u < U; u++) {
             long j = v * U + u;
             if (!needed[start + j]) continue;
             double g = gr[start + j];
             for (long k = 0; k < m; k++) {
-                gr[w[k * U + u]] += g * d[x[k * V + v]];
-                gr[x[k * V + v]] += g * d[w[k * U + u]];
+                gr[place(w, k, u)] += g * d[place(x, k, v)];
+                gr[place(x, k, v)] += g * d[place(w, k, u)];
             }
-            gr[b[j]] += g;
+            gr[place(b, v, u)] += g;
         }
 }
 
-/* A layer as a row of the table program: its U*V nodes' weight, input and bias positions come
-   one block after the other from w, and it is run as above */
-static int f_layer_row(double *d, const idx_t *w, long start, long count, long m, long U) {
-    long V = count / U;
-    return f_layer(d, w, w + m * U, w + m * (U + V), start, U, V, m);
+/* A layer as a row of the table program: count = U*V nodes, m inputs a vector */
+static int f_layer_row(double *d, const idx_t *c, long start, long count, long m, long U) {
+    return f_layer(d, c, start, U, count / U, m);
 }
-static void b_layer_row(const double *d, double *gr, const idx_t *w, long start, long count, long m,
+static void b_layer_row(const double *d, double *gr, const idx_t *c, long start, long count, long m,
                         long U, const unsigned char *needed) {
-    long V = count / U;
-    if (needed) b_layer_part(d, gr, w, w + m * U, w + m * (U + V), start, U, V, m, needed);
-    else b_layer(d, gr, w, w + m * U, w + m * (U + V), start, U, V, m);
+    if (needed) b_layer_part(d, gr, c, start, U, count / U, m, needed);
+    else b_layer(d, gr, c, start, U, count / U, m);
 }
 
 static long picked(const double *d, const idx_t *c, long rows) {  /* take's row, or -1 */
@@ -323,11 +380,10 @@ def _kernels_for(rule):
 def program_source(groups, size: int, first: int) -> str:
     """C source for a tape whose groups are ``(rule, start, count, n_inputs, idx_offset, layer)``.
 
-    ``idx_offset`` is where the group's input positions start in ``idx``, node after node
-    (None for a layer in a straight-line program, which reads its own blocks).
+    ``idx_offset`` is where the group's input positions start in ``idx``, node after node.
 
-    ``layer`` is None, or for a layer applied to a batch (a matrix product), where its weight,
-    input and bias positions start in ``idx`` and its sizes: ``(w, x, b, U, V, m)``.
+    ``layer`` is None, or for a layer applied to a batch (a matrix product) its sizes
+    ``(U, V, m)``; its positions are then at ``idx_offset`` as f_layer reads them.
 
     ``first`` is the position of the first computed node (the leaves come before it).
     """
@@ -339,11 +395,9 @@ def program_source(groups, size: int, first: int) -> str:
         for rule, start, count, n, offset, layer in groups:
             f, _ = _kernels_for(rule)
             if layer is not None:
-                w, x, b, U, V, m = layer
-                lines.append(
-                    f"    bad |= f_layer(d, idx + {w}, idx + {x}, idx + {b}, {start}, {U}, {V}, {m});"
-                    f"  /* {U} neurons x {V} inputs */"
-                )
+                U, V, m = layer
+                call = f"f_layer(d, idx + {offset}, {start}, {U}, {V}, {m});"
+                lines.append(f"    bad |= {call}  /* {U} neurons x {V} inputs */")
                 continue
             lines.append(
                 f"    bad |= f_{f}(d, idx + {offset}, {start}, {count}, {n});  /* {count} x {rule.name} */"
@@ -359,8 +413,7 @@ def program_source(groups, size: int, first: int) -> str:
             _, b = _kernels_for(rule)
             call = f"b_{b}(d, gr, idx + {offset}, {start}, {count}, {n}, needed);"
             if layer is not None:  # with a mask (part of the nodes needed), node by node
-                w, x, bias, U, V, m = layer
-                blocks = f"idx + {w}, idx + {x}, idx + {bias}, {start}, {U}, {V}, {m}"
+                blocks = f"idx + {offset}, {start}, {', '.join(map(str, layer))}"
                 call = f"if (needed) b_layer_part(d, gr, {blocks}, needed); else b_layer(d, gr, {blocks});"
             lines.append(f"    {call}")
         lines.append(f"    return !all_finite(gr, 0, {size});")
@@ -423,6 +476,91 @@ def table_program() -> str:
 TABLES_MODULE = Path(__file__).with_name("_tables.c")
 
 
+# The end of _tables.c: forward() and backward() for Python. Each takes the tape's arrays as
+# buffers (numpy arrays), checks their kinds and sizes, and runs with the GIL released, as a
+# ctypes call does.
+TABLES_MODULE_TAIL = r"""
+/* A C-contiguous buffer of `n` items of `itemsize` bytes (n < 0: any number), or -1 with an error */
+static int get_buffer(PyObject *o, Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t n, int writable) {
+    if (PyObject_GetBuffer(o, view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    if (view->len % itemsize != 0 || (n >= 0 && view->len != n * itemsize)) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "_tables: an array of the wrong size");
+        return -1;
+    }
+    return 0;
+}
+
+/* forward(data, idx, table, first): 0, or 1 when numpy must redo the call */
+static PyObject *py_forward(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer d, idx, t;
+    long first;
+    if (nargs != 4 || (first = PyLong_AsLong(args[3])) == -1) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "_tables.forward(data, idx, table, first)");
+        return NULL;
+    }
+    if (get_buffer(args[0], &d, 8, -1, 1) < 0) return NULL;
+    if (get_buffer(args[1], &idx, 4, -1, 0) < 0) { PyBuffer_Release(&d); return NULL; }
+    if (get_buffer(args[2], &t, 8 * ROW, -1, 0) < 0) {
+        PyBuffer_Release(&d);
+        PyBuffer_Release(&idx);
+        return NULL;
+    }
+    int bad;
+    Py_BEGIN_ALLOW_THREADS
+    bad = forward(d.buf, idx.buf, t.buf, t.len / (8 * ROW), first, d.len / 8);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&d);
+    PyBuffer_Release(&idx);
+    PyBuffer_Release(&t);
+    return PyLong_FromLong(bad);
+}
+
+/* backward(data, grad, idx, needed, table, first): needed is None or one byte a node */
+static PyObject *py_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer d, gr, idx, needed = {0}, t;
+    long first;
+    if (nargs != 6 || (first = PyLong_AsLong(args[5])) == -1) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "_tables.backward(data, grad, idx, needed, table, first)");
+        return NULL;
+    }
+    if (get_buffer(args[0], &d, 8, -1, 0) < 0) return NULL;
+    Py_ssize_t size = d.len / 8;
+    int got = 1;  /* how many buffers are held */
+    got += get_buffer(args[1], &gr, 8, size, 1) == 0;
+    if (got == 2) got += get_buffer(args[2], &idx, 4, -1, 0) == 0;
+    if (got == 3) got += args[3] == Py_None || get_buffer(args[3], &needed, 1, size, 0) == 0;
+    if (got == 4) got += get_buffer(args[4], &t, 8 * ROW, -1, 0) == 0;
+    int bad = 0;
+    if (got == 5) {
+        Py_BEGIN_ALLOW_THREADS
+        bad = backward(d.buf, gr.buf, idx.buf, needed.buf, t.buf, t.len / (8 * ROW), first, size);
+        Py_END_ALLOW_THREADS
+    }
+    Py_buffer *held[] = {&d, &gr, &idx, &needed, &t};
+    for (int i = 0; i < got; i++)
+        if (held[i]->obj != NULL) PyBuffer_Release(held[i]);
+    return got == 5 ? PyLong_FromLong(bad) : NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"forward", (PyCFunction)(void (*)(void))py_forward, METH_FASTCALL, "forward(data, idx, table, first)"},
+    {"backward", (PyCFunction)(void (*)(void))py_backward, METH_FASTCALL,
+     "backward(data, grad, idx, needed, table, first)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_tables", "the C backend's table-walking program", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__tables(void) { return PyModule_Create(&module); }
+"""
+
+
 def tables_module_source() -> str:
     """The text of chainrule/compiler/_tables.c: table_program() as a Python extension module, so
     that pip builds it with chainrule. Made by this function; a test checks the file is current."""
@@ -431,25 +569,21 @@ def tables_module_source() -> str:
         "   the kernels or table_program() in native.py, write it afresh with\n"
         '   python -c "from chainrule.compiler import native; native.TABLES_MODULE.write_text('
         'native.tables_module_source())"\n\n'
-        "   The C backend's program for long tapes (native.table_program()), built once by pip when\n"
-        "   chainrule is installed, so that a long thin tape (a chain, an RNN) replays in C without\n"
-        "   a C compiler at run time. native.py calls forward() and backward() through ctypes, as it\n"
-        "   calls the programs it builds itself; the module itself holds nothing. */\n"
+        "   The C backend's table program (native.table_program()), built once by pip when chainrule\n"
+        "   is installed, so that any tape replays in C without a C compiler at run time (the\n"
+        '   default backend, "auto", and the numpy backend\'s thin tapes). At the end, its forward()\n'
+        "   and backward() as Python functions on numpy arrays: no ctypes on the way. */\n"
         "#define PY_SSIZE_T_CLEAN\n#include <Python.h>\n\n"
     )
-    tail = (
-        "\nstatic struct PyModuleDef module = {\n"
-        '    PyModuleDef_HEAD_INIT, "_tables", "the C backend\'s table-walking program", -1,\n'
-        "    NULL, NULL, NULL, NULL, NULL,\n"
-        "};\n\nPyMODINIT_FUNC PyInit__tables(void) { return PyModule_Create(&module); }\n"
-    )
+    tail = TABLES_MODULE_TAIL.replace("ROW", str(ROW))
     return head + table_program() + tail
 
 
 @functools.lru_cache(maxsize=1)
 def prebuilt_tables():
-    """The library pip built from _tables.c, loaded for ctypes; None if it was not built (or
-    CHAINRULE_PURE_PYTHON is set, or its kernels are not the ones this file knows)."""
+    """The module pip built from _tables.c (its forward() and backward() take numpy arrays);
+    None if it was not built (or CHAINRULE_PURE_PYTHON is set, or its kernels are not the ones
+    this file knows)."""
     from .. import engine
 
     if engine._graph is None:  # no C extensions at all
@@ -460,7 +594,7 @@ def prebuilt_tables():
         return None
     if TABLES_MODULE.exists() and TABLES_MODULE.read_text() != tables_module_source():
         return None  # a checkout whose _tables.c was not rebuilt after native.py changed
-    return ctypes.CDLL(_tables.__file__)
+    return _tables
 
 
 # ---------------------------------------------------------------------------------------------
@@ -534,20 +668,38 @@ def build(source: str) -> ctypes.CDLL:
         raise Unavailable(f"cannot load {library.name}: {error}") from None
 
 
+def _pattern(np, positions):
+    """``(base, outer, inner)`` when every ``positions[i, j]`` is ``base + i*outer + j*inner``,
+    else None."""
+    rows, cols = positions.shape
+    if rows == 0 or cols == 0:
+        return None
+    base = int(positions[0, 0])
+    outer = int(positions[1, 0]) - base if rows > 1 else 0
+    inner = int(positions[0, 1]) - base if cols > 1 else 0
+    pattern = base + outer * np.arange(rows)[:, None] + inner * np.arange(cols)
+    return (base, outer, inner) if np.array_equal(positions, pattern) else None
+
+
 def tape_rows(np, groups):
     """The groups as rows ``(rule, start, count, n_inputs, idx_offset, layer)`` (see
     program_source) and ``idx``: every group's input positions, node by node, in one int32
-    array; a layer's are three blocks instead, its weight, input and bias positions, vector
-    element by vector element."""
+    array; a layer's are its three blocks of weight, input and bias positions instead, each as a
+    pattern where it follows one (see f_layer)."""
     rows, blocks, offset = [], [], 0
     for group in groups:
         count = group.end - group.start
         if hasattr(group, "weights"):  # tape._MatmulGroup: weights (m, U), inputs (m, V)
             (m, U), V = group.weights.shape, group.inputs.shape[1]
-            layer = (offset, offset + m * U, offset + m * (U + V), U, V, m)
-            blocks += [group.weights.ravel(), group.inputs.ravel(), group.bias.ravel()]
-            rows.append((group.rule, group.start, count, m, offset, layer))
-            offset += m * (U + V) + U * V
+            patterns, listed = [], []  # as f_layer reads them
+            for positions in (group.weights, group.inputs, group.bias.reshape(V, U)):
+                pattern = _pattern(np, positions)
+                patterns += pattern or (-1, 0, 0)
+                if pattern is None:
+                    listed.append(positions.ravel())
+            blocks += [np.array(patterns), *listed]
+            rows.append((group.rule, group.start, count, m, offset, (U, V, m)))
+            offset += len(patterns) + sum(map(len, listed))
         else:
             n = group.children.shape[0]
             blocks.append(group.children.ravel(order="F"))  # node after node
@@ -575,7 +727,7 @@ class NativeTape:
             self.source = program_source(rows, size, first)
             self._run(build(self.source))
         else:  # a layer's row ends with its number of neurons, U
-            rows = [(*row[:5], 0 if row[5] is None else row[5][3]) for row in rows]
+            rows = [(*row[:5], 0 if row[5] is None else row[5][0]) for row in rows]
             self._run_table(np, rows, first, size, compiler)
 
     @classmethod
@@ -614,16 +766,18 @@ class NativeTape:
             dtype=np.int64,
         ).reshape(len(table), ROW)
         self.source = table_program()
-        library = prebuilt_tables()
-        if library is None:
+        self._first = first
+        self._module = prebuilt_tables()
+        if self._module is None:
             if not compiler:
                 raise Unavailable("the table program was not built with chainrule")
-            library = build(self.source)
-        sizes = ctypes.c_long(first), ctypes.c_long(size)
-        self._run(library, ctypes.c_void_p(self.table.ctypes.data), len(table), *sizes)
+            sizes = ctypes.c_long(first), ctypes.c_long(size)
+            self._run(build(self.source), ctypes.c_void_p(self.table.ctypes.data), len(table), *sizes)
 
     def _run(self, library, *extra):
-        """Call this library's forward() and backward() on the tape's arrays, with these last arguments."""
+        """Call this library's forward() and backward() on the tape's arrays, with these last
+        arguments, through ctypes (the module pip built is called directly)."""
+        self._module = None
         self._forward, self._backward = library.forward, library.backward
         self._forward.restype = self._backward.restype = ctypes.c_int
         self._idx = ctypes.c_void_p(self.idx.ctypes.data)
@@ -632,10 +786,14 @@ class NativeTape:
 
     def forward(self, data) -> bool:
         """Compute every node into ``data``; False when the numpy backend must redo the call."""
+        if self._module is not None:
+            return self._module.forward(data, self.idx, self.table, self._first) == 0
         return self._forward(ctypes.c_void_p(data.ctypes.data), self._idx, *self._extra) == 0
 
     def backward(self, data, grad, needed) -> bool:
         """Add the gradients into ``grad``; False when the numpy backend must redo the pass."""
+        if self._module is not None:
+            return self._module.backward(data, grad, self.idx, needed, self.table, self._first) == 0
         mask = self._no_mask if needed is None else ctypes.c_void_p(needed.ctypes.data)
         return (
             self._backward(
