@@ -436,3 +436,40 @@ def test_a_block_of_positions_is_a_pattern_only_when_every_position_fits_it():
     broken[3, 4] += 1
     assert native._pattern(np, broken) is None
     assert native._pattern(np, positions[:, [0, 2, 1]]) is None
+
+
+@pytest.mark.parametrize("op", ["neg", "exp", "log", "tanh", "sigmoid", "relu", "softplus"])
+@pytest.mark.parametrize("backend", ["c", "auto"])
+def test_ops_of_one_input_in_a_run_match_eager(op, backend):
+    # Nodes whose inputs lie one after the other (an activation after a layer) run as fr_/br_
+    # loops with no positions to read: the same numbers, and the same masked gradients.
+    w = Value(0.7)
+    xs = [0.3 * k - 1.1 for k in range(9)]  # with negatives and a zero: relu's both sides
+
+    def fn(xs):
+        inputs = [(w * x + 2.0) if op == "log" else w * x for x in xs]  # log's stay positive
+        outs = [getattr(v, "__neg__" if op == "neg" else op)() for v in inputs]
+        return [chainrule.sum_values([o * (k + 1.0) for k, o in enumerate(outs)]), outs[3]]
+
+    f = chainrule.compile(fn, backend=backend)
+    f(xs)
+    source = f.source()
+    assert f"fr_{op}(" in source and f"br_{op}(" in source  # a run, both ways
+    for output in (0, 1):  # the whole sum, then one node of the run (a masked pass)
+        w.grad = 0.0
+        eager = fn([Value(x) for x in xs])[output]
+        eager.backward()
+        expected = (eager.data, w.grad)
+        w.grad = 0.0
+        out = f(xs)[output]
+        out.backward()
+        assert (out.data, w.grad) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_a_domain_error_in_a_run_is_eagers_error():
+    w = Value(1.0)
+    f = chainrule.compile(lambda xs: sum((w * x).log() for x in xs), backend="c")
+    assert f([1.0, 2.0, 3.0]).data == pytest.approx(math.log(6.0))
+    assert "fr_log(" in f.source()
+    with pytest.raises(ValueError, match="log"):
+        f([1.0, -2.0, 3.0])

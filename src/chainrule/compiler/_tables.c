@@ -49,9 +49,6 @@ BACKWARD(mul) { EACH_NEEDED_NODE { GX(0) += G * X(1); GX(1) += G * X(0); } }
 FORWARD(div) { EACH_NODE OUT = X(0) / X(1); return 0; }
 BACKWARD(div) { EACH_NEEDED_NODE { GX(0) += G / X(1); GX(1) += -G * OUT / X(1); } }
 
-FORWARD(neg) { EACH_NODE OUT = -X(0); return 0; }
-BACKWARD(neg) { EACH_NEEDED_NODE GX(0) += -G; }
-
 FORWARD(pow) { EACH_NODE OUT = pow(X(0), X(1)); return 0; }
 BACKWARD(pow) {
     EACH_NEEDED_NODE { GX(0) += pow_base_grad(G, X(0), X(1)); GX(1) += pow_exponent_grad(G, OUT, X(0)); }
@@ -59,26 +56,34 @@ BACKWARD(pow) {
 BACKWARD(rpow) { EACH_NEEDED_NODE { GX(0) += 0.0 * G; GX(1) += pow_exponent_grad(G, OUT, X(0)); } }
 BACKWARD(pow_constant) { EACH_NEEDED_NODE { GX(0) += pow_base_grad(G, X(0), X(1)); GX(1) += 0.0 * G; } }
 
-FORWARD(exp) { EACH_NODE OUT = exp(X(0)); return 0; }
-BACKWARD(exp) { EACH_NEEDED_NODE GX(0) += G * OUT; }
+/* The ops of one input, each from two expressions: its number, of x, and the gradient it adds
+   to x, of x, out and g. Besides f_ and b_, each gets fr_ and br_ for a run of nodes whose
+   inputs lie one after the other from `from` (an activation after a layer): no positions to
+   read, and loops the compiler can do several numbers at a time. */
+#define UNARY(name, value, gradient)                                                              \
+    FORWARD(name) { EACH_NODE { double x = X(0); OUT = value; } return 0; }                      \
+    BACKWARD(name) { EACH_NEEDED_NODE { double x = X(0), out = OUT, g = G; (void)x, (void)out;    \
+                                         GX(0) += gradient; } }                                 \
+    static int fr_##name(double *d, long from, long start, long count) {                          \
+        for (long j = 0; j < count; j++) { double x = d[from + j]; d[start + j] = value; }       \
+        return 0;                                                                                 \
+    }                                                                                             \
+    static void br_##name(const double *d, double *gr, long from, long start, long count,         \
+                          const unsigned char *needed) {                                          \
+        for (long j = 0; j < count; j++) {                                                        \
+            double x = d[from + j], out = d[start + j], g = gr[start + j]; (void)x, (void)out;     \
+            if (!needed || needed[start + j]) gr[from + j] += gradient;                          \
+        }                                                                                         \
+    }
 
-FORWARD(log) { EACH_NODE OUT = log(X(0)); return 0; }
-BACKWARD(log) { EACH_NEEDED_NODE GX(0) += G / X(0); }
-
-FORWARD(tanh) { EACH_NODE OUT = tanh(X(0)); return 0; }
-BACKWARD(tanh) { EACH_NEEDED_NODE GX(0) += G * (1.0 - OUT * OUT); }
-
-FORWARD(sigmoid) { EACH_NODE OUT = sigmoid(X(0)); return 0; }
-BACKWARD(sigmoid) { EACH_NEEDED_NODE GX(0) += G * OUT * (1.0 - OUT); }
-
-FORWARD(relu) { EACH_NODE OUT = X(0) <= 0.0 ? 0.0 : X(0); return 0; }  /* a nan passes through */
-BACKWARD(relu) { EACH_NEEDED_NODE GX(0) += X(0) <= 0.0 ? 0.0 : G; }
-
-FORWARD(softplus) {  /* max(x, 0) + log(1 + e^-|x|) */
-    EACH_NODE OUT = (X(0) <= 0.0 ? 0.0 : X(0)) + log1p(exp(-fabs(X(0))));
-    return 0;
-}
-BACKWARD(softplus) { EACH_NEEDED_NODE GX(0) += G * sigmoid(X(0)); }
+UNARY(neg, -x, -g)
+UNARY(exp, exp(x), g * out)
+UNARY(log, log(x), g / x)
+UNARY(tanh, tanh(x), g * (1.0 - out * out))
+UNARY(sigmoid, sigmoid(x), g * out * (1.0 - out))
+UNARY(relu, x <= 0.0 ? 0.0 : x, x <= 0.0 ? 0.0 : g)  /* a nan passes through */
+/* softplus: max(x, 0) + log(1 + e^-|x|) */
+UNARY(softplus, (x <= 0.0 ? 0.0 : x) + log1p(exp(-fabs(x))), g * sigmoid(x))
 
 FORWARD(sum) {
     EACH_NODE { double s = 0.0; for (long k = 0; k < n; k++) s += X(k); OUT = s; }
@@ -116,11 +121,6 @@ BACKWARD(dot) {
    row (ai = K, ak = 1), column by column (ai = 1, ak = M), or where it lies in the tape. Four
    rows by four columns at a time: sixteen sums stay in registers, and each number read from
    A or B serves four of them. */
-static double column_dot(const double *a, long ak, const double *B, long K, long ldb) {
-    double s = 0.0;
-    for (long k = 0; k < K; k++) s += a[k * ak] * B[k * ldb];
-    return s;
-}
 #define TILE_ROW(r) \
     c##r[0] += a##r * b[0]; c##r[1] += a##r * b[1]; c##r[2] += a##r * b[2]; c##r[3] += a##r * b[3];
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -145,11 +145,24 @@ static void matmul(const double *A, long ai, long ak, const double *B, long ldb,
                 Ct[0] = c0[t], Ct[N] = c1[t], Ct[2 * N] = c2[t], Ct[3 * N] = c3[t];
             }
         }
-        for (; j < N; j++)
-            for (long r = i; r < i + 4; r++) C[r * N + j] = column_dot(A + r * ai, ak, B + j, K, ldb);
+        for (; j < N; j++) {  /* the last columns: still four rows at a time */
+            double c0 = 0.0, c1 = 0.0, c2 = 0.0, c3 = 0.0;
+            for (long k = 0; k < K; k++) {
+                double b = B[k * ldb + j];
+                c0 += A0[k * ak] * b, c1 += A1[k * ak] * b, c2 += A2[k * ak] * b, c3 += A3[k * ak] * b;
+            }
+            double *Cj = C + i * N + j;
+            Cj[0] = c0, Cj[N] = c1, Cj[2 * N] = c2, Cj[3 * N] = c3;
+        }
     }
-    for (; i < M; i++)
-        for (long j = 0; j < N; j++) C[i * N + j] = column_dot(A + i * ai, ak, B + j, K, ldb);
+    for (; i < M; i++) {  /* the last rows, one at a time: every column at once */
+        double *Ci = C + i * N;
+        for (long j = 0; j < N; j++) Ci[j] = 0.0;
+        for (long k = 0; k < K; k++) {
+            const double a = A[i * ai + k * ak], *b = B + k * ldb;
+            for (long j = 0; j < N; j++) Ci[j] += a * b[j];
+        }
+    }
 }
 
 /* A block of positions, rows x cols: listed one by one in idx (`at`), or, where they follow a
@@ -185,7 +198,8 @@ static void layer_blocks(const idx_t *c, long U, long V, long m, block *w, block
 static int f_layer(double *d, const idx_t *c, long start, long U, long V, long m) {
     block w, x, b;
     layer_blocks(c, U, V, m, &w, &x, &b);
-    double *W = malloc(sizeof(double) * (U + V) * m + 1), *X = W + U * m, *out = d + start;
+    double *W = malloc(sizeof(double) * ((U + V) * m + U) + 1), *X = W + U * m, *bias = X + V * m;
+    double *out = d + start;
     if (!W) return 1;  /* no memory: numpy redoes the call */
     for (long k = 0; k < m; k++)
         for (long u = 0; u < U; u++) W[k * U + u] = d[place(w, k, u)];
@@ -196,8 +210,14 @@ static int f_layer(double *d, const idx_t *c, long start, long U, long V, long m
     } else {
         matmul(d + x.base, x.inner, x.outer, W, U, out, V, m, U);
     }
-    for (long v = 0; v < V; v++)
-        for (long u = 0; u < U; u++) out[v * U + u] += d[place(b, v, u)];
+    if (!b.at && b.outer == 0) {  /* one bias a neuron: read once, added row by row */
+        for (long u = 0; u < U; u++) bias[u] = d[b.base + u * b.inner];
+        for (long v = 0; v < V; v++)
+            for (long u = 0; u < U; u++) out[v * U + u] += bias[u];
+    } else {
+        for (long v = 0; v < V; v++)
+            for (long u = 0; u < U; u++) out[v * U + u] += d[place(b, v, u)];
+    }
     free(W);
     return 0;
 }
@@ -239,8 +259,14 @@ static void b_layer(const double *d, double *gr, const idx_t *c, long start, lon
     }
     for (long k = 0; k < m; k++)
         for (long u = 0; u < U; u++) gr[place(w, k, u)] += gW[k * U + u];
-    for (long v = 0; v < V; v++)
-        for (long k = 0; k < m; k++) gr[place(x, k, v)] += gX[v * m + k];
+    if (!x.at) {  /* (the same, with the pattern's positions worked out as it goes) */
+        double *gx = gr + x.base;
+        for (long v = 0; v < V; v++)
+            for (long k = 0; k < m; k++) gx[k * x.outer + v * x.inner] += gX[v * m + k];
+    } else {
+        for (long v = 0; v < V; v++)
+            for (long k = 0; k < m; k++) gr[place(x, k, v)] += gX[v * m + k];
+    }
     free(W);
 }
 
@@ -307,20 +333,20 @@ int forward(double *d, const idx_t *idx, const int64_t *t, long n_groups, long f
         case 0: bad |= f_add(d, idx + t[4], t[1], t[2], t[3]); break;
         case 1: bad |= f_div(d, idx + t[4], t[1], t[2], t[3]); break;
         case 2: bad |= f_dot(d, idx + t[4], t[1], t[2], t[3]); break;
-        case 3: bad |= f_exp(d, idx + t[4], t[1], t[2], t[3]); break;
-        case 4: bad |= f_log(d, idx + t[4], t[1], t[2], t[3]); break;
+        case 3: bad |= (t[6] < 0 ? fr_exp(d, idx[t[4]], t[1], t[2]) : f_exp(d, idx + t[4], t[1], t[2], t[3])); break;
+        case 4: bad |= (t[6] < 0 ? fr_log(d, idx[t[4]], t[1], t[2]) : f_log(d, idx + t[4], t[1], t[2], t[3])); break;
         case 5: bad |= f_logsumexp(d, idx + t[4], t[1], t[2], t[3]); break;
         case 6: bad |= f_mul(d, idx + t[4], t[1], t[2], t[3]); break;
-        case 7: bad |= f_neg(d, idx + t[4], t[1], t[2], t[3]); break;
+        case 7: bad |= (t[6] < 0 ? fr_neg(d, idx[t[4]], t[1], t[2]) : f_neg(d, idx + t[4], t[1], t[2], t[3])); break;
         case 8: bad |= f_pow(d, idx + t[4], t[1], t[2], t[3]); break;
-        case 9: bad |= f_relu(d, idx + t[4], t[1], t[2], t[3]); break;
-        case 10: bad |= f_sigmoid(d, idx + t[4], t[1], t[2], t[3]); break;
-        case 11: bad |= f_softplus(d, idx + t[4], t[1], t[2], t[3]); break;
+        case 9: bad |= (t[6] < 0 ? fr_relu(d, idx[t[4]], t[1], t[2]) : f_relu(d, idx + t[4], t[1], t[2], t[3])); break;
+        case 10: bad |= (t[6] < 0 ? fr_sigmoid(d, idx[t[4]], t[1], t[2]) : f_sigmoid(d, idx + t[4], t[1], t[2], t[3])); break;
+        case 11: bad |= (t[6] < 0 ? fr_softplus(d, idx[t[4]], t[1], t[2]) : f_softplus(d, idx + t[4], t[1], t[2], t[3])); break;
         case 12: bad |= f_stop_gradient(d, idx + t[4], t[1], t[2], t[3]); break;
         case 13: bad |= f_sub(d, idx + t[4], t[1], t[2], t[3]); break;
         case 14: bad |= f_sum(d, idx + t[4], t[1], t[2], t[3]); break;
         case 15: bad |= f_take(d, idx + t[4], t[1], t[2], t[3]); break;
-        case 16: bad |= f_tanh(d, idx + t[4], t[1], t[2], t[3]); break;
+        case 16: bad |= (t[6] < 0 ? fr_tanh(d, idx[t[4]], t[1], t[2]) : f_tanh(d, idx + t[4], t[1], t[2], t[3])); break;
         case 19: bad |= f_layer_row(d, idx + t[4], t[1], t[2], t[3], t[6]); break;
         }
     }
@@ -336,22 +362,22 @@ int backward(const double *d, double *gr, const idx_t *idx, const unsigned char 
         case 0: b_add(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
         case 1: b_div(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
         case 2: b_dot(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
-        case 3: b_exp(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
-        case 4: b_log(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
+        case 3: if (row[6] < 0) br_exp(d, gr, idx[row[4]], row[1], row[2], needed); else b_exp(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
+        case 4: if (row[6] < 0) br_log(d, gr, idx[row[4]], row[1], row[2], needed); else b_log(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
         case 5: b_logsumexp(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
         case 6: b_mul(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
-        case 7: b_neg(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
+        case 7: if (row[6] < 0) br_neg(d, gr, idx[row[4]], row[1], row[2], needed); else b_neg(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
         case 8: b_pow(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
         case 9: b_pow_constant(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
-        case 10: b_relu(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
+        case 10: if (row[6] < 0) br_relu(d, gr, idx[row[4]], row[1], row[2], needed); else b_relu(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
         case 11: b_rpow(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
-        case 12: b_sigmoid(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
-        case 13: b_softplus(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
+        case 12: if (row[6] < 0) br_sigmoid(d, gr, idx[row[4]], row[1], row[2], needed); else b_sigmoid(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
+        case 13: if (row[6] < 0) br_softplus(d, gr, idx[row[4]], row[1], row[2], needed); else b_softplus(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
         case 14: b_stop_gradient(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
         case 15: b_sub(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
         case 16: b_sum(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
         case 17: b_take(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
-        case 18: b_tanh(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
+        case 18: if (row[6] < 0) br_tanh(d, gr, idx[row[4]], row[1], row[2], needed); else b_tanh(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;
         case 19: b_layer_row(d, gr, idx + row[4], row[1], row[2], row[3], row[6], needed); break;
         }
     }

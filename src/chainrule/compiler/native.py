@@ -86,9 +86,6 @@ BACKWARD(mul) { EACH_NEEDED_NODE { GX(0) += G * X(1); GX(1) += G * X(0); } }
 FORWARD(div) { EACH_NODE OUT = X(0) / X(1); return 0; }
 BACKWARD(div) { EACH_NEEDED_NODE { GX(0) += G / X(1); GX(1) += -G * OUT / X(1); } }
 
-FORWARD(neg) { EACH_NODE OUT = -X(0); return 0; }
-BACKWARD(neg) { EACH_NEEDED_NODE GX(0) += -G; }
-
 FORWARD(pow) { EACH_NODE OUT = pow(X(0), X(1)); return 0; }
 BACKWARD(pow) {
     EACH_NEEDED_NODE { GX(0) += pow_base_grad(G, X(0), X(1)); GX(1) += pow_exponent_grad(G, OUT, X(0)); }
@@ -96,26 +93,34 @@ BACKWARD(pow) {
 BACKWARD(rpow) { EACH_NEEDED_NODE { GX(0) += 0.0 * G; GX(1) += pow_exponent_grad(G, OUT, X(0)); } }
 BACKWARD(pow_constant) { EACH_NEEDED_NODE { GX(0) += pow_base_grad(G, X(0), X(1)); GX(1) += 0.0 * G; } }
 
-FORWARD(exp) { EACH_NODE OUT = exp(X(0)); return 0; }
-BACKWARD(exp) { EACH_NEEDED_NODE GX(0) += G * OUT; }
+/* The ops of one input, each from two expressions: its number, of x, and the gradient it adds
+   to x, of x, out and g. Besides f_ and b_, each gets fr_ and br_ for a run of nodes whose
+   inputs lie one after the other from `from` (an activation after a layer): no positions to
+   read, and loops the compiler can do several numbers at a time. */
+#define UNARY(name, value, gradient)                                                              \
+    FORWARD(name) { EACH_NODE { double x = X(0); OUT = value; } return 0; }                      \
+    BACKWARD(name) { EACH_NEEDED_NODE { double x = X(0), out = OUT, g = G; (void)x, (void)out;    \
+                                         GX(0) += gradient; } }                                 \
+    static int fr_##name(double *d, long from, long start, long count) {                          \
+        for (long j = 0; j < count; j++) { double x = d[from + j]; d[start + j] = value; }       \
+        return 0;                                                                                 \
+    }                                                                                             \
+    static void br_##name(const double *d, double *gr, long from, long start, long count,         \
+                          const unsigned char *needed) {                                          \
+        for (long j = 0; j < count; j++) {                                                        \
+            double x = d[from + j], out = d[start + j], g = gr[start + j]; (void)x, (void)out;     \
+            if (!needed || needed[start + j]) gr[from + j] += gradient;                          \
+        }                                                                                         \
+    }
 
-FORWARD(log) { EACH_NODE OUT = log(X(0)); return 0; }
-BACKWARD(log) { EACH_NEEDED_NODE GX(0) += G / X(0); }
-
-FORWARD(tanh) { EACH_NODE OUT = tanh(X(0)); return 0; }
-BACKWARD(tanh) { EACH_NEEDED_NODE GX(0) += G * (1.0 - OUT * OUT); }
-
-FORWARD(sigmoid) { EACH_NODE OUT = sigmoid(X(0)); return 0; }
-BACKWARD(sigmoid) { EACH_NEEDED_NODE GX(0) += G * OUT * (1.0 - OUT); }
-
-FORWARD(relu) { EACH_NODE OUT = X(0) <= 0.0 ? 0.0 : X(0); return 0; }  /* a nan passes through */
-BACKWARD(relu) { EACH_NEEDED_NODE GX(0) += X(0) <= 0.0 ? 0.0 : G; }
-
-FORWARD(softplus) {  /* max(x, 0) + log(1 + e^-|x|) */
-    EACH_NODE OUT = (X(0) <= 0.0 ? 0.0 : X(0)) + log1p(exp(-fabs(X(0))));
-    return 0;
-}
-BACKWARD(softplus) { EACH_NEEDED_NODE GX(0) += G * sigmoid(X(0)); }
+UNARY(neg, -x, -g)
+UNARY(exp, exp(x), g * out)
+UNARY(log, log(x), g / x)
+UNARY(tanh, tanh(x), g * (1.0 - out * out))
+UNARY(sigmoid, sigmoid(x), g * out * (1.0 - out))
+UNARY(relu, x <= 0.0 ? 0.0 : x, x <= 0.0 ? 0.0 : g)  /* a nan passes through */
+/* softplus: max(x, 0) + log(1 + e^-|x|) */
+UNARY(softplus, (x <= 0.0 ? 0.0 : x) + log1p(exp(-fabs(x))), g * sigmoid(x))
 
 FORWARD(sum) {
     EACH_NODE { double s = 0.0; for (long k = 0; k < n; k++) s += X(k); OUT = s; }
@@ -153,11 +158,6 @@ BACKWARD(dot) {
    row (ai = K, ak = 1), column by column (ai = 1, ak = M), or where it lies in the tape. Four
    rows by four columns at a time: sixteen sums stay in registers, and each number read from
    A or B serves four of them. */
-static double column_dot(const double *a, long ak, const double *B, long K, long ldb) {
-    double s = 0.0;
-    for (long k = 0; k < K; k++) s += a[k * ak] * B[k * ldb];
-    return s;
-}
 #define TILE_ROW(r) \
     c##r[0] += a##r * b[0]; c##r[1] += a##r * b[1]; c##r[2] += a##r * b[2]; c##r[3] += a##r * b[3];
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -182,11 +182,24 @@ static void matmul(const double *A, long ai, long ak, const double *B, long ldb,
                 Ct[0] = c0[t], Ct[N] = c1[t], Ct[2 * N] = c2[t], Ct[3 * N] = c3[t];
             }
         }
-        for (; j < N; j++)
-            for (long r = i; r < i + 4; r++) C[r * N + j] = column_dot(A + r * ai, ak, B + j, K, ldb);
+        for (; j < N; j++) {  /* the last columns: still four rows at a time */
+            double c0 = 0.0, c1 = 0.0, c2 = 0.0, c3 = 0.0;
+            for (long k = 0; k < K; k++) {
+                double b = B[k * ldb + j];
+                c0 += A0[k * ak] * b, c1 += A1[k * ak] * b, c2 += A2[k * ak] * b, c3 += A3[k * ak] * b;
+            }
+            double *Cj = C + i * N + j;
+            Cj[0] = c0, Cj[N] = c1, Cj[2 * N] = c2, Cj[3 * N] = c3;
+        }
     }
-    for (; i < M; i++)
-        for (long j = 0; j < N; j++) C[i * N + j] = column_dot(A + i * ai, ak, B + j, K, ldb);
+    for (; i < M; i++) {  /* the last rows, one at a time: every column at once */
+        double *Ci = C + i * N;
+        for (long j = 0; j < N; j++) Ci[j] = 0.0;
+        for (long k = 0; k < K; k++) {
+            const double a = A[i * ai + k * ak], *b = B + k * ldb;
+            for (long j = 0; j < N; j++) Ci[j] += a * b[j];
+        }
+    }
 }
 
 /* A block of positions, rows x cols: listed one by one in idx (`at`), or, where they follow a
@@ -222,7 +235,8 @@ static void layer_blocks(const idx_t *c, long U, long V, long m, block *w, block
 static int f_layer(double *d, const idx_t *c, long start, long U, long V, long m) {
     block w, x, b;
     layer_blocks(c, U, V, m, &w, &x, &b);
-    double *W = malloc(sizeof(double) * (U + V) * m + 1), *X = W + U * m, *out = d + start;
+    double *W = malloc(sizeof(double) * ((U + V) * m + U) + 1), *X = W + U * m, *bias = X + V * m;
+    double *out = d + start;
     if (!W) return 1;  /* no memory: numpy redoes the call */
     for (long k = 0; k < m; k++)
         for (long u = 0; u < U; u++) W[k * U + u] = d[place(w, k, u)];
@@ -233,8 +247,14 @@ static int f_layer(double *d, const idx_t *c, long start, long U, long V, long m
     } else {
         matmul(d + x.base, x.inner, x.outer, W, U, out, V, m, U);
     }
-    for (long v = 0; v < V; v++)
-        for (long u = 0; u < U; u++) out[v * U + u] += d[place(b, v, u)];
+    if (!b.at && b.outer == 0) {  /* one bias a neuron: read once, added row by row */
+        for (long u = 0; u < U; u++) bias[u] = d[b.base + u * b.inner];
+        for (long v = 0; v < V; v++)
+            for (long u = 0; u < U; u++) out[v * U + u] += bias[u];
+    } else {
+        for (long v = 0; v < V; v++)
+            for (long u = 0; u < U; u++) out[v * U + u] += d[place(b, v, u)];
+    }
     free(W);
     return 0;
 }
@@ -276,8 +296,14 @@ static void b_layer(const double *d, double *gr, const idx_t *c, long start, lon
     }
     for (long k = 0; k < m; k++)
         for (long u = 0; u < U; u++) gr[place(w, k, u)] += gW[k * U + u];
-    for (long v = 0; v < V; v++)
-        for (long k = 0; k < m; k++) gr[place(x, k, v)] += gX[v * m + k];
+    if (!x.at) {  /* (the same, with the pattern's positions worked out as it goes) */
+        double *gx = gr + x.base;
+        for (long v = 0; v < V; v++)
+            for (long k = 0; k < m; k++) gx[k * x.outer + v * x.inner] += gX[v * m + k];
+    } else {
+        for (long v = 0; v < V; v++)
+            for (long k = 0; k < m; k++) gr[place(x, k, v)] += gX[v * m + k];
+    }
     free(W);
 }
 
@@ -362,8 +388,10 @@ _KERNEL_NAMES = {
 
 _FORWARD_KERNELS = sorted({f for f, _ in _KERNEL_NAMES.values()})  # a kernel's number in the table
 _BACKWARD_KERNELS = sorted({b for _, b in _KERNEL_NAMES.values()})
+_UNARY_KERNELS = {"neg", "exp", "log", "tanh", "sigmoid", "relu", "softplus"}  # with fr_ and br_ (see UNARY)
 LAYER = max(len(_FORWARD_KERNELS), len(_BACKWARD_KERNELS))  # a layer's kernel number, both ways
-ROW = 7  # numbers per row of the table: kernel, start, count, inputs, offset, backward kernel, neurons
+ROW = 7  # numbers per row of the table: kernel, start, count, inputs, offset, backward kernel, and
+# a layer's number of neurons, or -1 for a run of one-input nodes (see UNARY), else 0
 
 
 def _kernels_for(rule):
@@ -378,12 +406,13 @@ def _kernels_for(rule):
 
 
 def program_source(groups, size: int, first: int) -> str:
-    """C source for a tape whose groups are ``(rule, start, count, n_inputs, idx_offset, layer)``.
+    """C source for a tape whose groups are ``(rule, start, count, n_inputs, idx_offset, kind)``.
 
     ``idx_offset`` is where the group's input positions start in ``idx``, node after node.
 
-    ``layer`` is None, or for a layer applied to a batch (a matrix product) its sizes
-    ``(U, V, m)``; its positions are then at ``idx_offset`` as f_layer reads them.
+    ``kind`` is None; or ``("layer", U, V, m)`` for a layer applied to a batch (a matrix
+    product), its positions then at ``idx_offset`` as f_layer reads them; or ``("run", from)``
+    for nodes of one input whose inputs lie one after the other from position ``from``.
 
     ``first`` is the position of the first computed node (the leaves come before it).
     """
@@ -392,16 +421,16 @@ def program_source(groups, size: int, first: int) -> str:
         lines.append("/* forward: one line per group of nodes with the same op and depth */")
         lines.append("int forward(double *d, const idx_t *idx) {")
         lines.append("    int bad = 0;")
-        for rule, start, count, n, offset, layer in groups:
+        for rule, start, count, n, offset, kind in groups:
             f, _ = _kernels_for(rule)
-            if layer is not None:
-                U, V, m = layer
-                call = f"f_layer(d, idx + {offset}, {start}, {U}, {V}, {m});"
-                lines.append(f"    bad |= {call}  /* {U} neurons x {V} inputs */")
-                continue
-            lines.append(
-                f"    bad |= f_{f}(d, idx + {offset}, {start}, {count}, {n});  /* {count} x {rule.name} */"
-            )
+            if kind is None:
+                call = f"f_{f}(d, idx + {offset}, {start}, {count}, {n});  /* {count} x {rule.name} */"
+            elif kind[0] == "run":
+                call = f"fr_{f}(d, {kind[1]}, {start}, {count});  /* {count} x {rule.name}, in a run */"
+            else:
+                _, U, V, m = kind
+                call = f"f_layer(d, idx + {offset}, {start}, {U}, {V}, {m});  /* {U} neurons x {V} inputs */"
+            lines.append(f"    bad |= {call}")
         lines.append(f"    return bad || !all_finite(d, {first}, {size});")
         lines.append("}")
         lines.append("")
@@ -409,11 +438,13 @@ def program_source(groups, size: int, first: int) -> str:
         lines.append(
             "int backward(const double *d, double *gr, const idx_t *idx, const unsigned char *needed) {"
         )
-        for rule, start, count, n, offset, layer in reversed(groups):
+        for rule, start, count, n, offset, kind in reversed(groups):
             _, b = _kernels_for(rule)
             call = f"b_{b}(d, gr, idx + {offset}, {start}, {count}, {n}, needed);"
-            if layer is not None:  # with a mask (part of the nodes needed), node by node
-                blocks = f"idx + {offset}, {start}, {', '.join(map(str, layer))}"
+            if kind is not None and kind[0] == "run":
+                call = f"br_{b}(d, gr, {kind[1]}, {start}, {count}, needed);"
+            elif kind is not None:  # with a mask (part of the nodes needed), node by node
+                blocks = f"idx + {offset}, {start}, {', '.join(map(str, kind[1:]))}"
                 call = f"if (needed) b_layer_part(d, gr, {blocks}, needed); else b_layer(d, gr, {blocks});"
             lines.append(f"    {call}")
         lines.append(f"    return !all_finite(gr, 0, {size});")
@@ -442,7 +473,10 @@ def table_program() -> str:
     lines.append(f"    for (long i = 0; i < n_groups; i++, t += {ROW}) {{")
     lines.append("        switch (t[0]) {")
     for code, name in enumerate(_FORWARD_KERNELS):
-        lines.append(f"        case {code}: bad |= f_{name}(d, idx + t[4], t[1], t[2], t[3]); break;")
+        call = f"f_{name}(d, idx + t[4], t[1], t[2], t[3])"
+        if name in _UNARY_KERNELS:
+            call = f"(t[6] < 0 ? fr_{name}(d, idx[t[4]], t[1], t[2]) : {call})"
+        lines.append(f"        case {code}: bad |= {call}; break;")
     lines.append(f"        case {LAYER}: bad |= f_layer_row(d, idx + t[4], t[1], t[2], t[3], t[6]); break;")
     lines.append("        }")
     lines.append("    }")
@@ -458,9 +492,10 @@ def table_program() -> str:
     lines.append(f"        const int64_t *row = t + {ROW} * i;")
     lines.append("        switch (row[5]) {")
     for code, name in enumerate(_BACKWARD_KERNELS):
-        lines.append(
-            f"        case {code}: b_{name}(d, gr, idx + row[4], row[1], row[2], row[3], needed); break;"
-        )
+        call = f"b_{name}(d, gr, idx + row[4], row[1], row[2], row[3], needed)"
+        if name in _UNARY_KERNELS:
+            call = f"if (row[6] < 0) br_{name}(d, gr, idx[row[4]], row[1], row[2], needed); else {call}"
+        lines.append(f"        case {code}: {call}; break;")
     lines.append(
         f"        case {LAYER}: "
         "b_layer_row(d, gr, idx + row[4], row[1], row[2], row[3], row[6], needed); break;"
@@ -681,6 +716,25 @@ def _pattern(np, positions):
     return (base, outer, inner) if np.array_equal(positions, pattern) else None
 
 
+def _in_a_run(np, group):
+    """Whether the group's nodes have one input each, one after the other, and a kernel for that."""
+    children = group.children
+    return (
+        children.shape[0] == 1
+        and children.shape[1] > 1
+        and _KERNEL_NAMES.get(group.rule.name, ("",))[0] in _UNARY_KERNELS
+        and ops.OPS.get(group.rule.name) is group.rule
+        and bool((np.diff(children[0]) == 1).all())
+    )
+
+
+def _table_kind(kind) -> int:
+    """A row's kind as the table's last number: a layer's number of neurons, -1 for a run, else 0."""
+    if kind is None:
+        return 0
+    return -1 if kind[0] == "run" else kind[1]
+
+
 def tape_rows(np, groups):
     """The groups as rows ``(rule, start, count, n_inputs, idx_offset, layer)`` (see
     program_source) and ``idx``: every group's input positions, node by node, in one int32
@@ -698,8 +752,13 @@ def tape_rows(np, groups):
                 if pattern is None:
                     listed.append(positions.ravel())
             blocks += [np.array(patterns), *listed]
-            rows.append((group.rule, group.start, count, m, offset, (U, V, m)))
+            rows.append((group.rule, group.start, count, m, offset, ("layer", U, V, m)))
             offset += len(patterns) + sum(map(len, listed))
+        elif _in_a_run(np, group):
+            from_ = int(group.children[0, 0])
+            blocks.append(np.array([from_]))
+            rows.append((group.rule, group.start, count, 1, offset, ("run", from_)))
+            offset += 1
         else:
             n = group.children.shape[0]
             blocks.append(group.children.ravel(order="F"))  # node after node
@@ -726,8 +785,8 @@ class NativeTape:
         if not table and len(groups) <= STRAIGHT_LINE_GROUPS:
             self.source = program_source(rows, size, first)
             self._run(build(self.source))
-        else:  # a layer's row ends with its number of neurons, U
-            rows = [(*row[:5], 0 if row[5] is None else row[5][0]) for row in rows]
+        else:  # a row ends with a layer's number of neurons, -1 for a run, else 0
+            rows = [(*row[:5], _table_kind(row[5])) for row in rows]
             self._run_table(np, rows, first, size, compiler)
 
     @classmethod
@@ -750,7 +809,7 @@ class NativeTape:
 
     def _run_table(self, np, table, first, size, compiler):
         """Run the table program on these groups: ``(rule, start, count, n_inputs, idx_offset,
-        neurons)``, ``neurons`` 0 but for a layer."""
+        kind)``, ``kind`` as the table's last number (see ROW)."""
         codes = {}  # op -> the numbers of its forward and backward kernels (checked once an op)
         for rule, *_ in table:
             if rule not in codes:
@@ -758,10 +817,10 @@ class NativeTape:
                 codes[rule] = (_FORWARD_KERNELS.index(f), _BACKWARD_KERNELS.index(b))
         self.table = np.array(
             [
-                (LAYER, start, count, n, at, LAYER, U)
-                if U
-                else (codes[rule][0], start, count, n, at, codes[rule][1], 0)
-                for rule, start, count, n, at, U in table
+                (LAYER, start, count, n, at, LAYER, kind)
+                if kind > 0
+                else (codes[rule][0], start, count, n, at, codes[rule][1], kind)
+                for rule, start, count, n, at, kind in table
             ],
             dtype=np.int64,
         ).reshape(len(table), ROW)
