@@ -783,6 +783,8 @@ def _accumulate(node: Value, g, create_graph: bool):
 
 def _check_gradient(gradient, create_graph: bool):
     """The seed of a backward pass as a float, or as a Value when building a graph."""
+    if type(gradient) is float and not create_graph:  # the usual case, at once
+        return gradient
     if isinstance(gradient, Value):
         return gradient if create_graph else gradient.data
     if isinstance(gradient, numbers.Real) and not isinstance(gradient, bool):

@@ -15,8 +15,12 @@ from ..engine import Value
 
 def flatten_all(np, args):
     """All the arguments of a call as (their structure, one float64 array of their numbers)."""
-    if all(type(a) is np.ndarray and a.dtype == np.float64 for a in args):  # the usual fast case
-        structure = tuple(("block", False, a.shape) for a in args)  # what _flatten_arguments says
+    float64 = np.dtype(np.float64)
+    for a in args:  # float arrays, the usual fast case, need no look at their numbers
+        if type(a) is not np.ndarray or a.dtype is not float64:
+            break
+    else:
+        structure = tuple([("block", False, a.shape) for a in args])  # what _flatten_arguments says
         return structure, np.concatenate([a.ravel() for a in args]) if args else np.empty(0)
     flat = []
     structure = tuple(_flatten_arguments(arg, flat, (i,)) for i, arg in enumerate(args))

@@ -274,6 +274,7 @@ class Tape:
         self.external_tuple = tuple(self.externals)
         self.externals_are_leaves = not any(v.children for v in self.externals)
         self.stops_gradients = any(rule is ops.STOP_GRADIENT for rule, *_ in placed)
+        self.every_node_needed = len(set(output_positions)) == 1 and not self.stops_gradients
         self.cones = {}  # output position -> which nodes its gradient reaches
         self._placed, self._groups = placed, None
         self.fast = self._thin_from_layout(backend)
@@ -385,6 +386,8 @@ class Tape:
         else:
             saved = self._forward(data, anomaly)
         replay = _Replay(self, data, saved)
+        if self.result_structure is None:  # one number out
+            return replay.result(0, self.output_positions[0])
         results = iter([replay.result(i, p) for i, p in enumerate(self.output_positions)])
         return _unflatten_result(self.result_structure, results)
 
@@ -426,7 +429,7 @@ class Tape:
         would not visit the others (another output's graph, or what lies behind a detach), so
         their local gradients, possibly nan, must not leak in.
         """
-        if len(set(self.output_positions)) == 1 and not self.stops_gradients:
+        if self.every_node_needed:
             return None
         if position not in self.cones:
             needed = self.np.zeros(self.size, dtype=bool)
