@@ -473,3 +473,31 @@ def test_a_domain_error_in_a_run_is_eagers_error():
     assert "fr_log(" in f.source()
     with pytest.raises(ValueError, match="log"):
         f([1.0, -2.0, 3.0])
+
+
+def test_the_prebuilt_programs_python_entry_points_refuse_wrong_arrays():
+    # forward() and backward() of _tables take the tape's arrays straight from native.py; arrays
+    # of the wrong kind or size are a clear error, never a read past their end.
+    module = native.prebuilt_tables()
+    if module is None:
+        pytest.skip("compiler/_tables.c was not built here")
+    data, grad = np.zeros(4), np.zeros(4)
+    idx, table = np.zeros(1, dtype=np.int32), np.zeros((0, native.ROW), dtype=np.int64)
+    assert module.forward(data, idx, table, 0) == 0  # an empty table: nothing to do
+    assert module.backward(data, grad, idx, None, table, 0) == 0
+    with pytest.raises(ValueError, match="wrong size"):
+        module.backward(data, np.zeros(3), idx, None, table, 0)  # grad shorter than data
+    with pytest.raises(ValueError, match="wrong size"):
+        module.backward(data, grad, idx, np.zeros(3, dtype=bool), table, 0)  # the mask too
+    with pytest.raises(ValueError, match="wrong size"):
+        module.forward(data, idx, np.zeros(5, dtype=np.int64), 0)  # not whole rows
+    with pytest.raises(TypeError):
+        module.forward(data, idx, table)
+    with pytest.raises(TypeError):
+        module.forward([0.0], idx, table, 0)  # not a buffer
+    with pytest.raises(ValueError, match="wrong size"):
+        module.forward(data, np.zeros(3, dtype=np.int8), table, 0)  # not int32 positions
+    readonly = np.zeros(4)
+    readonly.flags.writeable = False
+    with pytest.raises((ValueError, BufferError, TypeError)):
+        module.forward(readonly, idx, table, 0)
