@@ -1,7 +1,8 @@
 """The C backend of chainrule.compile (native.py): the same numbers and errors as numpy and eager.
 
 The oracles are eager chainrule (whose rules the sympy and finite-difference tests check) and
-the numpy backend; the whole compile test suite also runs under the C backend (last test).
+the numpy backend; the whole compile test suite runs under the default backend ("auto", the
+same kernels from a table) and again under "c" and under "numpy".
 """
 
 import math

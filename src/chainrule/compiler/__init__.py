@@ -38,7 +38,9 @@ Arguments are checked like eager arithmetic checks numbers: only real numbers (n
 in lists, tuples and numpy arrays, get in; anything else is a TypeError naming its position.
 
 That is the numpy backend. ``compile(fn, backend="c")`` runs the same tape as a C program
-instead: the same groups, one C loop each, built once by the system's C compiler.
+instead: the same groups, one C loop each, built once by the system's C compiler. The default,
+``backend="auto"``, runs the same C loops from a table of the groups: one program for every
+tape, which pip builds with chainrule, so no compiler runs when a function is compiled.
 
 The stages have a file each in this package:
 

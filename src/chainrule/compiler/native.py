@@ -7,12 +7,19 @@ but instead of one numpy call per group it runs one C loop per group:
   ``j`` of a group finds the positions of its inputs in ``c = idx + j * n`` (``n`` inputs per
   node), reads their numbers from ``d`` (the tape's data array) and writes its own at
   ``d[start + j]``; backward adds ``local derivative * g`` into ``gr`` at the inputs' positions;
+- two kinds of group need no positions listed: a layer applied to a batch (``f_layer``, one
+  matrix product, reading its weights, inputs and biases in place where they follow a
+  pattern) and an op of one input on a run of consecutive inputs (``fr_relu``, ...);
 - the tape becomes two functions, ``forward`` and ``backward``, that call the kernels group
   by group: one line per group, so a small network reads as a short C program
   (``CompiledFunction.source()`` shows it). Past ``STRAIGHT_LINE_GROUPS`` groups (a long chain
   has one group per node) they walk a table of groups instead, so the source stays small;
 - the source is compiled once into a shared library named by its hash, in a cache folder, and
   called through ``ctypes`` on the same float64 arrays the numpy backend uses.
+
+The table-walking program is the same for every tape, so pip builds it with chainrule
+(``_tables.c``, written by ``tables_module_source()``): the default backend, ``"auto"``, runs
+every tape on it, called straight from Python, and never needs a C compiler at run time.
 
 The kernels do the arithmetic only. When a call meets anything unusual (a nan or inf in the
 results, an out-of-range ``take`` index), the C result is dropped and the call is redone by
