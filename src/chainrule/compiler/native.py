@@ -167,8 +167,10 @@ BACKWARD(dot) {
    A or B serves four of them. */
 #define TILE_ROW(r) \
     c##r[0] += a##r * b[0]; c##r[1] += a##r * b[1]; c##r[2] += a##r * b[2]; c##r[3] += a##r * b[3];
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-__attribute__((target_clones("avx2", "default")))  /* 4 numbers an instruction where the CPU can */
+/* With GCC on x86-64 and glibc (whose loader picks the clone): AVX2, 4 numbers an
+   instruction, where the CPU has it */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
+__attribute__((target_clones("avx2", "default")))
 #endif
 static void matmul(const double *A, long ai, long ak, const double *B, long ldb, double *C, long M, long K,
                    long N) {
