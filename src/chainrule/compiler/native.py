@@ -745,10 +745,10 @@ def _table_kind(kind) -> int:
 
 
 def tape_rows(np, groups):
-    """The groups as rows ``(rule, start, count, n_inputs, idx_offset, layer)`` (see
+    """The groups as rows ``(rule, start, count, n_inputs, idx_offset, kind)`` (see
     program_source) and ``idx``: every group's input positions, node by node, in one int32
     array; a layer's are its three blocks of weight, input and bias positions instead, each as a
-    pattern where it follows one (see f_layer)."""
+    pattern where it follows one (see f_layer), and a run's just where its inputs start."""
     rows, blocks, offset = [], [], 0
     for group in groups:
         count = group.end - group.start
