@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import chainrule
@@ -340,7 +340,7 @@ def test_one_output_of_a_layer_over_a_batch_sends_gradients_only_along_its_own_g
         assert got == pytest.approx([p.grad for p in model.parameters()], rel=1e-12, abs=1e-15)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     U=st.integers(1, 9),
     V=st.integers(1, 9),
@@ -349,7 +349,10 @@ def test_one_output_of_a_layer_over_a_batch_sends_gradients_only_along_its_own_g
     activation=st.sampled_from(["relu", "tanh"]),
     scrambled=st.booleans(),
 )
-def test_layers_of_every_small_shape_match_eager_and_numpy(U, V, m, seed, activation, scrambled):
+def test_layers_of_every_small_shape_match_eager_and_numpy(
+    U, V, m, seed, activation, scrambled, loss_and_grads
+):
+    # (loss_and_grads holds no state, so one for every example is right)
     # The C layer is a matrix product done four rows by four columns at a time, with the
     # remainders one number at a time: sizes 1 to 9 take every mix of the two. Its weights,
     # inputs and biases lie in a pattern in the tape (read in place) or, scrambled, not (listed).
@@ -371,18 +374,12 @@ def test_layers_of_every_small_shape_match_eager_and_numpy(U, V, m, seed, activa
         outs = [getattr(chainrule.dot(W[u], x, b[u]), activation)() for x in X for u in range(U)]
         return chainrule.sum_values([o * (k + 1.0) for k, o in enumerate(outs)])
 
-    def run(f, X):
-        for p in params:
-            p.grad = 0.0
-        out = f(X)
-        out.backward()
-        return [out.data, *(p.grad for p in params)]
-
-    eager = run(layer, [[Value(x) for x in row] for row in X])
+    eager, eager_grads = loss_and_grads(layer, params, [[Value(x) for x in row] for row in X])
     for backend in ("c", "numpy"):
         f = chainrule.compile(layer, backend=backend)
-        run(f, X)  # the trace
-        assert run(f, X) == pytest.approx(eager, rel=1e-12, abs=1e-12), backend
+        loss_and_grads(f, params, X)  # the trace
+        got, grads = loss_and_grads(f, params, X)
+        assert [got, *grads] == pytest.approx([eager, *eager_grads], rel=1e-12, abs=1e-12), backend
 
 
 @pytest.mark.parametrize("with_the_prebuilt_program", [True, False])
@@ -441,7 +438,7 @@ def test_a_block_of_positions_is_a_pattern_only_when_every_position_fits_it():
 
 @pytest.mark.parametrize("op", ["neg", "exp", "log", "tanh", "sigmoid", "relu", "softplus"])
 @pytest.mark.parametrize("backend", ["c", "auto"])
-def test_ops_of_one_input_in_a_run_match_eager(op, backend):
+def test_ops_of_one_input_in_a_run_match_eager(op, backend, loss_and_grads):
     # Nodes whose inputs lie one after the other (an activation after a layer) run as fr_/br_
     # loops with no positions to read: the same numbers, and the same masked gradients.
     w = Value(0.7)
@@ -457,14 +454,11 @@ def test_ops_of_one_input_in_a_run_match_eager(op, backend):
     source = f.source()
     assert f"fr_{op}(" in source and f"br_{op}(" in source  # a run, both ways
     for output in (0, 1):  # the whole sum, then one node of the run (a masked pass)
-        w.grad = 0.0
-        eager = fn([Value(x) for x in xs])[output]
-        eager.backward()
-        expected = (eager.data, w.grad)
-        w.grad = 0.0
-        out = f(xs)[output]
-        out.backward()
-        assert (out.data, w.grad) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        eager, (eager_grad,) = loss_and_grads(
+            lambda xs, output=output: fn(xs)[output], [w], [Value(x) for x in xs]
+        )
+        got, (grad,) = loss_and_grads(lambda xs, output=output: f(xs)[output], [w], xs)
+        assert (got, grad) == pytest.approx((eager, eager_grad), rel=1e-12, abs=1e-15)
 
 
 def test_a_domain_error_in_a_run_is_eagers_error():

@@ -33,6 +33,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -397,7 +398,7 @@ _KERNEL_NAMES = {
 
 _FORWARD_KERNELS = sorted({f for f, _ in _KERNEL_NAMES.values()})  # a kernel's number in the table
 _BACKWARD_KERNELS = sorted({b for _, b in _KERNEL_NAMES.values()})
-_UNARY_KERNELS = {"neg", "exp", "log", "tanh", "sigmoid", "relu", "softplus"}  # with fr_ and br_ (see UNARY)
+_UNARY_KERNELS = set(re.findall(r"^UNARY\((\w+),", KERNELS, re.MULTILINE))  # with fr_ and br_ too
 LAYER = max(len(_FORWARD_KERNELS), len(_BACKWARD_KERNELS))  # a layer's kernel number, both ways
 ROW = 7  # numbers per row of the table: kernel, start, count, inputs, offset, backward kernel, and
 # a layer's number of neurons, or -1 for a run of one-input nodes (see UNARY), else 0
@@ -728,13 +729,13 @@ def _pattern(np, positions):
 def _in_a_run(np, group):
     """Whether the group's nodes have one input each, one after the other, and a kernel for that."""
     children = group.children
-    return (
-        children.shape[0] == 1
-        and children.shape[1] > 1
-        and _KERNEL_NAMES.get(group.rule.name, ("",))[0] in _UNARY_KERNELS
-        and ops.OPS.get(group.rule.name) is group.rule
-        and bool((np.diff(children[0]) == 1).all())
-    )
+    if children.shape[0] != 1 or children.shape[1] < 2:
+        return False
+    try:
+        kernel, _ = _kernels_for(group.rule)
+    except Unavailable:
+        return False  # (which the group's row then reports)
+    return kernel in _UNARY_KERNELS and bool((np.diff(children[0]) == 1).all())
 
 
 def _table_kind(kind) -> int:
