@@ -335,6 +335,34 @@ def test_compiled_backward_with_a_grad_that_is_not_a_number_leaves_every_paramet
     assert [w[0].grad, w[1].grad, out.grad] == [0.0, 0.0, 0.0]
 
 
+def _lines_run_by(action) -> int:
+    """How many lines inside chainrule ``action`` runs (the last n for _run_with_injection)."""
+    counter = _Injector(-1, KeyboardInterrupt())
+    sys.settrace(counter)
+    try:
+        action()
+    finally:
+        sys.settrace(None)
+    return counter.count
+
+
+def test_an_interrupt_at_every_line_of_a_compiled_backward_leaves_it_whole():
+    # Every line, not a sample: the result's own gradient and the parameters' are stored in one
+    # step, so no line can leave one of them added and the other not.
+    w, f = _compiled_loss()
+    out = f([0.3, -0.2])
+    out.backward()
+    for n in range(1, _lines_run_by(out.backward) + 1):
+        w, f = _compiled_loss()
+        out = f([0.3, -0.2])
+        out.backward()
+        before = [p.grad for p in w] + [out.grad]
+        raised = _run_with_injection(out.backward, n, KeyboardInterrupt())
+        now = [p.grad for p in w] + [out.grad]
+        if raised:
+            assert now in (before, [2 * g for g in before]), f"torn by an interrupt at line {n}"
+
+
 @hsettings(max_examples=40)
 @given(n=st.integers(1, 300))
 def test_an_exception_at_any_line_of_a_compiled_backward_leaves_everything_as_it_was(n):

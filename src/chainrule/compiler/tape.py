@@ -484,12 +484,12 @@ class _CompiledValue(Value):
         # all or nothing as there (the totals first, then one store).
         seed = engine._check_gradient(gradient, False)
         shares = replay.tape.backward(replay.data, replay.saved, position, seed)
+        nodes = (self, *self.children)
         with engine._one_pass_at_a_time:  # reading the grads and storing the totals is one step
-            own = self.grad
-            if type(own) is float and engine._graph and engine._graph.add_to_grads(self.children, shares):
-                self.grad = own + seed  # (a float: nothing can fail once the others are stored)
+            # This node's gradient goes in the same C call as the parameters': a store of its own
+            # after that call could be interrupted (a KeyboardInterrupt) between the two.
+            if engine._graph and engine._graph.add_to_grads(nodes, replay.tape.np.append(seed, shares)):
                 return  # the loop below, in C (see engine.py's end)
-            nodes = (self, *self.children)
             grads = shares.tolist()
             now = list(map(engine._GRAD, nodes))
             if set(map(type, now)) <= engine._NUMBER_TYPES:  # the usual case: add them in one go
