@@ -464,10 +464,12 @@ def test_a_trace_records_only_its_own_thread_and_stops_recording_when_it_raises(
     assert (tape.size - tape.n_leaves, tape.n_leaves) == (2, 3)  # only this trace's nodes: x, w, 1.0
 
 
-def test_the_watched_slots_in_c_check_as_the_python_ones_do():
+@pytest.mark.parametrize("kind", ["Value", "Parameter"])
+def test_the_watched_slots_in_c_check_as_the_python_ones_do(kind):
     chainrule = pytest.importorskip("chainrule")
-    assert type(tracing._WATCHED["data"]) is not property  # the C descriptor is in use here
-    w = Value(2.0)
+    cls = getattr(chainrule, kind)
+    assert type(tracing._WATCHED[cls, "data"]) is not property  # the C descriptor is in use here
+    w = cls(2.0)
 
     def fn(x):
         y = x * w  # quiet: an op reading its inputs
@@ -484,7 +486,7 @@ def test_the_watched_slots_in_c_check_as_the_python_ones_do():
         "chainrule.compile: the traced function read .grad",
     ]
     assert all(c.filename == __file__ for c in caught)  # pointing at the reading line
-    assert Value.__dict__["data"] is tracing._SLOTS["data"]  # the plain slots are back
-    x = Value(1.0)
+    assert cls.__dict__["data"] is tracing._SLOTS[cls, "data"]  # the plain slots are back
+    x = cls(1.0)
     x.data = 5.0
     assert x.data == 5.0

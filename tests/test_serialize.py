@@ -850,7 +850,13 @@ def test_a_value_gradient_from_create_graph_does_not_get_in_the_way(model, tmp_p
 def test_a_value_in_data_is_refused_clearly(model, tmp_path):
     inner = Value(0.5)
     inner.grad = Value(2.0)  # what create_graph leaves behind
-    model.layers[0].neurons[1].w[0].data = inner
+    weights = model.layers[0].neurons[1].w
+    before = weights[0].data
+    with pytest.raises(TypeError, match="must be a real number, not Value"):
+        weights[0].data = inner  # a Parameter's entry takes only a number
+    assert weights[0].data == before
+    weights[0] = Value(0.0)  # a plain Value, whose slot takes anything
+    weights[0].data = inner
     with pytest.raises(CheckpointError, match=r"layers.0.neurons.1.w\[0\] is Value\(data=0.5, grad=Value"):
         save(model, tmp_path / "model.json")
     assert listing(tmp_path) == []

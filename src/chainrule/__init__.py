@@ -11,6 +11,8 @@
 from . import autograd
 from .engine import (
     AnomalyError,
+    Parameter,
+    Parameters,
     Value,
     backward,
     detect_anomaly,
@@ -19,6 +21,7 @@ from .engine import (
     is_grad_enabled,
     logsumexp,
     no_grad,
+    pack_parameters,
     sum_values,
     take,
     topological_order,
@@ -53,6 +56,8 @@ __all__ = [
     "AnomalyError",
     "CheckpointError",
     "GradcheckError",
+    "Parameter",
+    "Parameters",
     "TraceWarning",
     "Value",
     "autograd",
@@ -71,6 +76,7 @@ __all__ = [
     "load",
     "logsumexp",
     "no_grad",
+    "pack_parameters",
     "save",
     "sum_values",
     "take",

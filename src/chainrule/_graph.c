@@ -11,6 +11,10 @@
    and loops over many parameters at once, for chainrule.compile, the optimizers and zero_grad:
    read_data and read_grads (into a float64 array), write_data, add_to_grads and fill_grads.
 
+   engine.Parameter keeps its number and gradient in its group's flat arrays, not in Value's
+   slots: parameter_data, parameter_grad and their setters are its .data and .grad, and every
+   loop here reads and writes a Parameter's entries there (setup_parameters tells where).
+
    For chainrule.compile's trace (compiler/tracing.py), so that a traced function runs on the
    fast ops as eager code does: record(nodes, constants) makes node() note, in this thread,
    every node and constant it makes; watched(...) is the check on Value.data and Value.grad
@@ -53,6 +57,118 @@ static void set_slot(PyObject *value, Py_ssize_t at, PyObject *new_reference) {
 
 static int is_value(PyObject *object) { return PyObject_TypeCheck(object, value_type); }
 
+/* engine.Parameter and engine.Parameters (its group), once setup_parameters has run. */
+static PyTypeObject *parameter_type, *group_type;
+static Py_ssize_t at_place, at_group_data, at_group_grad, at_group_objects;
+static PyObject *set_data_in_python, *set_grad_in_python; /* engine's setters, for anything but a float */
+
+static int is_parameter(PyObject *object) {
+    return parameter_type != NULL && PyObject_TypeCheck(object, parameter_type);
+}
+
+/* A Value whose numbers are in its own slots: any Value but a Parameter. */
+static int is_slotted(PyObject *object) { return is_value(object) && !is_parameter(object); }
+
+/* The address of Parameter p's number (at = at_group_data) or gradient (at_group_grad) in its
+   group's array, or NULL with an error set when p's place is not (a group, an index in it).
+   The address stays good until Python code runs (which could resize the array). */
+static double *entry(PyObject *p, Py_ssize_t at, Py_ssize_t *index) {
+    if (!is_parameter(p)) {
+        PyErr_SetString(PyExc_TypeError, "_graph: expected a Parameter");
+        return NULL;
+    }
+    PyObject *place = SLOT(p, at_place);
+    if (place == NULL || !PyTuple_CheckExact(place) || PyTuple_GET_SIZE(place) != 2 ||
+        !PyObject_TypeCheck(PyTuple_GET_ITEM(place, 0), group_type) || !PyLong_CheckExact(PyTuple_GET_ITEM(place, 1))) {
+        PyErr_SetString(PyExc_TypeError, "a Parameter's place must be (its Parameters, an index)");
+        return NULL;
+    }
+    PyObject *numbers = SLOT(PyTuple_GET_ITEM(place, 0), at);
+    Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(place, 1));
+    Py_buffer view;
+    if (numbers == NULL || (i == -1 && PyErr_Occurred()) ||
+        PyObject_GetBuffer(numbers, &view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError, "a Parameters group's numbers must be a writable array('d')");
+        return NULL;
+    }
+    int fits = view.format != NULL && strcmp(view.format, "d") == 0 && i >= 0 && i < view.len / (Py_ssize_t)sizeof(double);
+    double *address = (double *)view.buf + i;
+    PyBuffer_Release(&view);
+    if (!fits) {
+        PyErr_SetString(PyExc_IndexError, "a Parameter's index is outside its group's array('d')");
+        return NULL;
+    }
+    if (index != NULL)
+        *index = i;
+    return address;
+}
+
+/* The gradient object of Parameter p (None or a Value), as a borrowed reference, or NULL when
+   its gradient is the number in the array. */
+static PyObject *grad_object(PyObject *p) {
+    PyObject *group = PyTuple_GET_ITEM(SLOT(p, at_place), 0), *objects = SLOT(group, at_group_objects);
+    if (objects == NULL || !PyDict_CheckExact(objects) || PyDict_GET_SIZE(objects) == 0)
+        return NULL;
+    return PyDict_GetItem(objects, PyTuple_GET_ITEM(SLOT(p, at_place), 1));
+}
+
+/* p.data and p.grad of a Parameter, as new references. */
+static PyObject *parameter_data(PyObject *module, PyObject *p) {
+    double *at = entry(p, at_group_data, NULL);
+    return at == NULL ? NULL : PyFloat_FromDouble(*at);
+}
+
+static PyObject *parameter_grad(PyObject *module, PyObject *p) {
+    double *at = entry(p, at_group_grad, NULL);
+    if (at == NULL)
+        return NULL;
+    PyObject *object = grad_object(p);
+    return object != NULL ? Py_NewRef(object) : PyFloat_FromDouble(*at);
+}
+
+/* p.data = x and p.grad = g: a float is stored here in one step; anything else goes to
+   engine's setter, which converts or refuses it. */
+static PyObject *set_parameter_data(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || parameter_type == NULL) {
+        PyErr_SetString(PyExc_TypeError, "_graph.set_parameter_data(parameter, x)");
+        return NULL;
+    }
+    if (!PyFloat_CheckExact(args[1]))
+        return PyObject_Vectorcall(set_data_in_python, args, 2, NULL);
+    double *at = entry(args[0], at_group_data, NULL);
+    if (at == NULL)
+        return NULL;
+    *at = PyFloat_AS_DOUBLE(args[1]);
+    Py_RETURN_NONE;
+}
+
+static PyObject *set_parameter_grad(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || parameter_type == NULL) {
+        PyErr_SetString(PyExc_TypeError, "_graph.set_parameter_grad(parameter, g)");
+        return NULL;
+    }
+    if (!PyFloat_CheckExact(args[1]))
+        return PyObject_Vectorcall(set_grad_in_python, args, 2, NULL);
+    double *at = entry(args[0], at_group_grad, NULL);
+    if (at == NULL)
+        return NULL;
+    if (grad_object(args[0]) != NULL)  /* it replaces an object: engine's setter drops that */
+        return PyObject_Vectorcall(set_grad_in_python, args, 2, NULL);
+    *at = PyFloat_AS_DOUBLE(args[1]);
+    Py_RETURN_NONE;
+}
+
+/* engine._read_data: a Value's number, from its slot or, for a Parameter, its group's array. */
+static PyObject *data_of(PyObject *module, PyObject *value) {
+    if (is_parameter(value))
+        return parameter_data(module, value);
+    PyObject *data = is_value(value) ? SLOT(value, at_data) : NULL;
+    if (data == NULL)
+        return PyObject_GetAttrString(value, "data");  /* which raises the usual error */
+    return Py_NewRef(data);
+}
+
 /* Release the references in an array of n (some may be NULL), and free it. */
 static void release_all(PyObject **objects, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++)
@@ -90,6 +206,25 @@ static PyObject *setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         return NULL;
     Py_XSETREF(value_type, (PyTypeObject *)Py_NewRef(type));
     Py_XSETREF(child_gradients, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
+static PyObject *setup_parameters(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyCallable_Check(args[2]) ||
+        !PyCallable_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "_graph.setup_parameters(Parameter, Parameters, set_data, set_grad)");
+        return NULL;
+    }
+    NEEDS_SETUP(NULL)
+    PyTypeObject *parameter = (PyTypeObject *)args[0], *group = (PyTypeObject *)args[1];
+    if (!PyType_IsSubtype(parameter, value_type) || slot_offset(parameter, "_at", &at_place) ||
+        slot_offset(group, "data", &at_group_data) || slot_offset(group, "grad", &at_group_grad) ||
+        slot_offset(group, "grad_objects", &at_group_objects))
+        return PyErr_Occurred() ? NULL : (PyErr_SetString(PyExc_TypeError, "Parameter must be a Value"), NULL);
+    Py_XSETREF(parameter_type, (PyTypeObject *)Py_NewRef(parameter));
+    Py_XSETREF(group_type, (PyTypeObject *)Py_NewRef(group));
+    Py_XSETREF(set_data_in_python, Py_NewRef(args[2]));
+    Py_XSETREF(set_grad_in_python, Py_NewRef(args[3]));
     Py_RETURN_NONE;
 }
 
@@ -442,7 +577,11 @@ static PyObject *propagate_numbers(PyObject *module, PyObject *const *args, Py_s
             status = pass_stored(node, local);
         else if (rule != NULL && rule != Py_None)
             status = pass_by_rule(node);
-        if (status == 0 && add_to_grad) {
+        if (status == 0 && add_to_grad && is_parameter(node)) {
+            PyObject *grad = parameter_grad(NULL, node);
+            status = grad == NULL ? -1 : add_share(node, grad);
+            Py_XDECREF(grad);
+        } else if (status == 0 && add_to_grad) {
             PyObject *grad = SLOT(node, at_grad);
             if (grad == NULL) {
                 PyErr_SetString(PyExc_AttributeError, "'Value' object has no attribute 'grad'");
@@ -515,11 +654,33 @@ static int values_and_numbers(PyObject *const *args, Py_ssize_t nargs, const cha
    run Python code, which must not see the stores half done. */
 static void store_all(PyObject *values, Py_ssize_t at, PyObject **objects, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *value = PySequence_Fast_GET_ITEM(values, i), *old = SLOT(value, at);
+        PyObject *value = PySequence_Fast_GET_ITEM(values, i);
+        if (is_parameter(value)) {  /* checked by can_store: a float, into a good entry */
+            *entry(value, at == at_data ? at_group_data : at_group_grad, NULL) = PyFloat_AS_DOUBLE(objects[i]);
+            continue;
+        }
+        PyObject *old = SLOT(value, at);
         SLOT(value, at) = objects[i];
         objects[i] = old;
     }
     release_all(objects, n);
+}
+
+/* Whether store_all can store into values[i].<slot> for every i: 1 if so, 0 if engine.py's
+   loop must (something is not a Value, or a Parameter's gradient is an object), -1 on error. */
+static int can_store(PyObject *values, Py_ssize_t n, Py_ssize_t at) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *value = PySequence_Fast_GET_ITEM(values, i);
+        if (is_parameter(value)) {
+            if (entry(value, at == at_data ? at_group_data : at_group_grad, NULL) == NULL)
+                return -1;
+            if (at == at_grad && grad_object(value) != NULL)
+                return 0;
+        } else if (!is_value(value)) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 /* out[i] = values[i].<slot> for every i, where every one is a float; else None (and nothing
@@ -532,13 +693,25 @@ static PyObject *read_floats(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t
         return NULL;
     double *out = view.buf;
     PyObject *result = Py_True;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < n && result == Py_True; i++) {
         PyObject *value = PySequence_Fast_GET_ITEM(values, i), *number;
-        if (!is_value(value) || (number = SLOT(value, at)) == NULL || !PyFloat_CheckExact(number)) {
+        if (is_parameter(value)) {
+            double *address = entry(value, at == at_data ? at_group_data : at_group_grad, NULL);
+            if (address == NULL)
+                result = NULL;
+            else if (at == at_grad && grad_object(value) != NULL)
+                result = Py_None;
+            else
+                out[i] = *address;
+        } else if (!is_value(value) || (number = SLOT(value, at)) == NULL || !PyFloat_CheckExact(number)) {
             result = Py_None;
-            break;
+        } else {
+            out[i] = PyFloat_AS_DOUBLE(number);
         }
-        out[i] = PyFloat_AS_DOUBLE(number);
+    }
+    if (result == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
     }
     PyBuffer_Release(&view);
     return Py_NewRef(result);
@@ -561,11 +734,11 @@ static PyObject *write_data(PyObject *module, PyObject *const *args, Py_ssize_t 
     Py_buffer view;
     if (values_and_numbers(args, nargs, "_graph.write_data(values, numbers)", 0, &values, &n, &view) < 0)
         return NULL;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (!is_value(PySequence_Fast_GET_ITEM(values, i))) {
-            PyBuffer_Release(&view);
-            Py_RETURN_NONE;
-        }
+    int storable = can_store(values, n, at_data);
+    if (storable <= 0) {
+        PyBuffer_Release(&view);
+        return storable < 0 ? NULL : Py_NewRef(Py_None);
+    }
     const double *numbers = view.buf;
     PyObject **made = PyMem_Calloc(n > 0 ? n : 1, sizeof(PyObject *));
     int failed = made == NULL;
@@ -591,9 +764,13 @@ static PyObject *fill_grads(PyObject *module, PyObject *const *args, Py_ssize_t 
     NEEDS_SETUP(NULL)
     PyObject *values = args[0], *number = args[1];
     Py_ssize_t n = PySequence_Fast_GET_SIZE(values);
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (!is_value(PySequence_Fast_GET_ITEM(values, i)))
-            Py_RETURN_NONE;
+    int storable = can_store(values, n, at_grad);
+    if (storable <= 0)
+        return storable < 0 ? NULL : Py_NewRef(Py_None);
+    if (!PyFloat_CheckExact(number))  /* a Parameter's entry takes only a float */
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (is_parameter(PySequence_Fast_GET_ITEM(values, i)))
+                Py_RETURN_NONE;
     PyObject **filled = PyMem_Calloc(n > 0 ? n : 1, sizeof(PyObject *));
     if (filled == NULL)
         return PyErr_NoMemory();
@@ -621,8 +798,15 @@ static PyObject *add_to_grads(PyObject *module, PyObject *const *args, Py_ssize_
     }
     for (Py_ssize_t i = 0; i < n && result == Py_True; i++) {  /* the new totals, first */
         PyObject *value = PySequence_Fast_GET_ITEM(values, i), *grad;
-        double now = 0.0;
-        if (!is_value(value) || (grad = SLOT(value, at_grad)) == NULL) {
+        double now = 0.0, *address;
+        if (is_parameter(value)) {
+            if ((address = entry(value, at_group_grad, NULL)) == NULL)
+                result = NULL;
+            else if (grad_object(value) != NULL)
+                result = Py_None;
+            else
+                now = *address;
+        } else if (!is_value(value) || (grad = SLOT(value, at_grad)) == NULL) {
             result = Py_None;
         } else if (PyFloat_CheckExact(grad)) {
             now = PyFloat_AS_DOUBLE(grad);
@@ -648,6 +832,13 @@ static PyObject *add_to_grads(PyObject *module, PyObject *const *args, Py_ssize_
 
 static PyMethodDef methods[] = {
     {"setup", (PyCFunction)(void (*)(void))setup, METH_FASTCALL, "setup(Value, child_gradients)"},
+    {"setup_parameters", (PyCFunction)(void (*)(void))setup_parameters, METH_FASTCALL,
+     "setup_parameters(Parameter, Parameters, set_data, set_grad)"},
+    {"parameter_data", parameter_data, METH_O, "a Parameter's .data"},
+    {"parameter_grad", parameter_grad, METH_O, "a Parameter's .grad"},
+    {"set_parameter_data", (PyCFunction)(void (*)(void))set_parameter_data, METH_FASTCALL, "parameter.data = x"},
+    {"set_parameter_grad", (PyCFunction)(void (*)(void))set_parameter_grad, METH_FASTCALL, "parameter.grad = g"},
+    {"data_of", data_of, METH_O, "engine._read_data: a Value's number"},
     {"node", (PyCFunction)(void (*)(void))node, METH_FASTCALL, "engine._node, unwatched by the collector"},
     {"depth_first", depth_first, METH_O, "engine._depth_first(roots), or None when unusual"},
     {"propagate_numbers", (PyCFunction)(void (*)(void))propagate_numbers, METH_FASTCALL,

@@ -78,6 +78,7 @@ class GPT(Module):
         self.lm_head = Linear(self.n_embd, self.vocab_size, bias=False)
         self.norm = RMSNorm(self.n_embd)
         self.blocks = [Block(self.n_embd, self.n_head) for _ in range(self.n_layer)]
+        self.pack_parameters()
 
     def new_caches(self) -> list[KVCache]:
         """Empty key/value caches, one per block: start a sequence with these."""

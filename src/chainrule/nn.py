@@ -21,7 +21,7 @@ import numbers
 import random
 
 from ._checks import check_flag, check_integer, check_number
-from .engine import Value, dot, logsumexp, sum_values, take, zero_grads
+from .engine import Parameter, Parameters, Value, dot, logsumexp, pack_parameters, sum_values, take, zero_grads
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
 BIAS_INITS = ("zero", "uniform")
@@ -35,6 +35,22 @@ class Module:
 
     def zero_grad(self) -> None:
         zero_grads(self.parameters())  # p.grad = 0.0 for every parameter p
+
+    def pack_parameters(self) -> Parameters | None:
+        """Gather the module's Parameters into one flat array, in ``parameters()`` order.
+
+        nn's modules do it when they are built, so that a model's numbers sit side by side
+        and chainrule.compile, ``zero_grad`` and the optimizers can work on them a slice at a
+        time; call it again after replacing some. It returns the new group (``p.data`` and
+        ``p.grad`` of each Parameter then read and write its entry).
+
+        >>> random.seed(0)
+        >>> model = MLP(2, [3, 1])
+        >>> group = model.pack_parameters()
+        >>> len(group), model.parameters()[4].data == group.data[4]
+        (13, True)
+        """
+        return pack_parameters(self.parameters())
 
     # Checkpoints. A module names its numbers in ``state_entries``; ``state_dict`` reads them
     # out as plain floats, ``load_state_dict`` writes them back, and ``architecture`` says how
@@ -113,11 +129,12 @@ class Neuron(Module):
             raise ValueError(f"Neuron: activation must be one of {ACTIVATIONS}, got {activation!r}")
         if bias_init not in BIAS_INITS:
             raise ValueError(f"Neuron: bias_init must be one of {BIAS_INITS}, got {bias_init!r}")
-        self.w = [Value(random.uniform(-1, 1)) for _ in range(nin)]
+        self.w = [Parameter(random.uniform(-1, 1)) for _ in range(nin)]
         # micrograd starts the bias at 0; the lecture draws it after the weights, like them.
-        self.b = Value(random.uniform(-1, 1) if bias_init == "uniform" else 0.0)
+        self.b = Parameter(random.uniform(-1, 1) if bias_init == "uniform" else 0.0)
         self.nonlin = nonlin
         self.activation = activation if nonlin else "linear"
+        self.pack_parameters()
 
     def __call__(self, x):
         if isinstance(x, (Value, numbers.Real)):  # a single input, e.g. from a one-output layer
@@ -155,6 +172,7 @@ class Layer(Module):
     def __init__(self, nin: int, nout: int, **kwargs):
         nout = check_integer("Layer", "nout", nout)
         self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
+        self.pack_parameters()
 
     def outputs(self, x) -> list[Value]:
         """The outputs as a list, even when there is only one."""
@@ -248,6 +266,7 @@ class MLP(Module):
             for i in range(len(nouts))
         ]
         self.activation = activation
+        self.pack_parameters()
 
     def __call__(self, x):
         # Every layer through its own __call__, as in micrograd and PyTorch, so a subclass that
@@ -332,7 +351,7 @@ INIT_STD = 0.08  # the scripts' initial weights: N(0, 0.08^2)
 
 
 def _gaussian_rows(rows: int, cols: int, std: float) -> list[list[Value]]:
-    return [[Value(random.gauss(0.0, std)) for _ in range(cols)] for _ in range(rows)]
+    return [[Parameter(random.gauss(0.0, std)) for _ in range(cols)] for _ in range(rows)]
 
 
 def _check_length(where: str, x, n: int) -> list:
@@ -378,6 +397,7 @@ class Embedding(Module):
         self.num = check_integer("Embedding", "num", num)
         self.dim = check_integer("Embedding", "dim", dim)
         self.weight = _gaussian_rows(self.num, self.dim, INIT_STD)
+        self.pack_parameters()
 
     def __call__(self, index) -> list[Value]:
         return take(self.weight, index)
@@ -409,7 +429,8 @@ class Linear(Module):
         self.nin = check_integer("Linear", "nin", nin)
         self.nout = check_integer("Linear", "nout", nout)
         self.weight = _gaussian_rows(self.nout, self.nin, INIT_STD)
-        self.bias = [Value(0.0) for _ in range(self.nout)] if check_flag("Linear", "bias", bias) else None
+        self.bias = [Parameter(0.0) for _ in range(self.nout)] if check_flag("Linear", "bias", bias) else None
+        self.pack_parameters()
 
     def __call__(self, x) -> list[Value]:
         x = _check_length("Linear", x, self.nin)
@@ -537,6 +558,7 @@ class Block(Module):
         self.mlp_norm = RMSNorm(n_embd)
         self.mlp_up = Linear(n_embd, 4 * n_embd, bias=False)
         self.mlp_down = Linear(4 * n_embd, n_embd, bias=False)
+        self.pack_parameters()
 
     def __call__(self, x, cache: KVCache) -> list[Value]:
         attended = self.attention(self.attention_norm(x), cache)

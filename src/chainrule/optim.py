@@ -32,10 +32,12 @@ rate may be a number or a schedule: a function of the 0-based step index, such a
 
 from __future__ import annotations
 
+import array
 import collections
 import itertools
 import math
 import numbers
+import operator
 from collections.abc import Callable, Iterable
 
 from . import engine
@@ -67,7 +69,7 @@ class Optimizer:
         name = type(self).__name__
         if isinstance(params, Value) or not isinstance(params, Iterable):
             raise TypeError(f"{name}: params must be a list of Values, such as model.parameters()")
-        self.params: list[Value] = list(params)
+        self.params: tuple[Value, ...] = tuple(params)  # a tuple: _runs remembers where they live
         if not self.params:
             raise ValueError(f"{name}: got an empty list of parameters, so there is nothing to optimize")
         seen = set()
@@ -81,10 +83,16 @@ class Optimizer:
             check_number(name, "lr", lr)
         self.lr = lr
         self.step_count = 0
+        self._runs = engine._ParameterRuns(self.params)  # for a model's Parameters: slices of its array
 
     def zero_grad(self) -> None:
         """Set every parameter's gradient to 0; call it before each ``backward``."""
-        engine.zero_grads(self.params)
+        runs = self._runs.get()
+        if runs is None:
+            engine.zero_grads(self.params)
+            return
+        for group, start, stop, _ in runs:  # a model's Parameters: one slice of its array each
+            group.grad[start:stop] = array.array("d", bytes(8 * (stop - start)))
 
     def current_lr(self) -> float:
         """The learning rate the next ``step()`` will use."""
@@ -144,6 +152,12 @@ def _gathered(optimizer: Optimizer, np, weight_decay: float):
     A grad that is not a number raises here, before anything moves.
     """
     params, in_c = optimizer.params, engine._loops_in_c()
+    runs = optimizer._runs.get()
+    if runs is not None:  # a model's Parameters, whose numbers are slices of its arrays
+        data = np.concatenate([group.numpy()[0][start:stop] for group, start, stop, _ in runs])
+        g = np.concatenate([group.numpy()[1][start:stop] for group, start, stop, _ in runs])
+        with np.errstate(all="ignore"):
+            return data, g + weight_decay * data, None
     g, data, has_grad = np.empty(len(params)), np.empty(len(params)), None
     if not (in_c and in_c.read_grads(params, g)):  # it reads them when all are floats
         grads = list(map(_GRAD, params))
@@ -166,8 +180,14 @@ def _with_updates(old: list, new, has_grad) -> list:
     return [n if h else o for o, n, h in zip(old, new.tolist(), has_grad.tolist())]
 
 
-def _write_data(params: list[Value], new, has_grad) -> None:
+def _write_data(optimizer: Optimizer, new, has_grad) -> None:
     """Store the new numbers in the parameters that had a gradient, in one C-level loop."""
+    params, runs = optimizer.params, optimizer._runs.get()
+    if runs is not None and has_grad is None:  # slices of a model's array, stored in one loop too
+        targets = [group.numpy()[0][start:stop] for group, start, stop, _ in runs]
+        parts = [new[offset : offset + stop - start] for _, start, stop, offset in runs]
+        collections.deque(map(operator.setitem, targets, itertools.repeat(slice(None)), parts), maxlen=0)
+        return
     if has_grad is not None:
         params = list(itertools.compress(params, has_grad.tolist()))
         new = new[has_grad]
@@ -234,7 +254,7 @@ class SGD(Optimizer):
             self.buffers = _with_updates(self.buffers, g, has_grad)
         with np.errstate(all="ignore"):  # overflow gives inf, as Python's float arithmetic does
             new = data - lr * g
-        _write_data(self.params, new, has_grad)
+        _write_data(self, new, has_grad)
 
     def _update_one_by_one(self, lr: float) -> None:
         grads = _decayed_gradients(self, self.weight_decay)
@@ -322,7 +342,7 @@ class Adam(Optimizer):
         self.t = _with_updates(self.t, t, has_grad)
         self.m = _with_updates(self.m, m, has_grad)
         self.v = _with_updates(self.v, v, has_grad)
-        _write_data(self.params, new, has_grad)
+        _write_data(self, new, has_grad)
 
     def _update_one_by_one(self, lr: float) -> None:
         beta1, beta2 = self.betas

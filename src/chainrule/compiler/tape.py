@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 import math
 import operator
 import sys
@@ -272,6 +274,7 @@ class Tape:
 
         self.output_positions = output_positions
         self.external_tuple = tuple(self.externals)
+        self.external_runs = engine._ParameterRuns(self.external_tuple)  # a model's: slices of its array
         self.externals_are_leaves = not any(v.children for v in self.externals)
         self.stops_gradients = any(rule is ops.STOP_GRADIENT for rule, *_ in placed)
         self.every_node_needed = len(set(output_positions)) == 1 and not self.stops_gradients
@@ -378,7 +381,11 @@ class Tape:
         data[: self.n_inputs] = flat
         data[self.n_inputs : self.n_fixed] = self.constant_data
         external_data = data[self.n_fixed : self.n_leaves]  # the parameters' numbers, read afresh
-        if not (engine._graph and engine._graph.read_data(self.externals, external_data)):
+        runs = self.external_runs.get()
+        if runs is not None:  # Parameters: a slice of their group's array per run
+            for group, start, stop, offset in runs:
+                external_data[offset : offset + stop - start] = group.numpy()[0][start:stop]
+        elif not (engine._graph and engine._graph.read_data(self.externals, external_data)):
             external_data[:] = list(map(engine._read_data, self.externals))  # (the same, in Python)
         anomaly = _mode.get().anomaly
         if self.fast is not None and not anomaly and self.fast.forward(data):
@@ -486,6 +493,18 @@ class _CompiledValue(Value):
         shares = replay.tape.backward(replay.data, replay.saved, position, seed)
         nodes = (self, *self.children)
         with engine._one_pass_at_a_time:  # reading the grads and storing the totals is one step
+            runs = replay.tape.external_runs.get()
+            own = self.grad
+            if runs is not None and type(own) in engine._NUMBER_TYPES:
+                # Parameters: each run's gradients gain their shares in place, a slice at a time.
+                # Every store, this node's own included, is made in one C-level loop (deque
+                # over map), so that a KeyboardInterrupt cannot land between two of them.
+                targets = [group.numpy()[1][start:stop] for group, start, stop, _ in runs]
+                parts = [shares[offset : offset + stop - start] for _, start, stop, offset in runs]
+                own = own + seed
+                stores = map(replay.tape.np.add, targets, parts, targets)
+                collections.deque(itertools.chain(stores, map(setattr, (self,), ("grad",), (own,))), maxlen=0)
+                return
             # This node's gradient goes in the same C call as the parameters': a store of its own
             # after that call could be interrupted (a KeyboardInterrupt) between the two.
             if engine._graph and engine._graph.add_to_grads(nodes, replay.tape.np.append(seed, shares)):

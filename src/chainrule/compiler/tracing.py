@@ -9,7 +9,7 @@ import types
 import warnings
 
 from .. import engine, ops
-from ..engine import Value, _make, _mode
+from ..engine import Parameter, Value, _make, _mode
 from .arguments import _flatten_result, _unflatten_arguments
 from .tape import Tape
 
@@ -155,7 +155,8 @@ def _touched(value, frame, name, writing):
         tracer.touched(value, frame, name, writing)
 
 
-_SLOTS = {name: Value.__dict__[name] for name in ("data", "grad")}  # where the numbers really live
+# Where the numbers really live: Value's slots, and a Parameter's entries in its group's arrays.
+_SLOTS = {(cls, name): cls.__dict__[name] for cls in (Value, Parameter) for name in ("data", "grad")}
 
 
 def _code_objects(*functions):
@@ -192,9 +193,9 @@ _QUIET = _code_objects(
 )
 _QUIET_CODE = set(map(id, _QUIET))  # by id: a set of code objects would hash each one on every read
 if engine._graph is not None:  # the same check in C, several times cheaper on every read
-    _WATCHED = {name: engine._graph.watched(slot, name, _QUIET, _touched) for name, slot in _SLOTS.items()}
+    _WATCHED = {at: engine._graph.watched(slot, at[1], _QUIET, _touched) for at, slot in _SLOTS.items()}
 else:
-    _WATCHED = {name: _watched(slot, name) for name, slot in _SLOTS.items()}  # made after _QUIET_CODE
+    _WATCHED = {at: _watched(slot, at[1]) for at, slot in _SLOTS.items()}  # made after _QUIET_CODE
 _QUIET_MODULES = ("chainrule.draw",)  # drawings only show the numbers
 _BACKWARD_FROZEN = (
     "backward() (or autograd.grad without create_graph=True) inside a compiled function would "
@@ -225,7 +226,7 @@ _traces_running = 0  # in all threads; Value's slots are watched while this is a
 
 @contextlib.contextmanager
 def _watching_slots():
-    """Make ``Value.data`` and ``Value.grad`` checking properties for the duration of a trace.
+    """Make ``.data`` and ``.grad`` (of Value and of Parameter) checking properties during a trace.
 
     Outside any trace they are the plain slots, so eager code pays nothing. The properties are
     shared by all threads while any of them traces, but they only check in a thread that is
@@ -234,8 +235,8 @@ def _watching_slots():
     global _traces_running
     with _watch_lock:
         if _traces_running == 0:
-            for name, watched in _WATCHED.items():
-                setattr(Value, name, watched)
+            for (cls, name), watched in _WATCHED.items():
+                setattr(cls, name, watched)
         _traces_running += 1
     try:
         yield
@@ -243,8 +244,8 @@ def _watching_slots():
         with _watch_lock:
             _traces_running -= 1
             if _traces_running == 0:
-                for name, slot in _SLOTS.items():
-                    setattr(Value, name, slot)
+                for (cls, name), slot in _SLOTS.items():
+                    setattr(cls, name, slot)
 
 
 def trace(fn, structure, numbers_in, backend="numpy") -> Tape:
