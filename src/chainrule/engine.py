@@ -16,9 +16,9 @@ At the very end, the hottest of these loops are swapped for the same loops in C 
 
 from __future__ import annotations
 
+import array
 import collections
 import contextlib
-import array
 import contextvars
 import copy
 import functools
@@ -455,11 +455,11 @@ class Parameters:
         # As a Value's copy does, a gradient that is a Value is copied as its number.
         copied = Parameters(self.data)
         copied.grad = array.array("d", self.grad)
-        copied.grad_objects = {i: g if g is None else g.data for i, g in self.grad_objects.items()}
-        for i, g in copied.grad_objects.items():
-            if g is not None:
-                copied.grad[i] = g
-        copied.grad_objects = {i: g for i, g in copied.grad_objects.items() if g is None}
+        for i, g in self.grad_objects.items():
+            if g is None:
+                copied.grad_objects[i] = None
+            else:
+                copied.grad[i] = g.data
         return copied
 
     def numpy(self):
@@ -541,8 +541,10 @@ def _set_parameter_grad(p, g):
         raise TypeError(f"the grad of a Parameter must be a number, a Value or None; got {g!r}")
 
 
-Parameter.data = property(_parameter_data, _set_parameter_data, doc="The number (an entry of the group's array).")
-Parameter.grad = property(_parameter_grad, _set_parameter_grad, doc="The gradient (an entry of the group's array).")
+Parameter.data = property(
+    _parameter_data, _set_parameter_data, doc="The number: an entry of the group's array."
+)
+Parameter.grad = property(_parameter_grad, _set_parameter_grad, doc="The gradient, in the group's array.")
 
 
 def pack_parameters(parameters) -> Parameters | None:
@@ -561,10 +563,10 @@ def pack_parameters(parameters) -> Parameters | None:
     if not handles:
         return None
     group = Parameters(map(_parameter_data, handles))
-    group.grad = array.array("d", [0.0 if g is None or isinstance(g, Value) else g for g in map(_parameter_grad, handles)])
     for i, p in enumerate(handles):
         old_group, old_i = p._at
         old_group.version += 1  # before anything moves: whoever remembered it looks again
+        group.grad[i] = old_group.grad[old_i]
         if old_group.grad_objects and old_i in old_group.grad_objects:
             group.grad_objects[i] = old_group.grad_objects[old_i]
     for i, p in enumerate(handles):

@@ -21,7 +21,17 @@ import numbers
 import random
 
 from ._checks import check_flag, check_integer, check_number
-from .engine import Parameter, Parameters, Value, dot, logsumexp, pack_parameters, sum_values, take, zero_grads
+from .engine import (
+    Parameter,
+    Parameters,
+    Value,
+    dot,
+    logsumexp,
+    pack_parameters,
+    sum_values,
+    take,
+    zero_grads,
+)
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
 BIAS_INITS = ("zero", "uniform")
