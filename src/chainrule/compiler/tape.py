@@ -491,7 +491,6 @@ class _CompiledValue(Value):
         # all or nothing as there (the totals first, then one store).
         seed = engine._check_gradient(gradient, False)
         shares = replay.tape.backward(replay.data, replay.saved, position, seed)
-        nodes = (self, *self.children)
         with engine._one_pass_at_a_time:  # reading the grads and storing the totals is one step
             runs = replay.tape.external_runs.get()
             own = self.grad
@@ -507,6 +506,7 @@ class _CompiledValue(Value):
                 return
             # This node's gradient goes in the same C call as the parameters': a store of its own
             # after that call could be interrupted (a KeyboardInterrupt) between the two.
+            nodes = (self, *self.children)
             if engine._graph and engine._graph.add_to_grads(nodes, replay.tape.np.append(seed, shares)):
                 return  # the loop below, in C (see engine.py's end)
             grads = shares.tolist()
