@@ -129,15 +129,15 @@ BACKWARD(dot) {
 typedef double four __attribute__((vector_size(32))); /* one AVX2 instruction, or two SSE2 ones */
 #define TILE_SUMS(r) four c##r##0 = {0.0, 0.0, 0.0, 0.0}, c##r##1 = c##r##0;
 #define TILE_ADD(r) { double a = Ak[r * ai]; c##r##0 += a * b0, c##r##1 += a * b1; }
-#define TILE_STORE(r) memcpy(Cij + r * N, &c##r##0, sizeof(four)), memcpy(Cij + r * N + 4, &c##r##1, sizeof(four));
+#define TILE_STORE(r) memcpy(Cij + r * N, &c##r##0, 32), memcpy(Cij + r * N + 4, &c##r##1, 32);
 #define ROWS 6
 #define COLS 8
 /* With GCC on x86-64 and glibc (whose loader picks the clone): AVX2 where the CPU has it */
 #if !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
 __attribute__((target_clones("avx2", "default")))
 #endif
-static long matmul_tiles(const double *A, long ai, long ak, const double *B, long ldb, double *C, long M, long K,
-                         long N) {
+static long matmul_tiles(const double *A, long ai, long ak, const double *B, long ldb, double *C, long M,
+                         long K, long N) {
     long j = 0;
     for (; j + COLS <= N; j += COLS)
         for (long i = 0; i + ROWS <= M; i += ROWS) {
@@ -155,8 +155,8 @@ static long matmul_tiles(const double *A, long ai, long ak, const double *B, lon
 }
 #else
 #define ROWS 1
-static long matmul_tiles(const double *A, long ai, long ak, const double *B, long ldb, double *C, long M, long K,
-                         long N) {
+static long matmul_tiles(const double *A, long ai, long ak, const double *B, long ldb, double *C, long M,
+                         long K, long N) {
     return 0;
 }
 #endif

@@ -174,7 +174,7 @@ BACKWARD(dot) {
 typedef double four __attribute__((vector_size(32))); /* one AVX2 instruction, or two SSE2 ones */
 #define TILE_SUMS(r) four c##r##0 = {0.0, 0.0, 0.0, 0.0}, c##r##1 = c##r##0;
 #define TILE_ADD(r) { double a = Ak[r * ai]; c##r##0 += a * b0, c##r##1 += a * b1; }
-#define TILE_STORE(r) memcpy(Cij + r * N, &c##r##0, sizeof c##r##0), memcpy(Cij + r * N + 4, &c##r##1, sizeof c##r##1);
+#define TILE_STORE(r) memcpy(Cij + r * N, &c##r##0, 32), memcpy(Cij + r * N + 4, &c##r##1, 32);
 #define ROWS 6
 #define COLS 8
 /* With GCC on x86-64 and glibc (whose loader picks the clone): AVX2 where the CPU has it */
