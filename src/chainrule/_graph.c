@@ -85,9 +85,12 @@ static double *entry(PyObject *p, Py_ssize_t at, Py_ssize_t *index) {
     }
     PyObject *numbers = SLOT(PyTuple_GET_ITEM(place, 0), at);
     Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(place, 1));
+    if (i == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        i = -1;  /* too large for an index: reported as outside the array, below */
+    }
     Py_buffer view;
-    if (numbers == NULL || (i == -1 && PyErr_Occurred()) ||
-        PyObject_GetBuffer(numbers, &view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+    if (numbers == NULL || PyObject_GetBuffer(numbers, &view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
         PyErr_Clear();
         PyErr_SetString(PyExc_TypeError, "a Parameters group's numbers must be a writable array('d')");
         return NULL;

@@ -600,19 +600,18 @@ class _ParameterRuns:
         if runs is not None and len(runs) * 16 > len(self.values):
             runs = None
         self._runs = None if runs is None else [tuple(run) for run in runs]
-        self._versions = None if runs is None else [run[0].version for run in self._runs]
+        groups = {} if runs is None else {run[0]: run[0].version for run in runs}
+        self._versions = list(groups.items())  # (group, its version then), each group once
 
     def get(self):
         """The runs, found again if a group has lost Parameters since; None when some of the
         Values are not Parameters, or the runs are short, or a gradient is an object."""
-        if self._runs is None:
-            return None
-        if any(run[0].version != version for run, version in zip(self._runs, self._versions)):
-            self._find()
-            if self._runs is None:
+        for group, version in self._versions:  # (usually one: a model's)
+            if group.version != version:
+                self._find()
+                return self.get()
+            if group.grad_objects:
                 return None
-        if any(run[0].grad_objects for run in self._runs):
-            return None
         return self._runs
 
 
@@ -623,7 +622,7 @@ _write_data, _write_grad = Value.__dict__["data"].__set__, Value.__dict__["grad"
 
 
 def _read_data(value):
-    return _parameter_data(value) if type(value) is Parameter else _slot_data(value)
+    return _parameter_data(value) if isinstance(value, Parameter) else _slot_data(value)
 
 
 # The fast path's pieces: which operand types it takes, and the local gradients that never change.
