@@ -66,14 +66,23 @@ BACKWARD(pow_constant) { EACH_NEEDED_NODE { GX(0) += pow_base_grad(G, X(0), X(1)
     BACKWARD(name) { EACH_NEEDED_NODE { double x = X(0), out = OUT, g = G; (void)x, (void)out;    \
                                          GX(0) += gradient; } }                                 \
     static int fr_##name(double *d, long from, long start, long count) {                          \
-        for (long j = 0; j < count; j++) { double x = d[from + j]; d[start + j] = value; }       \
+        const double *restrict in = d + from;                                                     \
+        double *restrict out_ = d + start;                                                        \
+        for (long j = 0; j < count; j++) { double x = in[j]; out_[j] = value; }                  \
         return 0;                                                                                 \
     }                                                                                             \
     static void br_##name(const double *d, double *gr, long from, long start, long count,         \
                           const unsigned char *needed) {                                          \
-        for (long j = 0; j < count; j++) {                                                        \
-            double x = d[from + j], out = d[start + j], g = gr[start + j]; (void)x, (void)out;     \
-            if (!needed || needed[start + j]) gr[from + j] += gradient;                          \
+        /* (the inputs' gradients and the outputs' lie apart: restrict lets the loop vectorize) */ \
+        const double *in = d + from, *outs = d + start, *restrict gs = gr + start;                \
+        double *restrict gin = gr + from;                                                         \
+        for (long j = 0; needed == NULL && j < count; j++) { /* (every node: a loop of its own) */ \
+            double x = in[j], out = outs[j], g = gs[j]; (void)x, (void)out;                       \
+            gin[j] += gradient;                                                                   \
+        }                                                                                         \
+        for (long j = 0; needed != NULL && j < count; j++) {                                      \
+            double x = in[j], out = outs[j], g = gs[j]; (void)x, (void)out;                       \
+            if (needed[start + j]) gin[j] += gradient;                                            \
         }                                                                                         \
     }
 
@@ -121,10 +130,13 @@ BACKWARD(dot) {
    turn, as one loop over k would add them. A(i, k) is A[i*ai + k*ak], so A can be read row by
    row (ai = K, ak = 1), column by column (ai = 1, ak = M), or where it lies in the tape.
 
-   With GCC or Clang, six rows by eight columns at a time: their 48 running sums are twelve
-   vectors of four numbers, held in registers, and each number read from A serves eight sums,
-   each vector read from B six. The columns go eight by eight in the outer loop, so that those
-   eight columns of B (K x 8 numbers) stay in the fastest cache while every row reads them. */
+   With GCC or Clang, the work goes in tiles of six rows by eight columns: their 48 running
+   sums are twelve vectors of four numbers, held in registers, and each number read from A
+   serves eight sums, each vector read from B six. The columns go eight by eight in the outer
+   loop, so that those eight columns of B (K x 8 numbers) stay in the fastest cache while every
+   row reads them. The rows left over go one at a time, eight columns a tile; the columns left
+   over (an output layer has one) take four rows a vector where A's rows lie side by side, and
+   else two rows by two columns of plain numbers (as everything does without GCC or Clang). */
 #if defined(__GNUC__)
 typedef double four __attribute__((vector_size(32))); /* one AVX2 instruction, or two SSE2 ones */
 #define TILE_SUMS(r) four c##r##0 = {0.0, 0.0, 0.0, 0.0}, c##r##1 = c##r##0;
@@ -132,39 +144,65 @@ typedef double four __attribute__((vector_size(32))); /* one AVX2 instruction, o
 #define TILE_STORE(r) memcpy(Cij + r * N, &c##r##0, 32), memcpy(Cij + r * N + 4, &c##r##1, 32);
 #define ROWS 6
 #define COLS 8
+#define LANES(v) four s##v = {0.0, 0.0, 0.0, 0.0}, a##v;
+#define LANES_ADD(v) memcpy(&a##v, Ak + 4 * v, 32), s##v += a##v * b;
+#define LANES_STORE(v) for (int r = 0; r < 4; r++) C[(i + 4 * v + r) * N + j] = s##v[r];
 /* With GCC on x86-64 and glibc (whose loader picks the clone): AVX2 where the CPU has it */
 #if !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
 __attribute__((target_clones("avx2", "default")))
 #endif
-static long matmul_tiles(const double *A, long ai, long ak, const double *B, long ldb, double *C, long M,
-                         long K, long N) {
-    long j = 0;
+static void matmul_tiles(const double *A, long ai, long ak, const double *B, long ldb, double *C, long M,
+                         long K, long N, long *rows_done, long *columns_done) {
+    long j = 0, i = 0;
     for (; j + COLS <= N; j += COLS)
-        for (long i = 0; i + ROWS <= M; i += ROWS) {
+        for (i = 0; i + ROWS <= M; i += ROWS) {
             TILE_SUMS(0) TILE_SUMS(1) TILE_SUMS(2) TILE_SUMS(3) TILE_SUMS(4) TILE_SUMS(5)
             for (long k = 0; k < K; k++) {
                 const double *Ak = A + i * ai + k * ak;
                 four b0, b1;
-                memcpy(&b0, B + k * ldb + j, sizeof(four)), memcpy(&b1, B + k * ldb + j + 4, sizeof(four));
+                memcpy(&b0, B + k * ldb + j, 32), memcpy(&b1, B + k * ldb + j + 4, 32);
                 TILE_ADD(0) TILE_ADD(1) TILE_ADD(2) TILE_ADD(3) TILE_ADD(4) TILE_ADD(5)
             }
             double *Cij = C + i * N + j;
             TILE_STORE(0) TILE_STORE(1) TILE_STORE(2) TILE_STORE(3) TILE_STORE(4) TILE_STORE(5)
         }
-    return j;  /* the columns done, for the rows that fill whole tiles */
+    for (i = M - M % ROWS; i < M; i++)  /* the rows left, over the same columns: eight at a time */
+        for (j = 0; j + COLS <= N; j += COLS) {
+            TILE_SUMS(0)
+            for (long k = 0; k < K; k++) {
+                const double *Ak = A + i * ai + k * ak;
+                four b0, b1;
+                memcpy(&b0, B + k * ldb + j, 32), memcpy(&b1, B + k * ldb + j + 4, 32);
+                TILE_ADD(0)
+            }
+            double *Cij = C + i * N + j;
+            TILE_STORE(0)
+        }
+    *columns_done = j, i = 0;
+    if (ai == 1)  /* the columns left, sixteen rows (four vectors of sums) at a time */
+        for (; i + 16 <= M; i += 16)
+            for (j = *columns_done; j < N; j++) {
+                LANES(0) LANES(1) LANES(2) LANES(3)
+                for (long k = 0; k < K; k++) {
+                    const double *Ak = A + i + k * ak, b = B[k * ldb + j];
+                    LANES_ADD(0) LANES_ADD(1) LANES_ADD(2) LANES_ADD(3)
+                }
+                LANES_STORE(0) LANES_STORE(1) LANES_STORE(2) LANES_STORE(3)
+            }
+    *rows_done = i;  /* the rows whose last columns are done too */
 }
 #else
-#define ROWS 1
-static long matmul_tiles(const double *A, long ai, long ak, const double *B, long ldb, double *C, long M,
-                         long K, long N) {
-    return 0;
+static void matmul_tiles(const double *A, long ai, long ak, const double *B, long ldb, double *C, long M,
+                         long K, long N, long *rows_done, long *columns_done) {
+    *rows_done = *columns_done = 0;
 }
 #endif
 
 static void matmul(const double *A, long ai, long ak, const double *B, long ldb, double *C, long M, long K,
                    long N) {
-    long rows = M - M % ROWS, j = matmul_tiles(A, ai, ak, B, ldb, C, M, K, N), i = 0;
-    for (; i + 2 <= rows; i += 2)  /* the last columns of those rows: four sums at a time */
+    long i, j;  /* every row of the first j columns is done, and the first i rows of the rest */
+    matmul_tiles(A, ai, ak, B, ldb, C, M, K, N, &i, &j);
+    for (; i + 2 <= M; i += 2)  /* two rows by two columns of sums */
         for (long jj = j; jj < N; jj += 2) {
             long two = jj + 1 < N;  /* 0 for a last single column */
             double s00 = 0.0, s01 = 0.0, s10 = 0.0, s11 = 0.0;
@@ -175,20 +213,12 @@ static void matmul(const double *A, long ai, long ak, const double *B, long ldb,
             C[i * N + jj] = s00, C[(i + 1) * N + jj] = s10;
             if (two) C[i * N + jj + 1] = s01, C[(i + 1) * N + jj + 1] = s11;
         }
-    for (; i < rows; i++)  /* (with ROWS odd: one row left) */
+    for (; i < M; i++)  /* (one row left) */
         for (long jj = j; jj < N; jj++) {
             double s = 0.0;
             for (long k = 0; k < K; k++) s += A[i * ai + k * ak] * B[k * ldb + jj];
             C[i * N + jj] = s;
         }
-    for (long i = rows; i < M; i++) {  /* the last rows, one at a time: every column at once */
-        double *Ci = C + i * N;
-        for (long jj = 0; jj < N; jj++) Ci[jj] = 0.0;
-        for (long k = 0; k < K; k++) {
-            const double a = A[i * ai + k * ak], *b = B + k * ldb;
-            for (long jj = 0; jj < N; jj++) Ci[jj] += a * b[jj];
-        }
-    }
 }
 
 /* A block of positions, rows x cols: listed one by one in idx (`at`), or, where they follow a
@@ -275,10 +305,12 @@ static void b_layer(const double *d, double *gr, const idx_t *c, long start, lon
     matmul(Xk, xk, xv, g, U, gW, m, V, U);
     matmul(g, U, 1, Wt, ldw, gX, V, U, m);
     if (!b.at && b.outer == 0) {  /* one bias a neuron */
-        for (long u = 0; u < U; u++) gb[u] = 0.0;
+        double *restrict sums = gb;  /* (scratch, apart from the gradients: the loops vectorize) */
+        const double *restrict gv = g;
+        for (long u = 0; u < U; u++) sums[u] = 0.0;
         for (long v = 0; v < V; v++)
-            for (long u = 0; u < U; u++) gb[u] += g[v * U + u];
-        for (long u = 0; u < U; u++) gr[b.base + u * b.inner] += gb[u];
+            for (long u = 0; u < U; u++) sums[u] += gv[v * U + u];
+        for (long u = 0; u < U; u++) gr[b.base + u * b.inner] += sums[u];
     } else {
         for (long v = 0; v < V; v++)
             for (long u = 0; u < U; u++) gr[place(b, v, u)] += g[v * U + u];
@@ -286,9 +318,10 @@ static void b_layer(const double *d, double *gr, const idx_t *c, long start, lon
     for (long k = 0; k < m; k++)
         for (long u = 0; u < U; u++) gr[place(w, k, u)] += gW[k * U + u];
     if (!x.at) {  /* (the same, with the pattern's positions worked out as it goes) */
-        double *gx = gr + x.base;
+        double *restrict gx = gr + x.base;
+        const double *restrict shares = gX;
         for (long v = 0; v < V; v++)
-            for (long k = 0; k < m; k++) gx[k * x.outer + v * x.inner] += gX[v * m + k];
+            for (long k = 0; k < m; k++) gx[k * x.outer + v * x.inner] += shares[v * m + k];
     } else {
         for (long v = 0; v < V; v++)
             for (long k = 0; k < m; k++) gr[place(x, k, v)] += gX[v * m + k];
