@@ -842,3 +842,42 @@ def test_reading_or_writing_a_parameter_while_tracing_warns_here():
         "chainrule.compile: the traced function wrote .data",
     ]
     assert all(c.filename == __file__ for c in caught)
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. p.data gives the same float object while its entry is unchanged (the C getter keeps the
+# float it made), and never a stale one.
+
+
+@pytest.mark.parametrize("number", [0.5, -0.0, 0.0, math.inf, -3.25])
+def test_reading_data_twice_gives_the_same_number_and_never_a_stale_one(number):
+    pytest.importorskip("numpy")
+    p = Parameter(number)
+    first = p.data
+    assert math.copysign(1.0, first) == math.copysign(1.0, number) and first == number
+    if engine._graph is not None:
+        assert p.data is first  # kept, not made again: a graph's nodes share it
+    numbers, _ = p.group.numpy()
+    for new in (-number, 7.0, math.nan, number):  # -number: 0.0 and -0.0 are equal, but differ
+        numbers[p.index] = new  # written under the Parameter, through the array
+        got = p.data
+        assert (math.isnan(got) and math.isnan(new)) or (
+            got == new and math.copysign(1.0, got) == math.copysign(1.0, new)
+        )
+    p.data = 2.0
+    assert p.data == 2.0 and p.group.data[p.index] == 2.0
+
+
+def test_the_weights_a_graph_holds_are_shared_not_copied_per_node():
+    if engine._graph is None:
+        pytest.skip("the C module _graph is not built or is off")
+    random.seed(0)
+    model = MLP(2, [4, 1])
+    outs = [model([0.1 * k, -0.2]) for k in range(3)]
+    w = model.layers[0].neurons[0].w[0]
+    locals_of_w = [n._local[n.children.index(w) + 2] for o in outs for n in _nodes_using(o, w)]
+    assert len(locals_of_w) == 3 and all(x is locals_of_w[0] for x in locals_of_w)
+
+
+def _nodes_using(root, leaf):
+    return [n for n in chainrule.topological_order(root) if leaf in n.children]

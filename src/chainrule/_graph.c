@@ -116,10 +116,21 @@ static PyObject *grad_object(PyObject *p) {
     return PyDict_GetItem(objects, PyTuple_GET_ITEM(SLOT(p, at_place), 1));
 }
 
-/* p.data and p.grad of a Parameter, as new references. */
+/* p.data and p.grad of a Parameter, as new references. The float last made for p.data is kept
+   in Value's data slot (a Parameter has no other use for it) and given out again while the
+   entry holds the same number, bit for bit: every node that reads a weight would otherwise
+   hold a float of its own, a third more memory in an MLP's graph. */
 static PyObject *parameter_data(PyObject *module, PyObject *p) {
     double *at = entry(p, at_group_data, NULL);
-    return at == NULL ? NULL : PyFloat_FromDouble(*at);
+    if (at == NULL)
+        return NULL;
+    PyObject *made = SLOT(p, at_data);
+    if (made != NULL && PyFloat_CheckExact(made) && memcmp(&((PyFloatObject *)made)->ob_fval, at, sizeof(double)) == 0)
+        return Py_NewRef(made);
+    made = PyFloat_FromDouble(*at);
+    if (made != NULL)
+        set_slot(p, at_data, Py_NewRef(made));
+    return made;
 }
 
 static PyObject *parameter_grad(PyObject *module, PyObject *p) {

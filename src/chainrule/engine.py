@@ -494,6 +494,16 @@ class Parameter(Value):
         self.label = label
         self.children, self._rule, self._local = (), None, None
 
+    @property
+    def group(self) -> Parameters:
+        """The Parameters whose arrays hold this one's number and gradient."""
+        return self._at[0]
+
+    @property
+    def index(self) -> int:
+        """Where in them: ``p.data == p.group.data[p.index]``."""
+        return self._at[1]
+
     def __reduce__(self):
         # copy.copy and pickle: an independent Parameter, in a group of its own.
         return _restore_parameter, Value.__reduce__(self)[1]
