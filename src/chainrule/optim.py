@@ -173,11 +173,26 @@ def _gathered(optimizer: Optimizer, np, weight_decay: float):
         return data, g + weight_decay * data, has_grad
 
 
-def _with_updates(old: list, new, has_grad) -> list:
-    """``new`` (an array) as a list, keeping ``old``'s entries where a parameter had no grad."""
+# An optimizer's state (a momentum, Adam's running means and step counts) has one number per
+# parameter, kept in an ``array`` like the parameters' own: the scalar loop indexes it, and
+# numpy updates it in place, through a view, a whole array at a time.
+
+
+def _state(typecode: str, n: int) -> array.array:
+    return array.array(typecode, bytes(array.array(typecode).itemsize * n))
+
+
+def _view(np, state: array.array):
+    return np.frombuffer(state, dtype={"d": np.float64, "q": np.int64, "b": np.int8}[state.typecode])
+
+
+def _update_state(np, state: array.array, new, has_grad) -> None:
+    """state = new, but where a parameter had no grad (has_grad False) it keeps its entry."""
+    view = _view(np, state)
     if has_grad is None:
-        return new.tolist()
-    return [n if h else o for o, n, h in zip(old, new.tolist(), has_grad.tolist())]
+        view[:] = new
+    else:
+        view[has_grad] = new[has_grad]
 
 
 def _write_data(optimizer: Optimizer, new, has_grad) -> None:
@@ -236,8 +251,13 @@ class SGD(Optimizer):
         super().__init__(params, lr)
         self.momentum = check_number("SGD", "momentum", momentum)
         self.weight_decay = check_number("SGD", "weight_decay", weight_decay)
-        # The momentum of each parameter; None until the parameter's first gradient.
-        self.buffers: list[float | None] = [None] * len(self.params)
+        # The momentum of each parameter, and whether it has one yet (from its first gradient).
+        self._momenta, self._started = _state("d", len(self.params)), _state("b", len(self.params))
+
+    @property
+    def buffers(self) -> list[float | None]:
+        """The momentum of each parameter; None until the parameter's first gradient."""
+        return [b if started else None for b, started in zip(self._momenta, self._started)]
 
     def _update(self, lr: float) -> None:
         np = _numpy()
@@ -245,13 +265,12 @@ class SGD(Optimizer):
             return self._update_one_by_one(lr)
         data, g, has_grad = _gathered(self, np, self.weight_decay)
         if self.momentum:
-            if None in self.buffers:  # some parameters have had no gradient yet: b starts at g
-                started = np.array([b is not None for b in self.buffers])
-                previous = np.array([0.0 if b is None else b for b in self.buffers])
-                g = np.where(started, self.momentum * previous + g, g)
-            else:
-                g = self.momentum * np.array(self.buffers) + g
-            self.buffers = _with_updates(self.buffers, g, has_grad)
+            started = _view(np, self._started).astype(bool)
+            with np.errstate(all="ignore"):
+                # a parameter's first gradient starts its momentum: b = g, then b = momentum * b + g
+                g = np.where(started, self.momentum * _view(np, self._momenta) + g, g)
+            _update_state(np, self._momenta, g, has_grad)
+            _update_state(np, self._started, np.ones(len(g), dtype=np.int8), has_grad)
         with np.errstate(all="ignore"):  # overflow gives inf, as Python's float arithmetic does
             new = data - lr * g
         _write_data(self, new, has_grad)
@@ -262,8 +281,8 @@ class SGD(Optimizer):
             if g is None:  # no gradient: PyTorch leaves the parameter and its momentum alone
                 continue
             if self.momentum:
-                b = self.buffers[i]
-                g = self.buffers[i] = g if b is None else self.momentum * b + g
+                g = self.momentum * self._momenta[i] + g if self._started[i] else g
+                self._momenta[i], self._started[i] = g, 1
             p.data -= lr * g
 
 
@@ -311,10 +330,25 @@ class Adam(Optimizer):
         self.betas = (beta1, beta2)
         self.eps = check_number("Adam", "eps", eps)
         self.weight_decay = check_number("Adam", "weight_decay", weight_decay)
-        self.m = [0.0] * len(self.params)  # running mean of the gradient
-        self.v = [0.0] * len(self.params)  # running mean of the squared gradient
+        n = len(self.params)
+        self._m, self._v = _state("d", n), _state("d", n)  # running means of g and of g * g
         # Steps taken by each parameter: one whose grad is None skips a step, as in PyTorch.
-        self.t = [0] * len(self.params)
+        self._t = _state("q", n)
+
+    @property
+    def m(self) -> list[float]:
+        """The running mean of each parameter's gradient."""
+        return self._m.tolist()
+
+    @property
+    def v(self) -> list[float]:
+        """The running mean of each parameter's squared gradient."""
+        return self._v.tolist()
+
+    @property
+    def t(self) -> list[int]:
+        """The steps each parameter has taken."""
+        return self._t.tolist()
 
     def _update(self, lr: float) -> None:
         np = _numpy()
@@ -322,10 +356,10 @@ class Adam(Optimizer):
             return self._update_one_by_one(lr)
         beta1, beta2 = self.betas
         data, g, has_grad = _gathered(self, np, self.weight_decay)
-        t = np.array(self.t) + 1
+        t = _view(np, self._t) + 1
         with np.errstate(all="ignore"):  # overflow gives inf, as Python's float arithmetic does
-            m = beta1 * np.array(self.m) + (1.0 - beta1) * g
-            v = beta2 * np.array(self.v) + (1.0 - beta2) * g * g
+            m = beta1 * _view(np, self._m) + (1.0 - beta1) * g
+            v = beta2 * _view(np, self._v) + (1.0 - beta2) * g * g
             m_hat = m / (1.0 - beta1**t)
             v_hat = v / (1.0 - beta2**t)
             denominator = np.sqrt(v_hat) + self.eps
@@ -339,9 +373,8 @@ class Adam(Optimizer):
                         "so its step would divide by zero"
                     )
             new = data - lr * m_hat / denominator
-        self.t = _with_updates(self.t, t, has_grad)
-        self.m = _with_updates(self.m, m, has_grad)
-        self.v = _with_updates(self.v, v, has_grad)
+        for state, updated in ((self._t, t), (self._m, m), (self._v, v)):
+            _update_state(np, state, updated, has_grad)
         _write_data(self, new, has_grad)
 
     def _update_one_by_one(self, lr: float) -> None:
@@ -349,11 +382,11 @@ class Adam(Optimizer):
         for i, (p, g) in enumerate(zip(self.params, _decayed_gradients(self, self.weight_decay))):
             if g is None:
                 continue
-            self.t[i] += 1
-            self.m[i] = beta1 * self.m[i] + (1.0 - beta1) * g
-            self.v[i] = beta2 * self.v[i] + (1.0 - beta2) * g * g
-            m_hat = self.m[i] / (1.0 - beta1 ** self.t[i])  # undo the pull towards the zero start
-            v_hat = self.v[i] / (1.0 - beta2 ** self.t[i])
+            self._t[i] += 1
+            self._m[i] = beta1 * self._m[i] + (1.0 - beta1) * g
+            self._v[i] = beta2 * self._v[i] + (1.0 - beta2) * g * g
+            m_hat = self._m[i] / (1.0 - beta1 ** self._t[i])  # undo the pull towards the zero start
+            v_hat = self._v[i] / (1.0 - beta2 ** self._t[i])
             p.data -= lr * m_hat / (math.sqrt(v_hat) + self.eps)
 
 
