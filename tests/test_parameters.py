@@ -480,15 +480,20 @@ def test_an_optimizer_gives_packed_parameters_the_numbers_of_plain_values(name):
     fast, slow = OPTIMIZERS[name](params), OPTIMIZERS[name](plain)
     assert fast._runs.get() is not None and slow._runs.get() is None  # the slices, and the loop
     for step in range(5):
-        fast.zero_grad()
-        slow.zero_grad()
-        assert all(p.grad == 0.0 for p in params)
-        for i, (p, v) in enumerate(zip(params, plain)):
-            p.grad = v.grad = gradient_pattern(step, i)
-        fast.step()
-        slow.step()
-        assert numbers(params) == numbers(plain), f"step {step}"
+        step_both(fast, slow, params, plain, step)
         assert list(group_of(params).data) == [v.data for v in plain]
+
+
+def step_both(fast, slow, params, plain, step):
+    """One step of each optimizer, from the same gradients; then the same numbers."""
+    fast.zero_grad()
+    slow.zero_grad()
+    assert all(p.grad == 0.0 for p in params)
+    for i, (p, v) in enumerate(zip(params, plain)):
+        p.grad = v.grad = gradient_pattern(step, i)
+    fast.step()
+    slow.step()
+    assert numbers(params) == numbers(plain), f"step {step}"
 
 
 @pytest.mark.parametrize("name", ["sgd momentum decay", "adam decay"])
@@ -544,14 +549,7 @@ def test_an_optimizer_follows_its_parameters_to_a_new_group(name, repack):
             else:
                 pack_parameters(params[::-1])
             assert all(p._at[0] is not old for p in params[10:40])
-        fast.zero_grad()
-        slow.zero_grad()
-        assert all(p.grad == 0.0 for p in params)
-        for i, (p, v) in enumerate(zip(params, plain)):
-            p.grad = v.grad = gradient_pattern(step, i)
-        fast.step()
-        slow.step()
-        assert numbers(params) == numbers(plain), f"step {step}"
+        step_both(fast, slow, params, plain, step)
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)

@@ -551,9 +551,7 @@ def _set_parameter_grad(p, g):
         raise TypeError(f"the grad of a Parameter must be a number, a Value or None; got {g!r}")
 
 
-Parameter.data = property(
-    _parameter_data, _set_parameter_data, doc="The number: an entry of the group's array."
-)
+Parameter.data = property(_parameter_data, _set_parameter_data, doc="The number, in the group's array.")
 Parameter.grad = property(_parameter_grad, _set_parameter_grad, doc="The gradient, in the group's array.")
 
 
