@@ -879,3 +879,12 @@ def test_the_weights_a_graph_holds_are_shared_not_copied_per_node():
 
 def _nodes_using(root, leaf):
     return [n for n in chainrule.topological_order(root) if leaf in n.children]
+
+
+def test_data_and_grad_cannot_be_deleted_and_read_from_the_class_are_the_descriptors():
+    p = Parameter(1.0)
+    for name in ("data", "grad"):
+        with pytest.raises(AttributeError):
+            delattr(p, name)
+        assert getattr(Parameter, name).__get__(p, Parameter) == getattr(p, name)
+    assert (p.data, p.grad) == (1.0, 0.0)  # nothing changed

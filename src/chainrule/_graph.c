@@ -173,6 +173,50 @@ static PyObject *set_parameter_grad(PyObject *module, PyObject *const *args, Py_
     Py_RETURN_NONE;
 }
 
+/* Parameter.data and Parameter.grad themselves: a descriptor that reads and writes the entry
+   with the functions above, as a property over them would, without its Python-level call. */
+typedef struct {
+    PyObject_HEAD
+    int grad; /* 0: .data, 1: .grad */
+} Number;
+
+static PyObject *number_get(PyObject *self, PyObject *p, PyObject *type) {
+    if (p == NULL)
+        return Py_NewRef(self);  /* read from the class */
+    return ((Number *)self)->grad ? parameter_grad(NULL, p) : parameter_data(NULL, p);
+}
+
+static int number_set(PyObject *self, PyObject *p, PyObject *x) {
+    if (x == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "a Parameter's data and grad cannot be deleted");
+        return -1;
+    }
+    PyObject *args[2] = {p, x};
+    PyObject *done = ((Number *)self)->grad ? set_parameter_grad(NULL, args, 2) : set_parameter_data(NULL, args, 2);
+    Py_XDECREF(done);
+    return done == NULL ? -1 : 0;
+}
+
+static PyTypeObject number_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "chainrule._graph.number",
+    .tp_basicsize = sizeof(Number),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A Parameter's data or grad: its entry in its group's array",
+    .tp_descr_get = number_get,
+    .tp_descr_set = number_set,
+};
+
+/* number(grad): the descriptor for .data (grad False) or .grad (grad True). */
+static PyObject *number(PyObject *module, PyObject *grad) {
+    int which = PyObject_IsTrue(grad);
+    if (which < 0)
+        return NULL;
+    Number *made = PyObject_New(Number, &number_type);
+    if (made != NULL)
+        made->grad = which;
+    return (PyObject *)made;
+}
+
 /* engine._read_data: a Value's number, from its slot or, for a Parameter, its group's array. */
 static PyObject *data_of(PyObject *module, PyObject *value) {
     if (is_parameter(value))
@@ -853,6 +897,7 @@ static PyMethodDef methods[] = {
     {"set_parameter_data", (PyCFunction)(void (*)(void))set_parameter_data, METH_FASTCALL, "parameter.data = x"},
     {"set_parameter_grad", (PyCFunction)(void (*)(void))set_parameter_grad, METH_FASTCALL, "parameter.grad = g"},
     {"data_of", data_of, METH_O, "engine._read_data: a Value's number"},
+    {"number", number, METH_O, "number(grad): the descriptor of Parameter.data (False) or .grad (True)"},
     {"node", (PyCFunction)(void (*)(void))node, METH_FASTCALL, "engine._node, unwatched by the collector"},
     {"depth_first", depth_first, METH_O, "engine._depth_first(roots), or None when unusual"},
     {"propagate_numbers", (PyCFunction)(void (*)(void))propagate_numbers, METH_FASTCALL,
@@ -880,7 +925,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__graph(void) {
     zero = PyFloat_FromDouble(0.0);
     empty_label = PyUnicode_FromString("");
-    if (zero == NULL || empty_label == NULL || PyType_Ready(&watched_type) < 0)
+    if (zero == NULL || empty_label == NULL || PyType_Ready(&watched_type) < 0 || PyType_Ready(&number_type) < 0)
         return NULL;
     return PyModule_Create(&module);
 }

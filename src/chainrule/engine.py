@@ -1164,8 +1164,7 @@ if _graph is not None:
     # A Parameter's .data and .grad in C: one step each, so that no Ctrl-C lands half-way
     # through storing a gradient; anything but a float still goes to the setters above.
     _graph.setup_parameters(Parameter, Parameters, _set_parameter_data, _set_parameter_grad)
-    Parameter.data = property(_graph.parameter_data, _graph.set_parameter_data, doc=Parameter.data.__doc__)
-    Parameter.grad = property(_graph.parameter_grad, _graph.set_parameter_grad, doc=Parameter.grad.__doc__)
+    Parameter.data, Parameter.grad = _graph.number(False), _graph.number(True)
     _read_data = _graph.data_of
 
 
