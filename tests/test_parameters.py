@@ -888,3 +888,15 @@ def test_data_and_grad_cannot_be_deleted_and_read_from_the_class_are_the_descrip
             delattr(p, name)
         assert getattr(Parameter, name).__get__(p, Parameter) == getattr(p, name)
     assert (p.data, p.grad) == (1.0, 0.0)  # nothing changed
+
+
+def test_a_groups_arrays_cannot_be_replaced_only_their_entries():
+    # numpy views of the arrays and the C loops hold on to them: a new array would go unseen.
+    group = pack_parameters([Parameter(1.0), Parameter(2.0)])
+    for name in ("data", "grad"):
+        with pytest.raises(AttributeError):
+            setattr(group, name, group.data)
+    group.data[1] = 5.0
+    assert list(group.data) == [1.0, 5.0]
+    with pytest.raises(ValueError, match="2 numbers but 1 gradients"):
+        Parameters([1.0, 2.0], [0.0])

@@ -276,7 +276,7 @@ static PyObject *setup_parameters(PyObject *module, PyObject *const *args, Py_ss
     NEEDS_SETUP(NULL)
     PyTypeObject *parameter = (PyTypeObject *)args[0], *group = (PyTypeObject *)args[1];
     if (!PyType_IsSubtype(parameter, value_type) || slot_offset(parameter, "_at", &at_place) ||
-        slot_offset(group, "data", &at_group_data) || slot_offset(group, "grad", &at_group_grad) ||
+        slot_offset(group, "_data", &at_group_data) || slot_offset(group, "_grad", &at_group_grad) ||
         slot_offset(group, "grad_objects", &at_group_objects))
         return PyErr_Occurred() ? NULL : (PyErr_SetString(PyExc_TypeError, "Parameter must be a Value"), NULL);
     Py_XSETREF(parameter_type, (PyTypeObject *)Py_NewRef(parameter));

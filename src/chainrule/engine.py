@@ -439,22 +439,28 @@ class Parameters:
     remembered where they live can tell that it must look again.
     """
 
-    __slots__ = ("data", "grad", "grad_objects", "version", "_numpy")
+    __slots__ = ("_data", "_grad", "grad_objects", "version", "_numpy")
 
-    def __init__(self, numbers):
-        self.data = array.array("d", numbers)
-        self.grad = array.array("d", bytes(8 * len(self.data)))
+    def __init__(self, numbers, grads=None):
+        self._data = array.array("d", numbers)
+        self._grad = array.array("d", bytes(8 * len(self._data)) if grads is None else grads)
+        if len(self._grad) != len(self._data):
+            raise ValueError(f"Parameters: {len(self._data)} numbers but {len(self._grad)} gradients")
         self.grad_objects = {}
         self.version = 0
         self._numpy = None
 
+    # The arrays themselves cannot be replaced (their entries can): numpy views of them, and
+    # the C loops, rely on it.
+    data = property(lambda self: self._data, doc="The numbers, a flat array('d').")
+    grad = property(lambda self: self._grad, doc="The gradients, a flat array('d') (0.0 where an object is).")
+
     def __len__(self):
-        return len(self.data)
+        return len(self._data)
 
     def __deepcopy__(self, memo):
         # As a Value's copy does, a gradient that is a Value is copied as its number.
-        copied = Parameters(self.data)
-        copied.grad = array.array("d", self.grad)
+        copied = Parameters(self._data, self._grad)
         for i, g in self.grad_objects.items():
             if g is None:
                 copied.grad_objects[i] = None
@@ -467,7 +473,7 @@ class Parameters:
         if self._numpy is None:
             import numpy
 
-            self._numpy = numpy.frombuffer(self.data), numpy.frombuffer(self.grad)
+            self._numpy = numpy.frombuffer(self._data), numpy.frombuffer(self._grad)
         return self._numpy
 
     def __repr__(self):
