@@ -11,8 +11,6 @@
 from . import autograd
 from .engine import (
     AnomalyError,
-    Parameter,
-    Parameters,
     Value,
     backward,
     detect_anomaly,
@@ -21,13 +19,13 @@ from .engine import (
     is_grad_enabled,
     logsumexp,
     no_grad,
-    pack_parameters,
     sum_values,
     take,
     topological_order,
 )
 from .functional import grad, hessian, hvp
 from .gradcheck import GradcheckError, gradcheck
+from .parameters import Parameter, Parameters, pack_parameters
 
 __version__ = "0.1.0"
 

@@ -22,16 +22,14 @@ import random
 
 from ._checks import check_flag, check_integer, check_number
 from .engine import (
-    Parameter,
-    Parameters,
     Value,
     dot,
     logsumexp,
-    pack_parameters,
     sum_values,
     take,
     zero_grads,
 )
+from .parameters import Parameter, Parameters, pack_parameters
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
 BIAS_INITS = ("zero", "uniform")

@@ -40,7 +40,7 @@ import numbers
 import operator
 from collections.abc import Callable, Iterable
 
-from . import engine
+from . import engine, parameters
 from ._checks import check_integer, check_number
 from .engine import _DATA, _GRAD, Value
 
@@ -83,7 +83,7 @@ class Optimizer:
             check_number(name, "lr", lr)
         self.lr = lr
         self.step_count = 0
-        self._runs = engine._ParameterRuns(self.params)  # for a model's Parameters: slices of its array
+        self._runs = parameters._ParameterRuns(self.params)  # for a model's Parameters: slices of its array
 
     def zero_grad(self) -> None:
         """Set every parameter's gradient to 0; call it before each ``backward``."""

@@ -10,7 +10,7 @@ import operator
 import sys
 import warnings
 
-from .. import engine, ops
+from .. import engine, ops, parameters
 from ..engine import AnomalyError, Value, _make, _mode, op_error
 from . import native, scalar
 from .arguments import _unflatten_result
@@ -274,7 +274,7 @@ class Tape:
 
         self.output_positions = output_positions
         self.external_tuple = tuple(self.externals)
-        self.external_runs = engine._ParameterRuns(self.external_tuple)  # a model's: slices of its array
+        self.external_runs = parameters._ParameterRuns(self.external_tuple)  # a model's: slices of its array
         self.externals_are_leaves = not any(v.children for v in self.externals)
         self.stops_gradients = any(rule is ops.STOP_GRADIENT for rule, *_ in placed)
         self.every_node_needed = len(set(output_positions)) == 1 and not self.stops_gradients

@@ -9,7 +9,8 @@ import types
 import warnings
 
 from .. import engine, ops
-from ..engine import Parameter, Value, _make, _mode
+from ..engine import Value, _make, _mode
+from ..parameters import Parameter
 from .arguments import _flatten_result, _unflatten_arguments
 from .tape import Tape
 
