@@ -19,7 +19,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 import chainrule
-from chainrule import Value, autograd, engine
+from chainrule import Parameter, Value, autograd, engine, pack_parameters
 
 PACKAGE_DIR = str(Path(chainrule.__file__).parent)
 
@@ -296,14 +296,26 @@ def test_gradients_stay_finite_floats_after_many_interrupted_passes():
 # The same promises for the result of a compiled function, whose backward has its own fast path.
 
 
-def _compiled_loss():
+def _compiled_loss(kind="Value"):
+    """A compiled loss and its parameters: three plain Values, or sixteen Parameters in one
+    group (enough for the compiled backward to add their gradients a slice at a time)."""
     pytest.importorskip("numpy")
-    w = [Value(0.5), Value(-1.5), Value(2.0)]
+    if kind == "Value":
+        w = [Value(0.5), Value(-1.5), Value(2.0)]
+    else:
+        w = [Parameter(0.1 * k - 0.8) for k in range(16)]
+        pack_parameters(w)
 
     def loss(x):
-        return ((w[0] * x[0] + w[1] * x[1]).tanh() + w[2] * x[0] * x[1]) ** 2
+        y = (w[0] * x[0] + w[1] * x[1]).tanh() + w[2] * x[0] * x[1]
+        if len(w) > 3:
+            y = y + chainrule.sum_values(w[3:]) * x[0]
+        return y**2
 
-    return w, chainrule.compile(loss)
+    f = chainrule.compile(loss)
+    f([0.3, -0.2])
+    assert (f.last_tape.external_runs.get() is not None) == (kind == "Parameter")  # the path tested
+    return w, f
 
 
 def test_compiled_backward_treats_a_none_grad_as_zero():
@@ -346,32 +358,34 @@ def _lines_run_by(action) -> int:
     return counter.count
 
 
-def test_an_interrupt_at_every_line_of_a_compiled_backward_leaves_it_whole():
+def _interrupted_backward(kind, n):
+    """(grads before, grads after, whether it raised) of a second compiled backward interrupted
+    at its n-th line; the grads are the parameters' and the result's own."""
+    w, f = _compiled_loss(kind)
+    out = f([0.3, -0.2])
+    out.backward()
+    before = [p.grad for p in w] + [out.grad]
+    raised = _run_with_injection(out.backward, n, KeyboardInterrupt())
+    return before, [p.grad for p in w] + [out.grad], raised
+
+
+@pytest.mark.parametrize("kind", ["Value", "Parameter"])
+def test_an_interrupt_at_every_line_of_a_compiled_backward_leaves_it_whole(kind):
     # Every line, not a sample: the result's own gradient and the parameters' are stored in one
     # step, so no line can leave one of them added and the other not.
-    w, f = _compiled_loss()
+    w, f = _compiled_loss(kind)
     out = f([0.3, -0.2])
     out.backward()
     for n in range(1, _lines_run_by(out.backward) + 1):
-        w, f = _compiled_loss()
-        out = f([0.3, -0.2])
-        out.backward()
-        before = [p.grad for p in w] + [out.grad]
-        raised = _run_with_injection(out.backward, n, KeyboardInterrupt())
-        now = [p.grad for p in w] + [out.grad]
+        before, now, raised = _interrupted_backward(kind, n)
         if raised:
             assert now in (before, [2 * g for g in before]), f"torn by an interrupt at line {n}"
 
 
 @hsettings(max_examples=40)
-@given(n=st.integers(1, 300))
-def test_an_exception_at_any_line_of_a_compiled_backward_leaves_everything_as_it_was(n):
-    w, f = _compiled_loss()
-    out = f([0.3, -0.2])
-    out.backward()
-    before = [p.grad for p in w] + [out.grad]
-    raised = _run_with_injection(out.backward, n, KeyboardInterrupt())
-    now = [p.grad for p in w] + [out.grad]
+@given(n=st.integers(1, 300), kind=st.sampled_from(["Value", "Parameter"]))
+def test_an_exception_at_any_line_of_a_compiled_backward_leaves_everything_as_it_was(n, kind):
+    before, now, raised = _interrupted_backward(kind, n)
     if raised:
         assert now in (before, [2 * g for g in before])
     assert all(type(g) is float for g in now)
