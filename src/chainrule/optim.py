@@ -151,11 +151,9 @@ def _gathered(optimizer: Optimizer, np, weight_decay: float):
     one (the common case, which then reads the grads without a Python call per parameter).
     A grad that is not a number raises here, before anything moves.
     """
-    params, in_c = optimizer.params, engine._loops_in_c()
-    runs = optimizer._runs.get()
+    params, in_c, runs = optimizer.params, engine._loops_in_c(), optimizer._runs.get()
     if runs is not None:  # a model's Parameters, whose numbers are slices of its arrays
-        data = np.concatenate([group.numpy()[0][start:stop] for group, start, stop, _ in runs])
-        g = np.concatenate([group.numpy()[1][start:stop] for group, start, stop, _ in runs])
+        data, g = (np.concatenate(parameters._entries(runs, which)) for which in (0, 1))
         with np.errstate(all="ignore"):
             return data, g + weight_decay * data, None
     g, data, has_grad = np.empty(len(params)), np.empty(len(params)), None
@@ -199,8 +197,7 @@ def _write_data(optimizer: Optimizer, new, has_grad) -> None:
     """Store the new numbers in the parameters that had a gradient, in one C-level loop."""
     params, runs = optimizer.params, optimizer._runs.get()
     if runs is not None and has_grad is None:  # slices of a model's array, stored in one loop too
-        targets = [group.numpy()[0][start:stop] for group, start, stop, _ in runs]
-        parts = [new[offset : offset + stop - start] for _, start, stop, offset in runs]
+        targets, parts = parameters._entries(runs, 0), parameters._pieces(runs, new)
         collections.deque(map(operator.setitem, targets, itertools.repeat(slice(None)), parts), maxlen=0)
         return
     if has_grad is not None:

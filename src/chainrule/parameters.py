@@ -223,6 +223,16 @@ class _ParameterRuns:
         return self._runs
 
 
+def _entries(runs, which: int) -> list:
+    """Each run's entries, as numpy views of its group's numbers (``which`` 0) or gradients (1)."""
+    return [group.numpy()[which][start:stop] for group, start, stop, _ in runs]
+
+
+def _pieces(runs, flat) -> list:
+    """The pieces of ``flat`` (one number per Value of the tuple, in its order) for each run."""
+    return [flat[offset : offset + stop - start] for _, start, stop, offset in runs]
+
+
 if _graph is not None:
     # .data and .grad in C (see _graph.c): one step each, so that no Ctrl-C lands half-way
     # through storing a gradient; anything but a float still goes to the setters above.
