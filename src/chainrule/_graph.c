@@ -66,13 +66,10 @@ static int is_parameter(PyObject *object) {
     return parameter_type != NULL && PyObject_TypeCheck(object, parameter_type);
 }
 
-/* A Value whose numbers are in its own slots: any Value but a Parameter. */
-static int is_slotted(PyObject *object) { return is_value(object) && !is_parameter(object); }
-
-/* The address of Parameter p's number (at = at_group_data) or gradient (at_group_grad) in its
-   group's array, or NULL with an error set when p's place is not (a group, an index in it).
-   The address stays good until Python code runs (which could resize the array). */
-static double *entry(PyObject *p, Py_ssize_t at, Py_ssize_t *index) {
+/* The address of Parameter p's number (at = at_data, the slot a plain Value keeps it in) or
+   gradient (at_grad) in its group's array, or NULL with an error set when p's place is not
+   (a group, an index in it). The address stays good until Python code runs. */
+static double *entry(PyObject *p, Py_ssize_t at) {
     if (!is_parameter(p)) {
         PyErr_SetString(PyExc_TypeError, "_graph: expected a Parameter");
         return NULL;
@@ -83,7 +80,7 @@ static double *entry(PyObject *p, Py_ssize_t at, Py_ssize_t *index) {
         PyErr_SetString(PyExc_TypeError, "a Parameter's place must be (its Parameters, an index)");
         return NULL;
     }
-    PyObject *numbers = SLOT(PyTuple_GET_ITEM(place, 0), at);
+    PyObject *numbers = SLOT(PyTuple_GET_ITEM(place, 0), at == at_data ? at_group_data : at_group_grad);
     Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(place, 1));
     if (i == -1 && PyErr_Occurred()) {
         PyErr_Clear();
@@ -102,8 +99,6 @@ static double *entry(PyObject *p, Py_ssize_t at, Py_ssize_t *index) {
         PyErr_SetString(PyExc_IndexError, "a Parameter's index is outside its group's array('d')");
         return NULL;
     }
-    if (index != NULL)
-        *index = i;
     return address;
 }
 
@@ -121,7 +116,7 @@ static PyObject *grad_object(PyObject *p) {
    entry holds the same number, bit for bit: every node that reads a weight would otherwise
    hold a float of its own, a third more memory in an MLP's graph. */
 static PyObject *parameter_data(PyObject *module, PyObject *p) {
-    double *at = entry(p, at_group_data, NULL);
+    double *at = entry(p, at_data);
     if (at == NULL)
         return NULL;
     PyObject *made = SLOT(p, at_data);
@@ -134,7 +129,7 @@ static PyObject *parameter_data(PyObject *module, PyObject *p) {
 }
 
 static PyObject *parameter_grad(PyObject *module, PyObject *p) {
-    double *at = entry(p, at_group_grad, NULL);
+    double *at = entry(p, at_grad);
     if (at == NULL)
         return NULL;
     PyObject *object = grad_object(p);
@@ -150,7 +145,7 @@ static PyObject *set_parameter_data(PyObject *module, PyObject *const *args, Py_
     }
     if (!PyFloat_CheckExact(args[1]))
         return PyObject_Vectorcall(set_data_in_python, args, 2, NULL);
-    double *at = entry(args[0], at_group_data, NULL);
+    double *at = entry(args[0], at_data);
     if (at == NULL)
         return NULL;
     *at = PyFloat_AS_DOUBLE(args[1]);
@@ -164,7 +159,7 @@ static PyObject *set_parameter_grad(PyObject *module, PyObject *const *args, Py_
     }
     if (!PyFloat_CheckExact(args[1]))
         return PyObject_Vectorcall(set_grad_in_python, args, 2, NULL);
-    double *at = entry(args[0], at_group_grad, NULL);
+    double *at = entry(args[0], at_grad);
     if (at == NULL)
         return NULL;
     if (grad_object(args[0]) != NULL)  /* it replaces an object: engine's setter drops that */
@@ -714,7 +709,7 @@ static void store_all(PyObject *values, Py_ssize_t at, PyObject **objects, Py_ss
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *value = PySequence_Fast_GET_ITEM(values, i);
         if (is_parameter(value)) {  /* checked by can_store: a float, into a good entry */
-            *entry(value, at == at_data ? at_group_data : at_group_grad, NULL) = PyFloat_AS_DOUBLE(objects[i]);
+            *entry(value, at) = PyFloat_AS_DOUBLE(objects[i]);
             continue;
         }
         PyObject *old = SLOT(value, at);
@@ -730,7 +725,7 @@ static int can_store(PyObject *values, Py_ssize_t n, Py_ssize_t at) {
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *value = PySequence_Fast_GET_ITEM(values, i);
         if (is_parameter(value)) {
-            if (entry(value, at == at_data ? at_group_data : at_group_grad, NULL) == NULL)
+            if (entry(value, at) == NULL)
                 return -1;
             if (at == at_grad && grad_object(value) != NULL)
                 return 0;
@@ -754,7 +749,7 @@ static PyObject *read_floats(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t
     for (Py_ssize_t i = 0; i < n && result == Py_True; i++) {
         PyObject *value = PySequence_Fast_GET_ITEM(values, i), *number;
         if (is_parameter(value)) {
-            double *address = entry(value, at == at_data ? at_group_data : at_group_grad, NULL);
+            double *address = entry(value, at);
             if (address == NULL)
                 result = NULL;
             else if (at == at_grad && grad_object(value) != NULL)
@@ -858,7 +853,7 @@ static PyObject *add_to_grads(PyObject *module, PyObject *const *args, Py_ssize_
         PyObject *value = PySequence_Fast_GET_ITEM(values, i), *grad;
         double now = 0.0, *address;
         if (is_parameter(value)) {
-            if ((address = entry(value, at_group_grad, NULL)) == NULL)
+            if ((address = entry(value, at_grad)) == NULL)
                 result = NULL;
             else if (grad_object(value) != NULL)
                 result = Py_None;
