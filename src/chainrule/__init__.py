@@ -18,6 +18,7 @@ from .engine import (
     enable_grad,
     is_grad_enabled,
     logsumexp,
+    map_rows,
     no_grad,
     sum_values,
     take,
@@ -78,5 +79,6 @@ __all__ = [
     "save",
     "sum_values",
     "take",
+    "map_rows",
     "topological_order",
 ]

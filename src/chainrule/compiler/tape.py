@@ -258,14 +258,14 @@ class _MatmulGroup(_Group):
 class Tape:
     """A traced graph, flattened for replay."""
 
-    def __init__(self, inputs, constants, outputs, result_structure, created, backend="numpy"):
+    def __init__(self, inputs, constants, outputs, result_structure, created, backend="numpy", laid_out=None):
         import numpy as np
 
         self.np = np
         self.result_structure = result_structure
-        constant_leaves, self.externals, placed, output_positions = layout(
-            inputs, constants, outputs, created
-        )
+        if laid_out is None:  # (given by mapping.py for a trace with map_rows calls)
+            laid_out = layout(inputs, constants, outputs, created)
+        constant_leaves, self.externals, placed, output_positions = laid_out
         self.n_inputs = len(inputs)
         self.n_fixed = self.n_inputs + len(constant_leaves)  # externals live in data[n_fixed:n_leaves]
         self.n_leaves = self.n_fixed + len(self.externals)
@@ -376,6 +376,14 @@ class Tape:
 
     def run(self, flat):
         """Replay forward on new input numbers and return the results as Values."""
+        replay = _Replay(self, *self.replay(flat))
+        if self.result_structure is None:  # one number out
+            return replay.result(0, self.output_positions[0])
+        results = iter([replay.result(i, p) for i, p in enumerate(self.output_positions)])
+        return _unflatten_result(self.result_structure, results)
+
+    def replay(self, flat):
+        """Every node's number, for these input numbers; and what backward needs (see backward)."""
         np = self.np
         data = np.empty(self.size)
         data[: self.n_inputs] = flat
@@ -392,11 +400,7 @@ class Tape:
             saved = None  # the fast replay computed it all; nothing unusual happened
         else:
             saved = self._forward(data, anomaly)
-        replay = _Replay(self, data, saved)
-        if self.result_structure is None:  # one number out
-            return replay.result(0, self.output_positions[0])
-        results = iter([replay.result(i, p) for i, p in enumerate(self.output_positions)])
-        return _unflatten_result(self.result_structure, results)
+        return data, saved
 
     def _forward(self, data, anomaly):
         """The numpy replay: every group in order; returns what each group's backward needs."""

@@ -11,6 +11,7 @@ import warnings
 from .. import engine, ops
 from ..engine import Value, _make, _mode
 from ..parameters import Parameter
+from . import mapping
 from .arguments import _flatten_result, _unflatten_arguments
 from .tape import Tape
 
@@ -27,12 +28,22 @@ class _Tracer:
     """Shown, by the engine, every node, number-made constant, ``detach()`` and ``no_grad`` op
     while tracing, and (through ``_watched``) every read and write of a Value's data and grad."""
 
-    def __init__(self, inputs):
-        self.inputs = set(inputs)  # the leaves standing for the arguments
+    outer = None  # (a row trace's tracer: the trace it runs in; see mapping.py)
+
+    def __init__(self, inputs, backend="numpy"):
+        self.inputs = set(inputs)  # the leaves standing for the arguments (and map_rows' results)
         self.constants = set()
         self.nodes = []  # every node computed while tracing, in the order made
         self.record = self.nodes.append
         self._traced, self._traced_up_to = set(), 0  # the nodes as a set, made when first asked
+        self.backend = backend
+        self.blocks = []  # the map_rows calls traced on one row (mapping.py)
+        self.read_row_number = False  # whether fn read .data of something it traced
+
+    def map_rows(self, fn, rows):
+        """``chainrule.map_rows(fn, *rows)``: ``fn`` traced on one row, its tape copied for every
+        row (see mapping.py)."""
+        return mapping.trace_rows(self, fn, rows, _RowTracer, self.backend)
 
     def constant(self, value):
         self.constants.add(value)
@@ -90,6 +101,7 @@ class _Tracer:
             return  # a number written in fn: a constant anyway
         module = frame.f_globals.get("__name__", "")
         traced = self.made(value)
+        self.read_row_number = self.read_row_number or traced
         if module.partition(".")[0] != "chainrule":
             what = "a traced value" if traced else "a Value made outside the function (a parameter, say)"
             effect = (
@@ -115,6 +127,18 @@ class _Tracer:
             )
             explanation = next((text for ids, text in _FREEZING_CODE if id(code) in ids), generic)
             raise NotImplementedError(f"chainrule.compile: {explanation}")
+
+
+class _RowTracer(_Tracer):
+    """The tracer of one row of a ``map_rows`` call (mapping.py), inside the trace ``outer``."""
+
+    def __init__(self, inputs, outer):
+        super().__init__(inputs, outer.backend)
+        self.outer = outer
+        self.constants = set(outer.constants)  # read freely, as in the outer trace
+
+    def map_rows(self, fn, rows):
+        return [fn(*row) for row in zip(*rows)]  # a map_rows inside fn: a plain loop
 
 
 def _watched(slot, name):
@@ -254,9 +278,18 @@ def trace(fn, structure, numbers_in, backend="numpy") -> Tape:
     inputs = list(map(Value, numbers_in))
     leaves = iter(inputs)
     args = [_unflatten_arguments(arg, leaves) for arg in structure]
-    tracer = _Tracer(inputs)
+    tracer = _Tracer(inputs, backend)
     with engine._tracing(tracer), _watching_slots():
         result = fn(*args)
     outputs = []
     result_structure = _flatten_result(result, outputs)
-    return Tape(inputs, tracer.constants, outputs, result_structure, tracer.nodes, backend)
+    if not tracer.blocks:
+        return Tape(inputs, tracer.constants, outputs, result_structure, tracer.nodes, backend)
+    import numpy
+
+    laid_out, every_node_used = mapping.compose(
+        numpy, inputs, tracer.constants, outputs, tracer.nodes, tracer.blocks
+    )
+    tape = Tape(inputs, None, outputs, result_structure, None, backend, laid_out=laid_out)
+    tape.every_node_needed = tape.every_node_needed and every_node_used
+    return tape
