@@ -316,7 +316,7 @@ def test_the_whole_compile_suite_passes_under_each_backend(backend, tmp_path, ru
         "test_take.py",
         "test_gpt.py",
     ]
-    files += ["test_threads.py", "test_numpy_arguments.py", "test_optim_vectorized.py"]
+    files += ["test_threads.py", "test_numpy_arguments.py", "test_optim_vectorized.py", "test_map_rows.py"]
     # RuntimeWarning as an error: a quiet fallback to numpy would fail the run.
     run_test_files(
         files, {"CHAINRULE_BACKEND": backend, "CHAINRULE_CACHE": str(tmp_path)}, "-W", "error::RuntimeWarning"

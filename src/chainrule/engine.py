@@ -664,6 +664,10 @@ def map_rows(fn, *rows) -> list:
     >>> [v.data for v in map_rows(lambda x: x[0] * x[1], xs)]
     [2.0, 12.0]
     """
+    if not callable(fn):
+        raise TypeError(f"map_rows(fn, rows): fn must be callable, got {type(fn).__name__}")
+    if not rows:
+        raise TypeError("map_rows(fn, rows): no rows given")
     tracer = _mode.get().tracer
     if tracer is not None:
         return tracer.map_rows(fn, rows)

@@ -128,8 +128,9 @@ def _replay_copies(block, backend):
 
     R, k = len(block.rows), block.n_inputs
     flat_rows = list(itertools.chain.from_iterable(block.rows))
+    n_leaves = R * k + block.n_leaves - k  # every row's Values, then the constants and externals
     placed, first, stride = replicate(
-        np, block, np.arange(R * k).reshape(R, k), np.arange(R * k, R * k + block.n_leaves - k), R * k
+        np, block, np.arange(R * k).reshape(R, k), np.arange(R * k, n_leaves), n_leaves
     )
     tape = Tape(
         flat_rows,
@@ -248,8 +249,8 @@ def compose(np, inputs, constants, outputs, nodes, blocks):
     knowable = set(known)
     leaves = {}  # the constants and externals, each once
     for piece, _ in laid:
-        if isinstance(piece, _Block):
-            for v in (*piece.constants, *piece.externals):
+        if isinstance(piece, _Block):  # (its rows may be leaves too: parameters, say)
+            for v in itertools.chain(*piece.rows, piece.constants, piece.externals):
                 if v not in knowable:
                     leaves.setdefault(v, v in constants)
         else:
