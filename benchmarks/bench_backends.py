@@ -15,7 +15,8 @@ engine gets the data in its own form, made once outside the timing: tensors for 
 arrays for JAX, numpy arrays for the compiled functions; chainrule's steps reset the gradients
 with an optimizer's zero_grad(), as a training loop does.
 
-Graphs: MLPs with the demo's max-margin loss (relu hidden layers, a linear output) at several
+Graphs: MLPs with the demo's max-margin loss (relu hidden layers, a linear output, the model
+applied to the rows with ``chainrule.map_rows``; the trace time of a plain loop is shown too) at several
 batch sizes, widths and depths (``--large`` adds batch 10,000, width 256 and depth 32); a
 scalar RNN (h = tanh(w*h + u*x + b)) over a long sequence; a long chain of multiplications by
 one parameter; a random graph that is deep rather than wide. Memory: what one eager forward
@@ -56,11 +57,16 @@ def mlp_case(batch: int, width: int, depth: int, seed: int = 1):
     X = [[rng.uniform(-1.5, 1.5), rng.uniform(-1.5, 1.5)] for _ in range(batch)]
     y = [1.0 if a * b > 0 else -1.0 for a, b in X]
 
-    def loss(X, y):
+    def loss(X, y):  # map_rows: a compiled trace runs the model on one row and copies it
+        scores = chainrule.map_rows(model, X)
+        return sum((1 + -yi * s).relu() for yi, s in zip(y, scores)) * (1.0 / len(y))
+
+    def loss_by_loop(X, y):  # the same in a plain loop, traced row by row (its trace time is shown)
         scores = [model(x) for x in X]
         return sum((1 + -yi * s).relu() for yi, s in zip(y, scores)) * (1.0 / len(y))
 
-    return f"MLP 2-{'-'.join([str(width)] * depth)}-1, batch {batch}", model.parameters(), loss, (X, y), model
+    name = f"MLP 2-{'-'.join([str(width)] * depth)}-1, batch {batch}"
+    return name, model.parameters(), loss, (X, y), model, loss_by_loop
 
 
 def rnn_case(steps: int, seed: int = 2):
@@ -74,7 +80,7 @@ def rnn_case(steps: int, seed: int = 2):
             h = (w * h + u * x + b).tanh()
         return h * h
 
-    return f"scalar RNN, {steps} steps", [w, u, b], loss, (xs,), None
+    return f"scalar RNN, {steps} steps", [w, u, b], loss, (xs,), None, None
 
 
 def chain_case(n: int):
@@ -86,7 +92,7 @@ def chain_case(n: int):
             y = y * c
         return y
 
-    return f"chain of {n:,} *", [c], loss, ([1.5],), None
+    return f"chain of {n:,} *", [c], loss, ([1.5],), None, None
 
 
 class TorchMLP:
@@ -198,7 +204,7 @@ def dag_case(n: int, seed: int = 3):
                 nodes.append(a * previous + w)
         return nodes[-1] * nodes[-1]
 
-    return f"random deep DAG, {n:,} nodes", params, loss, ([0.3, -0.4],), None
+    return f"random deep DAG, {n:,} nodes", params, loss, ([0.3, -0.4],), None, None
 
 
 def graph_and_tape_bytes(loss, args) -> tuple[int, dict]:
@@ -236,7 +242,7 @@ def close(a, b) -> bool:
 
 
 def run_case(case, repeats: int, eager_repeats: int):
-    name, params, loss, args, model = case
+    name, params, loss, args, model, loss_by_loop = case
     runners, trace = {}, {}
     # Each engine gets the data in its own form, made once: tensors for PyTorch, jax arrays for
     # JAX, and numpy arrays for the compiled functions (which take lists too, at about 30 us
@@ -248,6 +254,8 @@ def run_case(case, repeats: int, eager_repeats: int):
         seconds, _ = timed(lambda f=f: f(*arrays))
         trace[backend] = seconds
         runners[backend] = lambda f=f: compiled_step(f, params, arrays, optimizer)
+    if loss_by_loop is not None:
+        trace["loop"], _ = timed(lambda: chainrule.compile(loss_by_loop)(*arrays))
     if model is not None:
         try:
             runners["pytorch"] = TorchMLP(model, *args).step
@@ -320,6 +328,7 @@ def main(argv=None):
         times = "".join(f"{ms.get(k, '-'):>{w}}" for k, w in [("numpy", 8), ("c", 8), ("auto", 8)])
         peers = f"{ms.get('pytorch', '-'):>9}{ms.get('jax', '-'):>9}"
         traces = f"{trace['numpy']:>8.2f}s{trace['c']:>7.2f}s{trace['auto']:>10.2f}s"
+        traces += f"{trace['loop']:>7.2f}s" if "loop" in trace else f"{'':>8}"
         tapes = f"{tape['numpy'] / graph:>8.2f}{tape['c'] / graph:>7.2f}{tape['auto'] / graph:>10.2f}"
         print(
             f"{name:<34}{ms['eager']:>9}{times}{peers}{best / t['eager']:>11.4f}{torch_ratio:>11}"
@@ -327,7 +336,8 @@ def main(argv=None):
         )
     print("times in ms (median); best: the fastest compiled backend; best/x are time ratios, below 1 where")
     print("compiled is faster; graph MB: one eager forward graph; tape: what a compiled function keeps,")
-    print("over the graph")
+    print("over the graph; trace: a compiled function's first call; (loop): auto's, with the model run")
+    print("on the rows in a plain loop instead of chainrule.map_rows")
 
 
 if __name__ == "__main__":

@@ -272,6 +272,21 @@ def test_a_detach_and_no_grad_inside_the_function():
     assert_close(got[1], want[1])
 
 
+def test_under_no_grad_the_rows_send_no_gradient():
+    w = Value(1.5)
+
+    def fn(X):
+        with chainrule.no_grad():
+            frozen = map_rows(lambda x: x[0] * w, X)
+        return sum_values([v * w for v in frozen])
+
+    X = rows_of(5, 1, 12)
+    got = compiled_result_and_grads(chainrule.compile(fn), [w], X)
+    want = eager_result_and_grads(fn, [w], X)
+    assert_close(got[0], want[0])
+    assert_close(got[1], want[1])
+
+
 def test_take_with_an_index_per_row():
     table = [[Value(float(i)), Value(float(-i))] for i in range(5)]
     params = [v for row in table for v in row]

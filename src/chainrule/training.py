@@ -51,7 +51,7 @@ from typing import ClassVar
 
 from ._checks import check_integer, check_number
 from .datasets import Dataset, TextDataset
-from .engine import Value, no_grad, take
+from .engine import Value, map_rows, no_grad, take
 from .gpt import GPT, encode, sample, sequence_loss
 from .losses import cross_entropy, hinge, l2
 from .nn import MLP, Module
@@ -181,7 +181,7 @@ def predict_all(
         return [predict(model, x, n_classes) for x in X]
     from .compiler import compile as compile_fn
 
-    forward = compile_fn(lambda rows: [model(row) for row in rows])
+    forward = compile_fn(lambda rows: map_rows(model, rows))
     predicted = []
     for start in range(0, len(X), EVAL_CHUNK):
         rows = [list(x) for x in X[start : start + EVAL_CHUNK]]
@@ -235,7 +235,7 @@ def make_loss_fn(model: MLP, binary: bool, alpha: float = 1e-4) -> Callable:
     parameters = model.parameters()
 
     def loss_fn(X_batch: list[list[float]], targets: list) -> tuple[Value, list]:
-        outputs = [model(x) for x in X_batch]
+        outputs = map_rows(model, X_batch)  # (a compiled trace runs the model on one row)
         if binary:
             data_loss = hinge(outputs, targets)
         else:

@@ -20,7 +20,7 @@ Copying is only right if ``fn`` does on every row what it does on the first. So 
 every row as a plain loop (the trace then sees each row as it is) when the rows are not all
 lists of Values of one shape, when ``fn`` returns something other than Values, or when it
 reads the number of a Value that comes from the row (an ``if x.data > 0`` would take the first
-row's branch for every row). A call inside a row trace is a plain loop too.
+row's branch for every row). A call inside a row trace, or under ``no_grad``, is a plain loop too.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class _Block:
 def trace_rows(tracer, fn, iterables, row_tracer_class, backend):
     """``tracer.map_rows``: what ``map_rows(fn, *iterables)`` returns while tracing (see above)."""
     rows = list(zip(*iterables))
-    if len(rows) < 2:
+    if len(rows) < 2 or not engine._mode.get().recording:  # (under no_grad: stop_gradient nodes)
         return [fn(*row) for row in rows]
     columns = []
     shape = _column_shape(rows, columns)
