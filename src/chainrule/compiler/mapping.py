@@ -176,7 +176,8 @@ def replicate(np, block, row_positions, leaf_positions, node_base):
     placed = []
     for rule, count, width, rows, vectors in block.placed:
         local = np.frombuffer(rows, dtype=np.intp).reshape(count, width)
-        copied = base[local] + each_row * step[local]
+        copied = each_row * step[local]
+        copied += base[local]  # (in place: a second array of this size costs more than the sum)
         if not even:
             from_row = local < k
             copied[:, from_row] = row_positions[:, local[from_row]]

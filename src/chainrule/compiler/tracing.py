@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import threading
 import types
@@ -275,7 +276,9 @@ def _watching_slots():
 
 def trace(fn, structure, numbers_in, backend="numpy") -> Tape:
     """Run ``fn`` on leaf Values standing for the input numbers and record its tape."""
-    inputs = list(map(Value, numbers_in))
+    # New leaves, as Value(x) makes them, but in one C loop where the engine's C part is built.
+    none, empty = itertools.repeat(None), itertools.repeat(())
+    inputs = list(map(engine._node, numbers_in, none, empty, none))
     leaves = iter(inputs)
     args = [_unflatten_arguments(arg, leaves) for arg in structure]
     tracer = _Tracer(inputs, backend)
