@@ -3,7 +3,7 @@
 For each graph of the table, one step (forward, backward, gradients reset) runs on:
 chainrule eager, the compiled function with each backend (numpy; C, the tape's own program;
 auto, the default: the C table program pip built with chainrule), and PyTorch eager (float64,
-one thread) where the graph is an MLP. The engines take
+one thread, as numpy's BLAS is here) where the graph is an MLP. The engines take
 turns in one process (ten steps in a row for the compiled functions, PyTorch and JAX, one for
 eager), so a noisy neighbour slows them alike; the table gives the median time per step, the
 ratios that matter, and the trace time of each backend (for C with the build by the C
@@ -39,7 +39,12 @@ import sys
 import tempfile
 import time
 
-import numpy
+# Every engine on one thread, as PyTorch is run: numpy's BLAS too (the numpy backend's matrix
+# products), whose idle threads would otherwise spin on the second core between its calls.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import numpy  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_trace lives here
 

@@ -1,6 +1,7 @@
 """What ``chainrule.compile`` costs to trace, against one eager step of the same function.
 
-Three workloads, each a loss function run two ways:
+Three workloads, each a loss function run two ways (the first two also with the model applied
+to the rows by ``chainrule.map_rows``, which a trace runs on one row: ``moons-map``, ``mlp-map``):
 
 1. micrograd's moons step: MLP 2-16-16-1 on 100 points, max-margin loss + 1e-4 L2
    (as in benchmarks/bench_step.py);
@@ -43,7 +44,7 @@ from chainrule.nn import MLP  # noqa: E402
 # The workloads: (loss function, its arguments, the parameters)
 
 
-def moons_workload():
+def moons_workload(mapped=False):
     import chainrule.datasets  # needs scikit-learn
 
     data = chainrule.datasets.moons(n_samples=100, noise=0.1, seed=1337)
@@ -52,13 +53,13 @@ def moons_workload():
     model = MLP(2, [16, 16, 1])
 
     def loss(X, y):
-        scores = [model(x) for x in X]
+        scores = chainrule.map_rows(model, X) if mapped else [model(x) for x in X]
         return hinge(scores, y) + 1e-4 * l2(model.parameters())
 
     return loss, (data.X_train, y), model.parameters()
 
 
-def mlp_workload():
+def mlp_workload(mapped=False):
     rng = random.Random(0)
     random.seed(0)
     model = MLP(64, [32, 10])
@@ -66,7 +67,7 @@ def mlp_workload():
     labels = [rng.randrange(10) for _ in range(32)]  # constants of the trace, as class indices
 
     def loss(X):
-        return cross_entropy([model(x) for x in X], labels)
+        return cross_entropy(chainrule.map_rows(model, X) if mapped else [model(x) for x in X], labels)
 
     return loss, (X,), model.parameters()
 
@@ -121,7 +122,13 @@ def gpt_workload(name="isabella"):
     return (lambda tokens: gpt_name_loss(params, tokens)), (tokens,), gpt.flat_params(params)
 
 
-WORKLOADS = {"moons": moons_workload, "mlp": mlp_workload, "gpt": gpt_workload}
+WORKLOADS = {
+    "moons": moons_workload,
+    "moons-map": lambda: moons_workload(mapped=True),
+    "mlp": mlp_workload,
+    "mlp-map": lambda: mlp_workload(mapped=True),
+    "gpt": gpt_workload,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,14 +206,14 @@ def main(argv=None):
         if n not in WORKLOADS:
             parser.error(f"unknown workload {n!r}; choose from {', '.join(WORKLOADS)}")
     print(
-        f"{'workload':8s} {'eager ms':>9s} {'trace ms':>9s} {'trace/eager':>11s} {'replay ms':>9s} "
+        f"{'workload':9s} {'eager ms':>9s} {'trace ms':>9s} {'trace/eager':>11s} {'replay ms':>9s} "
         f"{'graph KB':>9s} {'tape KB':>9s} {'tape/graph':>10s} {'trace peak/graph':>16s}"
     )
     results = {}
     for name in names:
         r = results[name] = measure(name, args.repeats)
         print(
-            f"{name:8s} {r['eager'] * 1e3:9.1f} {r['trace'] * 1e3:9.1f} {r['trace'] / r['eager']:11.2f} "
+            f"{name:9s} {r['eager'] * 1e3:9.1f} {r['trace'] * 1e3:9.1f} {r['trace'] / r['eager']:11.2f} "
             f"{r['replay'] * 1e3:9.2f} {r['graph'] / 1e3:9.0f} {r['tape'] / 1e3:9.0f} "
             f"{r['tape'] / r['graph']:10.2f} {r['tape_peak'] / r['graph']:16.2f}"
         )

@@ -46,6 +46,8 @@ The stages have a file each in this package:
 
 - ``arguments.py``: numbers in (checked, flattened into one float64 array) and results out;
 - ``tracing.py``: running ``fn`` on leaf Values, recording the nodes, watching ``.data``;
+- ``mapping.py``: ``map_rows`` while tracing: ``fn`` traced on one row of a batch, and its
+  groups copied for every row, so that a trace does not grow with the batch in Python;
 - ``rewriting.py``: folding ``+`` chains into sums and sums of products into dot products;
 - ``tape.py``: the groups, the numpy backend's replay and backward, and compiled results;
 - ``scalar.py``: thin tapes (one node per depth, as in an RNN) replayed node by node, where
