@@ -418,6 +418,8 @@ OPS = [
     lambda a, b: (a * a + 1).log() * b,
     lambda a, b: a.relu() + b.sigmoid(),
     lambda a, b: (a - b).exp() * 0.1,
+    lambda a, b: a * b + b * 0.5 + a,  # a dot product: weights (a, b), inputs (b, 0.5), bias a
+    lambda a, b: sum_values([a * a, b * a, b]),  # another, its halves mixing row and parameter
 ]
 
 

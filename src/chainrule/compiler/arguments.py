@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import numbers
 import reprlib
 import sys
@@ -113,7 +114,7 @@ def _unflatten_arguments(structure, leaves):
         size = 1
         for n in shape:
             size *= n
-        built = _reshape([next(leaves) for _ in range(size)], shape)
+        built = _reshape(list(itertools.islice(leaves, size)), shape)
     else:
         built = [_unflatten_arguments(item, leaves) for item in shape]
     return tuple(built) if is_tuple and isinstance(built, list) else built
@@ -123,6 +124,8 @@ def _reshape(items, shape):
     """A flat list as nested lists of the given shape (a block's rows are lists)."""
     if len(shape) <= 1:
         return items if shape else items[0]
+    if len(shape) == 2 and shape[1] > 0:  # rows of numbers, the usual case: cut in C-level loops
+        return list(map(list, zip(*[iter(items)] * shape[1])))
     step = len(items) // shape[0]
     return [_reshape(items[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
 
