@@ -472,3 +472,21 @@ def test_the_results_hold_each_rows_numbers_while_tracing():
     X = rows_of(6, 2, 4)
     chainrule.compile(fn)(X)
     assert_close(seen, [math.log(a * a + 1) * 3 - b for a, b in X])
+
+
+def test_while_tracing_fn_runs_on_one_row_only():
+    calls = []
+
+    def row(x):
+        calls.append(len(x))
+        return x[0] * W + x[1]
+
+    f = chainrule.compile(lambda X: sum_values(map_rows(row, X)))
+    X = rows_of(500, 2, 13)
+    want = sum(a * W.data + b for a, b in X)
+    assert math.isclose(f(X).data, want, rel_tol=1e-12)
+    assert calls == [2]  # one row traced, not 500
+    assert math.isclose(f(X).data, want, rel_tol=1e-12)
+    assert calls == [2]  # a replay runs no Python of fn at all
+    eager = map_rows(row, [[Value(a), Value(b)] for a, b in X[:3]])
+    assert len(calls) == 4 and len(eager) == 3  # eagerly: once a row
