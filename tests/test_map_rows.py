@@ -354,6 +354,16 @@ def test_rows_of_different_shapes_run_plainly():
         assert_close(got[1], want[1])
 
 
+def test_rows_holding_no_values_run_plainly():
+    def fn(x):
+        return sum_values(map_rows(lambda empty: x[0] * len(empty) + W, [[], [], []]))
+
+    got = compiled_result_and_grads(chainrule.compile(fn), [W], [2.0])
+    want = eager_result_and_grads(fn, [W], [2.0])
+    assert_close(got[0], want[0])
+    assert_close(got[1], want[1])
+
+
 def test_rows_holding_numbers_run_plainly():
     labels = [1, 0, 1]  # plain numbers: fn gets them as they are
 

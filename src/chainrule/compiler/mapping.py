@@ -85,7 +85,7 @@ def trace_rows(tracer, fn, iterables, row_tracer_class, backend):
         return [fn(*row) for row in rows]
     columns = []
     shape = _column_shape(rows, columns)
-    if shape is None:
+    if shape is None or not columns:  # (rows of empty lists: no Values to copy for)
         return [fn(*row) for row in rows]
     items = list(zip(*columns))  # each row's Values
 
