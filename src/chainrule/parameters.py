@@ -210,6 +210,7 @@ class _ParameterRuns:
         self._runs = None if runs is None else [tuple(run) for run in runs]
         groups = {} if runs is None else {run[0]: run[0].version for run in runs}
         self._versions = list(groups.items())  # (group, its version then), each group once
+        self._views = {}  # which -> each run's entries as numpy views (made on first use)
 
     def get(self):
         """The runs, found again if a group has lost Parameters since; None when some of the
@@ -221,6 +222,14 @@ class _ParameterRuns:
             if group.grad_objects:
                 return None
         return self._runs
+
+    def views(self, which: int) -> list:
+        """``_entries(self.get(), which)``, made once for as long as the runs hold (a group's
+        arrays are never replaced, so views of them stay good)."""
+        views = self._views.get(which)
+        if views is None:
+            views = self._views[which] = _entries(self._runs, which)
+        return views
 
 
 def _entries(runs, which: int) -> list:

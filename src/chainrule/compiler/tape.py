@@ -391,7 +391,7 @@ class Tape:
         external_data = data[self.n_fixed : self.n_leaves]  # the parameters' numbers, read afresh
         runs = self.external_runs.get()
         if runs is not None:  # Parameters: a slice of their group's array per run
-            for piece, entries in zip(parameters._pieces(runs, external_data), parameters._entries(runs, 0)):
+            for piece, entries in zip(parameters._pieces(runs, external_data), self.external_runs.views(0)):
                 piece[:] = entries
         elif not (engine._graph and engine._graph.read_data(self.externals, external_data)):
             external_data[:] = list(map(engine._read_data, self.externals))  # (the same, in Python)
@@ -502,7 +502,7 @@ class _CompiledValue(Value):
                 # Parameters: each run's gradients gain their shares in place, a slice at a time.
                 # Every store, this node's own included, is made in one C-level loop (deque
                 # over map), so that a KeyboardInterrupt cannot land between two of them.
-                targets, parts = parameters._entries(runs, 1), parameters._pieces(runs, shares)
+                targets, parts = replay.tape.external_runs.views(1), parameters._pieces(runs, shares)
                 own = own + seed
                 stores = map(replay.tape.np.add, targets, parts, targets)
                 collections.deque(itertools.chain(stores, map(setattr, (self,), ("grad",), (own,))), maxlen=0)
