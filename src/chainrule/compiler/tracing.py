@@ -29,8 +29,6 @@ class _Tracer:
     """Shown, by the engine, every node, number-made constant, ``detach()`` and ``no_grad`` op
     while tracing, and (through ``_watched``) every read and write of a Value's data and grad."""
 
-    outer = None  # (a row trace's tracer: the trace it runs in; see mapping.py)
-
     def __init__(self, inputs, backend="numpy"):
         self.inputs = set(inputs)  # the leaves standing for the arguments (and map_rows' results)
         self.constants = set()
@@ -135,7 +133,6 @@ class _RowTracer(_Tracer):
 
     def __init__(self, inputs, outer):
         super().__init__(inputs, outer.backend)
-        self.outer = outer
         self.constants = set(outer.constants)  # read freely, as in the outer trace
 
     def map_rows(self, fn, rows):
