@@ -404,6 +404,31 @@ def test_an_error_inside_the_function_comes_out_unchanged():
         chainrule.compile(fn)([[1.0, 2.0], [3.0, 4.0]])
 
 
+@pytest.mark.parametrize("where", ["list", "returned", "next map_rows"])
+def test_a_value_leaking_out_of_the_row_trace_is_refused(where):
+    kept = []
+
+    def row(x):
+        y = x[0] * W
+        kept.append(y)  # only the first row's, while tracing: it must not stand for the others
+        return y + 1
+
+    def fn(X):
+        out = sum_values(map_rows(row, X))
+        if where == "returned":
+            return [out, kept[0]]
+        if where == "next map_rows":
+            return out + sum_values(map_rows(lambda x: x[0] * kept[0], X))
+        return out + sum_values(kept)
+
+    X = rows_of(4, 1, 6)
+    with pytest.raises(NotImplementedError, match="inside map_rows' function was used outside it"):
+        chainrule.compile(fn)(X)
+    kept.clear()
+    eager = fn([[Value(x) for x in r] for r in X])  # eagerly it is the plain loop: all rows kept
+    assert len(kept) == 4 and eager is not None
+
+
 def test_backward_inside_the_mapped_function_is_refused_as_in_any_trace():
     def fn(X):
         def row(x):

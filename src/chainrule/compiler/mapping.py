@@ -104,6 +104,7 @@ def trace_rows(tracer, fn, iterables, row_tracer_class, backend):
     tracer.constants.update(row_tracer.constants)
     row_layout = layout(leaves, row_tracer.constants, outputs, row_tracer.nodes)
     block = _Block(len(tracer.nodes), items, row_layout, len(leaves), [])
+    block.made = {*leaves, *row_tracer.nodes}  # (to tell if any leaks out: see compose)
     numbers = _replay_copies(block, backend)
     per_output = []  # for each of fn's results: its Value for each row
     for output, p in zip(outputs, block.output_positions):
@@ -257,6 +258,15 @@ def compose(np, inputs, constants, outputs, nodes, blocks):
         else:
             leaves.update(dict.fromkeys(piece[0], True))
             leaves.update(dict.fromkeys(piece[1], False))
+    made_in_rows = set().union(*(block.made for block in blocks))
+    if not made_in_rows.isdisjoint(leaves):
+        raise NotImplementedError(
+            "chainrule.compile: a Value computed inside map_rows' function was used outside it "
+            "other than through what the function returned (kept in a list or on an object, "
+            "say). While tracing, map_rows runs the function on one row only, so that Value "
+            "stands for the first row alone. Return it from the function instead, or apply the "
+            "function in a plain loop"
+        )
     ordered = [v for v, is_constant in leaves.items() if is_constant] + [
         v for v, is_constant in leaves.items() if not is_constant
     ]
