@@ -364,6 +364,23 @@ def test_rows_holding_no_values_run_plainly():
     assert_close(got[1], want[1])
 
 
+def test_a_function_that_changes_its_row_runs_plainly():
+    def row(x):
+        x.append(x[0] * W)  # the loop changes the caller's rows in place
+        return x[1]
+
+    def fn(X):
+        X = [list(x) for x in X]
+        out = sum_values(map_rows(row, X))
+        return out + sum_values([x[-1] * 2 for x in X])  # reads what fn appended
+
+    X = rows_of(4, 2, 8)
+    got = compiled_result_and_grads(chainrule.compile(fn), [W], X)
+    want = eager_result_and_grads(fn, [W], X)
+    assert_close(got[0], want[0])
+    assert_close(got[1], want[1])
+
+
 def test_rows_holding_numbers_run_plainly():
     labels = [1, 0, 1]  # plain numbers: fn gets them as they are
 
