@@ -413,6 +413,19 @@ def test_map_rows_inside_the_mapped_function_is_a_plain_loop():
     assert_close(got[1], want[1])
 
 
+def test_a_function_that_needs_the_rows_own_values_runs_plainly():
+    X = [[Value(1.0), Value(2.0)], [Value(3.0), Value(4.0)], [Value(5.0), Value(6.0)]]
+    weight_of = {id(row[0]): W * (i + 1) for i, row in enumerate(X)}  # keyed by the Values
+
+    def fn(dummy):
+        return sum_values(map_rows(lambda x: x[1] * weight_of[id(x[0])], X)) * dummy[0]
+
+    got = compiled_result_and_grads(chainrule.compile(fn), [W], [1.0])
+    want = eager_result_and_grads(fn, [W], [1.0])
+    assert_close(got[0], want[0])
+    assert_close(got[1], want[1])
+
+
 def test_an_error_inside_the_function_comes_out_unchanged():
     def fn(X):
         return sum_values(map_rows(lambda x: x[5], X))

@@ -20,8 +20,10 @@ Copying is only right if ``fn`` does on every row what it does on the first. So 
 every row as a plain loop (the trace then sees each row as it is) when the rows are not all
 lists of Values of one shape, when ``fn`` returns something other than Values, or when it
 reads the number of a Value that comes from the row (an ``if x.data > 0`` would take the first
-row's branch for every row), or when it changes the lists of its row (which the loop would
-change in place). A call inside a row trace, or under ``no_grad``, is a plain loop too.
+row's branch for every row), when it changes the lists of its row (which the loop would
+change in place), or when it raises on the new leaves (it may need the row's own Values: a
+dict keyed by them, say; or it raises the same error again in the loop). A call inside a row
+trace, or under ``no_grad``, is a plain loop too.
 """
 
 from __future__ import annotations
@@ -93,8 +95,11 @@ def trace_rows(tracer, fn, iterables, row_tracer_class, backend):
     leaves = [Value(x) for x in map(engine._read_data, items[0])]  # the first row's numbers
     row_tracer = row_tracer_class(leaves, tracer)
     args = _rebuilt(shape, iter(leaves))
-    with engine._tracing(row_tracer):
-        result = fn(*args)
+    try:
+        with engine._tracing(row_tracer):
+            result = fn(*args)
+    except Exception:  # on the first row's own Values it may not (or it raises the same again)
+        return [fn(*row) for row in rows]
     # fn changed its row (appended to it, say): the plain loop changes each row in place.
     after = []
     changed = _column_shape([args], after) != shape or any(a[0] is not b for a, b in zip(after, leaves))
