@@ -18,12 +18,14 @@ before the first ``map_rows`` call, that call's copies, the nodes made after it,
 
 Copying is only right if ``fn`` does on every row what it does on the first. So ``fn`` runs on
 every row as a plain loop (the trace then sees each row as it is) when the rows are not all
-lists of Values of one shape, when ``fn`` returns something other than Values, or when it
+lists of Values of one shape, when ``fn`` returns something other than Values, when it
 reads the number of a Value that comes from the row (an ``if x.data > 0`` would take the first
 row's branch for every row), when it changes the lists of its row (which the loop would
 change in place), or when it raises on the new leaves (it may need the row's own Values: a
 dict keyed by them, say; or it raises the same error again in the loop). A call inside a row
-trace, or under ``no_grad``, is a plain loop too.
+trace, or under ``no_grad``, is a plain loop too. A Value of the row trace that leaks out
+other than through fn's results (kept in a list) would stand for the first row alone: using
+it is refused (see ``compose``).
 """
 
 from __future__ import annotations
