@@ -378,16 +378,23 @@ FORWARD(stop_gradient) { EACH_NODE OUT = X(0); return 0; }
 BACKWARD(stop_gradient) { (void)d; (void)gr; (void)c; (void)start; (void)count; (void)n; (void)needed; }
 
 /* 0 when every number from `first` to `size` is finite: x * 0 is 0 (or -0) for a finite x and
-   nan for an inf or a nan, and a nan stays in a sum. Sixteen sums side by side, with no early
-   exit, so that the compiler can do several numbers at a time and no add waits for the one
-   before it. */
+   nan for an inf or a nan, and a nan stays in a sum. No early exit, and with GCC or Clang
+   eight sums side by side in four vectors of two, so that no add waits for the one before. */
 static int all_finite(const double *v, long first, long size) {
-    double zero[16] = {0.0}, total = 0.0;
     long i = first;
-    for (; i + 16 <= size; i += 16)
-        for (int t = 0; t < 16; t++) zero[t] += v[i + t] * 0.0;
-    for (; i < size; i++) zero[0] += v[i] * 0.0;
-    for (int t = 0; t < 16; t++) total += zero[t];
+    double total = 0.0;
+#if defined(__GNUC__)
+    typedef double two __attribute__((vector_size(16))); /* one SSE2 register */
+    two s0 = {0.0, 0.0}, s1 = s0, s2 = s0, s3 = s0, x0, x1, x2, x3;
+    for (; i + 8 <= size; i += 8) {
+        memcpy(&x0, v + i, 16), memcpy(&x1, v + i + 2, 16);
+        memcpy(&x2, v + i + 4, 16), memcpy(&x3, v + i + 6, 16);
+        s0 += x0 * 0.0, s1 += x1 * 0.0, s2 += x2 * 0.0, s3 += x3 * 0.0;
+    }
+    s0 += s1 + s2 + s3;
+    total = s0[0] + s0[1];
+#endif
+    for (; i < size; i++) total += v[i] * 0.0;
     return total == 0.0;
 }
 
