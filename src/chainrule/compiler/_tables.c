@@ -326,8 +326,11 @@ static void b_layer(const double *d, double *gr, const idx_t *c, long start, lon
     if (!x.at) {  /* (the same, with the pattern's positions worked out as it goes) */
         double *restrict gx = gr + x.base;
         const double *restrict shares = gX;
-        for (long v = 0; v < V; v++)
-            for (long k = 0; k < m; k++) gx[k * x.outer + v * x.inner] += shares[v * m + k];
+        if (x.outer == 1 && x.inner == m)  /* the input vectors one after the other: one run */
+            for (long i = 0; i < V * m; i++) gx[i] += shares[i];
+        else
+            for (long v = 0; v < V; v++)
+                for (long k = 0; k < m; k++) gx[k * x.outer + v * x.inner] += shares[v * m + k];
     } else {
         for (long v = 0; v < V; v++)
             for (long k = 0; k < m; k++) gr[place(x, k, v)] += gX[v * m + k];
