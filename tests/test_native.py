@@ -497,3 +497,69 @@ def test_the_prebuilt_programs_python_entry_points_refuse_wrong_arrays():
     readonly.flags.writeable = False
     with pytest.raises((ValueError, BufferError, TypeError)):
         module.forward(readonly, idx, table, 0)
+
+
+def test_the_one_call_entry_points_refuse_wrong_arrays_and_store_nothing_then():
+    # replay() copies the leaves' numbers in and runs forward; backward_into() runs backward and
+    # adds into a model's gradient arrays and one Value's .grad. Wrong arrays are a clear error;
+    # a pass that meets a nan or an error stores nothing at all.
+    module = native.prebuilt_tables()
+    if module is None:
+        pytest.skip("compiler/_tables.c was not built here")
+    idx, table = np.zeros(1, dtype=np.int32), np.zeros((0, native.ROW), dtype=np.int64)
+    data = np.full(5, -1.0)
+    assert module.replay(data, (np.array([1.0, 2.0]), np.array([3.0])), idx, table, 0) == 0
+    assert data.tolist() == [1.0, 2.0, 3.0, -1.0, -1.0]  # copied one after the other, the rest left
+    with pytest.raises(TypeError, match="not of float64"):
+        module.replay(data, (np.array([1, 2]),), idx, table, 0)  # int64: copied bit for bit, wrongly
+    with pytest.raises(ValueError, match="longer than data"):
+        module.replay(data, (np.zeros(6),), idx, table, 0)
+    with pytest.raises(TypeError):
+        module.replay(data, [np.zeros(1)], idx, table, 0)  # not a tuple
+
+    value = Value(0.5)
+    target, grad = np.array([10.0, 20.0]), np.zeros(5)
+    data = np.zeros(5)
+    assert module.backward_into(data, grad, idx, table, 0, 4, 2.0, 2, (target,), value, 7.0) == 0
+    assert target.tolist() == [10.0, 20.0] and value.grad == 7.0  # grad[2:4] was 0: added 0
+    grad = np.array([0.0, 0.0, 1.5, -1.0, 0.0])
+    assert (
+        module.backward_into(data, grad, idx, table, 0, 4, 2.0, 2, (target[:1], target[1:]), value, 8.0) == 0
+    )
+    assert target.tolist() == [11.5, 19.0] and value.grad == 8.0
+    bad = [
+        ((np.zeros(5), idx, table, 0, 4, 1.0, 2, (np.zeros(2, dtype=np.float32),), value, 9.0), TypeError),
+        ((np.zeros(5), idx, table, 0, 4, 1.0, 2, (np.zeros(4),), value, 9.0), ValueError),  # past grad
+        ((np.zeros(5), idx, table, 0, 5, 1.0, 2, (target,), value, 9.0), IndexError),  # the seed's place
+        ((np.zeros(5), idx, table, 0, 4, "x", 2, (target,), value, 9.0), TypeError),
+    ]
+    for args, error in bad:
+        with pytest.raises(error):
+            module.backward_into(data, *args)
+        assert target.tolist() == [11.5, 19.0] and value.grad == 8.0  # nothing stored
+    grad = np.array([0.0, 0.0, math.nan, 1.0, 0.0])  # a nan: numpy must redo the pass
+    assert module.backward_into(data, grad, idx, table, 0, 4, 1.0, 2, (target,), value, 9.0) == 1
+    assert target.tolist() == [11.5, 19.0] and value.grad == 8.0
+
+
+@pytest.mark.parametrize("backend", ["auto", "numpy", "c"])
+def test_a_models_backward_in_one_call_matches_the_general_path_and_eager(backend):
+    random.seed(3)
+    model = nn.MLP(3, [5, 4, 1])
+    params = model.parameters()
+    X = [[random.uniform(-1, 1) for _ in range(3)] for _ in range(6)]
+    f = chainrule.compile(lambda X: chainrule.sum_values([model(x).tanh() for x in X]), backend=backend)
+    for p in params:
+        p.grad = 0.25  # the gradients add to what is there
+    out = f(X)
+    out.backward()
+    out.backward(2.0)  # a second pass with another seed
+    got = [p.grad for p in params] + [out.grad]
+    for p in params:
+        p.grad = 0.25
+    eager = chainrule.sum_values([model([Value(v) for v in x]).tanh() for x in X])
+    eager.backward()
+    eager.backward(2.0)
+    want = [p.grad for p in params] + [eager.grad]
+    assert got == pytest.approx(want, rel=1e-12, abs=1e-15)
+    assert f.last_tape.in_one_call == (backend == "auto" and native.prebuilt_tables() is not None)

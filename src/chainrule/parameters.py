@@ -223,12 +223,12 @@ class _ParameterRuns:
                 return None
         return self._runs
 
-    def views(self, which: int) -> list:
+    def views(self, which: int) -> tuple:
         """``_entries(self.get(), which)``, made once for as long as the runs hold (a group's
         arrays are never replaced, so views of them stay good)."""
         views = self._views.get(which)
         if views is None:
-            views = self._views[which] = _entries(self._runs, which)
+            views = self._views[which] = tuple(_entries(self._runs, which))
         return views
 
 

@@ -527,10 +527,116 @@ static PyObject *py_backward(PyObject *module, PyObject *const *args, Py_ssize_t
     return got == 5 ? PyLong_FromLong(bad) : NULL;
 }
 
+/* A C-contiguous buffer of float64 numbers (numpy's "d"), or -1 with an error: what is copied
+   from or added into, number by number, must not be an array of another kind */
+static int get_doubles(PyObject *o, Py_buffer *view, int writable) {
+    if (PyObject_GetBuffer(o, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    if (f[0] == '=' || f[0] == '@' || (f[0] == '<' && PY_LITTLE_ENDIAN)) f++;
+    if (strcmp(f, "d") != 0) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_TypeError, "_tables: an array that is not of float64 numbers");
+        return -1;
+    }
+    return 0;
+}
+
+/* replay(data, pieces, idx, table, first): the numbers of the buffers in the tuple `pieces`
+   copied one after the other to the start of data (a compiled call's inputs, constants and
+   parameters), then forward(): one call where Python would make one a piece */
+static PyObject *py_replay(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "_tables.replay(data, pieces, idx, table, first)");
+        return NULL;
+    }
+    Py_buffer d, piece;
+    if (get_buffer(args[0], &d, 8, -1, 1) < 0) return NULL;
+    char *at = d.buf;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[1]); i++) {
+        if (get_doubles(PyTuple_GET_ITEM(args[1], i), &piece, 0) < 0) break;
+        if (piece.len > d.len - (at - (char *)d.buf))
+            PyErr_SetString(PyExc_ValueError, "_tables.replay: the pieces are longer than data");
+        else
+            memcpy(at, piece.buf, piece.len), at += piece.len;
+        PyBuffer_Release(&piece);
+        if (PyErr_Occurred()) break;
+    }
+    PyBuffer_Release(&d);
+    if (PyErr_Occurred()) return NULL;
+    PyObject *rest[4] = {args[0], args[2], args[3], args[4]};
+    return py_forward(module, rest, 4);
+}
+
+/* backward_into(data, grad, idx, table, first, position, seed, offset, targets, value, own):
+   backward() of every node from `seed` at `position` (grad is all zeros); then, when every
+   gradient came out finite, grad[offset:] added into the buffers of the tuple `targets` one
+   after the other (a model's gradients), and `own` stored as value.grad, with no Python code
+   run between the stores, so a KeyboardInterrupt cannot land between two of them. 0, or 1
+   (nothing stored) when numpy must redo the pass. */
+static PyObject *py_backward_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t position, offset;
+    double seed;
+    if (nargs != 11 || !PyTuple_Check(args[8]) || (position = PyLong_AsSsize_t(args[5])) == -1 ||
+        ((seed = PyFloat_AsDouble(args[6])) == -1.0 && PyErr_Occurred()) ||
+        (offset = PyLong_AsSsize_t(args[7])) == -1) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "_tables.backward_into(data, grad, idx, table, first, "
+                                             "position, seed, offset, targets, value, own)");
+        return NULL;
+    }
+    Py_buffer gr;
+    if (get_buffer(args[1], &gr, 8, -1, 1) < 0) return NULL;
+    double *g = gr.buf;
+    Py_ssize_t size = gr.len / 8;
+    if (position >= size || offset >= size) {
+        PyBuffer_Release(&gr);
+        PyErr_SetString(PyExc_IndexError, "_tables.backward_into: a position past the gradients");
+        return NULL;
+    }
+    g[position] = seed;
+    PyObject *rest[6] = {args[0], args[1], args[2], Py_None, args[3], args[4]};
+    PyObject *bad = py_backward(module, rest, 6);
+    if (bad == NULL || PyLong_AsLong(bad) != 0) {
+        PyBuffer_Release(&gr);
+        return bad;  /* an error, or 1: numpy redoes the pass */
+    }
+    Py_DECREF(bad);
+    /* Check every target first, so that nothing is stored unless everything can be. */
+    Py_ssize_t n_targets = PyTuple_GET_SIZE(args[8]), total = 0;
+    Py_buffer views[n_targets > 0 ? n_targets : 1];
+    Py_ssize_t held = 0;
+    for (; held < n_targets; held++) {
+        if (get_doubles(PyTuple_GET_ITEM(args[8], held), &views[held], 1) < 0) break;
+        total += views[held].len / 8;
+    }
+    int ok = held == n_targets;
+    if (ok && offset + total > size) {
+        PyErr_SetString(PyExc_ValueError, "_tables.backward_into: the targets are longer than grad");
+        ok = 0;
+    }
+    if (ok) {
+        const double *share = g + offset;
+        for (Py_ssize_t t = 0; t < n_targets; t++) {
+            double *into = views[t].buf;
+            for (Py_ssize_t i = 0; i < views[t].len / 8; i++) into[i] += share[i];
+            share += views[t].len / 8;
+        }
+        ok = PyObject_SetAttrString(args[9], "grad", args[10]) == 0;
+    }
+    for (Py_ssize_t t = 0; t < held; t++) PyBuffer_Release(&views[t]);
+    PyBuffer_Release(&gr);
+    return ok ? PyLong_FromLong(0) : NULL;
+}
+
 static PyMethodDef methods[] = {
     {"forward", (PyCFunction)(void (*)(void))py_forward, METH_FASTCALL, "forward(data, idx, table, first)"},
     {"backward", (PyCFunction)(void (*)(void))py_backward, METH_FASTCALL,
      "backward(data, grad, idx, needed, table, first)"},
+    {"replay", (PyCFunction)(void (*)(void))py_replay, METH_FASTCALL,
+     "replay(data, pieces, idx, table, first)"},
+    {"backward_into", (PyCFunction)(void (*)(void))py_backward_into, METH_FASTCALL,
+     "backward_into(data, grad, idx, table, first, position, seed, offset, targets, value, own)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -283,6 +283,8 @@ class Tape:
         self.fast = self._thin_from_layout(backend)
         if self.fast is None:
             self.fast = self._fast(backend)
+        # Whether a call and its backward can each run as one C call (see replay, backward_into).
+        self.in_one_call = isinstance(self.fast, native.NativeTape) and self.fast.in_one_call
 
     @property
     def groups(self):
@@ -386,16 +388,22 @@ class Tape:
         """Every node's number, for these input numbers; and what backward needs (see backward)."""
         np = self.np
         data = np.empty(self.size)
+        runs = self.external_runs.get()
+        anomaly = _mode.get().anomaly
+        if runs is not None and self.in_one_call and not anomaly:
+            # A model's Parameters, on the table program pip built: the inputs, the constants
+            # and the parameters' numbers copied into data, and every node computed, in one call.
+            if self.fast.replay(data, (flat, self.constant_data, *self.external_runs.views(0))):
+                return data, None
+            return data, self._forward(data, anomaly)  # (the leaves are in place)
         data[: self.n_inputs] = flat
         data[self.n_inputs : self.n_fixed] = self.constant_data
         external_data = data[self.n_fixed : self.n_leaves]  # the parameters' numbers, read afresh
-        runs = self.external_runs.get()
         if runs is not None:  # Parameters: a slice of their group's array per run
             for piece, entries in zip(parameters._pieces(runs, external_data), self.external_runs.views(0)):
                 piece[:] = entries
         elif not (engine._graph and engine._graph.read_data(self.externals, external_data)):
             external_data[:] = list(map(engine._read_data, self.externals))  # (the same, in Python)
-        anomaly = _mode.get().anomaly
         if self.fast is not None and not anomaly and self.fast.forward(data):
             saved = None  # the fast replay computed it all; nothing unusual happened
         else:
@@ -494,6 +502,19 @@ class _CompiledValue(Value):
         # the engine's backward would do without its general walk: one tape pass, then add,
         # all or nothing as there (the totals first, then one store).
         seed = engine._check_gradient(gradient, False)
+        tape = replay.tape
+        if tape.in_one_call and replay.saved is None and tape.every_node_needed:
+            with engine._one_pass_at_a_time:
+                # A model's Parameters, on the table program pip built: the tape's backward and
+                # every store, this node's gradient too, in one C call (all or nothing).
+                own = self.grad
+                if tape.external_runs.get() is not None and type(own) in engine._NUMBER_TYPES:
+                    grad = tape.np.zeros(tape.size)
+                    targets = tape.external_runs.views(1)
+                    if tape.fast.backward_into(
+                        replay.data, grad, position, seed, tape.n_fixed, targets, self, own + seed
+                    ):
+                        return
         shares = replay.tape.backward(replay.data, replay.saved, position, seed)
         with engine._one_pass_at_a_time:  # reading the grads and storing the totals is one step
             runs = replay.tape.external_runs.get()
