@@ -205,9 +205,10 @@ class _MatmulGroup(_Group):
 
     @staticmethod
     def try_make(np, rule, start, children, vectors):
-        """A _MatmulGroup for these dot nodes, and the order it puts them in, if they form a full
-        weights x inputs product; else None. ``children`` are their inputs' positions, a row a
-        node; ``vectors`` number each node's weight vector and input vector (see layout)."""
+        """A _MatmulGroup for these dot nodes, and the order it puts them in (None: as they are),
+        if they form a full weights x inputs product; else None. ``children`` are their inputs'
+        positions, a row a node; ``vectors`` number each node's weight vector and input vector
+        (see layout)."""
         n = children.shape[1] // 2
         if n == 0:  # dot([], [], b): nothing to multiply
             return None
@@ -223,6 +224,8 @@ class _MatmulGroup(_Group):
         ordered = np.argsort(slot)
         weights, inputs = children[_first_rows(np, w_of), :n].T, children[_first_rows(np, x_of), n : 2 * n].T
         bias = children[ordered, 2 * n]
+        if (ordered == np.arange(len(ordered))).all():  # already in that order (an MLP's usually are):
+            ordered = None  # nothing after it needs renumbering
         return _MatmulGroup(np, rule, start, start + len(children), weights, inputs, bias), ordered
 
     def forward(self, np, data, anomaly):
