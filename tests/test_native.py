@@ -563,3 +563,25 @@ def test_a_models_backward_in_one_call_matches_the_general_path_and_eager(backen
     want = [p.grad for p in params] + [eager.grad]
     assert got == pytest.approx(want, rel=1e-12, abs=1e-15)
     assert f.last_tape.in_one_call == (backend == "auto" and native.prebuilt_tables() is not None)
+
+
+def test_a_backward_in_one_call_that_meets_a_domain_error_raises_eagers_and_stores_nothing():
+    random.seed(5)
+    model = nn.MLP(2, [4, 1])
+    X = [[0.5, -0.2], [0.1, 0.3]]
+
+    def loss(X):
+        s = chainrule.sum_values([model(x) for x in X])
+        return (s * 0.0) ** 0.5 + s  # the gradient of x ** 0.5 at 0: a ZeroDivisionError in eager
+
+    model.zero_grad()
+    with pytest.raises(ZeroDivisionError) as eager:
+        loss([[Value(a) for a in x] for x in X]).backward()
+    f = chainrule.compile(loss)
+    out = f(X)
+    for p in model.parameters():
+        p.grad = 0.5
+    with pytest.raises(ZeroDivisionError) as compiled:
+        out.backward()
+    assert str(compiled.value) == str(eager.value)
+    assert [p.grad for p in model.parameters()] == [0.5] * len(model.parameters()) and out.grad == 0.0
