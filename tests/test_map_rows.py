@@ -56,6 +56,16 @@ def assert_close(got, want):
         assert math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-14), f"[{i}]: {a!r} != {b!r}"
 
 
+def assert_matches_eager(compiled, fn, params, *args):
+    """The compiled call's results and the params' gradients equal those of ``fn`` run eagerly
+    on the same numbers (1e-12 relative); returns the compiled ones."""
+    got = compiled_result_and_grads(compiled, params, *args)
+    want = eager_result_and_grads(fn, params, *args)
+    assert_close(got[0], want[0])
+    assert_close(got[1], want[1])
+    return got
+
+
 def hinge_loss(model, mapped):
     def loss(X, y):
         scores = map_rows(model, X) if mapped else [model(x) for x in X]
@@ -98,10 +108,7 @@ def test_an_mlp_over_a_batch_matches_eager_and_the_plain_loop_on_every_call(size
     for seed in range(3):  # the first call traces, the others replay with new numbers
         X = rows_of(37, 2, seed)
         y = [1.0 if a * b > 0 else -1.0 for a, b in X]
-        want = eager_result_and_grads(hinge_loss(model, False), params, X, y)
-        got = compiled_result_and_grads(mapped, params, X, y)
-        assert_close(got[0], want[0])
-        assert_close(got[1], want[1])
+        got = assert_matches_eager(mapped, hinge_loss(model, False), params, X, y)
         assert_close(compiled_result_and_grads(plain, params, X, y)[1], got[1])
     assert len(mapped.tapes) == 1
 
@@ -141,10 +148,7 @@ def test_a_row_of_several_arguments_and_several_results():
         return [a + b[0] * b[1] for a, b in pairs]
 
     X, y = rows_of(6, 2, 7), [0.5, -1.0, 2.0, 0.25, 1.5, -0.5]
-    got = compiled_result_and_grads(chainrule.compile(fn), params, X, y)
-    want = eager_result_and_grads(fn, params, X, y)
-    assert_close(got[0], want[0])
-    assert_close(got[1], want[1])
+    assert_matches_eager(chainrule.compile(fn), fn, params, X, y)
 
 
 @pytest.mark.parametrize(
@@ -166,10 +170,7 @@ def test_results_that_are_not_new_nodes(fn):
             out += r if isinstance(r, list) else [r]
         return [v * (i + 1) for i, v in enumerate(out)]
 
-    got = compiled_result_and_grads(chainrule.compile(whole), [W], X)
-    want = eager_result_and_grads(whole, [W], X)
-    assert_close(got[0], want[0])
-    assert_close(got[1], want[1])
+    assert_matches_eager(chainrule.compile(whole), whole, [W], X)
 
 
 W = Value(1.75, label="W")
@@ -191,10 +192,7 @@ def test_rows_made_inside_the_function_and_results_mapped_again():
     f = chainrule.compile(fn)
     for seed in (0, 1):
         X = rows_of(7, 2, seed)
-        got = compiled_result_and_grads(f, [*params, scale], X)
-        want = eager_result_and_grads(fn, [*params, scale], X)
-        assert_close(got[0], want[0])
-        assert_close(got[1], want[1])
+        assert_matches_eager(f, fn, [*params, scale], X)
     assert len(f.last_tape.groups) > 0
 
 
@@ -207,10 +205,7 @@ def test_rows_that_are_parameters_and_rows_that_repeat():
         return sum_values(map_rows(lambda r: (r[0] * W + r[1]).exp(), rows))
 
     X = [[0.3]]
-    got = compiled_result_and_grads(chainrule.compile(fn), params, X[0])
-    want = eager_result_and_grads(fn, params, X[0])
-    assert_close(got[0], want[0])
-    assert_close(got[1], want[1])
+    assert_matches_eager(chainrule.compile(fn), fn, params, X[0])
 
 
 def test_a_result_left_unused_sends_no_gradient_even_where_its_own_is_infinite():
@@ -221,10 +216,7 @@ def test_a_result_left_unused_sends_no_gradient_even_where_its_own_is_infinite()
         return sum_values([a for a, _ in pairs])
 
     X = rows_of(4, 2, 3)
-    got = compiled_result_and_grads(chainrule.compile(fn), [w], X)
-    want = eager_result_and_grads(fn, [w], X)
-    assert_close(got[0], want[0])
-    assert_close(got[1], want[1])
+    got = assert_matches_eager(chainrule.compile(fn), fn, [w], X)
     assert math.isfinite(got[1][0])
 
 
@@ -236,10 +228,7 @@ def test_part_of_the_rows_used():
         return outs[1] + outs[2]
 
     X = [[0.0], [1.0], [4.0], [0.0]]  # rows 0 and 3 have an infinite local gradient
-    got = compiled_result_and_grads(chainrule.compile(fn), [w], X)
-    want = eager_result_and_grads(fn, [w], X)
-    assert_close(got[0], want[0])
-    assert_close(got[1], want[1])
+    assert_matches_eager(chainrule.compile(fn), fn, [w], X)
 
 
 def test_a_domain_error_in_any_row_is_eagers_error():
@@ -266,10 +255,7 @@ def test_a_detach_and_no_grad_inside_the_function():
         return sum_values(map_rows(row, X))
 
     X = rows_of(5, 2, 11)
-    got = compiled_result_and_grads(chainrule.compile(fn), [w], X)
-    want = eager_result_and_grads(fn, [w], X)
-    assert_close(got[0], want[0])
-    assert_close(got[1], want[1])
+    assert_matches_eager(chainrule.compile(fn), fn, [w], X)
 
 
 def test_under_no_grad_the_rows_send_no_gradient():
@@ -281,10 +267,7 @@ def test_under_no_grad_the_rows_send_no_gradient():
         return sum_values([v * w for v in frozen])
 
     X = rows_of(5, 1, 12)
-    got = compiled_result_and_grads(chainrule.compile(fn), [w], X)
-    want = eager_result_and_grads(fn, [w], X)
-    assert_close(got[0], want[0])
-    assert_close(got[1], want[1])
+    assert_matches_eager(chainrule.compile(fn), fn, [w], X)
 
 
 def test_take_with_an_index_per_row():
@@ -298,10 +281,7 @@ def test_take_with_an_index_per_row():
 
     f = chainrule.compile(fn)
     for indices in ([0.0, 3.0, 3.0], [4.0, 1.0, 0.0]):
-        got = compiled_result_and_grads(f, params, indices)
-        want = eager_result_and_grads(fn, params, indices)
-        assert_close(got[0], want[0])
-        assert_close(got[1], want[1])
+        assert_matches_eager(f, fn, params, indices)
 
 
 def test_under_detect_anomaly_a_nan_in_a_later_row_raises():
@@ -348,20 +328,14 @@ def test_rows_of_different_shapes_run_plainly():
 
     f = chainrule.compile(fn)
     for a in ([1.0, 2.0, 3.0], [-0.5, 4.0, 0.25]):
-        got = compiled_result_and_grads(f, [W], a)
-        want = eager_result_and_grads(fn, [W], a)
-        assert_close(got[0], want[0])
-        assert_close(got[1], want[1])
+        assert_matches_eager(f, fn, [W], a)
 
 
 def test_rows_holding_no_values_run_plainly():
     def fn(x):
         return sum_values(map_rows(lambda empty: x[0] * len(empty) + W, [[], [], []]))
 
-    got = compiled_result_and_grads(chainrule.compile(fn), [W], [2.0])
-    want = eager_result_and_grads(fn, [W], [2.0])
-    assert_close(got[0], want[0])
-    assert_close(got[1], want[1])
+    assert_matches_eager(chainrule.compile(fn), fn, [W], [2.0])
 
 
 def test_a_function_that_changes_its_row_runs_plainly():
@@ -375,10 +349,7 @@ def test_a_function_that_changes_its_row_runs_plainly():
         return out + sum_values([x[-1] * 2 for x in X])  # reads what fn appended
 
     X = rows_of(4, 2, 8)
-    got = compiled_result_and_grads(chainrule.compile(fn), [W], X)
-    want = eager_result_and_grads(fn, [W], X)
-    assert_close(got[0], want[0])
-    assert_close(got[1], want[1])
+    assert_matches_eager(chainrule.compile(fn), fn, [W], X)
 
 
 def test_rows_holding_numbers_run_plainly():
@@ -407,10 +378,7 @@ def test_map_rows_inside_the_mapped_function_is_a_plain_loop():
         return sum_values(map_rows(lambda x: sum_values(map_rows(lambda v: v * w, x)), X))
 
     X = rows_of(4, 3, 2)
-    got = compiled_result_and_grads(chainrule.compile(fn), [w], X)
-    want = eager_result_and_grads(fn, [w], X)
-    assert_close(got[0], want[0])
-    assert_close(got[1], want[1])
+    assert_matches_eager(chainrule.compile(fn), fn, [w], X)
 
 
 def test_a_function_that_needs_the_rows_own_values_runs_plainly():
@@ -420,10 +388,7 @@ def test_a_function_that_needs_the_rows_own_values_runs_plainly():
     def fn(dummy):
         return sum_values(map_rows(lambda x: x[1] * weight_of[id(x[0])], X)) * dummy[0]
 
-    got = compiled_result_and_grads(chainrule.compile(fn), [W], [1.0])
-    want = eager_result_and_grads(fn, [W], [1.0])
-    assert_close(got[0], want[0])
-    assert_close(got[1], want[1])
+    assert_matches_eager(chainrule.compile(fn), fn, [W], [1.0])
 
 
 def test_an_error_inside_the_function_comes_out_unchanged():
