@@ -999,6 +999,7 @@ __all__ = [
     "enable_grad",
     "is_grad_enabled",
     "logsumexp",
+    "map_rows",
     "no_grad",
     "propagate",
     "sum_values",

@@ -153,7 +153,7 @@ def _gathered(optimizer: Optimizer, np, weight_decay: float):
     """
     params, in_c, runs = optimizer.params, engine._loops_in_c(), optimizer._runs.get()
     if runs is not None:  # a model's Parameters, whose numbers are slices of its arrays
-        data, g = (np.concatenate(parameters._entries(runs, which)) for which in (0, 1))
+        data, g = (np.concatenate(optimizer._runs.views(which)) for which in (0, 1))
         with np.errstate(all="ignore"):
             return data, g + weight_decay * data, None
     g, data, has_grad = np.empty(len(params)), np.empty(len(params)), None
@@ -197,7 +197,7 @@ def _write_data(optimizer: Optimizer, new, has_grad) -> None:
     """Store the new numbers in the parameters that had a gradient, in one C-level loop."""
     params, runs = optimizer.params, optimizer._runs.get()
     if runs is not None and has_grad is None:  # slices of a model's array, stored in one loop too
-        targets, parts = parameters._entries(runs, 0), parameters._pieces(runs, new)
+        targets, parts = optimizer._runs.views(0), parameters._pieces(runs, new)
         collections.deque(map(operator.setitem, targets, itertools.repeat(slice(None)), parts), maxlen=0)
         return
     if has_grad is not None:

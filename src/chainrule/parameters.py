@@ -224,17 +224,13 @@ class _ParameterRuns:
         return self._runs
 
     def views(self, which: int) -> tuple:
-        """``_entries(self.get(), which)``, made once for as long as the runs hold (a group's
+        """Each run's entries (call ``get`` first), as numpy views of its group's numbers
+        (``which`` 0) or gradients (1); made once for as long as the runs hold (a group's
         arrays are never replaced, so views of them stay good)."""
         views = self._views.get(which)
         if views is None:
-            views = self._views[which] = tuple(_entries(self._runs, which))
+            views = self._views[which] = tuple(group.numpy()[which][a:b] for group, a, b, _ in self._runs)
         return views
-
-
-def _entries(runs, which: int) -> list:
-    """Each run's entries, as numpy views of its group's numbers (``which`` 0) or gradients (1)."""
-    return [group.numpy()[which][start:stop] for group, start, stop, _ in runs]
 
 
 def _pieces(runs, flat) -> list:

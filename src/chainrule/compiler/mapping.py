@@ -66,12 +66,13 @@ def _rebuilt(shape, leaves):
 class _Block:
     """One ``map_rows`` call, traced on one row: what ``compose`` needs to place its copies."""
 
-    def __init__(self, at, rows, row_layout, n_inputs, results):
+    def __init__(self, at, rows, row_layout, made):
         self.at = at  # how many nodes the outer trace had made before the call
         self.rows = rows  # each row's Values, in the order of the row trace's inputs
         self.constants, self.externals, self.placed, self.output_positions = row_layout
-        self.n_inputs = n_inputs  # Values per row
-        self.results = results  # per output of the row trace: its R placeholders, or None for a leaf
+        self.n_inputs = len(rows[0])  # Values per row
+        self.made = made  # the row trace's leaves and nodes (to tell if any leaks out: see compose)
+        self.results = []  # per output of the row trace: its R placeholders, or None for a leaf
         self.needed = True
 
     @property
@@ -83,7 +84,7 @@ class _Block:
         return [v for values in self.results if values is not None for v in values]
 
 
-def trace_rows(tracer, fn, iterables, row_tracer_class, backend):
+def trace_rows(tracer, fn, iterables, row_tracer_class):
     """``tracer.map_rows``: what ``map_rows(fn, *iterables)`` returns while tracing (see above)."""
     rows = list(zip(*iterables))
     if len(rows) < 2 or not engine._mode.get().recording:  # (under no_grad: stop_gradient nodes)
@@ -115,9 +116,8 @@ def trace_rows(tracer, fn, iterables, row_tracer_class, backend):
 
     tracer.constants.update(row_tracer.constants)
     row_layout = layout(leaves, row_tracer.constants, outputs, row_tracer.nodes)
-    block = _Block(len(tracer.nodes), items, row_layout, len(leaves), [])
-    block.made = {*leaves, *row_tracer.nodes}  # (to tell if any leaks out: see compose)
-    numbers = _replay_copies(block, backend)
+    block = _Block(len(tracer.nodes), items, row_layout, {*leaves, *row_tracer.nodes})
+    numbers = _replay_copies(block, tracer.backend)
     per_output = []  # for each of fn's results: its Value for each row
     for output, p in zip(outputs, block.output_positions):
         if p < block.n_inputs:  # fn returned one of the row's own Values

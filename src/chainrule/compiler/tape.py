@@ -518,23 +518,23 @@ class _CompiledValue(Value):
                         replay.data, grad, position, seed, tape.n_fixed, targets, self, own + seed
                     ):
                         return
-        shares = replay.tape.backward(replay.data, replay.saved, position, seed)
+        shares = tape.backward(replay.data, replay.saved, position, seed)
         with engine._one_pass_at_a_time:  # reading the grads and storing the totals is one step
-            runs = replay.tape.external_runs.get()
+            runs = tape.external_runs.get()
             own = self.grad
             if runs is not None and type(own) in engine._NUMBER_TYPES:
                 # Parameters: each run's gradients gain their shares in place, a slice at a time.
                 # Every store, this node's own included, is made in one C-level loop (deque
                 # over map), so that a KeyboardInterrupt cannot land between two of them.
-                targets, parts = replay.tape.external_runs.views(1), parameters._pieces(runs, shares)
+                targets, parts = tape.external_runs.views(1), parameters._pieces(runs, shares)
                 own = own + seed
-                stores = map(replay.tape.np.add, targets, parts, targets)
+                stores = map(tape.np.add, targets, parts, targets)
                 collections.deque(itertools.chain(stores, map(setattr, (self,), ("grad",), (own,))), maxlen=0)
                 return
             # This node's gradient goes in the same C call as the parameters': a store of its own
             # after that call could be interrupted (a KeyboardInterrupt) between the two.
             nodes = (self, *self.children)
-            if engine._graph and engine._graph.add_to_grads(nodes, replay.tape.np.append(seed, shares)):
+            if engine._graph and engine._graph.add_to_grads(nodes, tape.np.append(seed, shares)):
                 return  # the loop below, in C (see engine.py's end)
             grads = shares.tolist()
             now = list(map(engine._GRAD, nodes))

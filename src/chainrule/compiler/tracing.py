@@ -42,7 +42,7 @@ class _Tracer:
     def map_rows(self, fn, rows):
         """``chainrule.map_rows(fn, *rows)``: ``fn`` traced on one row, its tape copied for every
         row (see mapping.py)."""
-        return mapping.trace_rows(self, fn, rows, _RowTracer, self.backend)
+        return mapping.trace_rows(self, fn, rows, _RowTracer)
 
     def constant(self, value):
         self.constants.add(value)
