@@ -5,6 +5,7 @@ gather into the same node's scratch at the same time, or a parameter's gradient 
 wrong without any error.
 """
 
+import math
 import threading
 
 import pytest
@@ -78,3 +79,109 @@ def test_concurrent_backward_of_compiled_results_on_shared_parameters():
     for thread in threads:
         thread.join()
     assert [p.grad for p in params] == pytest.approx(expected, rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# A graph built in other threads while chainrule.compile traces: a trace records the ops of its
+# own thread only, so such a Value could only be read as a fixed number, the first call's.
+
+
+def _pool_cases(pool, w):
+    """Functions that build part of their graph in a worker thread, each in its own way."""
+    return {
+        "pool.map of a row function": lambda xs: _sum(list(pool.map(lambda x: (x * w).tanh(), xs))),
+        "the result itself": lambda xs: pool.submit(lambda: xs[0] * w).result(),
+        "a value of the parameters alone": lambda xs: xs[0] * pool.submit(lambda: (w * w).tanh()).result(),
+        "a leaf made from a traced number": lambda xs: (
+            xs[0] * pool.submit(lambda: Value(xs[1].data)).result()
+        ),
+        "inside map_rows": lambda xs: _sum(
+            _map_rows(lambda x: pool.submit(lambda: (x * w).tanh()).result(), xs)
+        ),
+    }
+
+
+def _sum(values):
+    from chainrule import sum_values
+
+    return sum_values(values)
+
+
+def _map_rows(fn, rows):
+    from chainrule import map_rows
+
+    return map_rows(fn, rows)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "pool.map of a row function",
+        "the result itself",
+        "a value of the parameters alone",
+        "a leaf made from a traced number",
+        "inside map_rows",
+    ],
+)
+def test_a_graph_built_in_other_threads_while_tracing_is_refused_not_frozen(case):
+    pytest.importorskip("numpy")
+    from concurrent.futures import ThreadPoolExecutor
+
+    import chainrule
+
+    w = Value(0.5)
+    with ThreadPoolExecutor(2) as pool:
+        fn = _pool_cases(pool, w)[case]
+        eager = fn([Value(1.0), Value(2.0)]).data  # eagerly, threads are fine
+        fast = chainrule.compile(fn)
+        with pytest.raises(NotImplementedError, match="made in another thread while it was traced"):
+            fast([1.0, 2.0])
+    assert eager == pytest.approx(fn_reference(case, 1.0, 2.0, 0.5), rel=1e-15)
+    assert w.grad == 0.0  # nothing was run backward
+
+
+def fn_reference(case, x0, x1, w):
+    """The cases' numbers, computed with floats."""
+    return {
+        "pool.map of a row function": math.tanh(x0 * w) + math.tanh(x1 * w),
+        "the result itself": x0 * w,
+        "a value of the parameters alone": x0 * math.tanh(w * w),
+        "a leaf made from a traced number": x0 * x1,
+        "inside map_rows": math.tanh(x0 * w) + math.tanh(x1 * w),
+    }[case]
+
+
+def test_values_made_in_other_threads_before_the_trace_and_eager_work_during_it_are_fine():
+    """A computed Value made before the trace (in any thread) is read as before, and other
+    threads building their own graphs while a trace runs are not disturbed."""
+    pytest.importorskip("numpy")
+    from concurrent.futures import ThreadPoolExecutor
+
+    import chainrule
+
+    w = Value(0.5)
+    with ThreadPoolExecutor(1) as pool:
+        h = pool.submit(lambda: (w * w).tanh()).result()  # made before any trace
+    fast = chainrule.compile(lambda x: x * h)
+    assert fast(3.0).data == 3.0 * h.data
+
+    stop, sums = threading.Event(), []
+
+    def eager_work():
+        while not stop.is_set():
+            a = Value(1.5)
+            b = a * a + a
+            b.backward()
+            sums.append(a.grad)
+
+    worker = threading.Thread(target=eager_work)
+    worker.start()
+    try:
+        fast2 = chainrule.compile(lambda x, y: (x * y).tanh() + x)
+        for x, y in [(0.3, 0.7), (1.0, -2.0), (-0.5, 0.25)]:
+            got = fast2(x, y)
+            assert got.data == pytest.approx(math.tanh(x * y) + x, rel=1e-15)
+    finally:
+        stop.set()
+        worker.join()
+    assert sums and all(s == 4.0 for s in sums)  # d(a*a + a)/da at 1.5

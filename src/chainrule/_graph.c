@@ -291,6 +291,19 @@ static void unwatch(PyObject *object) {
    runs in one thread from start to end, so a thread-local is the right scope. */
 static _Thread_local PyObject *recorded_nodes, *recorded_constants;
 
+/* While some thread traces, the set of the ids of the Values that threads not tracing make
+   (engine._made_in_other_threads): a trace cannot record them, so it refuses to use one. */
+static PyObject *untraced_ids;
+
+static int note_untraced(PyObject *value) {
+    PyObject *id = PyLong_FromVoidPtr(value);
+    if (id == NULL)
+        return -1;
+    int failed = PySet_Add(untraced_ids, id);
+    Py_DECREF(id);
+    return failed;
+}
+
 /* engine._node: a Value with these parts, grad 0.0 and no label, unwatched by the collector. */
 static PyObject *node(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4) {
@@ -310,12 +323,26 @@ static PyObject *node(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     SLOT(value, at_local) = Py_NewRef(args[3]);
     unwatch(args[2]);
     unwatch(args[3]);
-    if (recorded_nodes != NULL &&
-        (args[1] == Py_None ? PySet_Add(recorded_constants, value) : PyList_Append(recorded_nodes, value))) {
+    int failed = recorded_nodes != NULL
+                     ? (args[1] == Py_None ? PySet_Add(recorded_constants, value)
+                                           : PyList_Append(recorded_nodes, value))
+                     : untraced_ids != NULL && note_untraced(value);
+    if (failed) {
         Py_DECREF(value);
         return NULL;
     }
     return value;
+}
+
+/* watch_other_threads(ids): node() adds the id of every Value it makes in a thread that is not
+   tracing to the set ids; watch_other_threads(None) stops. */
+static PyObject *watch_other_threads(PyObject *module, PyObject *ids) {
+    if (ids != Py_None && !PySet_CheckExact(ids)) {
+        PyErr_SetString(PyExc_TypeError, "_graph.watch_other_threads(ids: set), or (None)");
+        return NULL;
+    }
+    Py_XSETREF(untraced_ids, ids == Py_None ? NULL : Py_NewRef(ids));
+    Py_RETURN_NONE;
 }
 
 /* record(nodes, constants) starts recording in this thread; record(None, None) stops it. Either
@@ -898,6 +925,8 @@ static PyMethodDef methods[] = {
     {"propagate_numbers", (PyCFunction)(void (*)(void))propagate_numbers, METH_FASTCALL,
      "engine._propagate_numbers(order, seed, add_to_grad), or None when unusual"},
     {"watch", watch, METH_O, "hand these nodes back to the garbage collector"},
+    {"watch_other_threads", watch_other_threads, METH_O,
+     "watch_other_threads(ids): node() adds to the set ids every Value made in a thread not tracing"},
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
      "record(nodes, constants): node() adds what it makes to them, in this thread; (None, None) stops"},
     {"watched", (PyCFunction)(void (*)(void))watched, METH_FASTCALL,

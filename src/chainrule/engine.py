@@ -97,6 +97,17 @@ def _tracing(tracer):
         _mode.reset(token)
 
 
+# While chainrule.compile traces in some thread, the ids of the Values made in threads that are
+# not tracing (a set; else None). A trace records the nodes of its own thread only, so it
+# refuses to use one of these: it could only freeze its number (see compiler/tracing.py).
+_made_in_other_threads = None
+
+
+def _note_untraced(value):
+    if _made_in_other_threads is not None and _mode.get().tracer is None:
+        _made_in_other_threads.add(id(value))
+
+
 def no_grad():
     """Ops inside record no graph: their results are leaves with no children.
 
@@ -192,6 +203,8 @@ class Value:
             self.children, self._rule, self._local = (), None, None
         else:
             self.children, self._rule, self._local = _hand_made_node(_children, _op, local_grads)
+        if _made_in_other_threads is not None:
+            _note_untraced(self)
 
     @property
     def op(self) -> str:
@@ -563,13 +576,15 @@ def apply(rule: ops.Op, *inputs: Value) -> Value:
     mode = _mode.get()
     if mode.anomaly and not math.isfinite(data):
         raise AnomalyError(f"detect_anomaly: {rule.name} produced {data!r} from {_describe(inputs)}")
-    if not mode.recording:
-        if mode.tracer is not None:  # chainrule.compile must recompute it on replay, not freeze it
-            return mode.tracer.unrecorded(_make(data, rule, inputs))
-        return _make(data, None, ())
+    if mode.tracer is None:
+        node = _make(data, rule, inputs) if mode.recording else _make(data, None, ())
+        if _made_in_other_threads is not None:
+            _note_untraced(node)
+        return node
+    if not mode.recording:  # chainrule.compile must recompute it on replay, not freeze it
+        return mode.tracer.unrecorded(_make(data, rule, inputs))
     node = _make(data, rule, inputs)
-    if mode.tracer is not None:
-        mode.tracer.record(node)
+    mode.tracer.record(node)
     return node
 
 

@@ -260,15 +260,43 @@ def _watching_slots():
         if _traces_running == 0:
             for (cls, name), watched in _WATCHED.items():
                 setattr(cls, name, watched)
+            _watch_other_threads(set())
         _traces_running += 1
+        made_in_other_threads = engine._made_in_other_threads
     try:
-        yield
+        yield made_in_other_threads
     finally:
         with _watch_lock:
             _traces_running -= 1
             if _traces_running == 0:
                 for (cls, name), slot in _SLOTS.items():
                     setattr(cls, name, slot)
+                _watch_other_threads(None)
+
+
+def _watch_other_threads(ids):
+    """Have the engine note, in the set ``ids``, the id of every Value made in a thread that is
+    not tracing (None: stop). A trace records only what its own thread makes."""
+    engine._made_in_other_threads = ids
+    if engine._graph is not None:
+        engine._graph.watch_other_threads(ids)
+
+
+def _refuse_other_threads(tape, made_in_other_threads):
+    """Raise if the tape reads a Value that another thread made while ``fn`` was traced.
+
+    Such a Value (``pool.map(lambda x: (x * w).tanh(), xs)`` inside fn, say) was computed
+    outside the trace, so the tape could only read it as a fixed number: every call would
+    return the first call's answer. A Value made before the trace (a parameter, or a number
+    computed from one) was alive all along, so its id cannot be one of those noted.
+    """
+    if any(id(v) in made_in_other_threads for v in tape.externals):
+        raise NotImplementedError(
+            "chainrule.compile: the traced function used a Value made in another thread while it "
+            "was traced (a thread pool inside the function, say). A trace records only the ops of "
+            "its own thread, so that value would be frozen at the first call's number; build the "
+            "graph in the thread that calls the compiled function"
+        )
 
 
 def trace(fn, structure, numbers_in, backend="numpy") -> Tape:
@@ -279,17 +307,19 @@ def trace(fn, structure, numbers_in, backend="numpy") -> Tape:
     leaves = iter(inputs)
     args = [_unflatten_arguments(arg, leaves) for arg in structure]
     tracer = _Tracer(inputs, backend)
-    with engine._tracing(tracer), _watching_slots():
+    with engine._tracing(tracer), _watching_slots() as made_in_other_threads:
         result = fn(*args)
     outputs = []
     result_structure = _flatten_result(result, outputs)
     if not tracer.blocks:
-        return Tape(inputs, tracer.constants, outputs, result_structure, tracer.nodes, backend)
-    import numpy
+        tape = Tape(inputs, tracer.constants, outputs, result_structure, tracer.nodes, backend)
+    else:
+        import numpy
 
-    laid_out, every_node_used = mapping.compose(
-        numpy, inputs, tracer.constants, outputs, tracer.nodes, tracer.blocks
-    )
-    tape = Tape(inputs, None, outputs, result_structure, None, backend, laid_out=laid_out)
-    tape.every_node_needed = tape.every_node_needed and every_node_used
+        laid_out, every_node_used = mapping.compose(
+            numpy, inputs, tracer.constants, outputs, tracer.nodes, tracer.blocks
+        )
+        tape = Tape(inputs, None, outputs, result_structure, None, backend, laid_out=laid_out)
+        tape.every_node_needed = tape.every_node_needed and every_node_used
+    _refuse_other_threads(tape, made_in_other_threads)
     return tape
