@@ -229,6 +229,31 @@ class Value:
         return set(self.children)
 
     @property
+    def _children(self) -> tuple:
+        """The GPT scripts' name for the children, in order (their ``x**c`` leaves out the c)."""
+        if self._rule is ops.POW_CONSTANT:
+            return self.children[:1]
+        return self.children
+
+    @property
+    def _local_grads(self) -> tuple:
+        """The GPT scripts' d(self)/d(child) for each of ``_children``, as numbers.
+
+        >>> x, y = Value(3.0), Value(4.0)
+        >>> (x * y)._local_grads, (x**2)._local_grads
+        ((4.0, 3.0), (6.0,))
+        """
+        if not self.children:
+            return ()
+        if callable(self._local):
+            raise AttributeError(
+                "_local_grads: this node's backward is a _backward closure, which adds into its "
+                "children's grads directly; it keeps no local gradients"
+            )
+        local = [float(g) for _, g in _child_gradients(self, 1.0, False)]
+        return (*local, *[0.0] * (len(self._children) - len(local)))  # relu's 0 is stored as ()
+
+    @property
     def _backward(self):
         """The lecture's one-node backward step: add this node's share into its children's ``grad``.
 
@@ -324,10 +349,17 @@ class Value:
             return _binary(ops.POW_CONSTANT, self, other)
         x, c = self.data, float(other)
         # One local gradient for two children: the constant exponent gets none, as in ops.POW_CONSTANT.
-        return _node(ops._pow(x, c), ops.POW_CONSTANT, (self, _constant(c)), (c * ops._pow(x, c - 1.0),))
+        # x ** 0 passes no gradient at all (0 * x**-1 would be nan at a subnormal x).
+        local = _NO_SHARE if c == 0.0 else (c * ops._pow(x, c - 1.0),)
+        return _node(ops._pow(x, c), ops.POW_CONSTANT, (self, _constant(c)), local)
 
     def __rpow__(self, other):
         return _binary(ops.RPOW, other, self)
+
+    def __float__(self):
+        """``float(v)`` is ``v.data``, as ``float(tensor)`` is in PyTorch (inside
+        chainrule.compile it reads the number, and warns like a ``.data`` read)."""
+        return self.data
 
     def __index__(self):
         # rows[v] would pick by the number v holds now, which chainrule.compile cannot replay

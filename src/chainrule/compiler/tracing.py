@@ -98,6 +98,9 @@ class _Tracer:
         warn, or refuse, since what it does happens once, while tracing, and not on replay."""
         if value in self.constants:
             return  # a number written in fn: a constant anyway
+        stacklevel = 3  # the user's line: touched <- the property <- the user
+        if frame.f_code is _FLOAT_CODE:  # float(v) is the caller's read of v.data
+            frame, stacklevel = frame.f_back, 4
         module = frame.f_globals.get("__name__", "")
         traced = self.made(value)
         self.read_row_number = self.read_row_number or traced
@@ -113,7 +116,7 @@ class _Tracer:
                 f"chainrule.compile: the traced function {'wrote' if writing else 'read'} .{slot} "
                 f"of {what}; {effect}.",
                 TraceWarning,
-                stacklevel=3,  # the user's line: touched <- the property <- the user
+                stacklevel=stacklevel,
             )
         elif module not in _QUIET_MODULES:
             code = frame.f_code
@@ -219,6 +222,7 @@ if engine._graph is not None:  # the same check in C, several times cheaper on e
     _WATCHED = {at: engine._graph.watched(slot, at[1], _QUIET, _touched) for at, slot in _SLOTS.items()}
 else:
     _WATCHED = {at: _watched(slot, at[1]) for at, slot in _SLOTS.items()}  # made after _QUIET_CODE
+_FLOAT_CODE = Value.__float__.__code__
 _QUIET_MODULES = ("chainrule.draw",)  # drawings only show the numbers
 _BACKWARD_FROZEN = (
     "backward() (or autograd.grad without create_graph=True) inside a compiled function would "
