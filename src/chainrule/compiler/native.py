@@ -36,6 +36,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -827,6 +828,11 @@ def prebuilt_tables():
 # Building: the system C compiler, a cache folder, ctypes.
 
 
+def pure_python() -> bool:
+    """Whether $CHAINRULE_PURE_PYTHON asks for Python alone: then no C is built or loaded."""
+    return os.environ.get("CHAINRULE_PURE_PYTHON", "") not in ("", "0")
+
+
 def c_compiler() -> list[str] | None:
     """The command of the C compiler to use: $CC if set, else cc, gcc or clang; None if none."""
     if os.environ.get("CC"):
@@ -839,59 +845,281 @@ def c_compiler() -> list[str] | None:
     return None
 
 
+def _cache_parts() -> tuple[Path, tuple[str, ...]]:
+    """The cache folder as two parts: the folder the user names (or the XDG default), and the
+    folders under it that are chainrule's own."""
+    if os.environ.get("CHAINRULE_CACHE"):
+        return Path(os.environ["CHAINRULE_CACHE"]), ("c",)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base), ("chainrule", "c")
+
+
 def cache_dir() -> Path:
     """Where built programs are kept: $CHAINRULE_CACHE, else $XDG_CACHE_HOME/chainrule, else ~/.cache."""
-    if os.environ.get("CHAINRULE_CACHE"):
-        return Path(os.environ["CHAINRULE_CACHE"]) / "c"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "chainrule" / "c"
+    base, own = _cache_parts()
+    return base.joinpath(*own)
 
 
 # -O2: a layer's sixteen running sums kept in registers (at -O1 they go through memory, 1.5x
 # slower), for about the same build time; no fused multiply-add, so the products round as
-# numpy's do.
-FLAGS = ["-O2", "-ffp-contract=off", "-fPIC", "-shared"]
+# numpy's do. These come after any flags in $CC, and of two contrary flags the last wins: so
+# $CC="gcc -ffast-math" cannot let the compiler assume there is never a nan or an inf, which
+# would drop the checks that send such a call to numpy (log(-1) must raise eager's ValueError).
+FLAGS = [
+    "-O2",
+    "-ffp-contract=off",
+    "-fno-fast-math",
+    "-fno-finite-math-only",
+    "-fno-unsafe-math-optimizations",
+    "-fno-associative-math",
+    "-fno-reciprocal-math",
+    "-fsigned-zeros",
+    "-fPIC",
+    "-shared",
+]
+
+# Appended to every program of kernels that build() compiles, and run once before the library
+# is used: a compiler that ignored the flags above would fail it, and its build is not used.
+SELF_TEST = r"""
+/* Added by native.build(): 1 when this build still tells a nan and an inf from a number. Flags
+   such as -ffast-math let the compiler assume it never meets one and drop the checks that send
+   such a call, and so every domain error, to numpy. */
+int chainrule_self_test(void) {
+    volatile double not_a_number = NAN, infinite = INFINITY, minus_one = -1.0;
+    double v[9] = {1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0};
+    int works = all_finite(v, 0, 9);
+    v[1] = not_a_number; /* in all_finite's vector loop */
+    works &= !all_finite(v, 0, 9) && isnan(v[1]);
+    v[1] = 1.0, v[8] = -infinite; /* in its scalar tail */
+    works &= !all_finite(v, 0, 9) && isinf(v[8]);
+    v[8] = log(minus_one);
+    works &= !all_finite(v, 0, 9);
+    return works;
+}
+"""
+
+# The cache's safety rules. Loading a library runs its code (a constructor runs at load), so
+# build() loads only libraries this user built, checked:
+# - the folders it makes get mode 0700, whatever the umask. chainrule's own folders (``c``, and
+#   ``chainrule`` under XDG) must be real folders, not symlinks, owned by this user and not
+#   writable by group or others; every folder above them (symlinks resolved) must be owned by
+#   this user or root and not writable by group or others, unless it has the sticky bit (as
+#   /tmp has: no one else can then rename what is in it). So no one else can swap any folder on
+#   the way, and the checked paths stay the checked folders. A folder that breaks a rule is
+#   refused: numpy runs (with one warning for backend="c").
+# - next to each library, a record of its key and the sha256 of its bytes, written when it was
+#   built. A library file is read only if, opened without following a symlink, it is a regular
+#   file of this user that no one else can write; and used only if its bytes hash to the
+#   record. The bytes that were hashed are the bytes loaded: they are copied to a new private
+#   file (a random name, made with O_EXCL), which is loaded and removed. A file cut short or
+#   changed after the check can then never be mapped (a library cut short, once mapped, is a
+#   SIGBUS when the loader reads past its end).
+# - the library must then have the symbols asked for and pass SELF_TEST. Anything that fails a
+#   check is built afresh and replaces the entry (a rename, atomic); if that fails, Unavailable.
+_WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
+_MOST_BYTES = 64 * 2**20  # a library larger than this is not one of ours
+_loaded: dict[tuple[Path, str], ctypes.CDLL] = {}  # (folder, key) -> loaded in this process
+
+
+def _program_text(source: str) -> str:
+    """What build() compiles for ``source``: a program of kernels gets SELF_TEST."""
+    return source + SELF_TEST if "static int all_finite(" in source else source
+
+
+def _cache_key(compiler: list[str], source: str) -> str:
+    return hashlib.sha256("\0".join([*compiler, *FLAGS, _program_text(source)]).encode()).hexdigest()
 
 
 def library_path(compiler: list[str], source: str) -> Path:
     """Where the library built from ``source`` by ``compiler`` is cached: named by their hash."""
-    key = hashlib.sha256("\0".join([*compiler, *FLAGS, source]).encode()).hexdigest()[:24]
-    return cache_dir() / f"tape-{key}.so"
+    return cache_dir() / f"tape-{_cache_key(compiler, source)[:24]}.so"
 
 
-def build(source: str) -> ctypes.CDLL:
-    """The shared library built from ``source``, from the cache when it was built before."""
+def _make_private(folder: Path) -> None:
+    """Make ``folder`` and its missing parents, each with mode 0700 (mkdir's mode goes through
+    the umask, which may also take the owner's bits: chmod sets it as asked)."""
+    missing = []
+    while not os.path.lexists(folder):
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue  # made meanwhile by another process: checked below like any other
+        os.chmod(path, 0o700)
+
+
+def _unsafe(st: os.stat_result, own: bool) -> str | None:
+    """Why a folder with this stat breaks the cache's rules (see above), or None."""
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symlink"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a folder"
+    owners = {os.getuid()} if own else {os.getuid(), 0}
+    if st.st_uid not in owners:
+        return f"is owned by another user (uid {st.st_uid})"
+    if st.st_mode & _WRITABLE_BY_OTHERS and (own or not st.st_mode & stat.S_ISVTX):
+        return "is writable by group or others"
+    return None
+
+
+def _private_folder() -> Path:
+    """The cache folder, made if missing and checked (see the rules above); Unavailable, saying
+    which folder and why, if it breaks a rule."""
+    base, own = _cache_parts()
+    folder = base.joinpath(*own)
+    try:
+        _make_private(folder)
+        real = Path(os.path.realpath(base))
+        checks = [(path, os.stat(path), False) for path in (real, *real.parents)]
+        for name in own:
+            real = real / name
+            checks.append((real, os.lstat(real), True))
+    except OSError as error:
+        raise Unavailable(f"cannot make the cache folder {folder}: {error}") from None
+    for path, st, is_own in checks:
+        reason = _unsafe(st, is_own)
+        if reason:
+            raise Unavailable(
+                f"the cache folder {path} {reason}: not used (see README, the C backend's cache)"
+            )
+    return real
+
+
+def _read_checked(folder: Path, name: str) -> bytes | None:
+    """The bytes of ``folder/name`` if it is a regular file of this user that no one else can
+    write (checked on the opened file, opened without following a symlink); else None."""
+    try:
+        fd = os.open(folder / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None  # missing, or a symlink
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & _WRITABLE_BY_OTHERS:
+            return None
+        chunks, size = [], 0
+        while size <= _MOST_BYTES:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+        return None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _record(key: str, data: bytes) -> bytes:
+    """The record kept next to a library: its whole key and the sha256 of its bytes (the key
+    too, so that no other entry's record, copied or linked here, can vouch for it)."""
+    return f"{key} {hashlib.sha256(data).hexdigest()}\n".encode()
+
+
+def _load(folder: Path, key: str, data: bytes, symbols) -> ctypes.CDLL:
+    """Load ``data``, a library's checked bytes, from a private copy (see the rules above);
+    Unavailable if it does not load, lacks one of ``symbols`` or fails SELF_TEST."""
+    # The key in the name: the loader takes a name it has loaded before for that library, so
+    # a name made again after the copy is removed must be a copy of the same program.
+    fd, copy = tempfile.mkstemp(prefix=f".load-{key[:24]}-", suffix=".so", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        library = ctypes.CDLL(copy)
+    except OSError as error:
+        raise Unavailable(f"cannot load the library tape-{key[:24]}.so: {error}") from None
+    finally:
+        os.unlink(copy)  # the loaded library stays mapped
+    _check_symbols(library, key, symbols)
+    if hasattr(library, "chainrule_self_test") and library.chainrule_self_test() != 1:
+        raise Unavailable(
+            "the C compiler's flags drop the checks for nan and inf (-ffast-math in $CC?): "
+            "its build is not used"
+        )
+    return library
+
+
+def _check_symbols(library: ctypes.CDLL, key: str, symbols) -> None:
+    missing = [name for name in symbols if not hasattr(library, name)]
+    if missing:
+        raise Unavailable(f"the library tape-{key[:24]}.so has no {', '.join(missing)}")
+
+
+def _from_cache(folder: Path, key: str, symbols) -> ctypes.CDLL | None:
+    """The library cached for ``key``, checked and loaded; None if there is none that passes."""
+    name = f"tape-{key[:24]}"
+    data, record = _read_checked(folder, name + ".so"), _read_checked(folder, name + ".sha256")
+    if data is None or record != _record(key, data):
+        return None
+    try:
+        return _load(folder, key, data, symbols)
+    except Unavailable:
+        return None  # built afresh
+
+
+def _compile(compiler: list[str], folder: Path, text: str) -> bytes:
+    """The bytes of the library the C compiler builds from ``text``, in a private scratch folder."""
+    try:
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".build-") as scratch:
+            c_file, built = Path(scratch) / "tape.c", Path(scratch) / "tape.so"
+            c_file.write_text(text)
+            run = subprocess.run(
+                [*compiler, *FLAGS, "-o", str(built), str(c_file), "-lm"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if run.returncode != 0:
+                lines = run.stderr.strip().splitlines() or ["no message"]
+                message = next((line for line in lines if "error" in line), lines[0])
+                raise Unavailable(f"the C compiler failed: {message}")
+            data = _read_checked(Path(scratch), "tape.so")
+    except OSError as error:
+        raise Unavailable(f"cannot build in {folder}: {error}") from None
+    except subprocess.TimeoutExpired:
+        raise Unavailable("the C compiler took over 120 s") from None
+    if data is None:
+        raise Unavailable("the C compiler wrote no library")
+    return data
+
+
+def _store(folder: Path, key: str, data: bytes) -> None:
+    """Keep ``data`` and its record in the cache, each written whole and then renamed into place
+    (atomic: another process never sees half a file)."""
+    name = f"tape-{key[:24]}"
+    for target, content in ((name + ".so", data), (name + ".sha256", _record(key, data))):
+        fd, temporary = tempfile.mkstemp(prefix=".store-", dir=folder)  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(content)
+            os.replace(temporary, folder / target)
+        except OSError as error:
+            Path(temporary).unlink(missing_ok=True)
+            raise Unavailable(f"cannot store {target} in {folder}: {error}") from None
+
+
+def build(source: str, symbols=("forward", "backward")) -> ctypes.CDLL:
+    """The shared library built from ``source``, with the functions ``symbols``: from the cache
+    when this user built it before and it passes the checks (see the rules above), else built
+    afresh and stored there. Unavailable, with the reason, when it cannot be."""
+    if pure_python():
+        raise Unavailable("CHAINRULE_PURE_PYTHON is set: no C is built or loaded")
     compiler = c_compiler()
     if compiler is None:
         raise Unavailable("no C compiler found (set CC, or install gcc or clang)")
-    library = library_path(compiler, source)
-    folder = library.parent
-    if not library.exists():
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=folder) as scratch:
-                c_file, built = Path(scratch) / "tape.c", Path(scratch) / "tape.so"
-                c_file.write_text(source)
-                run = subprocess.run(
-                    [*compiler, *FLAGS, "-o", str(built), str(c_file), "-lm"],
-                    capture_output=True,
-                    text=True,
-                    timeout=120,
-                )
-                if run.returncode != 0:
-                    lines = run.stderr.strip().splitlines() or ["no message"]
-                    message = next((line for line in lines if "error" in line), lines[0])
-                    raise Unavailable(f"the C compiler failed: {message}")
-                os.replace(built, library)  # atomic: another process never sees half a file
-        except OSError as error:
-            raise Unavailable(f"cannot build in {folder}: {error}") from None
-        except subprocess.TimeoutExpired:
-            raise Unavailable("the C compiler took over 120 s") from None
-    try:
-        return ctypes.CDLL(str(library))
-    except OSError as error:  # a damaged file in the cache: build it afresh next time
-        library.unlink(missing_ok=True)
-        raise Unavailable(f"cannot load {library.name}: {error}") from None
+    key, folder = _cache_key(compiler, source), _private_folder()
+    library = _loaded.get((folder, key))
+    if library is None:
+        library = _from_cache(folder, key, symbols)
+        if library is None:
+            data = _compile(compiler, folder, _program_text(source))
+            library = _load(folder, key, data, symbols)
+            _store(folder, key, data)
+        _loaded[folder, key] = library
+    _check_symbols(library, key, symbols)
+    return library
 
 
 def _pattern(np, positions):
