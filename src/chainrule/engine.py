@@ -334,8 +334,8 @@ class Value:
         if type(other) in _PLAIN_NUMBERS:
             other = _constant(other)
         x, y = self.data, other.data
-        if y == 0.0:
-            return apply(ops.DIV, self, other)  # which raises ZeroDivisionError, naming both
+        if -_TINY < y < _TINY:  # 0 raises there; 1/y of a subnormal y may be inf (see _TINY)
+            return apply(ops.DIV, self, other)
         out = x / y
         return _node(out, ops.DIV, (self, other), (1.0 / y, -out / y))
 
@@ -386,7 +386,7 @@ class Value:
         return _node(out, ops.EXP, (self,), (out,))
 
     def log(self):
-        if _modes_open or not self.data > 0.0:  # apply raises for x <= 0 and passes a nan on
+        if _modes_open or not self.data >= _TINY:  # apply raises for x <= 0 and passes a nan on
             return apply(ops.LOG, self)
         x = self.data
         return _node(math.log(x), ops.LOG, (self,), (1.0 / x,))
@@ -407,8 +407,8 @@ class Value:
         if _modes_open:
             return apply(ops.RELU, self)
         x = self.data
-        if x <= 0.0:  # not `x > 0.0`, so that a nan passes through, as in ops.RELU
-            return _node(0.0, ops.RELU, (self,), _ZERO)
+        if x <= 0.0:  # not `x > 0.0`, so that a nan passes through, as in ops.RELU (and -0.0)
+            return _node(0.0 if x < 0.0 else x, ops.RELU, (self,), _NO_SHARE)
         return _node(x, ops.RELU, (self,), _ONE)
 
     def softplus(self):
@@ -477,8 +477,15 @@ def _read_data(value):
 # The fast path's pieces: which operand types it takes, and the local gradients that never change.
 _PLAIN = frozenset({Value, float, int})  # (and Parameter: see the end of this file)
 _PLAIN_NUMBERS = frozenset({float, int})
-_ONE, _ZERO, _MINUS_ONE = (1.0,), (0.0,), (-1.0,)
+_ONE, _MINUS_ONE = (1.0,), (-1.0,)
 _ONE_ONE, _ONE_MINUS_ONE = (1.0, 1.0), (1.0, -1.0)
+# No local gradients: the node passes nothing back, as PyTorch's relu at x <= 0 and x ** 0 do
+# (a stored 0.0 would be multiplied, and 0 * an incoming nan or inf is nan).
+_NO_SHARE = ()
+# The smallest normal float. Below it, 1/y overflows to inf for some y, so a local gradient of
+# 1/y stored for g * (1/y) would turn an incoming 0 into nan where g / y is 0: such ops take
+# the general path, whose rule divides.
+_TINY = 2.2250738585072014e-308
 _new = object.__new__
 
 

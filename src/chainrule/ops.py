@@ -94,6 +94,17 @@ def _sigmoid_of(x):
     return _sigmoid(x) if type(x) is float else x.sigmoid()
 
 
+def _zero_like(g):
+    """A gradient that is exactly 0 whatever ``g`` is, even nan or inf: PyTorch's ``where(mask,
+    0, ...)`` in a rule, where ``0 * g`` would pass a nan on. A constant Value when ``g`` is a
+    Value (create_graph): its slope in ``g`` is 0 too."""
+    if type(g) is float:
+        return 0.0
+    from .engine import _as_value  # (engine imports this module: import at the call)
+
+    return _as_value(0.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Forward functions that need more than one expression.
 
@@ -145,8 +156,8 @@ def _softplus(x):
 def _logsumexp(*xs):
     # log(sum e^x) = m + log(sum e^(x - m)) with m the largest x: every exp is at most 1.
     m = max(xs)
-    if math.isinf(m):
-        return m
+    if math.isinf(m):  # max() skips a nan after an inf, which must still come out
+        return math.nan if any(map(math.isnan, xs)) else m
     return m + math.log(sum(math.exp(x - m) for x in xs))
 
 
@@ -168,25 +179,37 @@ def _dot_backward(g, out, *xs):
 
 
 def _pow_base_grad(g, x, y):
-    # d/dx x**y = y * x**(y-1). A Value exponent (create_graph) always builds the graph, even
-    # at y == 0, since the slope in y of this gradient need not vanish there.
+    # d/dx x**y = y * x**(y-1), multiplied as PyTorch does, g * (y * x**(y-1)), so that an
+    # overflow or an inf * 0 lands alike. At y == 0 it is 0, even at x == 0 and for a nan g.
+    # A Value exponent (create_graph) builds the graph even there, since the slope in y of this
+    # gradient, g / x, need not vanish; but only where that slope is finite: elsewhere the
+    # graph's number would be nan (0 * inf), not the 0.
     if type(y) is float:
-        if y == 0.0:  # a constant power has slope 0, even at x == 0
-            return 0.0 * g
+        if y == 0.0:
+            return _zero_like(g)
         if type(x) is float:
-            return g * y * _pow(x, y - 1.0)  # overflows to inf, as the forward pass does
-    return g * y * x ** (y - 1.0)
+            return g * (y * _pow(x, y - 1.0))  # overflows to inf, as the forward pass does
+    elif _data(y) == 0.0 and not _finite_ratio(g, x):
+        return _zero_like(g)
+    return g * (y * x ** (y - 1.0))
+
+
+def _finite_ratio(g, x) -> bool:
+    """Whether g / x is a finite number (1 / x of a subnormal x overflows)."""
+    g, x = _data(g), _data(x)
+    return x != 0.0 and math.isfinite(g) and math.isfinite(1.0 / x)
 
 
 def _pow_exponent_grad(g, out, x):
-    # d/dy x**y = x**y * log(x), defined for x > 0 and, as a limit, for x == 0. A nan in x
-    # or y (then out is nan) passes on as nan, as in every op, instead of a domain error.
+    # d/dy x**y = x**y * log(x), defined for x > 0 and, as a limit, for x == 0 (PyTorch:
+    # g * 0 there). A nan in x or y (then out is nan) passes on as nan, as in every op,
+    # instead of a domain error.
     if _data(x) > 0.0 or math.isnan(_data(x)):
-        return g * out * _log(x)
-    if _data(x) == 0.0:
-        return 0.0 * g
+        return g * (out * _log(x))
     if math.isnan(_data(out)):
         return g * out
+    if _data(x) == 0.0:
+        return 0.0 * g
     raise ValueError(f"the derivative of x ** y with respect to y needs x > 0, got x = {_data(x)!r}")
 
 
@@ -237,12 +260,21 @@ def _vsigmoid(np, X):
     return np.where(x >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def _vpow(np, X):
+    # A negative base to a power that is not an integer (inf is not one either) comes out nan,
+    # even where numpy finds a number ((-0.7) ** inf is 0): the compiler then re-runs _pow there,
+    # which raises eager's error.
+    x, y = X[0], X[1]
+    return np.where((x < 0.0) & ((y != np.floor(y)) | np.isinf(y)), np.nan, x**y)
+
+
 def _vpow_base_grad(np, g, x, y):
-    return np.where(y == 0.0, 0.0 * g, g * y * x ** (y - 1.0))
+    return np.where(y == 0.0, 0.0, g * (y * x ** (y - 1.0)))
 
 
 def _vpow_exponent_grad(np, g, out, x):
-    dy = np.where(x == 0.0, 0.0 * g, g * out * np.log(np.where(x < 0.0, 1.0, x)))
+    at_zero = (x == 0.0) & ~np.isnan(out)
+    dy = np.where(at_zero, 0.0 * g, g * (out * np.log(np.where(x < 0.0, 1.0, x))))
     # x < 0 with a finite result: the compiler re-runs the scalar rule there, which raises.
     return np.where((x < 0.0) & ~np.isnan(out), np.nan, dy)
 
@@ -291,27 +323,27 @@ def _rows(f):
 ADD = defop("+", lambda x, y: x + y, lambda g, out, x, y: (g, g), _rows(lambda x, y: x + y))
 SUB = defop("-", lambda x, y: x - y, lambda g, out, x, y: (g, -g), _rows(lambda x, y: x - y))
 MUL = defop("*", lambda x, y: x * y, lambda g, out, x, y: (g * y, g * x), _rows(lambda x, y: x * y))
-DIV = defop("/", _div, lambda g, out, x, y: (g / y, -g * out / y), _rows(lambda x, y: x / y))
+DIV = defop("/", _div, lambda g, out, x, y: (g / y, -g * (out / y)), _rows(lambda x, y: x / y))
 NEG = defop("neg", lambda x: -x, lambda g, out, x: (-g,), _rows(lambda x: -x))
 POW = defop(  # Value ** Value
     "pow",
     _pow,
     _pow_backward,
-    _rows(lambda x, y: x**y),
+    _vpow,
     lambda np, g, out, X: (_vpow_base_grad(np, g, X[0], X[1]), _vpow_exponent_grad(np, g, out, X[0])),
 )
 RPOW = defop(  # number ** Value
     "rpow",
     _pow,
     _rpow_backward,
-    _rows(lambda c, y: c**y),
+    _vpow,
     lambda np, g, out, X: (0.0 * g, _vpow_exponent_grad(np, g, out, X[0])),
 )
 POW_CONSTANT = defop(  # Value ** number
     "**",
     _pow,
     _pow_constant_backward,
-    _rows(lambda x, c: x**c),
+    _vpow,
     lambda np, g, out, X: (_vpow_base_grad(np, g, X[0], X[1]), 0.0 * g),
 )
 EXP = defop("exp", _exp, lambda g, out, x: (g * out,), lambda np, X: np.exp(X[0]))
@@ -320,11 +352,11 @@ TANH = defop("tanh", math.tanh, lambda g, out, x: (g * (1.0 - out * out),), lamb
 SIGMOID = defop("sigmoid", _sigmoid, lambda g, out, x: (g * out * (1.0 - out),), _vsigmoid)
 RELU = defop(
     "relu",
-    # Written with <= so that a nan passes through (x > 0.0 would turn it into 0.0), and its
-    # gradient too, as in PyTorch.
-    lambda x: 0.0 if x <= 0.0 else x,
-    lambda g, out, x: (0.0 * g if _data(x) <= 0.0 else g,),
-    lambda np, X: np.where(X[0] <= 0.0, 0.0, X[0]),
+    # As PyTorch: a nan passes through (x > 0.0 would turn it into 0.0), and so does -0.0;
+    # the gradient is selected, not multiplied: 0 for x <= 0 even if g is nan, g otherwise.
+    lambda x: 0.0 if x < 0.0 else x,
+    lambda g, out, x: (_zero_like(g) if _data(x) <= 0.0 else g,),
+    lambda np, X: np.where(X[0] < 0.0, 0.0, X[0]),
     lambda np, g, out, X: (np.where(X[0] <= 0.0, 0.0, g),),
 )
 SUM = defop(

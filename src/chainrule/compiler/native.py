@@ -82,12 +82,17 @@ static double sigmoid(double x) {  /* exp never overflows: exp(-|x|) is at most 
     double e = exp(-fabs(x));
     return x >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
 }
-static double pow_base_grad(double g, double x, double y) {  /* d/dx x**y */
-    return y == 0.0 ? 0.0 * g : g * y * pow(x, y - 1.0);
+static double pow_base_grad(double g, double x, double y) {  /* d/dx x**y, 0 at y == 0 even for a nan g */
+    return y == 0.0 ? 0.0 : g * (y * pow(x, y - 1.0));
 }
 static double pow_exponent_grad(double g, double out, double x) {  /* d/dy x**y */
-    if (x < 0.0 && !isnan(out)) return NAN;  /* not a real number: numpy's replay raises */
-    return x == 0.0 ? 0.0 * g : g * out * log(x < 0.0 ? 1.0 : x);
+    if (isnan(out)) return g * out;  /* a nan in x or y passes on */
+    if (x < 0.0) return NAN;  /* not a real number: numpy's replay raises */
+    return x == 0.0 ? 0.0 * g : g * (out * log(x));
+}
+static double real_pow(double x, double y) {  /* nan for a negative base to a non-integer power
+                                                 (inf is none), so that numpy's replay raises */
+    return x < 0.0 && (y != floor(y) || isinf(y)) ? NAN : pow(x, y);
 }
 
 FORWARD(add) { EACH_NODE OUT = X(0) + X(1); return 0; }
@@ -100,9 +105,9 @@ FORWARD(mul) { EACH_NODE OUT = X(0) * X(1); return 0; }
 BACKWARD(mul) { EACH_NEEDED_NODE { GX(0) += G * X(1); GX(1) += G * X(0); } }
 
 FORWARD(div) { EACH_NODE OUT = X(0) / X(1); return 0; }
-BACKWARD(div) { EACH_NEEDED_NODE { GX(0) += G / X(1); GX(1) += -G * OUT / X(1); } }
+BACKWARD(div) { EACH_NEEDED_NODE { GX(0) += G / X(1); GX(1) += -G * (OUT / X(1)); } }
 
-FORWARD(pow) { EACH_NODE OUT = pow(X(0), X(1)); return 0; }
+FORWARD(pow) { EACH_NODE OUT = real_pow(X(0), X(1)); return 0; }
 BACKWARD(pow) {
     EACH_NEEDED_NODE { GX(0) += pow_base_grad(G, X(0), X(1)); GX(1) += pow_exponent_grad(G, OUT, X(0)); }
 }
@@ -143,7 +148,7 @@ UNARY(exp, exp(x), g * out)
 UNARY(log, log(x), g / x)
 UNARY(tanh, tanh(x), g * (1.0 - out * out))
 UNARY(sigmoid, sigmoid(x), g * out * (1.0 - out))
-UNARY(relu, x <= 0.0 ? 0.0 : x, x <= 0.0 ? 0.0 : g)  /* a nan passes through */
+UNARY(relu, x < 0.0 ? 0.0 : x, x <= 0.0 ? 0.0 : g)  /* a nan passes through, and -0.0 */
 /* softplus: max(x, 0) + log(1 + e^-|x|) */
 UNARY(softplus, (x <= 0.0 ? 0.0 : x) + log1p(exp(-fabs(x))), g * sigmoid(x))
 
