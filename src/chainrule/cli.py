@@ -379,6 +379,12 @@ def _add_explore_command(commands) -> argparse.ArgumentParser:
         help="the page (default explore.html)",
     )
     explore.add_argument("--open", action="store_true", help="open the page in a web browser")
+    explore.add_argument(
+        "--expand",
+        action="store_true",
+        help="draw -, / and sums as micrograd builds them, chains of +, *, *-1 and **-1, "
+        "with every intermediate value",
+    )
     explore.set_defaults(run=run_explore)
     return explore
 
@@ -394,7 +400,7 @@ def run_explore(args: argparse.Namespace) -> int:
     result = evaluate(expression, parse_values(args.values))
     title = " ".join([args.expression, *args.values])
     try:
-        page = explore(result.output, title=title)
+        page = explore(result.output, title=title, expand=args.expand)
     except GraphTooLargeError as error:
         raise ExpressionError(
             f"cannot explore the graph: it has {error.size} values, more than {error.max_nodes}, "

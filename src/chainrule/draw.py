@@ -36,6 +36,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import chains
 from ._checks import is_integer
 from .engine import Value, topological_order
 
@@ -74,7 +75,11 @@ class GraphvizNotFoundError(RuntimeError):
 
 
 def draw_dot(
-    root: Value, format: str = "svg", rankdir: str = "LR", max_nodes: int | None = DEFAULT_MAX_NODES
+    root: Value,
+    format: str = "svg",
+    rankdir: str = "LR",
+    max_nodes: int | None = DEFAULT_MAX_NODES,
+    expand: bool = False,
 ) -> graphviz.Digraph:
     """The graph that computed ``root``, as a ``graphviz.Digraph`` (shown inline in Jupyter).
 
@@ -82,6 +87,11 @@ def draw_dot(
     direction of the arrows ('LR' left to right, or 'TB', 'RL', 'BT'). A graph with more than
     ``max_nodes`` Values is refused with ``GraphTooLargeError`` before any DOT is built, because
     Graphviz needs minutes for a training graph; pass a larger ``max_nodes``, or None for no limit.
+
+    ``expand=True`` draws the graph micrograd's engine builds for the same computation, as in the
+    lecture: ``dot`` and ``sum`` nodes and ``-``, ``/`` as chains of ``+``, ``*``, ``*-1`` and
+    ``**-1``, with every intermediate value and its gradient (see ``chainrule.chains``). Those
+    boxes exist only in the drawing, and count towards ``max_nodes`` too.
 
     >>> from chainrule import Value, draw_dot
     >>> x = Value(2.0, label="x")
@@ -93,9 +103,14 @@ def draw_dot(
     Traceback (most recent call last):
     ...
     chainrule.draw.GraphTooLargeError: draw_dot: the graph has 21 Values, more than max_nodes=5...
+    >>> a, b = Value(6.0, label="a"), Value(3.0, label="b")
+    >>> draw_dot(a / b, expand=True).source.count("shape=record")  # a, b, b**-1 and a * b**-1
+    4
     """
     if not isinstance(root, Value):
         raise TypeError(f"draw_dot: root must be a chainrule Value, not {type(root).__name__}")
+    if not isinstance(expand, bool):
+        raise TypeError(f"draw_dot: expand must be True or False, not {expand!r}")
     if rankdir not in RANKDIRS:
         raise ValueError(f"draw_dot: rankdir must be one of {RANKDIRS}, got {rankdir!r}")
     order = nodes_within(
@@ -106,6 +121,8 @@ def draw_dot(
         "draw",
         "draw a smaller expression",
     )
+    if expand:
+        order = expanded_within(order, max_nodes, "draw_dot", "draw a smaller expression")
     graphviz = _import_graphviz()
     graph = _drawing_class(graphviz)(format=format, graph_attr={"rankdir": rankdir})
     _add_nodes_and_edges(graph, order, horizontal=rankdir in ("LR", "RL"))
@@ -159,8 +176,8 @@ def save_graph(root: Value, path: str | os.PathLike, **draw_options) -> Path:
 # Building the DOT text
 
 
-def _add_nodes_and_edges(graph, order: list[Value], horizontal: bool) -> None:
-    """A box per Value and an op oval per computed Value, named by position in ``order``."""
+def _add_nodes_and_edges(graph, order: list[Value] | list[chains.Node], horizontal: bool) -> None:
+    """A box per Value (or Node) and an op oval per computed one, named by position in ``order``."""
     # Names come from the topological order, not id(), so the same graph gives the same text.
     name_of = {value: f"n{i}" for i, value in enumerate(order)}
     for value in order:
@@ -176,7 +193,7 @@ def _add_nodes_and_edges(graph, order: list[Value], horizontal: bool) -> None:
             graph.edge(name_of[child], op_name)
 
 
-def _record_label(value: Value, horizontal: bool) -> str:
+def _record_label(value: Value | chains.Node, horizontal: bool) -> str:
     """``{ label | data 2.0000 | grad 1.0000 }``, the label field left out when empty."""
     fields = [f"data {_format_number(value.data)}", f"grad {_format_number(value.grad)}"]
     if value.label:
@@ -245,6 +262,23 @@ def nodes_within(root: Value, max_nodes, where: str, why: str, verb: str, instea
             max_nodes=max_nodes,
         )
     return order
+
+
+def expanded_within(order: list[Value], max_nodes, where: str, instead: str) -> list[chains.Node]:
+    """The boxes of ``order`` drawn as micrograd's chains (``chains.expand``), at most ``max_nodes``.
+
+    ``order`` has passed ``nodes_within`` already; the chains add boxes, which count too.
+    """
+    boxes = chains.expand(order)
+    if max_nodes is not None and len(boxes) > max_nodes:
+        raise GraphTooLargeError(
+            f"{where}: drawn with expand=True the graph has {len(boxes)} boxes (its {len(order)} "
+            f"Values and the links of the chains), more than max_nodes={max_nodes}; pass a larger "
+            f"limit, e.g. {where}(root, expand=True, max_nodes={len(boxes)}), or {instead}.",
+            size=len(boxes),
+            max_nodes=max_nodes,
+        )
+    return boxes
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from . import engine
-from .draw import _write_atomically, nodes_within
+from .chains import Node, as_nodes
+from .draw import _write_atomically, expanded_within, nodes_within
 from .engine import Value
 
 __all__ = ["DEFAULT_MAX_NODES", "Explorer", "explore"]
@@ -121,6 +121,7 @@ def explore(
     max_nodes: int | None = DEFAULT_MAX_NODES,
     layout: str = "auto",
     title: str | None = None,
+    expand: bool = False,
 ) -> Explorer:
     """The explorer page for the graph that computed ``root``; also written to ``path`` if given.
 
@@ -128,7 +129,10 @@ def explore(
     does not change the Values. ``layout`` is 'auto' (Graphviz's ``dot`` when it is installed,
     else the built-in layered layout), 'graphviz' or 'layered'. A graph with more than
     ``max_nodes`` Values is refused with ``GraphTooLargeError``; pass None for no limit.
-    ``title`` is shown at the top of the page (default: the root's label).
+    ``title`` is shown at the top of the page (default: the root's label). ``expand=True``
+    draws and steps through the graph micrograd's engine builds for the same computation, as
+    ``draw_dot(root, expand=True)`` draws it: ``dot``, ``sum``, ``-`` and ``/`` become chains of
+    ``+``, ``*``, ``*-1`` and ``**-1`` (see ``chainrule.chains``); ``size`` then counts their links.
 
     >>> from chainrule import Value
     >>> a, b = Value(-2.0, label="a"), Value(3.0, label="b")
@@ -144,6 +148,8 @@ def explore(
         raise TypeError(f"explore: root must be a chainrule Value, not {type(root).__name__}")
     if layout not in LAYOUTS:
         raise ValueError(f"explore: layout must be one of {LAYOUTS}, got {layout!r}")
+    if not isinstance(expand, bool):
+        raise TypeError(f"explore: expand must be True or False, not {expand!r}")
     order = nodes_within(
         root,
         max_nodes,
@@ -152,11 +158,15 @@ def explore(
         "build",
         "explore a smaller expression",
     )
-    graph = _graph_data(order)
+    if expand:
+        boxes = expanded_within(order, max_nodes, "explore", "explore a smaller expression")
+    else:
+        boxes = as_nodes(order)
+    graph = _graph_data(boxes)
     used = _place(graph, layout)
     if title is None:
         title = graph["nodes"][-1]["name"]
-    page = Explorer(html=_page(graph, title), size=len(order), layout=used)
+    page = Explorer(html=_page(graph, title), size=len(boxes), layout=used)
     if path is not None:
         page = Explorer(page.html, page.size, page.layout, page.save(path))
     return page
@@ -166,7 +176,7 @@ def explore(
 # The graph as data for the page
 
 
-def _graph_data(order: list[Value]) -> dict:
+def _graph_data(order: list[Node]) -> dict:
     """Nodes (in topological order, with names, formulas and box sizes) and the backward steps.
 
     Each step is one computed node, in the order ``backward`` visits them (reverse topological
@@ -185,8 +195,8 @@ def _graph_data(order: list[Value]) -> dict:
                 "data": _number(value.data),
                 "op": value.op,
                 "children": children,
-                "formula": _formula(value, [names[c] for c in children]) if children else None,
-                "hint": RULE_HINTS.get(value.op),
+                "formula": _formula(value.op, [names[c] for c in children]) if children else None,
+                "hint": RULE_HINTS.get(value.rule),
             }
         )
         nodes[-1]["cells"] = _cell_widths(names[i], value.data)
@@ -198,22 +208,14 @@ def _graph_data(order: list[Value]) -> dict:
     return {"nodes": nodes, "root": len(order) - 1, "steps": steps}
 
 
-def _shares(value: Value, index: dict) -> list:
+def _shares(value: Node, index: dict) -> list:
     """``[child index, local derivative]`` for each input of ``value`` that gets a gradient."""
-    # chainrule's own chain rule at one node, with an incoming gradient of 1: it returns
-    # 1 * d(value)/d(child) for each child, from the op's rule in ops.py (or a hand-made
-    # node's stored local gradients or closure). None marks an input that is a constant.
-    shares = []
-    for child, local in engine._child_gradients(value, 1.0, False):
-        if local is None:
-            continue
-        if isinstance(local, Value):
-            local = local.data
-        shares.append([index[child], _number(float(local))])
-    return shares
+    # From the op's rule in ops.py (or a hand-made node's stored local gradients or closure),
+    # or for a link of an expanded chain, from the chain (chains.py).
+    return [[index[child], _number(local)] for child, local in value.local_gradients()]
 
 
-def _name(value: Value, i: int) -> str:
+def _name(value: Node, i: int) -> str:
     """The value's label; a number for an unlabelled leaf (a constant); else v<index>."""
     if value.label:
         return " ".join(str(value.label).split())  # one line in a box
@@ -222,15 +224,16 @@ def _name(value: Value, i: int) -> str:
     return f"v{i}"
 
 
-def _formula(value: Value, child_names: list[str]) -> str:
-    """How ``value`` was made, in the expression language: ``a * b``, ``exp(x)``, ``x ** 2``."""
-    op = value.op
+def _formula(op: str, child_names: list[str]) -> str:
+    """How a value was made by ``op``, in the expression language: ``a * b``, ``exp(x)``, ``x ** 2``."""
     if op in INFIX and len(child_names) == 2:
         return f"{child_names[0]} {op} {child_names[1]}"
     if op in POWERS and len(child_names) == 2:
         return f"{child_names[0]} ** {child_names[1]}"
     if op == "neg" and len(child_names) == 1:
         return f"-{child_names[0]}"
+    if op.startswith("**") and len(child_names) == 1:  # expanded: micrograd's '**2', '**-1'
+        return f"{child_names[0]} ** {op[2:]}"
     return f"{op or 'op'}({', '.join(child_names)})"
 
 
