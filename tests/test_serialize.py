@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chainrule
-from chainrule import CheckpointError, Value, load, save, serialize
+from chainrule import CheckpointError, Value, _files, load, save, serialize
 from chainrule.gpt import GPT
 from chainrule.nn import MLP, Layer, Module, Neuron
 
@@ -409,7 +409,7 @@ def test_a_killed_process_leaves_the_previous_file(saved):
     # The hard kill could not remove its (hidden, complete) temporary file; that is all it
     # leaves, and the next save of this checkpoint removes it.
     leftovers = [name for name in folder_listing(saved) if name != "model.json"]
-    assert all(name.startswith(serialize._temporary_prefix("model.json")) for name in leftovers)
+    assert all(name.startswith(_files.temporary_prefix("model.json")) for name in leftovers)
     save(MLP(2, [3, 1]), saved)
     assert folder_listing(saved) == ["model.json"]
 
@@ -527,8 +527,13 @@ def test_state_that_does_not_fit_the_architecture(saved):
 
 
 def test_an_architecture_bigger_than_its_state_is_refused_before_building(saved):
+    rewrite(saved, architecture={"type": "MLP", "nin": 1000, "nouts": [100, 1], "activation": "relu"})
+    assert_refused(saved, "needs 100201 parameters, but its state holds only 337")  # 100*1001 + 101
+    # Past the parameter limit, the limit is what the message names.
     rewrite(saved, architecture={"type": "MLP", "nin": 10**12, "nouts": [10**6, 1], "activation": "relu"})
-    assert_refused(saved, "needs 1000000000002000001 parameters, but its state holds only 337")
+    assert_refused(
+        saved, "has 1000000000002000001 parameters, more than the limit of", "MAX_CHECKPOINT_PARAMETERS"
+    )
 
 
 def test_a_state_for_a_different_size_is_refused(saved, tmp_path):
@@ -762,7 +767,8 @@ def test_a_state_that_does_not_fit_is_refused_before_building(tmp_path, nothing_
 def test_a_huge_architecture_is_refused_from_its_declared_size(tmp_path, nothing_built):
     architecture = {"type": "MLP", "nin": 10**6, "nouts": [10**6], "activation": "relu"}
     path = crafted(tmp_path, architecture, {"layers.0.neurons.0.w": [0.0] * 100, "layers.0.neurons.0.b": 0.0})
-    with pytest.raises(CheckpointError, match="needs 1000001000000 parameters, but its state holds only 101"):
+    expected = f"has 1000001000000 parameters, more than the limit of {serialize.MAX_CHECKPOINT_PARAMETERS}"
+    with pytest.raises(CheckpointError, match=expected):
         load(path)
 
 
@@ -1130,7 +1136,7 @@ def test_a_temporary_file_removed_before_it_was_locked_is_replaced(model, saved,
             removed.append(name)
         return real_flock(fd, operation)
 
-    monkeypatch.setattr(serialize.fcntl, "flock", flock)
+    monkeypatch.setattr(_files.fcntl, "flock", flock)
     model.layers[0].neurons[0].b.data = 7.0
     save(model, saved)
     monkeypatch.undo()
@@ -1141,5 +1147,5 @@ def test_a_temporary_file_removed_before_it_was_locked_is_replaced(model, saved,
 
 def test_temporary_names_are_short_whatever_the_target(tmp_path):
     for name in ("m.json", "m" * 255, "é" * 127):
-        temporary = serialize._temporary_prefix(name)
+        temporary = _files.temporary_prefix(name)
         assert temporary.startswith(".") and len(os.fsencode(temporary)) < 64

@@ -316,7 +316,8 @@ class DrawingError(Exception):
 
 def _draw(root, path: Path) -> None:
     """``save_graph`` for the command line: any failure becomes one ``DrawingError`` line about ``path``."""
-    from .draw import GraphTooLargeError, GraphvizNotFoundError, save_graph
+    from ._files import NotRegularFileError
+    from .draw import GraphTooLargeError, GraphvizNotFoundError, GraphvizTimeoutError, save_graph
 
     try:
         save_graph(root, path)
@@ -326,6 +327,8 @@ def _draw(root, path: Path) -> None:
             f"it has {error.size} values, more than {error.max_nodes}, "
             "which Graphviz would take minutes to lay out; draw a smaller expression"
         )
+    except NotRegularFileError:  # a FIFO or a device at the path (a ValueError, so before the next)
+        reason = "it is not a regular file"
     except ValueError:  # the suffix names no format Graphviz writes
         what = f"Graphviz cannot write {path.suffix!r} files" if path.suffix else "no suffix tells the format"
         reason = f"{what}; name it e.g. graph.svg, graph.png, graph.pdf or graph.dot"
@@ -335,6 +338,11 @@ def _draw(root, path: Path) -> None:
             "(sudo apt-get install graphviz, brew install graphviz, "
             "or conda install -c conda-forge graphviz), "
             "or write the graph's DOT text, which needs no Graphviz, with --draw graph.dot"
+        )
+    except GraphvizTimeoutError as error:
+        reason = (
+            f"Graphviz's dot was still laying it out after {error.seconds:g} s and was stopped; "
+            "draw a smaller expression, or write the graph's DOT text with --draw graph.dot"
         )
     except subprocess.CalledProcessError as error:  # dot ran and failed; its first line says why
         stderr = error.stderr or b""
@@ -448,21 +456,38 @@ def _os_reason(error: OSError) -> str:
     return reason[:1].lower() + reason[1:]
 
 
-def _prepare_output_folder(folder: Path) -> None:
-    """Create ``folder`` if needed and check that files can be written in it, before training."""
+def _prepare_output_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` if needed and check that files can be written in it, before training.
+
+    Returns the folders this made, outermost first, so that a run that ends without results
+    (Ctrl-C, an error) can remove them again (``_remove_if_empty``).
+    """
+    missing = [f for f in [folder, *folder.parents] if not f.exists() and not f.is_symlink()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
         raise NotADirectoryError(f"cannot use output folder {str(folder)!r}: it is a file") from None
     except OSError as error:
         raise OSError(f"cannot create output folder {str(folder)!r}: {_os_reason(error)}") from None
+    created = [f for f in reversed(missing) if f.is_dir()]
     # Writing a file is the only sure test: os.access says "no" for a read-only file system and
     # for a missing permission alike, and "yes" to root for any folder.
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
+        _remove_if_empty(created)
         raise OSError(f"cannot write into output folder {str(folder)!r}: {_os_reason(error)}") from None
+    return created
+
+
+def _remove_if_empty(created: list[Path]) -> None:
+    """Remove the folders a run made (innermost first), unless something was written into them."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()  # refuses a folder that is not empty, which is what we want
+        except OSError:
+            return  # not empty (or not ours any more): its parents are not empty either
 
 
 class _ProgressBar:
@@ -513,13 +538,21 @@ def _check_options_fit_the_recipe(args: argparse.Namespace) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .serialize import save
-    from .training import LossIncreasedWarning, train
-
     _check_options_fit_the_recipe(args)
     _require_demo_libraries(args.dataset)
     out = args.out if args.out is not None else Path("runs") / args.dataset
-    _prepare_output_folder(out)
+    created = _prepare_output_folder(out)
+    try:
+        return _train_and_write(args, out)
+    finally:
+        # A run that ends early (Ctrl-C, an error) writes nothing: it leaves no empty folder
+        # behind. A finished run's folders hold its results, so they stay.
+        _remove_if_empty(created)
+
+
+def _train_and_write(args: argparse.Namespace, out: Path) -> int:
+    from .serialize import save
+    from .training import LossIncreasedWarning, train
 
     progress = _ProgressBar(args.dataset)
     try:
@@ -595,8 +628,27 @@ def run_sample(args: argparse.Namespace) -> int:
             "written by chainrule train names"
         )
     for name in sample(model, args.n, temperature=args.temperature, seed=args.seed):
-        _say(name)
+        _say(_printable(name))
     return 0
+
+
+def _printable(text: str) -> str:
+    r"""``text`` with each character Python would not print written as its escape, e.g. ``\x1b``.
+
+    A checkpoint's characters are checked at load, but a model built in a program can hold any:
+    a raw ESC would let a sampled name retitle the window, clear the screen or fake a line.
+
+    >>> _printable("ab\x1b[2Jc")
+    'ab\\x1b[2Jc'
+    """
+    return "".join(char if char.isprintable() else _escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,12 +32,14 @@ import errno
 import functools
 import math
 import os
-import uuid
+import signal
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import chains
 from ._checks import is_integer
+from ._files import write_atomically
 from .engine import Value, topological_order
 
 if TYPE_CHECKING:
@@ -46,6 +48,9 @@ if TYPE_CHECKING:
 DEFAULT_MAX_NODES = 1000
 RANKDIRS = ("LR", "RL", "TB", "BT")
 SOURCE_SUFFIXES = (".dot", ".gv")  # files that get the DOT text itself, no rendering needed
+# Graphviz's layout time grows much faster than the graph: a few hundred values can keep `dot`
+# busy for minutes. After this many seconds it is stopped (see run_dot).
+DOT_TIMEOUT_SECONDS = 60
 
 INSTALL_GRAPHVIZ = (
     "Graphviz's `dot` program was not found on PATH, so the graph cannot be rendered. "
@@ -68,6 +73,14 @@ class GraphTooLargeError(ValueError):
 
 class GraphvizNotFoundError(RuntimeError):
     """Raised when rendering needs Graphviz's ``dot`` program and it is not installed."""
+
+
+class GraphvizTimeoutError(RuntimeError):
+    """Raised when Graphviz's ``dot`` runs longer than its time limit; it is stopped."""
+
+    def __init__(self, message: str, seconds: float):
+        super().__init__(message)
+        self.seconds = seconds  # the limit that was reached
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,8 +147,10 @@ def save_graph(root: Value, path: str | os.PathLike, **draw_options) -> Path:
 
     ``graph.svg``, ``graph.png``, ``graph.pdf`` ... are rendered with Graphviz's ``dot``;
     ``graph.dot`` (or ``.gv``) gets the DOT text and needs no ``dot`` program. Other keyword
-    arguments go to ``draw_dot``. The file is written whole or not at all: the picture is made
-    in memory first and moved into place in one step, so a failure leaves no partial file.
+    arguments go to ``draw_dot``. ``dot`` gets ``DOT_TIMEOUT_SECONDS``; past that it is stopped
+    and ``GraphvizTimeoutError`` raised. The file is written whole or not at all: the picture
+    is made in memory first and moved into place in one step, so a failure leaves no partial
+    file; a symlink at ``path`` stays a link, and the file it points to gets the picture.
 
     >>> import pathlib, tempfile
     >>> from chainrule import Value
@@ -166,9 +181,9 @@ def save_graph(root: Value, path: str | os.PathLike, **draw_options) -> Path:
                 f"save_graph: Graphviz cannot write {suffix!r} files ({str(path)!r}); "
                 f"use .svg, .png, .pdf or .dot"
             )
-        # quiet: dot's complaints stay in the error (CalledProcessError.stderr), off the terminal.
-        content = draw_dot(root, format=picture_format, **draw_options).pipe(quiet=True)
-    _write_atomically(path, content)
+        source = draw_dot(root, **draw_options).source.encode("utf-8")
+        content = run_dot([f"-T{picture_format}"], source)
+    write_atomically(path, [content])
     return path
 
 
@@ -321,31 +336,64 @@ def _drawing_class(graphviz):
 
 
 # ---------------------------------------------------------------------------------------------
-# Files
+# Running Graphviz's dot, with a time limit (for save_graph and chainrule.explore)
 
 
-def _write_atomically(path: Path, content: bytes) -> None:
-    """Write ``content`` to a temporary file next to ``path``, then rename it over ``path``.
+def run_dot(arguments: list[str], source: bytes) -> bytes:
+    """What ``dot ARGUMENTS`` writes for the DOT text ``source``, within ``DOT_TIMEOUT_SECONDS``.
 
-    An error names ``path``, never the temporary file, which the user has not heard of.
+    Raises ``GraphvizNotFoundError`` when there is no ``dot`` program, ``GraphvizTimeoutError``
+    when it runs past the limit (it is stopped, with anything it started), and
+    ``subprocess.CalledProcessError`` (its ``stderr`` says why) when it fails. Its complaints
+    stay off the terminal.
     """
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    seconds = DOT_TIMEOUT_SECONDS
+    command = ["dot", *arguments]
     try:
-        # O_EXCL: never write through someone else's file; mode 0o666 lets the umask decide as usual.
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with open(descriptor, "wb") as file:
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)  # atomic: readers see the old file or the new one
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        if error.errno is None:
+        # A session of its own, so that stopping it stops any program it started, too.
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=os.name == "posix",
+        )
+    except FileNotFoundError:
+        raise GraphvizNotFoundError(INSTALL_GRAPHVIZ) from None
+    with process:
+        try:
+            output, errors = process.communicate(source, timeout=seconds)
+        except BaseException as error:  # the time limit, or Ctrl-C: never leave dot running
+            _stop(process)
+            if isinstance(error, subprocess.TimeoutExpired):
+                raise GraphvizTimeoutError(
+                    f"Graphviz's dot took longer than {seconds:g} s to lay out the graph and was stopped",
+                    seconds,
+                ) from None
             raise
-        raise OSError(error.errno, error.strerror, str(path)) from None  # the same subclass, e.g. EROFS
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, command, output, errors)
+    return output
 
 
-__all__ = ["GraphTooLargeError", "GraphvizNotFoundError", "draw_dot", "save_graph"]
+def _stop(process: subprocess.Popen) -> None:
+    """Kill ``process`` (on POSIX its whole process group) and wait for it."""
+    if os.name == "posix":
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:  # it ended on its own meanwhile
+            pass
+    else:
+        process.kill()
+    process.communicate()
+
+
+__all__ = [
+    "DOT_TIMEOUT_SECONDS",
+    "GraphTooLargeError",
+    "GraphvizNotFoundError",
+    "GraphvizTimeoutError",
+    "draw_dot",
+    "run_dot",
+    "save_graph",
+]

@@ -37,8 +37,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ._files import write_atomically
 from .chains import Node, as_nodes
-from .draw import _write_atomically, expanded_within, nodes_within
+from .draw import GraphvizNotFoundError, GraphvizTimeoutError, expanded_within, nodes_within, run_dot
 from .engine import Value
 
 __all__ = ["DEFAULT_MAX_NODES", "Explorer", "explore"]
@@ -46,7 +47,6 @@ __all__ = ["DEFAULT_MAX_NODES", "Explorer", "explore"]
 # A page of 1000 Values opens in about a second; Graphviz takes longer to lay out larger graphs.
 DEFAULT_MAX_NODES = 1000
 LAYOUTS = ("auto", "graphviz", "layered")
-DOT_TIMEOUT_SECONDS = 60  # after this, the built-in layout is used instead
 
 # Sizes in CSS pixels, shared by the layout here and the drawing in the page's script.
 CHAR_WIDTH = 7.5  # of the 12px monospace font the boxes use
@@ -97,9 +97,9 @@ class Explorer:
     path: Path | None = None
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the page to ``path`` (whole or not at all) and return the path."""
+        """Write the page to ``path`` (whole or not at all; through a symlink) and return the path."""
         path = Path(path)
-        _write_atomically(path, self.html.encode("utf-8"))
+        write_atomically(path, [self.html.encode("utf-8")])
         return path
 
     def _repr_html_(self) -> str:
@@ -281,7 +281,10 @@ def _store(graph: dict, positions: dict) -> None:
 
 
 def _graphviz_positions(nodes: list[dict]) -> dict | None:
-    """Ask ``dot -Tplain`` where the boxes go; None if it fails or takes too long."""
+    """Ask ``dot -Tplain`` where the boxes go; None if it fails or takes too long.
+
+    Too long is ``chainrule.draw.DOT_TIMEOUT_SECONDS``, the limit ``save_graph`` has too.
+    """
     inch = 72.0  # Graphviz measures in inches, and a CSS pixel is 1/96 in; 72 keeps sizes as drawn
     lines = [
         "digraph {",
@@ -296,20 +299,12 @@ def _graphviz_positions(nodes: list[dict]) -> dict | None:
             lines.extend(f"n{child} -> n{i}_op;" for child in node["children"])
     lines.append("}")
     try:
-        done = subprocess.run(
-            ["dot", "-Tplain"],
-            input="\n".join(lines),
-            capture_output=True,
-            text=True,
-            timeout=DOT_TIMEOUT_SECONDS,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0:
+        plain = run_dot(["-Tplain"], "\n".join(lines).encode("utf-8")).decode("utf-8")
+    except (GraphvizNotFoundError, GraphvizTimeoutError, subprocess.CalledProcessError, OSError):
         return None
     # Lines 'graph scale width height' and 'node name x y width height ...', y pointing up.
     positions, height = {}, 0.0
-    for line in done.stdout.splitlines():
+    for line in plain.splitlines():
         fields = line.split()
         if fields[:1] == ["graph"]:
             height = float(fields[3])

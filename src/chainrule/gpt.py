@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import numbers
 import random
+import unicodedata
 
 from ._checks import check_integer
 from .engine import Value, logsumexp, no_grad, sum_values, take
@@ -150,6 +151,15 @@ def chars_problem(chars, vocab_size: int) -> str | None:
         return None
     if not isinstance(chars, str):
         return f"chars must be a string of characters, not {type(chars).__name__}"
+    unprintable = next((ch for ch in chars if not ch.isprintable()), None)
+    if unprintable is not None:
+        # Sampled names are printed: a control character (ESC starts a terminal's escape
+        # sequences: a new window title, a cleared screen, a fake line) or an invisible one
+        # (a format character, a line separator, half of a surrogate pair) has no place in them.
+        return (
+            f"chars must be printable characters, but character {chars.index(unprintable)} is "
+            f"U+{ord(unprintable):04X}, {_unprintable_kind(unprintable)}"
+        )
     if len(set(chars)) != len(chars):
         return f"chars must not repeat a character, got {chars!r}"
     if len(chars) != vocab_size - 1:
@@ -158,6 +168,25 @@ def chars_problem(chars, vocab_size: int) -> str | None:
             "(the last token marks the ends)"
         )
     return None
+
+
+_UNPRINTABLE_KINDS = {  # Unicode's general categories of the characters str.isprintable refuses
+    "Cc": "a control character",
+    "Cf": "an invisible format character",
+    "Cs": "half of a surrogate pair",
+    "Co": "a private-use character",
+    "Cn": "an unassigned code point",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+    "Zs": "a space other than ' '",
+}
+
+
+def _unprintable_kind(char: str) -> str:
+    category = unicodedata.category(char)
+    kind = _UNPRINTABLE_KINDS.get(category, f"of category {category}")
+    name = unicodedata.name(char, "")
+    return f"{kind} ({name})" if name else kind
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import io
 import os
 from pathlib import Path
 
-from .draw import _write_atomically  # one atomic writer for pictures, whose errors name the path
+from ._files import write_atomically  # the one atomic writer, whose errors name the path
 from .training import TrainResult, predict, predict_all
 
 __all__ = ["plot_training", "training_figure"]
@@ -240,5 +240,5 @@ def plot_training(result: TrainResult, path: str | os.PathLike) -> Path:
     path = Path(path)
     buffer = io.BytesIO()
     training_figure(result).savefig(buffer, format="png", dpi=100)
-    _write_atomically(path, buffer.getvalue())
+    write_atomically(path, [buffer.getvalue()])
     return path

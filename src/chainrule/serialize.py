@@ -25,8 +25,9 @@ model with a nan or infinite weight (usually the sign of a diverged training run
 the target in one step (``os.replace``), so a crash during a save leaves the previous
 checkpoint as it was; the next save of the same checkpoint removes a temporary file that a
 killed save left behind. ``load`` reads regular files of at most ``MAX_CHECKPOINT_BYTES``
-only, checks everything it reads before building the module, and reports what is wrong
-with a ``CheckpointError`` (a ``ValueError``).
+describing at most ``MAX_CHECKPOINT_PARAMETERS`` parameters only, checks everything it reads
+before building the module, and reports what is wrong with a ``CheckpointError`` (a
+``ValueError``).
 
 >>> import os, random, tempfile
 >>> from chainrule import save, load
@@ -45,31 +46,24 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import hashlib
 import json
 import math
 import numbers
 import os
 import random
-import secrets
-import stat
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-try:
-    import fcntl  # POSIX file locks, to tell a killed save's temporary file from a live one
-except ImportError:  # Windows
-    fcntl = None
-
 from ._checks import is_flag, is_integer
+from ._files import NotRegularFileError, refuse_special_file, write_atomically
 from .gpt import GPT, chars_problem
 from .nn import ACTIVATIONS, MLP, Layer, Module, Neuron
 
 __all__ = [
     "FORMAT",
     "MAX_CHECKPOINT_BYTES",
+    "MAX_CHECKPOINT_PARAMETERS",
     "VERSION",
     "CheckpointError",
     "architecture_shapes",
@@ -82,11 +76,18 @@ __all__ = [
 FORMAT = "chainrule-checkpoint"
 VERSION = 1
 
-# The largest checkpoint load will read, and save will write. A parameter takes at most about
-# 25 bytes of JSON, so this is over a million parameters: far more than a scalar engine
-# trains, yet a bound on what a hostile file can make load parse and build. Raise it
-# (``chainrule.serialize.MAX_CHECKPOINT_BYTES = ...``) to load a bigger model.
+# The largest checkpoint load will read, and save will write: two limits, both checked before
+# anything is built. A parameter takes 2 to about 25 bytes of JSON ("0," to a long float),
+# so bytes alone do not bound the work: load builds a Value per parameter (some microseconds
+# and a few hundred bytes each), so the count of parameters is limited too, and checked
+# twice: before parsing, by counting the file's commas and brackets (a bound on how many
+# JSON values the parser would make), and after it, from the architecture. 300,000
+# parameters is more than an MNIST MLP 784-256-256-10, far more than a scalar engine trains,
+# and the worst such file loads in about 5 s and 300 MB (a GPT of width 1, whose every
+# parameter is a row of its own). Raise them (``chainrule.serialize.MAX_CHECKPOINT_BYTES =
+# ...``, ``MAX_CHECKPOINT_PARAMETERS``) to load a bigger model.
 MAX_CHECKPOINT_BYTES = 32 * 1024 * 1024
+MAX_CHECKPOINT_PARAMETERS = 300_000
 _TOP_LEVEL_KEYS = ("format", "version", "architecture", "state")
 
 
@@ -358,22 +359,13 @@ def _parameter_count(architecture: dict) -> int:
 # read until some writer came along, a device such as /dev/zero never ends, and replacing a
 # device or a folder is never what a save means.
 
-_SPECIAL_FILES = (
-    (stat.S_ISFIFO, "a named pipe (FIFO)"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
 
 def _refuse_special_file(mode: int, path: str, context: str) -> None:
     """Raise unless ``mode`` (an ``st_mode``) is a regular file's; ``context`` starts the message."""
-    if stat.S_ISREG(mode):
-        return
-    if stat.S_ISDIR(mode):
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-    kind = next((name for is_kind, name in _SPECIAL_FILES if is_kind(mode)), "a special file")
-    raise CheckpointError(f"{context}{path} is {kind}, not a regular file")
+    try:
+        refuse_special_file(mode, path, context)
+    except NotRegularFileError as error:
+        raise CheckpointError(str(error)) from None
 
 
 def _too_big(path: str, size: str, limit: int) -> CheckpointError:
@@ -421,161 +413,27 @@ def _json_lines(document: dict) -> Iterator[str]:
     yield "\n  }\n}\n"
 
 
-def _sync_folder(folder: str) -> None:
-    """Flush the folder's list of names to disk, so the rename itself survives a power cut."""
-    if os.name != "posix":  # elsewhere a folder cannot be opened for fsync
-        return
-    with contextlib.suppress(OSError):  # some file systems refuse; the file's data is already safe
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _save_target(path: str) -> str:
-    """The file a save to ``path`` replaces: for a symlink, the file it points to.
-
-    Editors write through a symlink in the same way: the link stays a link, and the file it
-    points to gets the new content.
-    """
-    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
-        raise IsADirectoryError(errno.EISDIR, "a checkpoint's path must name a file, not a folder", path)
-    target = os.path.realpath(path)
-    if os.path.islink(target):  # realpath stops where links go round in a loop
-        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
-    return target
-
-
-# A save writes a temporary file next to the checkpoint, named from a digest of the
-# checkpoint's name: short enough for any name (the longest file name is 255 bytes on most
-# file systems), and the same for every save of that checkpoint, so that the next save can
-# find the files that a killed one left behind.
-_TEMPORARY_SUFFIX = ".tmp"
-
-
-def _temporary_prefix(name: str) -> str:
-    return f".chainrule-{hashlib.sha256(os.fsencode(name)).hexdigest()[:16]}-"
-
-
-def _still_named(path: str, fd: int) -> bool:
-    """Whether ``path`` still names the open file ``fd`` (another save may have removed it)."""
-    try:
-        return os.path.samestat(os.stat(path, follow_symlinks=False), os.fstat(fd))
-    except FileNotFoundError:
-        return False
-
-
-def _lock(fd: int, wait: bool) -> bool:
-    """Lock an open file for this process alone; False if another holds it or the system has no locks."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    return True
-
-
-def _create_temporary(folder: str, name: str) -> tuple[int, str]:
-    """A new, empty temporary file for a checkpoint called ``name``, locked while this save runs.
-
-    The lock tells other saves of the same checkpoint that the file is in use; the system
-    drops it when the process ends, however it ends.
-    """
-    prefix = _temporary_prefix(name)
-    while True:
-        temporary = os.path.join(folder, f"{prefix}{secrets.token_hex(8)}{_TEMPORARY_SUFFIX}")
-        # Mode 0o666 lets the user's umask set the permissions, as for any new file; O_EXCL
-        # makes sure we never write into someone else's file.
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        if fcntl is None or not _lock(fd, wait=True) or _still_named(temporary, fd):
-            return fd, temporary
-        # Another save, cleaning up, removed the file between our creating and locking it.
-        os.close(fd)
-
-
-def _remove_stale_temporaries(folder: str, name: str) -> None:
-    """Delete the temporary files that killed saves of the checkpoint ``name`` left behind.
-
-    A running save holds the lock on its temporary file until the rename, so a file that can
-    be locked belongs to no running save. Without locks (Windows) nothing is removed.
-    """
-    if fcntl is None:
-        return
-    prefix = _temporary_prefix(name)
-    with contextlib.suppress(OSError):  # an unreadable folder: creating the new file will say why
-        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(_TEMPORARY_SUFFIX)]
-        for entry in names:
-            candidate = os.path.join(folder, entry)
-            with contextlib.suppress(OSError):  # gone already, a symlink, or not ours to remove
-                fd = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-                try:
-                    regular = stat.S_ISREG(os.fstat(fd).st_mode)
-                    if regular and _lock(fd, wait=False) and _still_named(candidate, fd):
-                        os.unlink(candidate)
-                finally:
-                    os.close(fd)
-
-
-def _save_error(error: OSError, path: str, folder: str) -> OSError:
-    """``error`` again (the same subclass, by its errno), naming the user's path, not the temporary file."""
-    if error.errno is None:
-        return error
-    reason = error.strerror
-    if error.errno in (errno.ENOENT, errno.ENOTDIR) and not os.path.isdir(folder):
-        reason = "no such folder" if error.errno == errno.ENOENT else "a part of the path is not a folder"
-    return OSError(error.errno, f"cannot save the checkpoint: {reason}", path)
-
-
-def _write_atomically(path: str, chunks: Iterator[str]) -> None:
-    """Write ``chunks`` to ``path`` so that ``path`` holds either its old content or all of the new.
-
-    The new content goes to a temporary file in the same folder (a rename is atomic only within
-    one file system), which then replaces the old file. An existing file keeps its permissions,
-    and a symlink keeps pointing to the file that gets the new content.
-    """
-    target = _save_target(path)
-    folder, name = os.path.split(target)
-    try:
-        try:
-            existing = os.stat(target)
-        except FileNotFoundError:
-            existing = None
-        if existing is not None:
-            _refuse_special_file(existing.st_mode, path, "cannot save the checkpoint: ")
-        _remove_stale_temporaries(folder, name)
-        fd, temporary = _create_temporary(folder, name)
-    except OSError as error:
-        raise _save_error(error, path, folder) from None
+def _limited(chunks: Iterator[str], path: str) -> Iterator[bytes]:
+    """``chunks`` as UTF-8, refusing to go past MAX_CHECKPOINT_BYTES: never write a file load would refuse."""
     size = 0
+    for chunk in chunks:
+        data = chunk.encode("utf-8")
+        size += len(data)
+        if size > MAX_CHECKPOINT_BYTES:
+            raise CheckpointError(
+                f"cannot save the checkpoint to {path}: it would be larger than the limit "
+                f"of {MAX_CHECKPOINT_BYTES} bytes that load reads "
+                "(chainrule.serialize.MAX_CHECKPOINT_BYTES)"
+            )
+        yield data
+
+
+def _write_checkpoint(path: str, chunks: Iterator[str]) -> None:
+    """Write the checkpoint's text through the one atomic writer (see ``chainrule._files``)."""
     try:
-        # On POSIX the file stays open, and locked, until the rename; Windows cannot rename an
-        # open file (and has no lock to keep).
-        with open(fd, "wb", closefd=fcntl is None) as file:
-            if existing is not None and hasattr(os, "fchmod"):
-                os.fchmod(fd, stat.S_IMODE(existing.st_mode))
-            for chunk in chunks:
-                data = chunk.encode("utf-8")
-                size += len(data)
-                if size > MAX_CHECKPOINT_BYTES:  # never write a file that load would refuse
-                    raise CheckpointError(
-                        f"cannot save the checkpoint to {path}: it would be larger than the limit "
-                        f"of {MAX_CHECKPOINT_BYTES} bytes that load reads "
-                        "(chainrule.serialize.MAX_CHECKPOINT_BYTES)"
-                    )
-                file.write(data)
-            file.flush()
-            os.fsync(fd)  # the data is on disk before the new name points at it
-        os.replace(temporary, target)
-    except BaseException as error:  # including KeyboardInterrupt: never leave a half-written file behind
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(error, OSError):
-            raise _save_error(error, path, folder) from None
-        raise
-    finally:
-        if fcntl is not None:
-            os.close(fd)
-    _sync_folder(folder)
+        write_atomically(path, _limited(chunks, path), what="the checkpoint")
+    except NotRegularFileError as error:  # a FIFO or a device at the path
+        raise CheckpointError(str(error)) from None
 
 
 def save(module: Module, path: str | os.PathLike) -> None:
@@ -606,6 +464,8 @@ def save(module: Module, path: str | os.PathLike) -> None:
     except NotImplementedError as error:
         raise TypeError(f"save: {error}") from None
     problem = _architecture_problem(architecture)
+    if problem is None and _parameter_count(architecture) > MAX_CHECKPOINT_PARAMETERS:
+        problem = _too_many_parameters(_parameter_count(architecture))
     if problem:  # never write a file that load would refuse
         raise CheckpointError(f"cannot save {module!r}: {problem}")
     state = module.state_dict()
@@ -616,7 +476,7 @@ def save(module: Module, path: str | os.PathLike) -> None:
     # Plain floats only: a numpy number in a parameter's data is a number, but not one JSON writes.
     state = {name: [float(x) for x in v] if isinstance(v, list) else float(v) for name, v in state.items()}
     document = {"format": FORMAT, "version": VERSION, "architecture": architecture, "state": state}
-    _write_atomically(path, _json_lines(document))
+    _write_checkpoint(path, _json_lines(document))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -694,6 +554,33 @@ def _check_header(document, path: str) -> None:
         raise CheckpointError(f"checkpoint {path} has unexpected key(s) {_list_keys(unexpected)}")
 
 
+def _too_many_parameters(count: int) -> str:
+    return (
+        f"its architecture has {count} parameters, more than the limit of {MAX_CHECKPOINT_PARAMETERS} "
+        "(chainrule.serialize.MAX_CHECKPOINT_PARAMETERS; raise it to load a bigger model)"
+    )
+
+
+def _check_value_count(raw: bytes, path: str) -> None:
+    """Refuse, before parsing, a file that would make the parser build too many objects.
+
+    Every JSON value but the outermost is an element of an array or an object, and all but the
+    first in each follow a comma; so commas plus opening brackets, plus one, bound the count of
+    values (those inside strings only make the bound larger). A checkpoint holds a number per
+    parameter and at most one array per parameter, hence twice the parameter limit (and room
+    for the header). Counting bytes runs at memory speed, before the first number is parsed.
+    """
+    limit = 2 * MAX_CHECKPOINT_PARAMETERS + 1000
+    count = 1 + raw.count(b",") + raw.count(b"[") + raw.count(b"{")
+    if count > limit:
+        raise CheckpointError(
+            f"checkpoint {path} may hold up to {count} JSON values (counting its commas and "
+            f"brackets), more than the {limit} that a model of at most {MAX_CHECKPOINT_PARAMETERS} "
+            "parameters needs (chainrule.serialize.MAX_CHECKPOINT_PARAMETERS; raise it to load a "
+            "bigger model)"
+        )
+
+
 def _state_size(state: dict) -> int:
     return sum(len(v) if isinstance(v, list) else 1 for v in state.values())
 
@@ -704,9 +591,9 @@ def load(path: str | os.PathLike) -> Module:
     A missing file raises ``FileNotFoundError`` and a folder ``IsADirectoryError``. A file
     that is not a usable checkpoint raises ``CheckpointError`` saying what is wrong: not a
     regular file (a FIFO, a device such as /dev/zero, a socket), larger than
-    ``MAX_CHECKPOINT_BYTES``, not JSON, cut short, another format or version, an unknown
-    module type, or numbers that do not fit the architecture. All of this is checked before
-    the module is built.
+    ``MAX_CHECKPOINT_BYTES`` or than ``MAX_CHECKPOINT_PARAMETERS`` parameters, not JSON, cut
+    short, another format or version, an unknown module type, or numbers that do not fit the
+    architecture. All of this is checked before the module is built.
 
     >>> load("no/such/checkpoint.json")
     Traceback (most recent call last):
@@ -714,18 +601,23 @@ def load(path: str | os.PathLike) -> Module:
     FileNotFoundError: [Errno 2] no such checkpoint file: 'no/such/checkpoint.json'
     """
     path = os.fsdecode(path)
-    document = _parse(_read_checkpoint(path), path)
+    raw = _read_checkpoint(path)
+    _check_value_count(raw, path)
+    document = _parse(raw, path)
     _check_header(document, path)
     architecture, state = document["architecture"], document["state"]
     problem = _architecture_problem(architecture)
     if problem:
         raise CheckpointError(f"checkpoint {path}: {problem}")
+    needed = _parameter_count(architecture)
+    if needed > MAX_CHECKPOINT_PARAMETERS:
+        raise CheckpointError(f"checkpoint {path}: {_too_many_parameters(needed)}")
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: 'state' should be a JSON object, not {_json_type(state)}")
     # Refuse a model bigger than the file could fill, so that a damaged architecture
     # ("nin": 1000000000000) fails at once. This also bounds the list of names and shapes
     # worked out next by the count of numbers the file really holds.
-    needed, held = _parameter_count(architecture), _state_size(state)
+    held = _state_size(state)
     if needed > held:
         raise CheckpointError(
             f"checkpoint {path}: its architecture needs {needed} parameters, but its state holds only {held}"
