@@ -181,6 +181,14 @@ def test_eager_agrees_with_pytorch(name, path):
     _check(name, path, lambda numbers, seed: _eager(name, numbers, seed, path))
 
 
+def test_the_pure_python_engine_agrees_too(run_test_files):
+    # The eager tests again, on the engine without its C loops (_graph.c multiplies the fast
+    # ops' stored local gradients in C; the Python loop in engine.py does it there).
+    if os.environ.get("CHAINRULE_PURE_PYTHON", "") not in ("", "0"):
+        pytest.skip("this run is on the pure-Python engine already")
+    run_test_files(["test_nonfinite.py"], {"CHAINRULE_PURE_PYTHON": "1"}, "-k", "eager")
+
+
 # Backends, as chainrule.compile names them; "numpy, groups" is the numpy backend with its
 # node-by-node replay of thin tapes turned off, "numpy, anomaly" the group replay's checks.
 BACKENDS = ["numpy", "numpy, groups", "c", "auto", "numpy, anomaly"]
@@ -213,3 +221,39 @@ def test_compiled_agrees_with_pytorch(name, backend, monkeypatch):
     if backend in ("c", "auto"):
         pytest.importorskip("numpy")
     _check(name, f"compiled {backend}", _compiled_runner(name, backend, monkeypatch))
+
+
+# ---------------------------------------------------------------------------------------------
+# take's index: a bool is refused on every path, as eager refuses it
+
+
+@pytest.mark.parametrize("backend", ["numpy", "c", "auto"])
+@pytest.mark.parametrize("make_index", [lambda: True, lambda: [False], lambda: __import__("numpy").True_])
+def test_compiled_take_refuses_a_bool_index_as_eager_does(backend, make_index):
+    numpy = pytest.importorskip("numpy")
+    rows = [Value(1.0), Value(2.0)]
+
+    def pick(index):
+        return chainrule.take(rows, index[0] if isinstance(index, list) else index)
+
+    index = make_index()
+    with pytest.raises(TypeError, match="take: index must be an integer") as eager:
+        pick(index)
+    compiled = chainrule.compile(pick, backend=backend)
+    assert compiled([1.0] if isinstance(index, list) else 1.0).data == 2.0  # a number is fine
+    for _ in range(2):  # the trace and then the replay of the same structure
+        with pytest.raises(TypeError, match="take: index must be an integer") as replayed:
+            compiled(index)
+        assert str(replayed.value).partition("got")[0] == str(eager.value).partition("got")[0]
+    with pytest.raises(TypeError, match="take: index must be an integer"):
+        compiled(numpy.array([True]) if isinstance(index, list) else numpy.True_)
+
+
+def test_a_bool_stays_a_number_in_arithmetic_when_compiled():
+    w = Value(2.0)
+    compiled = chainrule.compile(lambda b: w * b + 1.0)
+    assert [compiled(True).data, compiled(False).data, compiled(1.0).data] == [
+        (w * True + 1.0).data,
+        (w * False + 1.0).data,
+        3.0,
+    ]

@@ -45,13 +45,49 @@ def _flatten_arguments(obj, flat, position):
         )
         if rows_fit:
             flat.append(array.ravel())
-            return ("block", kind is tuple, array.shape)
+            # (a block of bools is told apart from one of numbers: see bool_leaves)
+            return ("bools" if _holds_bools(np, obj) else "block", kind is tuple, array.shape)
         if getattr(obj, "ndim", 1) > 0:  # ragged, or items of several types: one by one
             items = tuple(_flatten_arguments(x, flat, (*position, i)) for i, x in enumerate(obj))
             return ("nest", kind is tuple, items)
         obj = obj.item()  # a 0-d array of objects holds one item
     flat.append(np.array([_real_number(np, obj, position)]))
-    return None
+    return "bool" if isinstance(obj, (bool, np.bool_)) else None
+
+
+def _holds_bools(np, obj) -> bool:
+    """Whether a block holds bools (a bool array, or lists of Python/numpy bools only)."""
+    if isinstance(obj, np.ndarray):
+        return obj.dtype.kind == "b"
+    return np.asarray(obj).dtype.kind == "b"
+
+
+def bool_leaves(structure) -> list[bool]:
+    """For each number of a call's flattened arguments, whether it was given as a bool.
+
+    A bool is a number in arithmetic, as eagerly, but not an index: ``take`` refuses it, and a
+    compiled call must refuse it as well, on every call. So bools and numbers make different
+    structures (a trace each), and the trace knows which of its inputs were bools.
+    """
+    flags = []
+    for arg in structure:
+        _collect_bools(arg, flags)
+    return flags
+
+
+def _collect_bools(structure, flags):
+    if structure is None or structure == "bool":
+        flags.append(structure == "bool")
+        return
+    kind, _, shape = structure
+    if kind == "nest":
+        for item in shape:
+            _collect_bools(item, flags)
+        return
+    size = 1
+    for n in shape:
+        size *= n
+    flags.extend([kind == "bools"] * size)
 
 
 def _real_block(np, obj, position):
@@ -107,10 +143,10 @@ def _rows_are_lists(obj, ndim, np) -> bool:
 
 def _unflatten_arguments(structure, leaves):
     """Rebuild the argument structure with the next items of the iterator ``leaves``."""
-    if structure is None:
+    if structure is None or structure == "bool":
         return next(leaves)
     kind, is_tuple, shape = structure
-    if kind == "block":
+    if kind in ("block", "bools"):
         size = 1
         for n in shape:
             size *= n

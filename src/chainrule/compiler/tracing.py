@@ -13,7 +13,7 @@ from .. import engine, ops
 from ..engine import Value, _make, _mode
 from ..parameters import Parameter
 from . import mapping
-from .arguments import _flatten_result, _unflatten_arguments
+from .arguments import _flatten_result, _unflatten_arguments, bool_leaves
 from .tape import Tape
 
 
@@ -38,6 +38,7 @@ class _Tracer:
         self.backend = backend
         self.blocks = []  # the map_rows calls traced on one row (mapping.py)
         self.read_row_number = False  # whether fn read .data of something it traced
+        self.bool_inputs = set()  # the ids of the inputs given as bools (see arguments.bool_leaves)
 
     def map_rows(self, fn, rows):
         """``chainrule.map_rows(fn, *rows)``: ``fn`` traced on one row, its tape copied for every
@@ -76,6 +77,8 @@ class _Tracer:
     def take(self, rows, index):
         """``chainrule.take(rows, index)`` with a Value index: one ``take`` node per picked Value,
         whose inputs are the index and the candidates, so that replay picks by the new index."""
+        if id(index) in self.bool_inputs:  # given as a bool: refused as eager take refuses it
+            ops.take_index(bool(engine._read_data(index)), len(rows))
         rows = list(rows)
         if rows and all(isinstance(row, (list, tuple)) for row in rows):
             width = len(rows[0])
@@ -311,6 +314,7 @@ def trace(fn, structure, numbers_in, backend="numpy") -> Tape:
     leaves = iter(inputs)
     args = [_unflatten_arguments(arg, leaves) for arg in structure]
     tracer = _Tracer(inputs, backend)
+    tracer.bool_inputs = {id(v) for v, is_bool in zip(inputs, bool_leaves(structure)) if is_bool}
     with engine._tracing(tracer), _watching_slots() as made_in_other_threads:
         result = fn(*args)
     outputs = []
