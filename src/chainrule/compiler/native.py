@@ -1025,7 +1025,8 @@ def _record(key: str, data: bytes) -> bytes:
 
 def _load(folder: Path, key: str, data: bytes, symbols) -> ctypes.CDLL:
     """Load ``data``, a library's checked bytes, from a private copy (see the rules above);
-    Unavailable if it does not load, lacks one of ``symbols`` or fails SELF_TEST."""
+    Unavailable if it does not load, lacks one of ``symbols`` or fails SELF_TEST (run when
+    ``symbols`` names it)."""
     # The key in the name: the loader takes a name it has loaded before for that library, so
     # a name made again after the copy is removed must be a copy of the same program.
     fd, copy = tempfile.mkstemp(prefix=f".load-{key[:24]}-", suffix=".so", dir=folder)
@@ -1038,7 +1039,7 @@ def _load(folder: Path, key: str, data: bytes, symbols) -> ctypes.CDLL:
     finally:
         os.unlink(copy)  # the loaded library stays mapped
     _check_symbols(library, key, symbols)
-    if hasattr(library, "chainrule_self_test") and library.chainrule_self_test() != 1:
+    if "chainrule_self_test" in symbols and library.chainrule_self_test() != 1:
         raise Unavailable(
             "the C compiler's flags drop the checks for nan and inf (-ffast-math in $CC?): "
             "its build is not used"
@@ -1117,10 +1118,12 @@ def build(source: str, symbols=("forward", "backward")) -> ctypes.CDLL:
     key, folder = _cache_key(compiler, source), _private_folder()
     library = _loaded.get((folder, key))
     if library is None:
-        library = _from_cache(folder, key, symbols)
+        text = _program_text(source)
+        checks = (*symbols, "chainrule_self_test") if text != source else tuple(symbols)
+        library = _from_cache(folder, key, checks)
         if library is None:
-            data = _compile(compiler, folder, _program_text(source))
-            library = _load(folder, key, data, symbols)
+            data = _compile(compiler, folder, text)
+            library = _load(folder, key, data, checks)
             _store(folder, key, data)
         _loaded[folder, key] = library
     _check_symbols(library, key, symbols)
