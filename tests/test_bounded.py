@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from chainrule import CheckpointError, Value, _files, cli, draw, explorer, load, save, serialize
+from chainrule import CheckpointError, Value, _files, cli, draw, engine, explorer, gpt, load, save, serialize
 from chainrule.gpt import GPT, sample
-from chainrule.nn import MLP
+from chainrule.nn import MLP, Block
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file system semantics")
 
@@ -358,3 +358,79 @@ def test_a_failed_train_removes_the_folder_too(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(training, "train", diverged)
     assert cli.main(["train", "moons", "--out", str(tmp_path / "a" / "b")]) == cli.EXIT_ERROR
     assert os.listdir(tmp_path) == [] and "boom" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 12: sampling runs on floats, and gives the graph-building path's samples
+
+
+def sample_through_the_graph(model, n, temperature, seed):
+    """``sample`` as it was: every step through the model's Value graph (recorded, as in training)."""
+    rng = random.Random(seed)
+    boundary = model.vocab_size - 1
+    names = []
+    for _ in range(n):
+        caches, token, tokens = model.new_caches(), boundary, []
+        for position in range(model.block_size):
+            logits = [z.data for z in model(token, position, caches)]
+            token = rng.choices(range(model.vocab_size), weights=gpt._probabilities(logits, temperature))[0]
+            if token == boundary:
+                break
+            tokens.append(token)
+        names.append(gpt.decode(tokens, model.chars))
+    return names
+
+
+def varied_gpt(seed, n_layer=2, n_head=2, n_embd=8, block_size=12, std=0.3):
+    """A GPT with weights large enough that attention and the MLP matter to the logits."""
+    random.seed(seed)
+    model = GPT(6, n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, chars="abcde")
+    for p in model.parameters():
+        p.data = random.gauss(0.0, std)
+    return model
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_float_logits_are_the_value_paths_to_the_last_bit(seed):
+    model = varied_gpt(seed, n_layer=2, n_head=4 if seed else 2)
+    twin = gpt._FloatGPT.of(model)
+    assert twin is not None
+    caches, float_caches = model.new_caches(), twin.new_caches()
+    tokens = [5, *random.Random(seed).choices(range(5), k=model.block_size - 1)]
+    for position, token in enumerate(tokens):
+        expected = [z.data for z in model(token, position, caches)]
+        assert twin(token, position, float_caches) == expected  # floats compared exactly
+
+
+@pytest.mark.parametrize("seed, temperature", [(0, 1.0), (1, 0.5), (2, 2.0)])
+def test_samples_are_the_graph_paths(seed, temperature):
+    model = varied_gpt(seed)
+    names = sample(model, 25, temperature=temperature, seed=seed + 10)
+    assert names == sample_through_the_graph(model, 25, temperature, seed + 10)
+    assert len(set(names)) > 1  # a model that says something, not one name again and again
+
+
+def test_sampling_builds_no_values(monkeypatch):
+    # Under no_grad every op still made a Value through apply: that, not the arithmetic, was
+    # the cost of a long block. Sampling a GPT as built makes none.
+    model = varied_gpt(3)
+    expected = sample_through_the_graph(model, 5, 1.0, 4)
+
+    def no_values(*args, **kwargs):
+        raise AssertionError("sampling made a Value")
+
+    monkeypatch.setattr(engine, "apply", no_values)
+    monkeypatch.setattr(engine, "_node", no_values)
+    assert sample(model, 5, seed=4) == expected
+
+
+def test_a_gpt_with_a_replaced_part_samples_through_its_own_call():
+    class LoudBlock(Block):
+        def __call__(self, x, cache):
+            return [y * 2.0 for y in super().__call__(x, cache)]
+
+    model = varied_gpt(4, n_layer=1)
+    random.seed(0)
+    model.blocks[0] = LoudBlock(model.n_embd, model.n_head)
+    assert gpt._FloatGPT.of(model) is None
+    assert sample(model, 10, seed=1) == sample_through_the_graph(model, 10, 1.0, 1)

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import random
 import unicodedata
 
+from . import ops
 from ._checks import check_integer
 from .engine import Value, logsumexp, no_grad, sum_values, take
-from .nn import Block, Embedding, KVCache, Linear, Module, RMSNorm, _cannot_describe
+from .nn import Block, CausalSelfAttention, Embedding, KVCache, Linear, Module, RMSNorm, _cannot_describe
 
 __all__ = ["GPT", "decode", "encode", "sample", "sequence_loss"]
 
@@ -297,16 +299,162 @@ def sample(model: GPT, n: int, *, temperature: float = 1.0, seed: int | None = N
         seed = check_integer("sample", "seed", seed, low=0)
     rng = random.Random(seed)
     boundary = model.vocab_size - 1
+    forward = _FloatGPT.of(model) or _NoGradForward(model)
     names = []
-    with no_grad():  # only numbers are needed, not a graph
-        for _ in range(n):
-            caches, token, tokens = model.new_caches(), boundary, []
-            for position in range(model.block_size):
-                logits = model(token, position, caches)
-                weights = _probabilities([z.data for z in logits], temperature)
-                token = rng.choices(range(model.vocab_size), weights=weights)[0]
-                if token == boundary:
-                    break
-                tokens.append(token)
-            names.append(decode(tokens, model.chars))
+    for _ in range(n):
+        caches, token, tokens = forward.new_caches(), boundary, []
+        for position in range(model.block_size):
+            weights = _probabilities(forward(token, position, caches), temperature)
+            token = rng.choices(range(model.vocab_size), weights=weights)[0]
+            if token == boundary:
+                break
+            tokens.append(token)
+        names.append(decode(tokens, model.chars))
     return names
+
+
+class _NoGradForward:
+    """The model's own ``__call__`` under no_grad, giving floats: for a GPT whose parts a user replaced."""
+
+    def __init__(self, model: GPT):
+        self.model = model
+        self.new_caches = model.new_caches
+
+    def __call__(self, token: int, position: int, caches: list[KVCache]) -> list[float]:
+        with no_grad():
+            return [z.data for z in self.model(token, position, caches)]
+
+
+class _NotAsBuilt(Exception):
+    """A GPT part that is not the one GPT's constructor makes: sample uses the model's own call."""
+
+
+class _FloatGPT:
+    """A GPT's forward pass on plain floats, for sampling: no Value, no graph, just the arithmetic.
+
+    Under ``no_grad`` every op of the Value path still makes a Value, through ``apply``; for a
+    long block (attention looks at every earlier position) that bookkeeping, not the
+    arithmetic, took most of the time (a name of 2,000 letters: 18 s). Here each step is the
+    Value path's arithmetic, op for op and in the same order, using ops.py's forward functions
+    where an op is more than one float operation (``_logsumexp``, ``_exp``, ``_pow``), so the
+    logits, and so the samples, are the same to the last bit (a test compares them). The
+    weights are read once, when sampling starts.
+    """
+
+    def __init__(self, model: GPT):
+        n, vocab = model.n_embd, model.vocab_size
+        self.token_embedding = _float_matrix(model.token_embedding, Embedding, vocab, n)
+        self.position_embedding = _float_matrix(model.position_embedding, Embedding, model.block_size, n)
+        self.norm_eps = _norm_eps(model.norm, n)
+        self.lm_head = _float_linear(model.lm_head, n, vocab)
+        self.blocks = [_FloatBlock(block, n) for block in model.blocks]
+
+    @classmethod
+    def of(cls, model: GPT) -> _FloatGPT | None:
+        """The float twin of ``model``, or None if its parts are not the ones GPT builds."""
+        if type(model) is not GPT:  # a subclass may compute something else
+            return None
+        try:
+            return cls(model)
+        except (_NotAsBuilt, AttributeError, TypeError, ValueError):
+            return None
+
+    def new_caches(self) -> list[_FloatCache]:
+        return [_FloatCache(block.n_head, block.n_embd) for block in self.blocks]
+
+    def __call__(self, token: int, position: int, caches: list[_FloatCache]) -> list[float]:
+        x = [t + p for t, p in zip(self.token_embedding[token], self.position_embedding[position])]
+        x = _rms_norm(x, self.norm_eps)
+        for block, cache in zip(self.blocks, caches):
+            x = block(x, cache)
+        return _apply_linear(self.lm_head, x)
+
+
+class _FloatCache:
+    """The keys of the positions seen so far, by head, and the values as one column per number."""
+
+    def __init__(self, n_head: int, n_embd: int):
+        self.keys: list[list[list[float]]] = [[] for _ in range(n_head)]
+        self.value_columns: list[list[float]] = [[] for _ in range(n_embd)]
+
+
+class _FloatBlock:
+    """nn.Block (with its nn.CausalSelfAttention) on floats."""
+
+    def __init__(self, block: Block, n_embd: int):
+        if type(block) is not Block or type(block.attention) is not CausalSelfAttention:
+            raise _NotAsBuilt
+        attention = block.attention
+        if attention.n_embd != n_embd or attention.n_head * attention.head_dim != n_embd:
+            raise _NotAsBuilt
+        self.n_embd, self.n_head, self.head_dim = n_embd, attention.n_head, attention.head_dim
+        self.attention_eps = _norm_eps(block.attention_norm, n_embd)
+        self.query, self.key, self.value, self.out = (
+            _float_linear(getattr(attention, name), n_embd, n_embd)
+            for name in ("query", "key", "value", "out")
+        )
+        self.mlp_eps = _norm_eps(block.mlp_norm, n_embd)
+        self.mlp_up = _float_linear(block.mlp_up, n_embd, 4 * n_embd)
+        self.mlp_down = _float_linear(block.mlp_down, 4 * n_embd, n_embd)
+
+    def __call__(self, x: list[float], cache: _FloatCache) -> list[float]:
+        attended = self.attend(_rms_norm(x, self.attention_eps), cache)
+        x = [a + b for a, b in zip(attended, x)]
+        hidden = [0.0 if h <= 0.0 else h for h in _apply_linear(self.mlp_up, _rms_norm(x, self.mlp_eps))]
+        return [a + b for a, b in zip(_apply_linear(self.mlp_down, hidden), x)]
+
+    def attend(self, x: list[float], cache: _FloatCache) -> list[float]:
+        q, k, v = (_apply_linear(layer, x) for layer in (self.query, self.key, self.value))
+        d = self.head_dim
+        for h, keys in enumerate(cache.keys):
+            keys.append(k[h * d : (h + 1) * d])
+        for column, v_j in zip(cache.value_columns, v):
+            column.append(v_j)
+        scale = 1.0 / math.sqrt(d)
+        heads = []
+        for h, keys in enumerate(cache.keys):
+            q_h = q[h * d : (h + 1) * d]
+            scores = [_dot(q_h, k_h, 0.0) * scale for k_h in keys]
+            total = ops._logsumexp(*scores)  # nn.softmax: exp(z - logsumexp(z))
+            weights = [ops._exp(z - total) for z in scores]
+            heads += [_dot(weights, cache.value_columns[j], 0.0) for j in range(h * d, (h + 1) * d)]
+        return _apply_linear(self.out, heads)
+
+
+def _float_matrix(layer, kind: type, rows: int, cols: int) -> list[list[float]]:
+    """The weight rows of an Embedding or Linear as floats, if it has the shape GPT gave it."""
+    if type(layer) is not kind or len(layer.weight) != rows or any(len(row) != cols for row in layer.weight):
+        raise _NotAsBuilt
+    return [[float(p.data) for p in row] for row in layer.weight]
+
+
+def _float_linear(layer: Linear, nin: int, nout: int) -> tuple[list[list[float]], list[float]]:
+    weight = _float_matrix(layer, Linear, nout, nin)
+    if layer.bias is None:  # Linear adds a 0.0 then
+        return weight, [0.0] * nout
+    if len(layer.bias) != nout:
+        raise _NotAsBuilt
+    return weight, [float(b.data) for b in layer.bias]
+
+
+def _norm_eps(norm: RMSNorm, dim: int) -> float:
+    if type(norm) is not RMSNorm or norm.dim != dim:
+        raise _NotAsBuilt
+    return float(norm.eps)
+
+
+def _dot(w: list[float], x: list[float], b: float) -> float:
+    """ops.DOT's forward (``ops._dot``) on two lists of floats."""
+    return sum(map(operator.mul, w, x)) + b
+
+
+def _apply_linear(layer: tuple[list[list[float]], list[float]], x: list[float]) -> list[float]:
+    weight, biases = layer
+    return [_dot(row, x, b) for row, b in zip(weight, biases)]
+
+
+def _rms_norm(x: list[float], eps: float) -> list[float]:
+    """nn.RMSNorm on floats: its ``sum_values`` is ``sum``, its ``** -0.5`` ops' ``_pow``."""
+    mean_square = sum([x_i * x_i for x_i in x]) / float(len(x))
+    scale = ops._pow(mean_square + eps, -0.5)
+    return [x_i * scale for x_i in x]
