@@ -135,7 +135,7 @@ def test_ctrl_c_stops_quietly_with_status_130(tmp_path):
     pytest.importorskip("sklearn")
     process = subprocess.Popen(
         [sys.executable, "-m", "chainrule", "train", "digits", "--samples", "200", "--steps", "100000",
-         "--out", str(tmp_path)],
+         "--out", str(tmp_path / "runs" / "digits")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -156,6 +156,7 @@ def test_ctrl_c_stops_quietly_with_status_130(tmp_path):
     assert process.returncode == 130
     assert "Traceback" not in seen + rest
     assert "KeyboardInterrupt" not in seen + rest
+    assert os.listdir(tmp_path) == []  # the output folders it made, empty, are gone
 
 
 # ---------------------------------------------------------------------------------------------
