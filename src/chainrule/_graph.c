@@ -464,11 +464,46 @@ static PyObject *watched(PyObject *module, PyObject *const *args, Py_ssize_t nar
     return (PyObject *)self;
 }
 
-/* engine._depth_first: the same walk, with an explicit stack so that any depth works. */
+/* engine._depth_first: the same walk, with an explicit stack so that any depth works.
+
+   Looking a node up in `visited` runs its __hash__ and __eq__, which a subclass of Value may
+   write in Python, and that code can do anything: replace the children of a node on the stack,
+   drop the last reference to a child. So every frame owns its node and the tuple of children
+   it walks (read once, when the node is pushed, as Python's `for child in node.children`
+   does), and a child is held while it is looked up. */
 typedef struct {
-    PyObject *node;
+    PyObject *node, *children; /* strong references */
     Py_ssize_t next_child;
 } Frame;
+
+/* Push `node` (a Value) with its children tuple: 0, 1 when its children are unusual (not a
+   tuple), -1 on error. Takes no reference from the caller. */
+static int push_frame(Frame **stack, Py_ssize_t *depth, Py_ssize_t *capacity, PyObject *node) {
+    PyObject *children = SLOT(node, at_children);
+    if (children == NULL || !PyTuple_CheckExact(children))
+        return 1;
+    if (*depth == *capacity) {
+        Frame *bigger = PyMem_Realloc(*stack, 2 * *capacity * sizeof(Frame));
+        if (bigger == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        *stack = bigger;
+        *capacity *= 2;
+    }
+    (*stack)[(*depth)++] = (Frame){Py_NewRef(node), Py_NewRef(children), 0};
+    return 0;
+}
+
+/* Whether `node` was seen before, adding it to `visited` if not: 1, 0, or -1 on error. */
+static int seen_before(PyObject *visited, PyObject *node) {
+    Py_INCREF(node); /* its __hash__ may drop every other reference to it */
+    int seen = PySet_Contains(visited, node);
+    if (seen == 0 && PySet_Add(visited, node) < 0)
+        seen = -1;
+    Py_DECREF(node);
+    return seen;
+}
 
 static PyObject *depth_first(PyObject *module, PyObject *roots) {
     NEEDS_SETUP(NULL)
@@ -478,58 +513,66 @@ static PyObject *depth_first(PyObject *module, PyObject *roots) {
     Py_ssize_t capacity = 64, depth = 0;
     Frame *stack = PyMem_Malloc(capacity * sizeof(Frame));
     PyObject *result = NULL;
+    int status = -1; /* 0: done, 1: unusual, -1: error */
     if (order == NULL || visited == NULL || stack == NULL) {
         if (stack == NULL)
             PyErr_NoMemory();
         goto done;
     }
     for (Py_ssize_t r = 0; r < PyTuple_GET_SIZE(roots); r++) {
-        PyObject *root = PyTuple_GET_ITEM(roots, r);
-        if (!is_value(root))
-            goto unusual;
-        int seen = PySet_Contains(visited, root);
-        if (seen < 0 || (!seen && PySet_Add(visited, root) < 0))
+        PyObject *root = PyTuple_GET_ITEM(roots, r); /* held by the caller's tuple */
+        if (!is_value(root)) {
+            status = 1;
             goto done;
+        }
+        int seen = seen_before(visited, root);
+        if (seen < 0) {
+            status = -1;
+            goto done;
+        }
         if (seen)
             continue;
-        stack[depth++] = (Frame){root, 0};
+        if ((status = push_frame(&stack, &depth, &capacity, root)) != 0)
+            goto done;
         while (depth > 0) {
             Frame *top = &stack[depth - 1];
-            PyObject *children = SLOT(top->node, at_children);
-            if (children == NULL || !PyTuple_CheckExact(children))
-                goto unusual;
-            if (top->next_child >= PyTuple_GET_SIZE(children)) {  /* all its children are placed */
-                if (PyList_Append(order, top->node) < 0)
-                    goto done;
+            if (top->next_child >= PyTuple_GET_SIZE(top->children)) { /* all its children are placed */
+                status = PyList_Append(order, top->node) < 0 ? -1 : 0;
                 depth--;
-                continue;
-            }
-            PyObject *child = PyTuple_GET_ITEM(children, top->next_child++);
-            if (!is_value(child))
-                goto unusual;
-            seen = PySet_Contains(visited, child);
-            if (seen < 0 || (!seen && PySet_Add(visited, child) < 0))
-                goto done;
-            if (seen)
-                continue;
-            if (depth == capacity) {
-                Frame *bigger = PyMem_Realloc(stack, 2 * capacity * sizeof(Frame));
-                if (bigger == NULL) {
-                    PyErr_NoMemory();
+                Py_DECREF(top->node);
+                Py_DECREF(top->children);
+                if (status < 0)
                     goto done;
-                }
-                stack = bigger;
-                capacity *= 2;
+                continue;
             }
-            stack[depth++] = (Frame){child, 0};  /* the walk holds no references: visited does */
+            PyObject *child = PyTuple_GET_ITEM(top->children, top->next_child++); /* held by the tuple */
+            if (!is_value(child)) {
+                status = 1;
+                goto done;
+            }
+            Py_INCREF(child); /* top may move: the stack can grow below */
+            seen = seen_before(visited, child);
+            if (seen == 0)
+                status = push_frame(&stack, &depth, &capacity, child);
+            Py_DECREF(child); /* visited holds it now */
+            if (seen < 0)
+                status = -1;
+            if (status != 0)
+                goto done;
         }
     }
-    result = Py_NewRef(order);
-    goto done;
-unusual:
-    result = Py_NewRef(Py_None);
+    status = 0;
 done:
+    while (depth > 0) { /* what an error or an unusual node left on the stack */
+        depth--;
+        Py_DECREF(stack[depth].node);
+        Py_DECREF(stack[depth].children);
+    }
     PyMem_Free(stack);
+    if (status == 0)
+        result = Py_NewRef(order);
+    else if (status == 1)
+        result = Py_NewRef(Py_None);
     Py_XDECREF(order);
     Py_XDECREF(visited);
     return result;
@@ -542,14 +585,29 @@ static PyObject *add(PyObject *a, PyObject *b) {
     return PyNumber_Add(a, b);
 }
 
+/* A slot of `node` that the pass reads, as a new reference; or NULL with an AttributeError when
+   it is empty: a lecture-style _backward closure (or a __del__, or a gc callback) may have run
+   `del node._pending` while the pass was on its way. */
+static int slot_deleted(PyObject *node, const char *name) {
+    PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%s': the graph changed during backward",
+                 Py_TYPE(node)->tp_name, name);
+    return -1;
+}
+
+static PyObject *read_slot(PyObject *node, Py_ssize_t at, const char *name) {
+    PyObject *object = SLOT(node, at);
+    if (object == NULL) {
+        slot_deleted(node, name);
+        return NULL;
+    }
+    return Py_NewRef(object);
+}
+
 /* node._pending += share */
 static int add_share(PyObject *node, PyObject *share) {
-    PyObject *pending = SLOT(node, at_pending);
-    if (pending == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "'Value' object has no attribute '_pending'");
+    PyObject *pending = read_slot(node, at_pending, "_pending"); /* held: the addition may run Python code */
+    if (pending == NULL)
         return -1;
-    }
-    Py_INCREF(pending);  /* held: the addition may run Python code */
     PyObject *total = add(pending, share);
     Py_DECREF(pending);
     if (total == NULL)
@@ -558,14 +616,19 @@ static int add_share(PyObject *node, PyObject *share) {
     return 0;
 }
 
-/* A node's stored local gradients: child._pending += d * g for each child. */
+/* A node's stored local gradients: child._pending += d * g for each child. Everything read is
+   held first: a multiplication may run Python code (a number type's __mul__), which may replace
+   the node's children or its _pending. */
 static int pass_stored(PyObject *node, PyObject *local) {
-    if (SLOT(node, at_children) == NULL || !PyTuple_CheckExact(SLOT(node, at_children))) {
+    PyObject *children = SLOT(node, at_children);
+    if (children == NULL || !PyTuple_CheckExact(children)) {
         PyErr_SetString(PyExc_TypeError, "a Value's children were replaced during backward");
         return -1;  /* only a lecture-style _backward closure could have done it */
     }
-    PyObject *children = Py_NewRef(SLOT(node, at_children));
-    PyObject *g = Py_NewRef(SLOT(node, at_pending));
+    PyObject *g = read_slot(node, at_pending, "_pending");
+    if (g == NULL)
+        return -1;
+    Py_INCREF(children);
     Py_INCREF(local);
     Py_ssize_t n = Py_MIN(PyTuple_GET_SIZE(children), PyTuple_GET_SIZE(local));  /* as zip() */
     int status = 0;
@@ -595,7 +658,9 @@ static int pass_stored(PyObject *node, PyObject *local) {
 
 /* Any other op: engine._child_gradients(node, g, False) gives (child, share) pairs. */
 static int pass_by_rule(PyObject *node) {
-    PyObject *g = Py_NewRef(SLOT(node, at_pending));
+    PyObject *g = read_slot(node, at_pending, "_pending");
+    if (g == NULL)
+        return -1;
     PyObject *pairs = PyObject_CallFunctionObjArgs(child_gradients, node, g, Py_False, NULL);
     Py_DECREF(g);
     if (pairs == NULL)
@@ -627,54 +692,65 @@ static int pass_by_rule(PyObject *node) {
     return (status == 0 && PyErr_Occurred()) ? -1 : status;
 }
 
-/* engine._propagate_numbers(order, seed, add_to_grad). */
+/* One node's step of the walk: its share passed on to its children. */
+static int pass_on(PyObject *node) {
+    PyObject *local = SLOT(node, at_local), *rule;
+    if (local == NULL) /* as engine.py's `node._local` raises */
+        return slot_deleted(node, "_local");
+    if (PyTuple_CheckExact(local))
+        return pass_stored(node, local);
+    if ((rule = SLOT(node, at_rule)) == NULL)
+        return slot_deleted(node, "_rule");
+    return rule == Py_None ? 0 : pass_by_rule(node);
+}
+
+/* node._pending += node.grad, once every share has been gathered (see _propagate_numbers). */
+static int add_grad(PyObject *node) {
+    PyObject *grad = is_parameter(node) ? parameter_grad(NULL, node) : read_slot(node, at_grad, "grad");
+    if (grad == NULL)
+        return -1;
+    int status = add_share(node, grad);
+    Py_DECREF(grad);
+    return status;
+}
+
+/* engine._propagate_numbers(order, seed, add_to_grad). The walk runs Python code (closures, a
+   rule's backward, a number type's arithmetic, a __del__ when a slot is replaced), which could
+   change the list: so it walks a tuple of the nodes, made first, that holds every one. */
 static PyObject *propagate_numbers(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "_graph.propagate_numbers(order, seed, add_to_grad)");
         return NULL;
     }
     NEEDS_SETUP(NULL)
-    PyObject *order = args[0], *seed = args[1];
+    PyObject *seed = args[1];
     int add_to_grad = PyObject_IsTrue(args[2]);
     if (add_to_grad < 0)
         return NULL;
-    if (!PyList_CheckExact(order) || PyList_GET_SIZE(order) == 0)
+    if (!PyList_CheckExact(args[0]) || PyList_GET_SIZE(args[0]) == 0)
         Py_RETURN_NONE;
-    Py_ssize_t n = PyList_GET_SIZE(order);
+    PyObject *nodes = PyList_AsTuple(args[0]);
+    if (nodes == NULL)
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(nodes);
     for (Py_ssize_t i = 0; i < n; i++) {  /* look before touching anything */
-        PyObject *node = PyList_GET_ITEM(order, i);
-        if (!is_value(node) || SLOT(node, at_children) == NULL || !PyTuple_CheckExact(SLOT(node, at_children)))
+        PyObject *node = PyTuple_GET_ITEM(nodes, i);
+        if (!is_value(node) || SLOT(node, at_children) == NULL || !PyTuple_CheckExact(SLOT(node, at_children))) {
+            Py_DECREF(nodes);
             Py_RETURN_NONE;
+        }
     }
     for (Py_ssize_t i = 0; i < n; i++)
-        set_slot(PyList_GET_ITEM(order, i), at_pending, Py_NewRef(zero));
-    set_slot(PyList_GET_ITEM(order, n - 1), at_pending, Py_NewRef(seed));
-    for (Py_ssize_t i = n - 1; i >= 0; i--) {
-        PyObject *node = PyList_GET_ITEM(order, i), *local = SLOT(node, at_local);
-        PyObject *rule = SLOT(node, at_rule);
-        int status = 0;
-        if (local != NULL && PyTuple_CheckExact(local))
-            status = pass_stored(node, local);
-        else if (rule != NULL && rule != Py_None)
-            status = pass_by_rule(node);
-        if (status == 0 && add_to_grad && is_parameter(node)) {
-            PyObject *grad = parameter_grad(NULL, node);
-            status = grad == NULL ? -1 : add_share(node, grad);
-            Py_XDECREF(grad);
-        } else if (status == 0 && add_to_grad) {
-            PyObject *grad = SLOT(node, at_grad);
-            if (grad == NULL) {
-                PyErr_SetString(PyExc_AttributeError, "'Value' object has no attribute 'grad'");
-                status = -1;
-            } else {
-                PyObject *held = Py_NewRef(grad);
-                status = add_share(node, held);
-                Py_DECREF(held);
-            }
-        }
-        if (status < 0)
-            return NULL;
-    }
+        set_slot(PyTuple_GET_ITEM(nodes, i), at_pending, Py_NewRef(zero));
+    set_slot(PyTuple_GET_ITEM(nodes, n - 1), at_pending, Py_NewRef(seed));
+    int status = 0;
+    for (Py_ssize_t i = n - 1; i >= 0 && status == 0; i--)
+        status = pass_on(PyTuple_GET_ITEM(nodes, i));
+    for (Py_ssize_t i = 0; i < n && status == 0 && add_to_grad; i++)
+        status = add_grad(PyTuple_GET_ITEM(nodes, i));
+    Py_DECREF(nodes);
+    if (status < 0)
+        return NULL;
     Py_RETURN_TRUE;
 }
 

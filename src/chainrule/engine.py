@@ -808,11 +808,10 @@ def backward(root: Value, gradient=1.0, create_graph: bool = False) -> None:
     if not create_graph:
         _refuse_while_tracing()
     with _one_pass_at_a_time:  # reading the grads and storing the totals is one step
-        if not (create_graph or _mode.get().anomaly):
+        if not (create_graph or _mode.get().anomaly or _slots_in_use):
             order = topological_order(root)
             if set(map(type, map(_GRAD, order))) <= _NUMBER_TYPES:  # else the careful path below
-                _propagate_numbers(order, seed, add_to_grad=True)
-                _store_grads(order, map(_PENDING, order))
+                _store_grads(order, _gather_in_slots(order, seed, add_to_grad=True))
                 return
         pending = propagate(root, seed, create_graph)
         totals = [_accumulate(node, g, create_graph) for node, g in pending.items()]
@@ -831,6 +830,22 @@ def _refuse_while_tracing():
 # the nodes' _pending slots, and threads that share parameters would gather into the same ones.
 # Reentrant, so that a lecture-style _backward closure may itself call backward.
 _one_pass_at_a_time = threading.RLock()
+
+# Whether a pass is gathering in the _pending slots now. Only the thread holding the lock reads
+# or sets it, so True there means a pass of its own: a closure's backward, which must gather
+# elsewhere (a dict), or it would overwrite the shares the outer pass has gathered so far.
+_slots_in_use = False
+
+
+def _gather_in_slots(order: list[Value], seed: float, add_to_grad: bool) -> list:
+    """``_propagate_numbers`` (the caller holds the lock), then each node's ``_pending``."""
+    global _slots_in_use
+    _slots_in_use = True
+    try:
+        _propagate_numbers(order, seed, add_to_grad)
+        return list(map(_PENDING, order))
+    finally:
+        _slots_in_use = False
 
 
 def _store_grads(nodes, totals) -> None:
@@ -895,8 +910,8 @@ def propagate(root: Value, gradient=1.0, create_graph: bool = False) -> dict:
     anomaly = _mode.get().anomaly
     if not (create_graph or anomaly):
         with _one_pass_at_a_time:
-            _propagate_numbers(order, seed, add_to_grad=False)
-            return dict(zip(order, map(_PENDING, order)))
+            if not _slots_in_use:  # else a closure's inner pass: it gathers in the dict below
+                return dict(zip(order, _gather_in_slots(order, seed, add_to_grad=False)))
     pending = {root: seed}
     with enable_grad() if create_graph else contextlib.nullcontext():
         for node in reversed(order):  # every node is reached after all the nodes that use it
@@ -918,9 +933,10 @@ def _propagate_numbers(order: list[Value], seed: float, add_to_grad: bool) -> No
 
     For speed the shares are gathered in each node's ``_pending`` slot, not in a dict. Every
     node of the pass starts at 0.0 here, so whatever an interrupted earlier pass left in those
-    slots is never read; the nodes' ``grad`` is only read. A node's share is complete when the
-    walk reaches it, so with ``add_to_grad`` its ``_pending`` then becomes its new total,
-    ``share + grad``, ready to be stored (the caller has checked that every grad is a number).
+    slots is never read; the nodes' ``grad`` is only read. With ``add_to_grad``, once every
+    share is in, each ``_pending`` becomes the node's new total, ``share + grad``, ready to be
+    stored (the caller has checked that every grad is a number): read then, a grad includes
+    what a backward run by a closure during the walk added to it.
     """
     if _graph is not None and _graph.propagate_numbers(order, seed, add_to_grad):
         return  # the same loop in C (see the end of this file) has done it
@@ -936,7 +952,8 @@ def _propagate_numbers(order: list[Value], seed: float, add_to_grad: bool) -> No
             for child, child_grad in _child_gradients(node, node._pending, False):
                 if child_grad is not None:
                     child._pending += child_grad
-        if add_to_grad:
+    if add_to_grad:
+        for node in order:
             node._pending += node.grad
 
 

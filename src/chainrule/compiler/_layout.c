@@ -10,10 +10,13 @@
    4. give every leaf and node its position: the inputs, the constants, the Values made
       before the trace (externals), then each group's nodes, and read off each node's inputs.
 
-   It only reads the Values' children and _rule slots and compares pointers; no Python code runs
-   while it works, so the objects it meets stay alive, held by the caller's lists. Anything
-   unusual (a children attribute that is not a tuple of Values, a node listed twice) makes it
-   return None, and tape.py then runs the Python version, which reports it as it always has.
+   It reads the Values' children and _rule slots and compares pointers. One step runs Python
+   code: asking the set of constants whether it holds a leaf runs the leaf's __hash__ and __eq__,
+   which a subclass of Value may write, and which may rewire the graph (replace a node's
+   children, so that a leaf only they held is freed). So every object numbered, and every op,
+   is held with a reference of its own until the layout is done. Anything unusual (a children
+   attribute that is not a tuple of Values, a node listed twice) makes it return None, and
+   tape.py then runs the Python version, which reports it as it always has.
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -137,7 +140,7 @@ static Py_ssize_t find_or_add(Table *t, uintptr_t a, uintptr_t b, uintptr_t c, P
    the garbage collector tracks), so no other code, in any thread, can see the numbers. */
 
 typedef struct {
-    Array object;                        /* number -> the object (a borrowed reference) */
+    Array object;                        /* number -> the object (a strong reference) */
     Array saved;                         /* number -> what its _pending slot held (or NULL) */
     Array uses, depth, position;         /* per number */
     Array child_start, child;            /* node i's children: child[child_start[i] .. child_start[i+1]] */
@@ -171,6 +174,7 @@ static Py_ssize_t number_of(Graph *g, PyObject *object) {
         return -2;
     }
     SLOT(object, at_pending) = mark;
+    Py_INCREF(object); /* released by layout(), at the end */
     return i;
 }
 
@@ -183,8 +187,8 @@ static int count_uses(Graph *g, PyObject *created, PyObject *outputs, PyObject *
     int status = 0;
     for (Py_ssize_t i = 0; i < g->n_nodes && status == 0; i++) {
         PyObject *node = PyList_GET_ITEM(created, i);
-        if (!PyObject_TypeCheck(node, value_type) || number_carried(g, node) >= 0)
-            status = 1; /* not a Value, or recorded twice */
+        if (!PyObject_TypeCheck(node, value_type) || number_carried(g, node) >= 0 || SLOT(node, at_rule) == NULL)
+            status = 1; /* not a Value, recorded twice, or its op deleted */
         else if (number_of(g, node) < 0)
             status = -1;
     }
@@ -475,6 +479,8 @@ static PyObject *place(Graph *g, Members *m, Rules *r, PyObject *constants) {
     PyObject *groups_out = PyList_New(0), *output_positions = NULL;
     Group *groups = NULL;
     Py_ssize_t *order = NULL, n_groups = 0, next;
+    for (Py_ssize_t e = 0; e < m->node.n; e++) /* place_leaves runs Python code, which may drop an op */
+        Py_INCREF((PyObject *)m->rule.at[e]);
     if (constant_leaves == NULL || externals == NULL || groups_out == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < g->object.n; i++)
@@ -525,6 +531,8 @@ static PyObject *place(Graph *g, Members *m, Rules *r, PyObject *constants) {
     }
     result = PyTuple_Pack(4, constant_leaves, externals, groups_out, output_positions);
 done:
+    for (Py_ssize_t e = 0; e < m->node.n; e++)
+        Py_DECREF((PyObject *)m->rule.at[e]);
     PyMem_Free(groups);
     PyMem_Free(order);
     Py_XDECREF(constant_leaves);
@@ -565,6 +573,8 @@ static PyObject *layout(PyObject *module, PyObject *const *args, Py_ssize_t narg
         result = place(&g, &m, &rules, args[1]);
     else if (status == 1)
         result = Py_NewRef(Py_None);
+    for (Py_ssize_t i = 0; i < g.object.n; i++) /* the references number_of took */
+        Py_DECREF((PyObject *)g.object.at[i]);
     for (size_t k = 0; k < sizeof arrays / sizeof *arrays; k++)
         PyMem_Free(arrays[k]->at);
     PyMem_Free(g.folded);

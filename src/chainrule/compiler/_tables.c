@@ -594,7 +594,7 @@ static PyObject *py_backward_into(PyObject *module, PyObject *const *args, Py_ss
     if (get_buffer(args[1], &gr, 8, -1, 1) < 0) return NULL;
     double *g = gr.buf;
     Py_ssize_t size = gr.len / 8;
-    if (position >= size || offset >= size) {
+    if (position < 0 || position >= size || offset < 0 || offset >= size) {
         PyBuffer_Release(&gr);
         PyErr_SetString(PyExc_IndexError, "_tables.backward_into: a position past the gradients");
         return NULL;
@@ -607,9 +607,15 @@ static PyObject *py_backward_into(PyObject *module, PyObject *const *args, Py_ss
         return bad;  /* an error, or 1: numpy redoes the pass */
     }
     Py_DECREF(bad);
-    /* Check every target first, so that nothing is stored unless everything can be. */
+    /* Check every target first, so that nothing is stored unless everything can be. A model
+       has a run of parameters or a few, each a view to hold; thousands do not fit on the stack
+       of a small thread, so past a few they are held on the heap. */
     Py_ssize_t n_targets = PyTuple_GET_SIZE(args[8]), total = 0;
-    Py_buffer views[n_targets > 0 ? n_targets : 1];
+    Py_buffer few[8], *views = n_targets <= 8 ? few : PyMem_Malloc(n_targets * sizeof(Py_buffer));
+    if (views == NULL) {
+        PyBuffer_Release(&gr);
+        return PyErr_NoMemory();
+    }
     Py_ssize_t held = 0;
     for (; held < n_targets; held++) {
         if (get_doubles(PyTuple_GET_ITEM(args[8], held), &views[held], 1) < 0) break;
@@ -630,6 +636,7 @@ static PyObject *py_backward_into(PyObject *module, PyObject *const *args, Py_ss
         ok = PyObject_SetAttrString(args[9], "grad", args[10]) == 0;
     }
     for (Py_ssize_t t = 0; t < held; t++) PyBuffer_Release(&views[t]);
+    if (views != few) PyMem_Free(views);
     PyBuffer_Release(&gr);
     return ok ? PyLong_FromLong(0) : NULL;
 }
