@@ -24,7 +24,7 @@
 #include <structmember.h>
 
 static PyTypeObject *value_type; /* engine.Value */
-static Py_ssize_t at_children, at_rule, at_pending;
+static Py_ssize_t at_children, at_rule;
 
 #define SLOT(value, at) (*(PyObject **)((char *)(value) + (at)))
 
@@ -132,16 +132,14 @@ static Py_ssize_t find_or_add(Table *t, uintptr_t a, uintptr_t b, uintptr_t c, P
    Everything the trace made, numbered: first the recorded nodes (in the order made), then the
    leaves in the order of their first use, then any input not used.
 
-   Finding an object's number must be fast: there are hundreds of thousands of look-ups, and a
-   hash table that large misses the processor's caches at every one. So while count_uses runs,
-   each object numbered carries its number in its _pending slot, the scratch space of a backward
-   pass (which every pass fills afresh before reading); what was there is put back before
-   count_uses returns. No Python code runs in between (nothing here calls any, or makes an object
-   the garbage collector tracks), so no other code, in any thread, can see the numbers. */
+   Finding an object's number must be fast: there are hundreds of thousands of look-ups. A
+   hash table keyed by the object's address (open addressing, kept at most half full) finds it
+   without running any Python code (no __hash__ of a subclass). */
 
 typedef struct {
     Array object;                        /* number -> the object (a strong reference) */
-    Array saved;                         /* number -> what its _pending slot held (or NULL) */
+    Py_ssize_t *table;                   /* number + 1 of the object hashed there, 0 for none */
+    size_t mask;                         /* the table's size - 1 (a power of 2), or 0 before any */
     Array uses, depth, position;         /* per number */
     Array child_start, child;            /* node i's children: child[child_start[i] .. child_start[i+1]] */
     Array output, input;                 /* the outputs' and the inputs' numbers */
@@ -149,15 +147,38 @@ typedef struct {
     Py_ssize_t n_nodes;
 } Graph;
 
+static size_t slot_for(Graph *g, PyObject *object) {
+    size_t h = (size_t)(((uintptr_t)object >> 4) * 0x9E3779B97F4A7C15ull) & g->mask;
+    while (g->table[h] != 0 && g->object.at[g->table[h] - 1] != (Py_ssize_t)object)
+        h = (h + 1) & g->mask;
+    return h;
+}
+
 /* The number `object` carries, or -1 if it has none yet. */
 static Py_ssize_t number_carried(Graph *g, PyObject *object) {
-    PyObject *mark = SLOT(object, at_pending);
-    if (mark == NULL || !PyLong_CheckExact(mark))
+    if (g->table == NULL)
         return -1;
-    Py_ssize_t i = PyLong_AsSsize_t(mark);
-    if (i == -1 && PyErr_Occurred())
-        PyErr_Clear(); /* an int too large for Py_ssize_t: not one of ours */
-    return 0 <= i && i < g->object.n && g->object.at[i] == (Py_ssize_t)object ? i : -1;
+    return g->table[slot_for(g, object)] - 1;
+}
+
+/* Make room for one more object in the table: 0, or -1 when out of memory. */
+static int table_room(Graph *g) {
+    size_t size = g->table == NULL ? 0 : g->mask + 1;
+    if (2 * (size_t)(g->object.n + 1) <= size)
+        return 0;
+    size_t bigger = size ? 2 * size : 1024;
+    Py_ssize_t *old = g->table;
+    g->table = PyMem_Calloc(bigger, sizeof(Py_ssize_t));
+    if (g->table == NULL) {
+        g->table = old;
+        PyErr_NoMemory();
+        return -1;
+    }
+    g->mask = bigger - 1;
+    for (Py_ssize_t i = 0; i < g->object.n; i++)
+        g->table[slot_for(g, (PyObject *)g->object.at[i])] = i + 1;
+    PyMem_Free(old);
+    return 0;
 }
 
 /* The number of `object`, giving it the next one if it has none (-2: no memory). */
@@ -166,14 +187,11 @@ static Py_ssize_t number_of(Graph *g, PyObject *object) {
     if (i >= 0)
         return i;
     i = g->object.n;
-    PyObject *mark = PyLong_FromSsize_t(i);
-    if (mark == NULL || push(&g->object, (Py_ssize_t)object) < 0 ||
-        push(&g->saved, (Py_ssize_t)SLOT(object, at_pending)) < 0 || push(&g->uses, 0) < 0) {
-        Py_XDECREF(mark);
-        g->object.n = g->saved.n = i; /* not numbered after all */
+    if (table_room(g) < 0 || push(&g->object, (Py_ssize_t)object) < 0 || push(&g->uses, 0) < 0) {
+        g->object.n = i; /* not numbered after all */
         return -2;
     }
-    SLOT(object, at_pending) = mark;
+    g->table[slot_for(g, object)] = i + 1;
     Py_INCREF(object); /* released by layout(), at the end */
     return i;
 }
@@ -194,11 +212,6 @@ static int count_uses(Graph *g, PyObject *created, PyObject *outputs, PyObject *
     }
     if (status == 0)
         status = count_children_and_outputs(g, created, outputs, inputs);
-    for (Py_ssize_t i = g->object.n - 1; i >= 0; i--) { /* every object gets its _pending back */
-        PyObject *object = (PyObject *)g->object.at[i];
-        Py_DECREF(SLOT(object, at_pending));
-        SLOT(object, at_pending) = (PyObject *)g->saved.at[i];
-    }
     return status;
 }
 
@@ -559,7 +572,7 @@ static PyObject *layout(PyObject *module, PyObject *const *args, Py_ssize_t narg
                    PyTuple_GET_ITEM(args[4], 3)};
     Graph g = {.n_nodes = PyList_GET_SIZE(created)};
     Members m = {0};
-    Array *arrays[] = {&g.object, &g.saved, &g.uses, &g.depth,       &g.position, &g.child_start, &g.child,
+    Array *arrays[] = {&g.object, &g.uses, &g.depth,       &g.position, &g.child_start, &g.child,
                        &g.output, &g.input, &m.node, &m.rule, &m.child_start, &m.child};
     int status = -1;
     g.folded = PyMem_Calloc(g.n_nodes ? g.n_nodes : 1, 1);
@@ -578,6 +591,7 @@ static PyObject *layout(PyObject *module, PyObject *const *args, Py_ssize_t narg
     for (size_t k = 0; k < sizeof arrays / sizeof *arrays; k++)
         PyMem_Free(arrays[k]->at);
     PyMem_Free(g.folded);
+    PyMem_Free(g.table);
     return result;
 }
 
@@ -593,8 +607,7 @@ static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *at) {
 
 static PyObject *setup(PyObject *module, PyObject *type) {
     if (!PyType_Check(type) || slot_offset((PyTypeObject *)type, "children", &at_children) < 0 ||
-        slot_offset((PyTypeObject *)type, "_rule", &at_rule) < 0 ||
-        slot_offset((PyTypeObject *)type, "_pending", &at_pending) < 0) {
+        slot_offset((PyTypeObject *)type, "_rule", &at_rule) < 0) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "_layout.setup(Value)");
         return NULL;
