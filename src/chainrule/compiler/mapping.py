@@ -35,7 +35,7 @@ import itertools
 from .. import engine
 from ..engine import Value, _make
 from .arguments import _flatten_result, _unflatten_result
-from .rewriting import layout
+from .rewriting import layout, layout_keeping_checks, raising_nodes
 
 _LEAF = "Value"
 
@@ -66,10 +66,11 @@ def _rebuilt(shape, leaves):
 class _Block:
     """One ``map_rows`` call, traced on one row: what ``compose`` needs to place its copies."""
 
-    def __init__(self, at, rows, row_layout, made):
+    def __init__(self, at, rows, row_layout, checked, made):
         self.at = at  # how many nodes the outer trace had made before the call
         self.rows = rows  # each row's Values, in the order of the row trace's inputs
         self.constants, self.externals, self.placed, self.output_positions = row_layout
+        self.checked = checked  # the row trace's nodes that can raise (layout_keeping_checks)
         self.n_inputs = len(rows[0])  # Values per row
         self.made = made  # the row trace's leaves and nodes (to tell if any leaks out: see compose)
         self.results = []  # per output of the row trace: its R placeholders, or None for a leaf
@@ -115,8 +116,8 @@ def trace_rows(tracer, fn, iterables, row_tracer_class):
         return [fn(*row) for row in rows]  # (so fn runs on the first row again, in the outer trace)
 
     tracer.constants.update(row_tracer.constants)
-    row_layout = layout(leaves, row_tracer.constants, outputs, row_tracer.nodes)
-    block = _Block(len(tracer.nodes), items, row_layout, {*leaves, *row_tracer.nodes})
+    row_layout, checked = layout_keeping_checks(leaves, row_tracer.constants, outputs, row_tracer.nodes)
+    block = _Block(len(tracer.nodes), items, row_layout, checked, {*leaves, *row_tracer.nodes})
     numbers = _replay_copies(block, tracer.backend)
     per_output = []  # for each of fn's results: its Value for each row
     for output, p in zip(outputs, block.output_positions):
@@ -153,6 +154,7 @@ def _replay_copies(block, backend):
         None,
         "auto" if backend == "c" else backend,
         laid_out=(block.constants, block.externals, placed, []),
+        checked=_checked_copies(np, block, first, stride),
     )
     data, _ = tape.replay(np.array(list(map(engine._read_data, flat_rows)), dtype=np.float64))
     rows = np.arange(R)
@@ -161,6 +163,14 @@ def _replay_copies(block, backend):
         for p in block.output_positions
         if p >= block.n_leaves
     }
+
+
+def _checked_copies(np, block, first, stride):
+    """Where the copies of the row trace's checked nodes sit, in eager's order: row by row (eager
+    map_rows runs fn on one row after another), each row's in the order made."""
+    at = np.asarray(block.checked, dtype=np.intp) - block.n_leaves
+    rows = np.arange(len(block.rows), dtype=np.intp)[:, None]
+    return (first[at] + rows * stride[at]).ravel()
 
 
 def replicate(np, block, row_positions, leaf_positions, node_base):
@@ -220,8 +230,10 @@ def _copied_ids(np, ids, per_row, R):
 
 def compose(np, inputs, constants, outputs, nodes, blocks):
     """The outer trace's layout, as ``rewriting.layout`` gives it, when it holds ``map_rows``
-    calls; and whether every node placed is needed by the outputs (else backward must not
-    send gradients through the rest: see Tape._needed_by).
+    calls; the positions of the nodes that can raise, in eager's order, as
+    ``rewriting.layout_keeping_checks`` gives them (each kept on the tape, used or not); and
+    whether every node placed is needed by the outputs (else backward must not send gradients
+    through the rest: see Tape._needed_by).
 
     The trace is laid out in pieces, in the order made: the nodes before the first call, its
     copies, the nodes after it, and so on. Each piece of nodes is laid out by
@@ -231,9 +243,10 @@ def compose(np, inputs, constants, outputs, nodes, blocks):
     """
     bounds = [0, *(block.at for block in blocks), len(nodes)]
     pieces = [nodes[a:b] for a, b in zip(bounds, bounds[1:])]
+    checked = [raising_nodes(piece) for piece in pieces]  # kept as if outputs, to raise as eager
 
     # What each piece of nodes hands on (to later pieces, copies, or the outputs), sweeping back.
-    wanted, every_node_used = set(outputs), True
+    wanted, every_node_used = {*outputs, *itertools.chain.from_iterable(checked)}, True
     handed_on = [None] * len(pieces)
     for i in reversed(range(len(pieces))):
         handed_on[i] = [node for node in pieces[i] if node in wanted]
@@ -243,7 +256,7 @@ def compose(np, inputs, constants, outputs, nodes, blocks):
         if i > 0:
             block = blocks[i - 1]
             used = [v in wanted for v in block.placeholders]
-            block.needed = any(used)
+            block.needed = any(used) or len(block.checked) > 0  # eager runs fn on every row
             every_node_used = every_node_used and all(used)
             if block.needed:
                 wanted.update(itertools.chain.from_iterable(block.rows))
@@ -255,7 +268,7 @@ def compose(np, inputs, constants, outputs, nodes, blocks):
         if i > 0 and blocks[i - 1].needed:
             laid.append((blocks[i - 1], None))
             known += blocks[i - 1].placeholders
-        ends = outputs if i == len(pieces) - 1 else handed_on[i]
+        ends = [*outputs, *checked[i]] if i == len(pieces) - 1 else handed_on[i]
         laid.append((layout(known, constants, ends, piece), (len(known), ends)))
 
     # One numbering: every leaf first, then the pieces' nodes in order.
@@ -287,13 +300,14 @@ def compose(np, inputs, constants, outputs, nodes, blocks):
     constant_leaves = ordered[: sum(leaves.values())]
     externals = ordered[len(constant_leaves) :]
 
-    placed, node_base = [], len(where)
+    placed, node_base, checked_copies = [], len(where), {}
     for piece, context in laid:
         if isinstance(piece, _Block):
             row_positions = np.array([[where[v] for v in row] for row in piece.rows], dtype=np.intp)
             row_positions = row_positions.reshape(len(piece.rows), piece.n_inputs)
             leaf_positions = np.array([where[v] for v in (*piece.constants, *piece.externals)], dtype=np.intp)
             copies, first, stride = replicate(np, piece, row_positions, leaf_positions, node_base)
+            checked_copies[piece] = _checked_copies(np, piece, first, stride).tolist()
             placed += copies
             node_base += len(piece.rows) * len(first)
             for p, values in zip(piece.output_positions, piece.results):
@@ -312,4 +326,10 @@ def compose(np, inputs, constants, outputs, nodes, blocks):
             placed.append((rule, count, width, table[np.frombuffer(rows, dtype=np.intp)], vectors))
         where.update(zip(ends, table[ends_at].tolist()))
         node_base += n_nodes
-    return (constant_leaves, externals, placed, [where[v] for v in outputs]), every_node_used
+    # Eager's order: the nodes before the first call, that call's rows one after another, ...
+    in_order = []
+    for i, piece in enumerate(checked):
+        in_order += [where[v] for v in piece]
+        if i < len(blocks):
+            in_order += checked_copies.get(blocks[i], [])
+    return (constant_leaves, externals, placed, [where[v] for v in outputs]), in_order, every_node_used

@@ -69,6 +69,37 @@ def layout(inputs, constants, outputs, created):
     return constant_leaves, externals, placed, [position[v] for v in outputs]
 
 
+def layout_keeping_checks(inputs, constants, outputs, created):
+    """``layout``, with every node whose op can raise (see ``can_raise``) kept on the tape.
+
+    Eagerly, ``x.log()`` raises on a bad x the moment it is computed, even if nothing uses the
+    log. ``layout`` leaves out what the outputs do not need, so such a node goes on the tape as
+    an extra output that nobody sees: replay computes it, and raises where eager raises. Returns
+    layout's four (with the real outputs' positions only) and the positions of those *checked*
+    nodes in the order made, which is the order eager meets them in: a replay that fails
+    reports the first of them that fails, as eager would.
+    """
+    checked = raising_nodes(created)
+    constant_leaves, externals, placed, positions = layout(inputs, constants, [*outputs, *checked], created)
+    n = len(outputs)
+    return (constant_leaves, externals, placed, positions[:n]), positions[n:]
+
+
+def can_raise(rule) -> bool:
+    """Whether ``rule``'s forward can raise for some numbers (/, log, the powers, take, an op of
+    your own), rather than pass nan and inf on."""
+    return rule not in _CANNOT_RAISE and rule.forward is not None
+
+
+def raising_nodes(nodes) -> list[Value]:
+    """The nodes whose op can raise, in the order given."""
+    rules = list(map(_RULE, nodes))
+    raising = {rule for rule in set(rules) if can_raise(rule)}  # a trace uses a few ops only
+    if not raising:
+        return []
+    return list(itertools.compress(nodes, map(raising.__contains__, rules)))  # (a loop in C)
+
+
 def _vector_ids(rows, count, width, offset, n):
     """Each row's n positions from ``offset`` on (a dot node's weights, or its inputs), numbered
     in the order first seen: how tape.py recognizes a layer applied to a batch."""
@@ -107,6 +138,7 @@ def _traced_order(outputs, created) -> tuple[list[Value], list[Value], collectio
 
 
 _CHILDREN = operator.attrgetter("children")
+_RULE = operator.attrgetter("_rule")
 
 
 def _rewrite(nodes, uses):
@@ -153,6 +185,14 @@ def _expand_sum(children, sums, folded):
 
 
 _FOLDED_RULES = (ops.ADD, ops.SUM, ops.MUL, ops.DOT)
+# The ops whose forward never raises: any number in, a number out (nan and inf pass through).
+_CANNOT_RAISE = frozenset(
+    {
+        *_FOLDED_RULES,
+        *(ops.SUB, ops.NEG, ops.EXP, ops.TANH, ops.SIGMOID, ops.RELU),
+        *(ops.SOFTPLUS, ops.LOGSUMEXP, ops.STOP_GRADIENT),
+    }
+)
 _SSIZE_T = next(code for code in "qli" if array.array(code).itemsize == struct.calcsize("n"))  # numpy's intp
 
 

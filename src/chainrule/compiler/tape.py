@@ -14,7 +14,7 @@ from .. import engine, ops, parameters
 from ..engine import AnomalyError, Value, _make, _mode, op_error
 from . import native, scalar
 from .arguments import _unflatten_result
-from .rewriting import layout
+from .rewriting import can_raise, layout_keeping_checks
 
 # ---------------------------------------------------------------------------------------------
 # The tape
@@ -261,14 +261,26 @@ class _MatmulGroup(_Group):
 class Tape:
     """A traced graph, flattened for replay."""
 
-    def __init__(self, inputs, constants, outputs, result_structure, created, backend="numpy", laid_out=None):
+    def __init__(
+        self,
+        inputs,
+        constants,
+        outputs,
+        result_structure,
+        created,
+        backend="numpy",
+        laid_out=None,
+        checked=(),
+    ):
         import numpy as np
 
         self.np = np
         self.result_structure = result_structure
         if laid_out is None:  # (given by mapping.py for a trace with map_rows calls)
-            laid_out = layout(inputs, constants, outputs, created)
+            laid_out, checked = layout_keeping_checks(inputs, constants, outputs, created)
         constant_leaves, self.externals, placed, output_positions = laid_out
+        # The nodes whose op can raise, in eager's order (see rewriting.layout_keeping_checks).
+        self.checked = np.array(checked, dtype=np.intp)
         self.n_inputs = len(inputs)
         self.n_fixed = self.n_inputs + len(constant_leaves)  # externals live in data[n_fixed:n_leaves]
         self.n_leaves = self.n_fixed + len(self.externals)
@@ -280,7 +292,11 @@ class Tape:
         self.external_runs = parameters._ParameterRuns(self.external_tuple)  # a model's: slices of its array
         self.externals_are_leaves = not any(v.children for v in self.externals)
         self.stops_gradients = any(rule is ops.STOP_GRADIENT for rule, *_ in placed)
-        self.every_node_needed = len(set(output_positions)) == 1 and not self.stops_gradients
+        self.every_node_needed = (
+            len(set(output_positions)) == 1
+            and not self.stops_gradients
+            and (not len(self.checked) or _every_node_used(np, placed, self.n_leaves, output_positions))
+        )
         self.cones = {}  # output position -> which nodes its gradient reaches
         self._placed, self._groups = placed, None
         self.fast = self._thin_from_layout(backend)
@@ -321,6 +337,7 @@ class Tape:
             start += count
         if renumber is not None:
             self.output_positions = renumber[self.output_positions].tolist()
+            self.checked = renumber[self.checked]
         self._groups, self._placed = groups, None
 
     def _thin_from_layout(self, backend):
@@ -389,8 +406,18 @@ class Tape:
 
     def replay(self, flat):
         """Every node's number, for these input numbers; and what backward needs (see backward)."""
-        np = self.np
-        data = np.empty(self.size)
+        data = self.np.empty(self.size)
+        try:
+            return self._replay_into(data, flat)
+        except _DOMAIN_ERRORS:
+            # Replay runs the nodes by depth, eager in the order made: of the nodes that fail,
+            # report the one eager meets first (the leaves are in data by now).
+            first = self._first_error(data)
+            if first is None:
+                raise
+            raise first from None
+
+    def _replay_into(self, data, flat):
         runs = self.external_runs.get()
         anomaly = _mode.get().anomaly
         if runs is not None and self.in_one_call and not anomaly:
@@ -417,6 +444,34 @@ class Tape:
         """The numpy replay: every group in order; returns what each group's backward needs."""
         with self.np.errstate(all="ignore"):
             return [group.forward(self.np, data, anomaly) for group in self.groups]
+
+    def _first_error(self, data):
+        """The error eager would raise for the leaves in ``data``, or None if no node fails.
+
+        Only called once a replay has failed. Every node is computed again, group by group; a
+        node whose op can raise is run with its scalar rule where the vectorized one gave nan
+        or inf (a domain error comes out so), and of the nodes that fail, the first in eager's
+        order (``checked``) gives the error. The nodes before it in that order did not fail, so
+        its inputs are eager's own.
+        """
+        np = self.np
+        rank = np.arange(self.size) + len(self.checked)  # (a node not in checked comes after)
+        rank[self.checked] = np.arange(len(self.checked))
+        first = None  # (rank, rule, inputs, error) of the first failure so far
+        with np.errstate(all="ignore"):
+            for group in self.groups:
+                if not can_raise(group.rule):
+                    group.forward(np, data, anomaly=False)
+                    continue
+                for node, inputs, error in _failures(np, group, data):
+                    if first is None or rank[group.start + node] < first[0]:
+                        first = (rank[group.start + node], group.rule, inputs, error)
+        if first is None:
+            return None
+        _, rule, inputs, error = first
+        if isinstance(error, (ValueError, ZeroDivisionError)):  # as engine.apply reports it
+            return op_error(rule, [Value(x) for x in inputs], error)
+        return error  # take's TypeError or IndexError, as eager take raises it
 
     def backward(self, data, saved, position, g):
         """The gradient of node ``position`` (seeded with g) with respect to every external,
@@ -543,6 +598,40 @@ class _CompiledValue(Value):
             else:
                 totals = [engine._accumulate(node, g, False) for node, g in zip(nodes, (seed, *grads))]
             engine._store_grads(nodes, totals)
+
+
+# What an op's forward raises for inputs outside its domain (take: IndexError and TypeError).
+_DOMAIN_ERRORS = (ValueError, ZeroDivisionError, IndexError, TypeError)
+
+
+def _failures(np, group, data):
+    """Compute ``group``'s nodes into ``data`` without raising; return (node, inputs, error) for
+    each node whose scalar rule raises (its number is then nan)."""
+    X = data[group.children]
+    try:
+        out = group.rule.vforward(np, X)
+        suspects = np.flatnonzero(~np.isfinite(out))
+    except _DOMAIN_ERRORS:  # take checks every index at once: check each one
+        out, suspects = np.full(X.shape[1], np.nan), range(X.shape[1])
+    failures = []
+    for node in suspects:
+        inputs = X[:, node].tolist()
+        try:
+            out[node] = group.rule.forward(*inputs)
+        except _DOMAIN_ERRORS as error:
+            out[node] = np.nan
+            failures.append((node, inputs, error))
+    data[group.start : group.end] = out
+    return failures
+
+
+def _every_node_used(np, placed, n_leaves, outputs):
+    """Whether every node of the layout ``placed`` is an input of another or an output. (Nodes
+    kept only for their errors are neither: a gradient must then not pass through them.)"""
+    used = np.zeros(n_leaves + sum(count for _, count, _, _, _ in placed), dtype=bool)
+    used[np.frombuffer(b"".join(rows for _, _, _, rows, _ in placed), dtype=np.intp)] = True
+    used[outputs] = True
+    return bool(used[n_leaves:].all())
 
 
 def _recheck_forward(rule, X, out, anomaly):

@@ -324,10 +324,12 @@ def trace(fn, structure, numbers_in, backend="numpy") -> Tape:
     else:
         import numpy
 
-        laid_out, every_node_used = mapping.compose(
+        laid_out, checked, every_node_used = mapping.compose(
             numpy, inputs, tracer.constants, outputs, tracer.nodes, tracer.blocks
         )
-        tape = Tape(inputs, None, outputs, result_structure, None, backend, laid_out=laid_out)
+        tape = Tape(
+            inputs, None, outputs, result_structure, None, backend, laid_out=laid_out, checked=checked
+        )
         tape.every_node_needed = tape.every_node_needed and every_node_used
     _refuse_other_threads(tape, made_in_other_threads)
     return tape
