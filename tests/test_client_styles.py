@@ -15,7 +15,6 @@ import chainrule
 from chainrule import Value
 from chainrule.nn import MLP
 
-
 # ---------------------------------------------------------------------------------------------
 # float(v)
 
@@ -115,4 +114,4 @@ def test_local_grads_of_a_node_with_a_closure_says_why_there_are_none():
 
     out._backward = _backward
     with pytest.raises(AttributeError, match="_backward closure"):
-        out._local_grads
+        out._local_grads  # noqa: B018 (the read is the test)

@@ -4,16 +4,14 @@
    engine.py swaps in these versions of three of its own functions, each doing exactly what the
    Python one does, number for number:
 
-   node(data, rule, children, local)   engine._node: a computed Value of the fast ops.
+   node(data, rule, children)          engine._node: a computed Value of the fast ops.
    depth_first(roots)                  engine._depth_first: every node after its children.
    propagate_numbers(order, seed, add) engine._propagate_numbers: the first-order backward loop.
 
    and loops over many parameters at once, for chainrule.compile, the optimizers and zero_grad:
    read_data and read_grads (into a float64 array), write_data, add_to_grads and fill_grads.
 
-   engine.Parameter keeps its number and gradient in its group's flat arrays, not in Value's
-   slots: parameter_data, parameter_grad and their setters are its .data and .grad, and every
-   loop here reads and writes a Parameter's entries there (setup_parameters tells where).
+   engine.Parameter is a Value in every way: these loops read and write its slots as any Value's.
 
    For chainrule.compile's trace (compiler/tracing.py), so that a traced function runs on the
    fast ops as eager code does: record(nodes, constants) makes node() note, in this thread,
@@ -33,6 +31,8 @@
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
+#include <stdint.h>
 #include <structmember.h>
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000 /* for running_code(), below */
 #define Py_BUILD_CORE 1
@@ -42,185 +42,19 @@
 #endif
 
 static PyTypeObject *value_type;   /* engine.Value */
-static PyObject *child_gradients;  /* engine._child_gradients, for nodes without stored local gradients */
-static PyObject *zero, *empty_label;
-static Py_ssize_t at_data, at_grad, at_label, at_children, at_rule, at_local, at_pending;
+static PyObject *child_gradients;  /* engine._child_gradients, for the rules not known here */
+static PyObject *zero;
+static Py_ssize_t at_data, at_grad, at_children, at_rule;
+
+/* The ops whose backward rule (in ops.py) the backward loop below runs itself, on float data;
+   setup() receives them in this order. */
+enum { ADD, SUB, MUL, DIV, NEG, EXP, LOG, TANH, SIGMOID, RELU, SUM, DOT, POW_CONSTANT, KNOWN_RULES };
+static PyObject *known_rules[KNOWN_RULES];
 
 /* A Value's slots, by the offsets Python gave them. */
 #define SLOT(value, at) (*(PyObject **)((char *)(value) + (at)))
 
-static void set_slot(PyObject *value, Py_ssize_t at, PyObject *new_reference) {
-    PyObject *old = SLOT(value, at);
-    SLOT(value, at) = new_reference;
-    Py_XDECREF(old);
-}
-
 static int is_value(PyObject *object) { return PyObject_TypeCheck(object, value_type); }
-
-/* engine.Parameter and engine.Parameters (its group), once setup_parameters has run. */
-static PyTypeObject *parameter_type, *group_type;
-static Py_ssize_t at_place, at_group_data, at_group_grad, at_group_objects;
-static PyObject *set_data_in_python, *set_grad_in_python; /* engine's setters, for anything but a float */
-
-static int is_parameter(PyObject *object) {
-    return parameter_type != NULL && PyObject_TypeCheck(object, parameter_type);
-}
-
-/* The address of Parameter p's number (at = at_data, the slot a plain Value keeps it in) or
-   gradient (at_grad) in its group's array, or NULL with an error set when p's place is not
-   (a group, an index in it). The address stays good until Python code runs. */
-static double *entry(PyObject *p, Py_ssize_t at) {
-    if (!is_parameter(p)) {
-        PyErr_SetString(PyExc_TypeError, "_graph: expected a Parameter");
-        return NULL;
-    }
-    PyObject *place = SLOT(p, at_place);
-    if (place == NULL || !PyTuple_CheckExact(place) || PyTuple_GET_SIZE(place) != 2 ||
-        !PyObject_TypeCheck(PyTuple_GET_ITEM(place, 0), group_type) || !PyLong_CheckExact(PyTuple_GET_ITEM(place, 1))) {
-        PyErr_SetString(PyExc_TypeError, "a Parameter's place must be (its Parameters, an index)");
-        return NULL;
-    }
-    PyObject *numbers = SLOT(PyTuple_GET_ITEM(place, 0), at == at_data ? at_group_data : at_group_grad);
-    Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(place, 1));
-    if (i == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        i = -1;  /* too large for an index: reported as outside the array, below */
-    }
-    Py_buffer view;
-    if (numbers == NULL || PyObject_GetBuffer(numbers, &view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
-        PyErr_Clear();
-        PyErr_SetString(PyExc_TypeError, "a Parameters group's numbers must be a writable array('d')");
-        return NULL;
-    }
-    int fits = view.format != NULL && strcmp(view.format, "d") == 0 && i >= 0 && i < view.len / (Py_ssize_t)sizeof(double);
-    double *address = (double *)view.buf + i;
-    PyBuffer_Release(&view);
-    if (!fits) {
-        PyErr_SetString(PyExc_IndexError, "a Parameter's index is outside its group's array('d')");
-        return NULL;
-    }
-    return address;
-}
-
-/* The gradient object of Parameter p (None or a Value), as a borrowed reference, or NULL when
-   its gradient is the number in the array. */
-static PyObject *grad_object(PyObject *p) {
-    PyObject *group = PyTuple_GET_ITEM(SLOT(p, at_place), 0), *objects = SLOT(group, at_group_objects);
-    if (objects == NULL || !PyDict_CheckExact(objects) || PyDict_GET_SIZE(objects) == 0)
-        return NULL;
-    return PyDict_GetItem(objects, PyTuple_GET_ITEM(SLOT(p, at_place), 1));
-}
-
-/* p.data and p.grad of a Parameter, as new references. The float last made for p.data is kept
-   in Value's data slot (a Parameter has no other use for it) and given out again while the
-   entry holds the same number, bit for bit: every node that reads a weight would otherwise
-   hold a float of its own, a third more memory in an MLP's graph. */
-static PyObject *parameter_data(PyObject *module, PyObject *p) {
-    double *at = entry(p, at_data);
-    if (at == NULL)
-        return NULL;
-    PyObject *made = SLOT(p, at_data);
-    if (made != NULL && PyFloat_CheckExact(made) && memcmp(&((PyFloatObject *)made)->ob_fval, at, sizeof(double)) == 0)
-        return Py_NewRef(made);
-    made = PyFloat_FromDouble(*at);
-    if (made != NULL)
-        set_slot(p, at_data, Py_NewRef(made));
-    return made;
-}
-
-static PyObject *parameter_grad(PyObject *module, PyObject *p) {
-    double *at = entry(p, at_grad);
-    if (at == NULL)
-        return NULL;
-    PyObject *object = grad_object(p);
-    return object != NULL ? Py_NewRef(object) : PyFloat_FromDouble(*at);
-}
-
-/* p.data = x and p.grad = g: a float is stored here in one step; anything else goes to
-   engine's setter, which converts or refuses it. */
-static PyObject *set_parameter_data(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || parameter_type == NULL) {
-        PyErr_SetString(PyExc_TypeError, "_graph.set_parameter_data(parameter, x)");
-        return NULL;
-    }
-    if (!PyFloat_CheckExact(args[1]))
-        return PyObject_Vectorcall(set_data_in_python, args, 2, NULL);
-    double *at = entry(args[0], at_data);
-    if (at == NULL)
-        return NULL;
-    *at = PyFloat_AS_DOUBLE(args[1]);
-    Py_RETURN_NONE;
-}
-
-static PyObject *set_parameter_grad(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || parameter_type == NULL) {
-        PyErr_SetString(PyExc_TypeError, "_graph.set_parameter_grad(parameter, g)");
-        return NULL;
-    }
-    if (!PyFloat_CheckExact(args[1]))
-        return PyObject_Vectorcall(set_grad_in_python, args, 2, NULL);
-    double *at = entry(args[0], at_grad);
-    if (at == NULL)
-        return NULL;
-    if (grad_object(args[0]) != NULL)  /* it replaces an object: engine's setter drops that */
-        return PyObject_Vectorcall(set_grad_in_python, args, 2, NULL);
-    *at = PyFloat_AS_DOUBLE(args[1]);
-    Py_RETURN_NONE;
-}
-
-/* Parameter.data and Parameter.grad themselves: a descriptor that reads and writes the entry
-   with the functions above, as a property over them would, without its Python-level call. */
-typedef struct {
-    PyObject_HEAD
-    int grad; /* 0: .data, 1: .grad */
-} Number;
-
-static PyObject *number_get(PyObject *self, PyObject *p, PyObject *type) {
-    if (p == NULL)
-        return Py_NewRef(self);  /* read from the class */
-    return ((Number *)self)->grad ? parameter_grad(NULL, p) : parameter_data(NULL, p);
-}
-
-static int number_set(PyObject *self, PyObject *p, PyObject *x) {
-    if (x == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "a Parameter's data and grad cannot be deleted");
-        return -1;
-    }
-    PyObject *args[2] = {p, x};
-    PyObject *done = ((Number *)self)->grad ? set_parameter_grad(NULL, args, 2) : set_parameter_data(NULL, args, 2);
-    Py_XDECREF(done);
-    return done == NULL ? -1 : 0;
-}
-
-static PyTypeObject number_type = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "chainrule._graph.number",
-    .tp_basicsize = sizeof(Number),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "A Parameter's data or grad: its entry in its group's array",
-    .tp_descr_get = number_get,
-    .tp_descr_set = number_set,
-};
-
-/* number(grad): the descriptor for .data (grad False) or .grad (grad True). */
-static PyObject *number(PyObject *module, PyObject *grad) {
-    int which = PyObject_IsTrue(grad);
-    if (which < 0)
-        return NULL;
-    Number *made = PyObject_New(Number, &number_type);
-    if (made != NULL)
-        made->grad = which;
-    return (PyObject *)made;
-}
-
-/* engine._read_data: a Value's number, from its slot or, for a Parameter, its group's array. */
-static PyObject *data_of(PyObject *module, PyObject *value) {
-    if (is_parameter(value))
-        return parameter_data(module, value);
-    PyObject *data = is_value(value) ? SLOT(value, at_data) : NULL;
-    if (data == NULL)
-        return PyObject_GetAttrString(value, "data");  /* which raises the usual error */
-    return Py_NewRef(data);
-}
 
 /* Release the references in an array of n (some may be NULL), and free it. */
 static void release_all(PyObject **objects, Py_ssize_t n) {
@@ -247,37 +81,19 @@ static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *at) {
 }
 
 static PyObject *setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyType_Check(args[0]) || !PyCallable_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "_graph.setup(Value, child_gradients)");
+    if (nargs != 3 || !PyType_Check(args[0]) || !PyCallable_Check(args[1]) || !PyTuple_CheckExact(args[2]) ||
+        PyTuple_GET_SIZE(args[2]) != KNOWN_RULES) {
+        PyErr_SetString(PyExc_TypeError, "_graph.setup(Value, child_gradients, (ADD, SUB, ..., POW_CONSTANT))");
         return NULL;
     }
     PyTypeObject *type = (PyTypeObject *)args[0];
     if (slot_offset(type, "data", &at_data) || slot_offset(type, "grad", &at_grad) ||
-        slot_offset(type, "label", &at_label) || slot_offset(type, "children", &at_children) ||
-        slot_offset(type, "_rule", &at_rule) || slot_offset(type, "_local", &at_local) ||
-        slot_offset(type, "_pending", &at_pending))
+        slot_offset(type, "children", &at_children) || slot_offset(type, "_rule", &at_rule))
         return NULL;
     Py_XSETREF(value_type, (PyTypeObject *)Py_NewRef(type));
     Py_XSETREF(child_gradients, Py_NewRef(args[1]));
-    Py_RETURN_NONE;
-}
-
-static PyObject *setup_parameters(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyCallable_Check(args[2]) ||
-        !PyCallable_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "_graph.setup_parameters(Parameter, Parameters, set_data, set_grad)");
-        return NULL;
-    }
-    NEEDS_SETUP(NULL)
-    PyTypeObject *parameter = (PyTypeObject *)args[0], *group = (PyTypeObject *)args[1];
-    if (!PyType_IsSubtype(parameter, value_type) || slot_offset(parameter, "_at", &at_place) ||
-        slot_offset(group, "_data", &at_group_data) || slot_offset(group, "_grad", &at_group_grad) ||
-        slot_offset(group, "grad_objects", &at_group_objects))
-        return PyErr_Occurred() ? NULL : (PyErr_SetString(PyExc_TypeError, "Parameter must be a Value"), NULL);
-    Py_XSETREF(parameter_type, (PyTypeObject *)Py_NewRef(parameter));
-    Py_XSETREF(group_type, (PyTypeObject *)Py_NewRef(group));
-    Py_XSETREF(set_data_in_python, Py_NewRef(args[2]));
-    Py_XSETREF(set_grad_in_python, Py_NewRef(args[3]));
+    for (int r = 0; r < KNOWN_RULES; r++)
+        Py_XSETREF(known_rules[r], Py_NewRef(PyTuple_GET_ITEM(args[2], r)));
     Py_RETURN_NONE;
 }
 
@@ -304,10 +120,11 @@ static int note_untraced(PyObject *value) {
     return failed;
 }
 
-/* engine._node: a Value with these parts, grad 0.0 and no label, unwatched by the collector. */
+/* engine._node: a Value with these parts and grad 0.0, unwatched by the collector. Its
+   instance dict (for attributes a user sets) is made only when one is set. */
 static PyObject *node(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "_graph.node(data, rule, children, local)");
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_graph.node(data, rule, children)");
         return NULL;
     }
     NEEDS_SETUP(NULL)
@@ -317,12 +134,9 @@ static PyObject *node(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject_GC_UnTrack(value);
     SLOT(value, at_data) = Py_NewRef(args[0]);
     SLOT(value, at_grad) = Py_NewRef(zero);
-    SLOT(value, at_label) = Py_NewRef(empty_label);
     SLOT(value, at_rule) = Py_NewRef(args[1]);
     SLOT(value, at_children) = Py_NewRef(args[2]);
-    SLOT(value, at_local) = Py_NewRef(args[3]);
     unwatch(args[2]);
-    unwatch(args[3]);
     int failed = recorded_nodes != NULL
                      ? (args[1] == Py_None ? PySet_Add(recorded_constants, value)
                                            : PyList_Append(recorded_nodes, value))
@@ -578,87 +392,186 @@ done:
     return result;
 }
 
-/* a + b, as Python computes it; a float's plain double arithmetic when both are floats. */
-static PyObject *add(PyObject *a, PyObject *b) {
-    if (PyFloat_CheckExact(a) && PyFloat_CheckExact(b))
-        return PyFloat_FromDouble(PyFloat_AS_DOUBLE(a) + PyFloat_AS_DOUBLE(b));
-    return PyNumber_Add(a, b);
-}
+/* engine._propagate_numbers(order, seed, add_to_grad): the first-order backward loop.
 
-/* A slot of `node` that the pass reads, as a new reference; or NULL with an AttributeError when
-   it is empty: a lecture-style _backward closure (or a __del__, or a gc callback) may have run
-   `del node._pending` while the pass was on its way. */
-static int slot_deleted(PyObject *node, const char *name) {
-    PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%s': the graph changed during backward",
-                 Py_TYPE(node)->tp_name, name);
-    return -1;
-}
+   A pass keeps its shares apart, one place per node of `order`: a double, or (rarely: a
+   closure that hands back a number that is not a float) a Python object. A node's place is
+   found by its address in a small hash table, so no __hash__ of a subclass runs, and a
+   backward run by a closure in the middle of the walk has places of its own. The walk runs
+   Python code (closures, the rules not known here, a number type's arithmetic), which could
+   change the list or the graph: so it walks a tuple of the nodes, made first, that holds every
+   one, and holds each node's children while it reads them. */
+typedef struct {
+    PyObject *nodes;   /* a tuple of the nodes of the pass (a strong reference) */
+    Py_ssize_t n;
+    double *share;     /* per place */
+    PyObject **boxed;  /* per place: the share when it is not a float (then share[] is unused) */
+    Py_ssize_t *table; /* place + 1 of the node hashed there, 0 for none */
+    size_t mask;
+} Pass;
 
-static PyObject *read_slot(PyObject *node, Py_ssize_t at, const char *name) {
-    PyObject *object = SLOT(node, at);
-    if (object == NULL) {
-        slot_deleted(node, name);
-        return NULL;
+static size_t hash_address(PyObject *node) { return (size_t)(((uintptr_t)node >> 4) * 0x9E3779B97F4A7C15ull); }
+
+/* The place of `node` in the pass, or -1 when it is not one of its nodes. */
+static Py_ssize_t place_of(Pass *pass, PyObject *node) {
+    for (size_t h = hash_address(node) & pass->mask;; h = (h + 1) & pass->mask) {
+        Py_ssize_t entry = pass->table[h];
+        if (entry == 0)
+            return -1;
+        if (PyTuple_GET_ITEM(pass->nodes, entry - 1) == node)
+            return entry - 1;
     }
-    return Py_NewRef(object);
 }
 
-/* node._pending += share */
-static int add_share(PyObject *node, PyObject *share) {
-    PyObject *pending = read_slot(node, at_pending, "_pending"); /* held: the addition may run Python code */
-    if (pending == NULL)
+static int start_pass(Pass *pass, PyObject *nodes) {
+    Py_ssize_t n = PyTuple_GET_SIZE(nodes);
+    size_t size = 16;
+    while (size < 2 * (size_t)n)
+        size *= 2;
+    *pass = (Pass){nodes, n, PyMem_Calloc(n, sizeof(double)), PyMem_Calloc(n, sizeof(PyObject *)),
+                   PyMem_Calloc(size, sizeof(Py_ssize_t)), size - 1};
+    if (pass->share == NULL || pass->boxed == NULL || pass->table == NULL) {
+        PyErr_NoMemory();
         return -1;
-    PyObject *total = add(pending, share);
-    Py_DECREF(pending);
-    if (total == NULL)
-        return -1;
-    set_slot(node, at_pending, total);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) { /* a node listed twice gets its last place, as a dict does */
+        PyObject *node = PyTuple_GET_ITEM(nodes, i);
+        size_t h = hash_address(node) & pass->mask;
+        while (pass->table[h] != 0 && PyTuple_GET_ITEM(nodes, pass->table[h] - 1) != node)
+            h = (h + 1) & pass->mask;
+        pass->table[h] = i + 1;
+    }
     return 0;
 }
 
-/* A node's stored local gradients: child._pending += d * g for each child. Everything read is
-   held first: a multiplication may run Python code (a number type's __mul__), which may replace
-   the node's children or its _pending. */
-static int pass_stored(PyObject *node, PyObject *local) {
-    PyObject *children = SLOT(node, at_children);
-    if (children == NULL || !PyTuple_CheckExact(children)) {
-        PyErr_SetString(PyExc_TypeError, "a Value's children were replaced during backward");
-        return -1;  /* only a lecture-style _backward closure could have done it */
-    }
-    PyObject *g = read_slot(node, at_pending, "_pending");
-    if (g == NULL)
-        return -1;
-    Py_INCREF(children);
-    Py_INCREF(local);
-    Py_ssize_t n = Py_MIN(PyTuple_GET_SIZE(children), PyTuple_GET_SIZE(local));  /* as zip() */
-    int status = 0;
-    for (Py_ssize_t k = 0; k < n && status == 0; k++) {
-        PyObject *d = PyTuple_GET_ITEM(local, k), *share;
-        if (PyFloat_CheckExact(d) && PyFloat_CheckExact(g))
-            share = PyFloat_FromDouble(PyFloat_AS_DOUBLE(d) * PyFloat_AS_DOUBLE(g));
-        else
-            share = PyNumber_Multiply(d, g);
-        PyObject *child = PyTuple_GET_ITEM(children, k);
-        if (share == NULL)
-            status = -1;
-        else if (!is_value(child)) {
-            PyErr_SetString(PyExc_TypeError, "a child of a Value must be a Value");
-            Py_DECREF(share);
-            status = -1;
-        } else {
-            status = add_share(child, share);
-            Py_DECREF(share);
-        }
-    }
-    Py_DECREF(g);
-    Py_DECREF(local);
-    Py_DECREF(children);
-    return status;
+static void end_pass(Pass *pass) {
+    if (pass->boxed != NULL)
+        release_all(pass->boxed, pass->n);
+    PyMem_Free(pass->share);
+    PyMem_Free(pass->table);
 }
 
-/* Any other op: engine._child_gradients(node, g, False) gives (child, share) pairs. */
-static int pass_by_rule(PyObject *node) {
-    PyObject *g = read_slot(node, at_pending, "_pending");
+/* The share at place i as a new reference. */
+static PyObject *share_object(Pass *pass, Py_ssize_t i) {
+    return pass->boxed[i] != NULL ? Py_NewRef(pass->boxed[i]) : PyFloat_FromDouble(pass->share[i]);
+}
+
+/* share[i] += x, as Python's `+` would add them (double arithmetic when both are floats). */
+static int add_object(Pass *pass, Py_ssize_t i, PyObject *x) {
+    if (pass->boxed[i] == NULL && PyFloat_CheckExact(x)) {
+        pass->share[i] += PyFloat_AS_DOUBLE(x);
+        return 0;
+    }
+    PyObject *now = share_object(pass, i);
+    if (now == NULL)
+        return -1;
+    Py_INCREF(x); /* the addition may run Python code that drops x */
+    PyObject *total = PyNumber_Add(now, x);
+    Py_DECREF(x);
+    Py_DECREF(now);
+    if (total == NULL)
+        return -1;
+    if (PyFloat_CheckExact(total)) { /* back to a plain double */
+        pass->share[i] = PyFloat_AS_DOUBLE(total);
+        Py_DECREF(total);
+        total = NULL;
+    }
+    Py_XSETREF(pass->boxed[i], total);
+    return 0;
+}
+
+static int changed_graph(PyObject *node) {
+    PyErr_Format(PyExc_RuntimeError, "backward: a child of a %.100s is not in the graph being walked: "
+                 "the graph changed during backward", Py_TYPE(node)->tp_name);
+    return -1;
+}
+
+/* The number of a Value as a double, if it is a float: 1, else 0. */
+static int float_data(PyObject *value, double *x) {
+    PyObject *data = SLOT(value, at_data);
+    if (data == NULL || !PyFloat_CheckExact(data))
+        return 0;
+    *x = PyFloat_AS_DOUBLE(data);
+    return 1;
+}
+
+/* The rules of ops.py that this loop runs itself, operation for operation: for a node with a
+   known rule, float data and a float share g, out[k] becomes the share of child k (the same
+   doubles Python's float arithmetic gives). 1 when done, 0 when the node must
+   go to engine._child_gradients (an unknown rule, data that is not a float, a division by 0
+   that Python raises for, too many children for `xs`). No Python code runs here. */
+#define MAX_INLINE 64
+static int known_shares(PyObject *node, PyObject *children, double g, double *out, int *has_share) {
+    PyObject *rule = SLOT(node, at_rule);
+    int r = 0;
+    while (r < KNOWN_RULES && known_rules[r] != rule)
+        r++;
+    Py_ssize_t m = PyTuple_GET_SIZE(children);
+    double xs[MAX_INLINE], y;
+    if (r == KNOWN_RULES || m > MAX_INLINE || !float_data(node, &y))
+        return 0;
+    for (Py_ssize_t k = 0; k < m; k++) {
+        PyObject *child = PyTuple_GET_ITEM(children, k);
+        if (!is_value(child) || !float_data(child, &xs[k]))
+            return 0;
+        has_share[k] = 1;
+    }
+    double out_value = y;
+    switch (r) {
+    case ADD:
+    case SUB:
+    case MUL:
+    case DIV:
+        if (m != 2 || (r == DIV && xs[1] == 0.0))
+            return 0;
+        out[0] = r == DIV ? g / xs[1] : r == MUL ? g * xs[1] : g;
+        out[1] = r == DIV ? -g * (out_value / xs[1]) : r == MUL ? g * xs[0] : r == SUB ? -g : g;
+        return 1;
+    case NEG:
+    case EXP:
+    case LOG:
+    case TANH:
+    case SIGMOID:
+    case RELU:
+        if (m != 1 || (r == LOG && xs[0] == 0.0))
+            return 0;
+        switch (r) {
+        case NEG: out[0] = -g; break;
+        case EXP: out[0] = g * out_value; break;
+        case LOG: out[0] = g / xs[0]; break;
+        case TANH: out[0] = g * (1.0 - out_value * out_value); break;
+        case SIGMOID: out[0] = g * out_value * (1.0 - out_value); break;
+        default: out[0] = xs[0] <= 0.0 ? 0.0 : g; /* selected, not multiplied, as ops.RELU */
+        }
+        return 1;
+    case SUM:
+        for (Py_ssize_t k = 0; k < m; k++)
+            out[k] = g;
+        return 1;
+    case DOT: { /* children w_1..w_n, x_1..x_n, b */
+        if (m % 2 != 1)
+            return 0;
+        Py_ssize_t n = m / 2;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            out[k] = g * xs[n + k];
+            out[n + k] = g * xs[k];
+        }
+        out[m - 1] = g;
+        return 1;
+    }
+    case POW_CONSTANT: /* x ** c, for a positive finite x only (ops._pow raises or selects elsewhere) */
+        if (m != 2 || !(xs[0] > 0.0) || isinf(xs[0]))
+            return 0;
+        out[0] = xs[1] == 0.0 ? 0.0 : g * (xs[1] * pow(xs[0], xs[1] - 1.0));
+        has_share[1] = 0; /* the constant exponent gets none */
+        return 1;
+    }
+    return 0;
+}
+
+/* Any other node: engine._child_gradients(node, g, False) gives (child, share) pairs. */
+static int pass_by_rule(Pass *pass, PyObject *node, Py_ssize_t i) {
+    PyObject *g = share_object(pass, i);
     if (g == NULL)
         return -1;
     PyObject *pairs = PyObject_CallFunctionObjArgs(child_gradients, node, g, Py_False, NULL);
@@ -671,20 +584,12 @@ static int pass_by_rule(PyObject *node) {
         return -1;
     int status = 0;
     while (status == 0 && (pair = PyIter_Next(iterator)) != NULL) {
-        PyObject *child, *share;
         if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
             PyErr_SetString(PyExc_TypeError, "_child_gradients must give (child, gradient) pairs");
             status = -1;
-        } else {
-            child = PyTuple_GET_ITEM(pair, 0), share = PyTuple_GET_ITEM(pair, 1);
-            if (share != Py_None) {
-                if (is_value(child))
-                    status = add_share(child, share);
-                else {
-                    PyErr_SetString(PyExc_TypeError, "a child of a Value must be a Value");
-                    status = -1;
-                }
-            }
+        } else if (PyTuple_GET_ITEM(pair, 1) != Py_None) { /* None: a constant by construction */
+            Py_ssize_t place = place_of(pass, PyTuple_GET_ITEM(pair, 0));
+            status = place < 0 ? changed_graph(node) : add_object(pass, place, PyTuple_GET_ITEM(pair, 1));
         }
         Py_DECREF(pair);
     }
@@ -693,65 +598,115 @@ static int pass_by_rule(PyObject *node) {
 }
 
 /* One node's step of the walk: its share passed on to its children. */
-static int pass_on(PyObject *node) {
-    PyObject *local = SLOT(node, at_local), *rule;
-    if (local == NULL) /* as engine.py's `node._local` raises */
-        return slot_deleted(node, "_local");
-    if (PyTuple_CheckExact(local))
-        return pass_stored(node, local);
-    if ((rule = SLOT(node, at_rule)) == NULL)
-        return slot_deleted(node, "_rule");
-    return rule == Py_None ? 0 : pass_by_rule(node);
-}
-
-/* node._pending += node.grad, once every share has been gathered (see _propagate_numbers). */
-static int add_grad(PyObject *node) {
-    PyObject *grad = is_parameter(node) ? parameter_grad(NULL, node) : read_slot(node, at_grad, "grad");
-    if (grad == NULL)
+static int pass_on(Pass *pass, Py_ssize_t i) {
+    PyObject *node = PyTuple_GET_ITEM(pass->nodes, i), *rule = SLOT(node, at_rule);
+    PyObject *children = SLOT(node, at_children);
+    if (rule == NULL || children == NULL) { /* a closure ran `del node._rule` */
+        PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%s': the graph changed during backward",
+                     Py_TYPE(node)->tp_name, rule == NULL ? "_rule" : "children");
         return -1;
-    int status = add_share(node, grad);
-    Py_DECREF(grad);
-    return status;
+    }
+    if (rule == Py_None)
+        return 0; /* a leaf */
+    if (pass->boxed[i] == NULL && PyTuple_CheckExact(children)) {
+        double out[MAX_INLINE];
+        int has_share[MAX_INLINE];
+        if (known_shares(node, children, pass->share[i], out, has_share)) {
+            int status = 0;
+            Py_INCREF(children); /* an object share's addition may run Python code */
+            for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(children) && status == 0; k++) {
+                if (!has_share[k])
+                    continue;
+                Py_ssize_t place = place_of(pass, PyTuple_GET_ITEM(children, k));
+                if (place < 0) {
+                    status = changed_graph(node);
+                } else if (pass->boxed[place] == NULL) {
+                    pass->share[place] += out[k];
+                } else {
+                    PyObject *x = PyFloat_FromDouble(out[k]);
+                    status = x == NULL ? -1 : add_object(pass, place, x);
+                    Py_XDECREF(x);
+                }
+            }
+            Py_DECREF(children);
+            return status;
+        }
+    }
+    return pass_by_rule(pass, node, i);
 }
 
-/* engine._propagate_numbers(order, seed, add_to_grad). The walk runs Python code (closures, a
-   rule's backward, a number type's arithmetic, a __del__ when a slot is replaced), which could
-   change the list: so it walks a tuple of the nodes, made first, that holds every one. */
+/* share + node.grad for place i, once every share is in: the node's new total. */
+static PyObject *total_with_grad(Pass *pass, Py_ssize_t i) {
+    PyObject *node = PyTuple_GET_ITEM(pass->nodes, i), *grad = SLOT(node, at_grad);
+    if (grad == NULL) {
+        PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute 'grad': the graph changed during backward",
+                     Py_TYPE(node)->tp_name);
+        return NULL;
+    }
+    if (pass->boxed[i] == NULL && PyFloat_CheckExact(grad))
+        return PyFloat_FromDouble(pass->share[i] + PyFloat_AS_DOUBLE(grad));
+    PyObject *share = share_object(pass, i);
+    if (share == NULL)
+        return NULL;
+    Py_INCREF(grad);
+    PyObject *total = PyNumber_Add(share, grad);
+    Py_DECREF(grad);
+    Py_DECREF(share);
+    return total;
+}
+
+/* Every node of the pass is a Value whose children are a tuple: else engine.py's loop runs. */
+static int usual_nodes(PyObject *nodes) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(nodes); i++) {
+        PyObject *node = PyTuple_GET_ITEM(nodes, i);
+        if (!is_value(node) || SLOT(node, at_children) == NULL || !PyTuple_CheckExact(SLOT(node, at_children)))
+            return 0;
+    }
+    return 1;
+}
+
 static PyObject *propagate_numbers(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "_graph.propagate_numbers(order, seed, add_to_grad)");
         return NULL;
     }
     NEEDS_SETUP(NULL)
-    PyObject *seed = args[1];
     int add_to_grad = PyObject_IsTrue(args[2]);
     if (add_to_grad < 0)
         return NULL;
     if (!PyList_CheckExact(args[0]) || PyList_GET_SIZE(args[0]) == 0)
         Py_RETURN_NONE;
-    PyObject *nodes = PyList_AsTuple(args[0]);
+    PyObject *nodes = PyList_AsTuple(args[0]), *result = NULL;
     if (nodes == NULL)
         return NULL;
+    if (!usual_nodes(nodes)) {
+        Py_DECREF(nodes);
+        Py_RETURN_NONE;
+    }
+    Pass pass;
     Py_ssize_t n = PyTuple_GET_SIZE(nodes);
-    for (Py_ssize_t i = 0; i < n; i++) {  /* look before touching anything */
-        PyObject *node = PyTuple_GET_ITEM(nodes, i);
-        if (!is_value(node) || SLOT(node, at_children) == NULL || !PyTuple_CheckExact(SLOT(node, at_children))) {
-            Py_DECREF(nodes);
-            Py_RETURN_NONE;
+    int status = start_pass(&pass, nodes);
+    if (status == 0) { /* the root's place holds the seed (not 0.0 + seed: a -0.0 stays -0.0) */
+        if (PyFloat_CheckExact(args[1]))
+            pass.share[n - 1] = PyFloat_AS_DOUBLE(args[1]);
+        else
+            pass.boxed[n - 1] = Py_NewRef(args[1]);
+    }
+    for (Py_ssize_t i = n - 1; i >= 0 && status == 0; i--)
+        status = pass_on(&pass, i);
+    if (status == 0 && (result = PyList_New(n)) != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *item = add_to_grad ? total_with_grad(&pass, i) : share_object(&pass, i);
+            if (item == NULL) {
+                Py_CLEAR(result);
+                break;
+            }
+            PyList_SET_ITEM(result, i, item);
         }
     }
-    for (Py_ssize_t i = 0; i < n; i++)
-        set_slot(PyTuple_GET_ITEM(nodes, i), at_pending, Py_NewRef(zero));
-    set_slot(PyTuple_GET_ITEM(nodes, n - 1), at_pending, Py_NewRef(seed));
-    int status = 0;
-    for (Py_ssize_t i = n - 1; i >= 0 && status == 0; i--)
-        status = pass_on(PyTuple_GET_ITEM(nodes, i));
-    for (Py_ssize_t i = 0; i < n && status == 0 && add_to_grad; i++)
-        status = add_grad(PyTuple_GET_ITEM(nodes, i));
+    end_pass(&pass);
     Py_DECREF(nodes);
-    if (status < 0)
-        return NULL;
-    Py_RETURN_TRUE;
+    return result;
 }
 
 /* Hand these nodes (and their tuples) back to the collector, before they can join a cycle. */
@@ -762,10 +717,9 @@ static PyObject *watch(PyObject *module, PyObject *nodes) {
         return NULL;
     while ((node = PyIter_Next(iterator)) != NULL) {
         if (is_value(node)) {
-            PyObject *parts[2] = {SLOT(node, at_children), SLOT(node, at_local)};
-            for (int k = 0; k < 2; k++)
-                if (parts[k] != NULL && PyTuple_CheckExact(parts[k]) && !PyObject_GC_IsTracked(parts[k]))
-                    PyObject_GC_Track(parts[k]);
+            PyObject *children = SLOT(node, at_children);
+            if (children != NULL && PyTuple_CheckExact(children) && !PyObject_GC_IsTracked(children))
+                PyObject_GC_Track(children);
             if (!PyObject_GC_IsTracked(node))
                 PyObject_GC_Track(node);
         }
@@ -811,10 +765,6 @@ static int values_and_numbers(PyObject *const *args, Py_ssize_t nargs, const cha
 static void store_all(PyObject *values, Py_ssize_t at, PyObject **objects, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *value = PySequence_Fast_GET_ITEM(values, i);
-        if (is_parameter(value)) {  /* checked by can_store: a float, into a good entry */
-            *entry(value, at) = PyFloat_AS_DOUBLE(objects[i]);
-            continue;
-        }
         PyObject *old = SLOT(value, at);
         SLOT(value, at) = objects[i];
         objects[i] = old;
@@ -823,19 +773,11 @@ static void store_all(PyObject *values, Py_ssize_t at, PyObject **objects, Py_ss
 }
 
 /* Whether store_all can store into values[i].<slot> for every i: 1 if so, 0 if engine.py's
-   loop must (something is not a Value, or a Parameter's gradient is an object), -1 on error. */
-static int can_store(PyObject *values, Py_ssize_t n, Py_ssize_t at) {
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *value = PySequence_Fast_GET_ITEM(values, i);
-        if (is_parameter(value)) {
-            if (entry(value, at) == NULL)
-                return -1;
-            if (at == at_grad && grad_object(value) != NULL)
-                return 0;
-        } else if (!is_value(value)) {
+   loop must (something is not a Value). */
+static int can_store(PyObject *values, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!is_value(PySequence_Fast_GET_ITEM(values, i)))
             return 0;
-        }
-    }
     return 1;
 }
 
@@ -851,23 +793,10 @@ static PyObject *read_floats(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t
     PyObject *result = Py_True;
     for (Py_ssize_t i = 0; i < n && result == Py_True; i++) {
         PyObject *value = PySequence_Fast_GET_ITEM(values, i), *number;
-        if (is_parameter(value)) {
-            double *address = entry(value, at);
-            if (address == NULL)
-                result = NULL;
-            else if (at == at_grad && grad_object(value) != NULL)
-                result = Py_None;
-            else
-                out[i] = *address;
-        } else if (!is_value(value) || (number = SLOT(value, at)) == NULL || !PyFloat_CheckExact(number)) {
+        if (!is_value(value) || (number = SLOT(value, at)) == NULL || !PyFloat_CheckExact(number))
             result = Py_None;
-        } else {
+        else
             out[i] = PyFloat_AS_DOUBLE(number);
-        }
-    }
-    if (result == NULL) {
-        PyBuffer_Release(&view);
-        return NULL;
     }
     PyBuffer_Release(&view);
     return Py_NewRef(result);
@@ -890,10 +819,9 @@ static PyObject *write_data(PyObject *module, PyObject *const *args, Py_ssize_t 
     Py_buffer view;
     if (values_and_numbers(args, nargs, "_graph.write_data(values, numbers)", 0, &values, &n, &view) < 0)
         return NULL;
-    int storable = can_store(values, n, at_data);
-    if (storable <= 0) {
+    if (!can_store(values, n)) {
         PyBuffer_Release(&view);
-        return storable < 0 ? NULL : Py_NewRef(Py_None);
+        Py_RETURN_NONE;
     }
     const double *numbers = view.buf;
     PyObject **made = PyMem_Calloc(n > 0 ? n : 1, sizeof(PyObject *));
@@ -920,13 +848,8 @@ static PyObject *fill_grads(PyObject *module, PyObject *const *args, Py_ssize_t 
     NEEDS_SETUP(NULL)
     PyObject *values = args[0], *number = args[1];
     Py_ssize_t n = PySequence_Fast_GET_SIZE(values);
-    int storable = can_store(values, n, at_grad);
-    if (storable <= 0)
-        return storable < 0 ? NULL : Py_NewRef(Py_None);
-    if (!PyFloat_CheckExact(number))  /* a Parameter's entry takes only a float */
-        for (Py_ssize_t i = 0; i < n; i++)
-            if (is_parameter(PySequence_Fast_GET_ITEM(values, i)))
-                Py_RETURN_NONE;
+    if (!can_store(values, n))
+        Py_RETURN_NONE;
     PyObject **filled = PyMem_Calloc(n > 0 ? n : 1, sizeof(PyObject *));
     if (filled == NULL)
         return PyErr_NoMemory();
@@ -954,15 +877,8 @@ static PyObject *add_to_grads(PyObject *module, PyObject *const *args, Py_ssize_
     }
     for (Py_ssize_t i = 0; i < n && result == Py_True; i++) {  /* the new totals, first */
         PyObject *value = PySequence_Fast_GET_ITEM(values, i), *grad;
-        double now = 0.0, *address;
-        if (is_parameter(value)) {
-            if ((address = entry(value, at_grad)) == NULL)
-                result = NULL;
-            else if (grad_object(value) != NULL)
-                result = Py_None;
-            else
-                now = *address;
-        } else if (!is_value(value) || (grad = SLOT(value, at_grad)) == NULL) {
+        double now = 0.0;
+        if (!is_value(value) || (grad = SLOT(value, at_grad)) == NULL) {
             result = Py_None;
         } else if (PyFloat_CheckExact(grad)) {
             now = PyFloat_AS_DOUBLE(grad);
@@ -988,14 +904,6 @@ static PyObject *add_to_grads(PyObject *module, PyObject *const *args, Py_ssize_
 
 static PyMethodDef methods[] = {
     {"setup", (PyCFunction)(void (*)(void))setup, METH_FASTCALL, "setup(Value, child_gradients)"},
-    {"setup_parameters", (PyCFunction)(void (*)(void))setup_parameters, METH_FASTCALL,
-     "setup_parameters(Parameter, Parameters, set_data, set_grad)"},
-    {"parameter_data", parameter_data, METH_O, "a Parameter's .data"},
-    {"parameter_grad", parameter_grad, METH_O, "a Parameter's .grad"},
-    {"set_parameter_data", (PyCFunction)(void (*)(void))set_parameter_data, METH_FASTCALL, "parameter.data = x"},
-    {"set_parameter_grad", (PyCFunction)(void (*)(void))set_parameter_grad, METH_FASTCALL, "parameter.grad = g"},
-    {"data_of", data_of, METH_O, "engine._read_data: a Value's number"},
-    {"number", number, METH_O, "number(grad): the descriptor of Parameter.data (False) or .grad (True)"},
     {"node", (PyCFunction)(void (*)(void))node, METH_FASTCALL, "engine._node, unwatched by the collector"},
     {"depth_first", depth_first, METH_O, "engine._depth_first(roots), or None when unusual"},
     {"propagate_numbers", (PyCFunction)(void (*)(void))propagate_numbers, METH_FASTCALL,
@@ -1024,8 +932,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__graph(void) {
     zero = PyFloat_FromDouble(0.0);
-    empty_label = PyUnicode_FromString("");
-    if (zero == NULL || empty_label == NULL || PyType_Ready(&watched_type) < 0 || PyType_Ready(&number_type) < 0)
+    if (zero == NULL || PyType_Ready(&watched_type) < 0)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -12,7 +12,7 @@ Read it top to bottom:
 
 At the very end, the hottest of these loops are swapped for the same loops in C when
 ``chainrule/_graph.c`` was built; what you read here is what they do. A model's weights are
-Parameters (``parameters.py``): Values whose numbers live in one flat array.
+Parameters (``parameters.py``): Values listed in their model's group.
 """
 
 from __future__ import annotations
@@ -188,21 +188,29 @@ class Value:
     6.0
     """
 
-    # _pending is scratch space for a backward pass (see _propagate_numbers), set only there.
-    __slots__ = ("data", "grad", "label", "children", "_rule", "_local", "_pending", "__weakref__")
+    # A node keeps only what backward needs in slots. Anything else a user sets (v.m = 0, a
+    # label) goes to the instance dict, made only when the first such attribute is set.
+    __slots__ = ("data", "grad", "children", "_rule", "__dict__", "__weakref__")
+    label = ""  # the default; Value(..., label="x") or v.label = "x" stores one in the dict
+    # A node built by hand keeps its local gradients (a tuple) or its micrograd-style closure
+    # here; every other node's backward comes from its op's rule, which reads the data.
+    _local = None
 
     def __init__(self, data, _children=(), _op="", label="", *, children=None, local_grads=None):
         self.data = _as_float(data)
         self.grad = 0.0
-        self.label = label
+        if label:
+            self.label = label
         if children is not None:
             _children = children
         if not isinstance(_op, str):  # the GPT scripts' Value(data, children, local_grads)
             _op, local_grads = "", _op
         if not _children and not _op and local_grads is None:
-            self.children, self._rule, self._local = (), None, None
+            self.children, self._rule = (), None
         else:
-            self.children, self._rule, self._local = _hand_made_node(_children, _op, local_grads)
+            self.children, self._rule, local = _hand_made_node(_children, _op, local_grads)
+            if local is not None:
+                self._local = local
         if _made_in_other_threads is not None:
             _note_untraced(self)
 
@@ -250,8 +258,8 @@ class Value:
                 "_local_grads: this node's backward is a _backward closure, which adds into its "
                 "children's grads directly; it keeps no local gradients"
             )
-        local = [float(g) for _, g in _child_gradients(self, 1.0, False)]
-        return (*local, *[0.0] * (len(self._children) - len(local)))  # relu's 0 is stored as ()
+        local = [0.0 if g is None else float(g) for _, g in _child_gradients(self, 1.0, False)]
+        return tuple(local[: len(self._children)])  # x ** c: the constant c has none
 
     @property
     def _backward(self):
@@ -272,12 +280,23 @@ class Value:
             raise TypeError(f"_backward must be a function of no arguments, got {closure!r}")
         if not self.children:
             return  # a leaf has nothing to pass its gradient to (the lecture sets a no-op)
-        if type(self._local) is tuple or self._rule.backward is not None:
+        if self._rule.backward is not None or type(self._local) is tuple:
             raise AttributeError(
                 f"_backward of a {self.op!r} node is fixed by its op; only a node made with "
                 "Value(data, _children, _op) takes a closure"
             )
         self._local = closure
+
+    def __init_subclass__(cls, **kwargs):
+        # The fast ops, apply, the C loops and chainrule.compile all read the number in the
+        # slot; a property in its place would be read by some of them and not others.
+        super().__init_subclass__(**kwargs)
+        for name in ("data", "grad"):
+            if name in cls.__dict__:
+                raise TypeError(
+                    f"{cls.__name__} redefines {name!r}: a Value keeps its number and gradient in "
+                    f"its own slots, which every op reads directly; keep yours in another attribute"
+                )
 
     def __repr__(self):
         label = f", label={self.label!r}" if self.label else ""
@@ -285,59 +304,55 @@ class Value:
 
     # Arithmetic. A plain number on either side becomes a constant leaf. The common ops take a
     # fast path when both sides are plain (a Value, a float or an int) and no mode is on: they
-    # build the node directly and store the local gradients that backward multiplies by.
-    # Everything else goes through ``apply``, which does the same more generally.
+    # build the node directly. Everything else goes through ``apply``, which does the same
+    # more generally. Either way backward runs the op's rule on the data (see ops.py).
     def __add__(self, other):
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.ADD, self, other)
         if type(other) in _PLAIN_NUMBERS:
             other = _constant(other)
-        return _node(self.data + other.data, ops.ADD, (self, other), _ONE_ONE)
+        return _node(self.data + other.data, ops.ADD, (self, other))
 
     def __radd__(self, other):
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.ADD, other, self)
         other = _constant(other)
-        return _node(other.data + self.data, ops.ADD, (other, self), _ONE_ONE)
+        return _node(other.data + self.data, ops.ADD, (other, self))
 
     def __sub__(self, other):
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.SUB, self, other)
         if type(other) in _PLAIN_NUMBERS:
             other = _constant(other)
-        return _node(self.data - other.data, ops.SUB, (self, other), _ONE_MINUS_ONE)
+        return _node(self.data - other.data, ops.SUB, (self, other))
 
     def __rsub__(self, other):
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.SUB, other, self)
         other = _constant(other)
-        return _node(other.data - self.data, ops.SUB, (other, self), _ONE_MINUS_ONE)
+        return _node(other.data - self.data, ops.SUB, (other, self))
 
     def __mul__(self, other):
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.MUL, self, other)
         if type(other) in _PLAIN_NUMBERS:
             other = _constant(other)
-        x, y = self.data, other.data
-        return _node(x * y, ops.MUL, (self, other), (y, x))
+        return _node(self.data * other.data, ops.MUL, (self, other))
 
     def __rmul__(self, other):
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.MUL, other, self)
         other = _constant(other)
-        x, y = other.data, self.data
-        return _node(x * y, ops.MUL, (other, self), (y, x))
+        return _node(other.data * self.data, ops.MUL, (other, self))
 
     def __truediv__(self, other):
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.DIV, self, other)
         if type(other) in _PLAIN_NUMBERS:
             other = _constant(other)
-        x, y = self.data, other.data
-        if -_TINY < y < _TINY:  # 0 raises there; 1/y of a subnormal y may be inf (see _TINY)
+        if other.data == 0.0:  # apply raises ZeroDivisionError, naming the operands
             return apply(ops.DIV, self, other)
-        out = x / y
-        return _node(out, ops.DIV, (self, other), (1.0 / y, -out / y))
+        return _node(self.data / other.data, ops.DIV, (self, other))
 
     def __rtruediv__(self, other):
         return _binary(ops.DIV, other, self)
@@ -347,11 +362,8 @@ class Value:
             return apply(ops.POW, self, other)
         if _modes_open or type(other) not in _PLAIN or not self.data > 0.0:  # a positive base only
             return _binary(ops.POW_CONSTANT, self, other)
-        x, c = self.data, float(other)
-        # One local gradient for two children: the constant exponent gets none, as in ops.POW_CONSTANT.
-        # x ** 0 passes no gradient at all (0 * x**-1 would be nan at a subnormal x).
-        local = _NO_SHARE if c == 0.0 else (c * ops._pow(x, c - 1.0),)
-        return _node(ops._pow(x, c), ops.POW_CONSTANT, (self, _constant(c)), local)
+        c = float(other)
+        return _node(ops._pow(self.data, c), ops.POW_CONSTANT, (self, _constant(c)))
 
     def __rpow__(self, other):
         return _binary(ops.RPOW, other, self)
@@ -373,7 +385,7 @@ class Value:
     def __neg__(self):
         if _modes_open:
             return apply(ops.NEG, self)
-        return _node(-self.data, ops.NEG, (self,), _MINUS_ONE)
+        return _node(-self.data, ops.NEG, (self,))
 
     def __pos__(self):
         return self
@@ -382,34 +394,28 @@ class Value:
     def exp(self):
         if _modes_open:
             return apply(ops.EXP, self)
-        out = ops._exp(self.data)
-        return _node(out, ops.EXP, (self,), (out,))
+        return _node(ops._exp(self.data), ops.EXP, (self,))
 
     def log(self):
-        if _modes_open or not self.data >= _TINY:  # apply raises for x <= 0 and passes a nan on
+        if _modes_open or not self.data > 0.0:  # apply raises for x <= 0 and passes a nan on
             return apply(ops.LOG, self)
-        x = self.data
-        return _node(math.log(x), ops.LOG, (self,), (1.0 / x,))
+        return _node(math.log(self.data), ops.LOG, (self,))
 
     def tanh(self):
         if _modes_open:
             return apply(ops.TANH, self)
-        t = math.tanh(self.data)
-        return _node(t, ops.TANH, (self,), (1.0 - t * t,))
+        return _node(math.tanh(self.data), ops.TANH, (self,))
 
     def sigmoid(self):
         if _modes_open:
             return apply(ops.SIGMOID, self)
-        s = ops._sigmoid(self.data)
-        return _node(s, ops.SIGMOID, (self,), (s * (1.0 - s),))
+        return _node(ops._sigmoid(self.data), ops.SIGMOID, (self,))
 
     def relu(self):
         if _modes_open:
             return apply(ops.RELU, self)
-        x = self.data
-        if x <= 0.0:  # not `x > 0.0`, so that a nan passes through, as in ops.RELU (and -0.0)
-            return _node(0.0 if x < 0.0 else x, ops.RELU, (self,), _NO_SHARE)
-        return _node(x, ops.RELU, (self,), _ONE)
+        x = self.data  # not `x > 0.0`: a nan and -0.0 pass through, as in ops.RELU
+        return _node(0.0 if x < 0.0 else x, ops.RELU, (self,))
 
     def softplus(self):
         """log(1 + exp(self)), finite for any input; its derivative is the sigmoid."""
@@ -453,7 +459,10 @@ class Value:
                 "as in PyTorch; copy a leaf with its number, Value(v.data), or v.detach()"
             )
         grad = self.grad.data if isinstance(self.grad, Value) else self.grad
-        return _restore_leaf, (self.data, grad, self.label)
+        # Attributes a user set (p.m, p.v of an optimizer) come along, as a tensor's __dict__
+        # does in PyTorch's deepcopy; copy.deepcopy copies them deeply, copy.copy shares them.
+        attributes = {name: x for name, x in vars(self).items() if name != "label"}
+        return _restore_leaf, (self.data, grad, self.label), attributes or None
 
 
 def _restore_leaf(data, grad, label):
@@ -463,44 +472,25 @@ def _restore_leaf(data, grad, label):
     return value
 
 
-# The slot that holds a Value's number, read directly: ``apply`` reads its inputs so (or, for a
-# Parameter, its entry in the model's array), so that it costs no more while chainrule.compile
-# watches ``.data`` reads from user code.
-_slot_data = Value.__dict__["data"].__get__
+# The slot that holds a Value's number, read directly: ``apply`` reads its inputs so, so that
+# it costs no more while chainrule.compile watches ``.data`` reads from user code.
+_read_data = Value.__dict__["data"].__get__
 _write_data, _write_grad = Value.__dict__["data"].__set__, Value.__dict__["grad"].__set__
 
 
-def _read_data(value):
-    return _parameter_data(value) if isinstance(value, Parameter) else _slot_data(value)
-
-
-# The fast path's pieces: which operand types it takes, and the local gradients that never change.
+# The fast path's pieces: which operand types it takes.
 _PLAIN = frozenset({Value, float, int})  # (and Parameter: see the end of this file)
 _PLAIN_NUMBERS = frozenset({float, int})
-_ONE, _MINUS_ONE = (1.0,), (-1.0,)
-_ONE_ONE, _ONE_MINUS_ONE = (1.0, 1.0), (1.0, -1.0)
-# No local gradients: the node passes nothing back, as PyTorch's relu at x <= 0 and x ** 0 do
-# (a stored 0.0 would be multiplied, and 0 * an incoming nan or inf is nan).
-_NO_SHARE = ()
-# The smallest normal float. Below it, 1/y overflows to inf for some y, so a local gradient of
-# 1/y stored for g * (1/y) would turn an incoming 0 into nan where g / y is 0: such ops take
-# the general path, whose rule divides.
-_TINY = 2.2250738585072014e-308
 _new = object.__new__
 
 
-def _node(data, rule, children, local):
-    """A computed Value, built without re-checking data that an op just produced.
-
-    ``local`` holds d(node)/d(child) for each child when the op stored them, else None.
-    """
+def _node(data, rule, children):
+    """A computed Value, built without re-checking data that an op just produced."""
     value = _new(Value)
     value.data = data
     value.grad = 0.0
-    value.label = ""
     value.children = children
     value._rule = rule
-    value._local = local
     return value
 
 
@@ -510,16 +500,14 @@ def _make(data, rule, children):
     value = _new(Value)
     _write_data(value, data)
     _write_grad(value, 0.0)
-    value.label = ""
     value.children = children
     value._rule = rule
-    value._local = None
     return value
 
 
 def _constant(x):
     """A leaf for a plain number (float or int) on the fast path."""
-    return _node(x if type(x) is float else _as_float(x), None, (), None)
+    return _node(x if type(x) is float else _as_float(x), None, ())
 
 
 def _hand_made_node(children, op_name, local_grads):
@@ -646,13 +634,12 @@ def dot(weights, inputs, bias) -> Value:
     values = [*weights, *inputs, bias]
     if _modes_open or not set(map(type, values)) <= _PLAIN:
         return apply(ops.DOT, *_as_values(values, "dot"))
-    # The fast path, as for Value.__add__: each weight's local gradient is its input, each
-    # input's is its weight, and the bias's is 1.
+    # The fast path, as for Value.__add__.
     if not set(map(type, values)) <= _JUST_VALUES:
         values = [_constant(v) if type(v) in _PLAIN_NUMBERS else v for v in values]
     data = list(map(_DATA, values))
     w, x = data[:n], data[n : 2 * n]
-    return _node(sum(map(operator.mul, w, x)) + data[-1], ops.DOT, tuple(values), (*x, *w, 1.0))
+    return _node(sum(map(operator.mul, w, x)) + data[-1], ops.DOT, tuple(values))
 
 
 _DATA = operator.attrgetter("data")
@@ -681,7 +668,7 @@ def sum_values(values) -> Value:
         return Value(0.0)
     if _modes_open:
         return apply(ops.SUM, *inputs)
-    return _node(sum(map(_DATA, inputs)), ops.SUM, tuple(inputs), (1.0,) * len(inputs))
+    return _node(sum(map(_DATA, inputs)), ops.SUM, tuple(inputs))
 
 
 def take(rows, index):
@@ -808,10 +795,10 @@ def backward(root: Value, gradient=1.0, create_graph: bool = False) -> None:
     if not create_graph:
         _refuse_while_tracing()
     with _one_pass_at_a_time:  # reading the grads and storing the totals is one step
-        if not (create_graph or _mode.get().anomaly or _slots_in_use):
+        if not (create_graph or _mode.get().anomaly):
             order = topological_order(root)
             if set(map(type, map(_GRAD, order))) <= _NUMBER_TYPES:  # else the careful path below
-                _store_grads(order, _gather_in_slots(order, seed, add_to_grad=True))
+                _store_grads(order, _propagate_numbers(order, seed, add_to_grad=True))
                 return
         pending = propagate(root, seed, create_graph)
         totals = [_accumulate(node, g, create_graph) for node, g in pending.items()]
@@ -826,26 +813,11 @@ def _refuse_while_tracing():
         tracer.backward_pass()
 
 
-# Backward passes in different threads take turns: a first-order pass gathers its shares in
-# the nodes' _pending slots, and threads that share parameters would gather into the same ones.
-# Reentrant, so that a lecture-style _backward closure may itself call backward.
+# Backward passes in different threads take turns: each gathers its shares apart (in a list
+# of its own), but reading a grad and storing grad + share must be one step, or two threads
+# that share parameters would each store their own total and lose the other's. Reentrant, so
+# that a lecture-style _backward closure may itself call backward (its pass adds to the grads).
 _one_pass_at_a_time = threading.RLock()
-
-# Whether a pass is gathering in the _pending slots now. Only the thread holding the lock reads
-# or sets it, so True there means a pass of its own: a closure's backward, which must gather
-# elsewhere (a dict), or it would overwrite the shares the outer pass has gathered so far.
-_slots_in_use = False
-
-
-def _gather_in_slots(order: list[Value], seed: float, add_to_grad: bool) -> list:
-    """``_propagate_numbers`` (the caller holds the lock), then each node's ``_pending``."""
-    global _slots_in_use
-    _slots_in_use = True
-    try:
-        _propagate_numbers(order, seed, add_to_grad)
-        return list(map(_PENDING, order))
-    finally:
-        _slots_in_use = False
 
 
 def _store_grads(nodes, totals) -> None:
@@ -853,7 +825,6 @@ def _store_grads(nodes, totals) -> None:
     collections.deque(map(setattr, nodes, itertools.repeat("grad"), totals), maxlen=0)
 
 
-_PENDING = operator.attrgetter("_pending")
 _GRAD = operator.attrgetter("grad")
 _NUMBER_TYPES = frozenset({float, int})
 
@@ -909,9 +880,7 @@ def propagate(root: Value, gradient=1.0, create_graph: bool = False) -> dict:
         _graph.watch(order)  # a gradient's graph may point back at these nodes: a cycle
     anomaly = _mode.get().anomaly
     if not (create_graph or anomaly):
-        with _one_pass_at_a_time:
-            if not _slots_in_use:  # else a closure's inner pass: it gathers in the dict below
-                return dict(zip(order, _gather_in_slots(order, seed, add_to_grad=False)))
+        return dict(zip(order, _propagate_numbers(order, seed, add_to_grad=False)))
     pending = {root: seed}
     with enable_grad() if create_graph else contextlib.nullcontext():
         for node in reversed(order):  # every node is reached after all the nodes that use it
@@ -928,46 +897,54 @@ def propagate(root: Value, gradient=1.0, create_graph: bool = False) -> dict:
     return pending
 
 
-def _propagate_numbers(order: list[Value], seed: float, add_to_grad: bool) -> None:
-    """``propagate`` for the common case, first order with no checks: every share is a float.
+def _propagate_numbers(order: list[Value], seed: float, add_to_grad: bool) -> list:
+    """``propagate`` for the common case, first order with no checks: each node's share, in order.
 
-    For speed the shares are gathered in each node's ``_pending`` slot, not in a dict. Every
-    node of the pass starts at 0.0 here, so whatever an interrupted earlier pass left in those
-    slots is never read; the nodes' ``grad`` is only read. With ``add_to_grad``, once every
-    share is in, each ``_pending`` becomes the node's new total, ``share + grad``, ready to be
-    stored (the caller has checked that every grad is a number): read then, a grad includes
-    what a backward run by a closure during the walk added to it.
+    The shares are gathered in a list, one place per node of ``order``, found by the node's
+    identity (no ``__hash__`` of a subclass runs). Every place starts at 0.0, the root's at the
+    seed. With ``add_to_grad``, once every share is in, each becomes the node's new total,
+    ``share + grad``, ready to be stored (the caller has checked that every grad is a number):
+    read then, a grad includes what a backward run by a closure during the walk added to it.
     """
-    if _graph is not None and _graph.propagate_numbers(order, seed, add_to_grad):
-        return  # the same loop in C (see the end of this file) has done it
-    collections.deque(map(setattr, order, itertools.repeat("_pending"), itertools.repeat(0.0)), maxlen=0)
-    order[-1]._pending = seed
-    for node in reversed(order):
-        local = node._local
-        if type(local) is tuple:  # the fast ops stored d(node)/d(child) for each child
-            g = node._pending
-            for child, d in zip(node.children, local):
-                child._pending += d * g
-        elif node._rule is not None:
-            for child, child_grad in _child_gradients(node, node._pending, False):
-                if child_grad is not None:
-                    child._pending += child_grad
+    if _graph is not None:
+        shares = _graph.propagate_numbers(order, seed, add_to_grad)
+        if shares is not None:
+            return shares  # the same loop in C (see the end of this file) has done it
+    place = {id(node): i for i, node in enumerate(order)}
+    shares = [0.0] * len(order)
+    shares[-1] = seed
+    for i in range(len(order) - 1, -1, -1):  # every node after all the nodes that use it
+        node = order[i]
+        if node._rule is None:
+            continue
+        for child, child_grad in _child_gradients(node, shares[i], False):
+            if child_grad is not None:
+                shares[_place_of(place, child, node)] += child_grad
     if add_to_grad:
-        for node in order:
-            node._pending += node.grad
+        return [share + node.grad for share, node in zip(shares, order)]
+    return shares
+
+
+def _place_of(place: dict, child: Value, node: Value) -> int:
+    i = place.get(id(child))
+    if i is None:  # only a closure that replaced some node's children could have done this
+        raise RuntimeError(
+            f"backward: a child of {_describe([node])} is not in the graph being walked: "
+            "the graph changed during backward"
+        )
+    return i
 
 
 def _child_gradients(node: Value, g, create_graph: bool):
     """(child, g * d(node)/d(child)) for each child of ``node``: the chain rule at one node."""
-    rule, local, children = node._rule, node._local, node.children
-    if type(local) is tuple and (not create_graph or rule.backward is None):
-        # Stored local gradients: always for Value(data, children, local_grads), and for the
-        # fast ops in a first-order pass (with create_graph their rule builds a graph instead).
-        return zip(children, map(operator.mul, local, itertools.repeat(g)))
-    if callable(local):
-        return _run_closure(node, local, g)
-    if rule.backward is None:  # made with Value(data, _children, _op) and no _backward set
-        return ()
+    rule, children = node._rule, node.children
+    if rule.backward is None:  # a node built by hand: its stored local gradients or closure
+        local = node._local
+        if type(local) is tuple:  # Value(data, children, local_grads)
+            return zip(children, map(operator.mul, local, itertools.repeat(g)))
+        if callable(local):  # Value(data, _children, _op) with a _backward closure
+            return _run_closure(node, local, g)
+        return ()  # no _backward set: the node passes nothing back
     try:
         if create_graph:  # the same rule on Values builds the gradient's graph
             grads = rule.backward(g, node, *children)
@@ -1043,7 +1020,8 @@ def _load_graph_module():
         from . import _graph
     except ImportError:
         return None
-    _graph.setup(Value, _child_gradients)
+    known_rules = (ops.ADD, ops.SUB, ops.MUL, ops.DIV, ops.NEG, ops.EXP, ops.LOG, ops.TANH, ops.SIGMOID)
+    _graph.setup(Value, _child_gradients, (*known_rules, ops.RELU, ops.SUM, ops.DOT, ops.POW_CONSTANT))
     return _graph
 
 
@@ -1051,11 +1029,10 @@ _graph = _load_graph_module()
 _python_node = _node  # kept, so that the tests can compare the two
 if _graph is not None:
     _node = _graph.node
-    _read_data = _graph.data_of
 
-# Parameters (parameters.py) are Values whose number and gradient live in a model's flat
-# array: the fast paths above take them as they take Values, and apply reads their entry.
-from .parameters import Parameter, _parameter_data  # noqa: E402 (it builds on Value, above)
+# Parameters (parameters.py), the leaves a model learns, are Values in every way: the fast
+# paths above take them as they take Values.
+from .parameters import Parameter  # noqa: E402 (it builds on Value, above)
 
 _PLAIN, _JUST_VALUES = _PLAIN | {Parameter}, _JUST_VALUES | {Parameter}
 

@@ -37,10 +37,9 @@ import collections
 import itertools
 import math
 import numbers
-import operator
 from collections.abc import Callable, Iterable
 
-from . import engine, parameters
+from . import engine
 from ._checks import check_integer, check_number
 from .engine import _DATA, _GRAD, Value
 
@@ -69,7 +68,7 @@ class Optimizer:
         name = type(self).__name__
         if isinstance(params, Value) or not isinstance(params, Iterable):
             raise TypeError(f"{name}: params must be a list of Values, such as model.parameters()")
-        self.params: tuple[Value, ...] = tuple(params)  # a tuple: _runs remembers where they live
+        self.params: tuple[Value, ...] = tuple(params)
         if not self.params:
             raise ValueError(f"{name}: got an empty list of parameters, so there is nothing to optimize")
         seen = set()
@@ -83,16 +82,10 @@ class Optimizer:
             check_number(name, "lr", lr)
         self.lr = lr
         self.step_count = 0
-        self._runs = parameters._ParameterRuns(self.params)  # for a model's Parameters: slices of its array
 
     def zero_grad(self) -> None:
         """Set every parameter's gradient to 0; call it before each ``backward``."""
-        runs = self._runs.get()
-        if runs is None:
-            engine.zero_grads(self.params)
-            return
-        for group, start, stop, _ in runs:  # a model's Parameters: one slice of its array each
-            group.grad[start:stop] = array.array("d", bytes(8 * (stop - start)))
+        engine.zero_grads(self.params)
 
     def current_lr(self) -> float:
         """The learning rate the next ``step()`` will use."""
@@ -151,11 +144,7 @@ def _gathered(optimizer: Optimizer, np, weight_decay: float):
     one (the common case, which then reads the grads without a Python call per parameter).
     A grad that is not a number raises here, before anything moves.
     """
-    params, in_c, runs = optimizer.params, engine._loops_in_c(), optimizer._runs.get()
-    if runs is not None:  # a model's Parameters, whose numbers are slices of its arrays
-        data, g = (np.concatenate(optimizer._runs.views(which)) for which in (0, 1))
-        with np.errstate(all="ignore"):
-            return data, g + weight_decay * data, None
+    params, in_c = optimizer.params, engine._loops_in_c()
     g, data, has_grad = np.empty(len(params)), np.empty(len(params)), None
     if not (in_c and in_c.read_grads(params, g)):  # it reads them when all are floats
         grads = list(map(_GRAD, params))
@@ -195,11 +184,7 @@ def _update_state(np, state: array.array, new, has_grad) -> None:
 
 def _write_data(optimizer: Optimizer, new, has_grad) -> None:
     """Store the new numbers in the parameters that had a gradient, in one C-level loop."""
-    params, runs = optimizer.params, optimizer._runs.get()
-    if runs is not None and has_grad is None:  # slices of a model's array, stored in one loop too
-        targets, parts = optimizer._runs.views(0), parameters._pieces(runs, new)
-        collections.deque(map(operator.setitem, targets, itertools.repeat(slice(None)), parts), maxlen=0)
-        return
+    params = optimizer.params
     if has_grad is not None:
         params = list(itertools.compress(params, has_grad.tolist()))
         new = new[has_grad]

@@ -712,82 +712,12 @@ static PyObject *py_replay(PyObject *module, PyObject *const *args, Py_ssize_t n
     return py_forward(module, rest, 4);
 }
 
-/* backward_into(data, grad, idx, table, first, position, seed, offset, targets, value, own):
-   backward() of every node from `seed` at `position` (grad is all zeros); then, when every
-   gradient came out finite, grad[offset:] added into the buffers of the tuple `targets` one
-   after the other (a model's gradients), and `own` stored as value.grad, with no Python code
-   run between the stores, so a KeyboardInterrupt cannot land between two of them. 0, or 1
-   (nothing stored) when numpy must redo the pass. */
-static PyObject *py_backward_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    Py_ssize_t position, offset;
-    double seed;
-    if (nargs != 11 || !PyTuple_Check(args[8]) || (position = PyLong_AsSsize_t(args[5])) == -1 ||
-        ((seed = PyFloat_AsDouble(args[6])) == -1.0 && PyErr_Occurred()) ||
-        (offset = PyLong_AsSsize_t(args[7])) == -1) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_TypeError, "_tables.backward_into(data, grad, idx, table, first, "
-                                             "position, seed, offset, targets, value, own)");
-        return NULL;
-    }
-    Py_buffer gr;
-    if (get_buffer(args[1], &gr, 8, -1, 1) < 0) return NULL;
-    double *g = gr.buf;
-    Py_ssize_t size = gr.len / 8;
-    if (position < 0 || position >= size || offset < 0 || offset >= size) {
-        PyBuffer_Release(&gr);
-        PyErr_SetString(PyExc_IndexError, "_tables.backward_into: a position past the gradients");
-        return NULL;
-    }
-    g[position] = seed;
-    PyObject *rest[6] = {args[0], args[1], args[2], Py_None, args[3], args[4]};
-    PyObject *bad = py_backward(module, rest, 6);
-    if (bad == NULL || PyLong_AsLong(bad) != 0) {
-        PyBuffer_Release(&gr);
-        return bad;  /* an error, or 1: numpy redoes the pass */
-    }
-    Py_DECREF(bad);
-    /* Check every target first, so that nothing is stored unless everything can be. A model
-       has a run of parameters or a few, each a view to hold; thousands do not fit on the stack
-       of a small thread, so past a few they are held on the heap. */
-    Py_ssize_t n_targets = PyTuple_GET_SIZE(args[8]), total = 0;
-    Py_buffer few[8], *views = n_targets <= 8 ? few : PyMem_Malloc(n_targets * sizeof(Py_buffer));
-    if (views == NULL) {
-        PyBuffer_Release(&gr);
-        return PyErr_NoMemory();
-    }
-    Py_ssize_t held = 0;
-    for (; held < n_targets; held++) {
-        if (get_doubles(PyTuple_GET_ITEM(args[8], held), &views[held], 1) < 0) break;
-        total += views[held].len / 8;
-    }
-    int ok = held == n_targets;
-    if (ok && offset + total > size) {
-        PyErr_SetString(PyExc_ValueError, "_tables.backward_into: the targets are longer than grad");
-        ok = 0;
-    }
-    if (ok) {
-        const double *share = g + offset;
-        for (Py_ssize_t t = 0; t < n_targets; t++) {
-            double *into = views[t].buf;
-            for (Py_ssize_t i = 0; i < views[t].len / 8; i++) into[i] += share[i];
-            share += views[t].len / 8;
-        }
-        ok = PyObject_SetAttrString(args[9], "grad", args[10]) == 0;
-    }
-    for (Py_ssize_t t = 0; t < held; t++) PyBuffer_Release(&views[t]);
-    if (views != few) PyMem_Free(views);
-    PyBuffer_Release(&gr);
-    return ok ? PyLong_FromLong(0) : NULL;
-}
-
 static PyMethodDef methods[] = {
     {"forward", (PyCFunction)(void (*)(void))py_forward, METH_FASTCALL, "forward(data, idx, table, first)"},
     {"backward", (PyCFunction)(void (*)(void))py_backward, METH_FASTCALL,
      "backward(data, grad, idx, needed, table, first)"},
     {"replay", (PyCFunction)(void (*)(void))py_replay, METH_FASTCALL,
      "replay(data, pieces, idx, table, first)"},
-    {"backward_into", (PyCFunction)(void (*)(void))py_backward_into, METH_FASTCALL,
-     "backward_into(data, grad, idx, table, first, position, seed, offset, targets, value, own)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1285,25 +1215,13 @@ class NativeTape:
 
     @property
     def in_one_call(self) -> bool:
-        """Whether ``replay`` and ``backward_into`` below can run (the program pip built does)."""
+        """Whether ``replay`` below can run (the program pip built does)."""
         return self._module is not None
 
     def replay(self, data, pieces) -> bool:
         """``forward`` after copying the numbers of ``pieces`` (arrays) one after the other to the
         start of ``data``, in one call."""
         return self._module.replay(data, pieces, self.idx, self.table, self._first) == 0
-
-    def backward_into(self, data, grad, position, seed, offset, targets, value, own) -> bool:
-        """``backward`` of every node from ``seed`` at ``position``; then, if it all came out
-        finite, ``grad[offset:]`` added into the arrays ``targets`` one after the other and
-        ``own`` stored as ``value.grad``, all in one C call (so all or nothing). False, with
-        nothing stored, when the numpy backend must redo the pass."""
-        return (
-            self._module.backward_into(
-                data, grad, self.idx, self.table, self._first, position, seed, offset, targets, value, own
-            )
-            == 0
-        )
 
     def backward(self, data, grad, needed) -> bool:
         """Add the gradients into ``grad``; False when the numpy backend must redo the pass."""

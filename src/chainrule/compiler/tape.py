@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import collections
 import functools
-import itertools
 import math
 import operator
 import sys
 import warnings
 
-from .. import engine, ops, parameters
+from .. import engine, ops
 from ..engine import AnomalyError, Value, _make, _mode, op_error
 from . import native, scalar
 from .arguments import _unflatten_result
@@ -302,7 +300,7 @@ class Tape:
         self.fast = self._thin_from_layout(backend)
         if self.fast is None:
             self.fast = self._fast(backend)
-        # Whether a call and its backward can each run as one C call (see replay, backward_into).
+        # Whether a call can run as one C call (see _replay_into).
         self.in_one_call = isinstance(self.fast, native.NativeTape) and self.fast.in_one_call
 
     @property
@@ -418,22 +416,19 @@ class Tape:
             raise first from None
 
     def _replay_into(self, data, flat):
-        runs = self.external_runs.get()
         anomaly = _mode.get().anomaly
-        if runs is not None and self.in_one_call and not anomaly:
-            # A model's Parameters, on the table program pip built: the inputs, the constants
-            # and the parameters' numbers copied into data, and every node computed, in one call.
-            if self.fast.replay(data, (flat, self.constant_data, *self.external_runs.views(0))):
+        external_data = self.external_data  # the parameters' numbers, read afresh (in one C loop)
+        if not (engine._graph and engine._graph.read_data(self.external_tuple, external_data)):
+            external_data[:] = list(map(engine._read_data, self.externals))  # (the same, in Python)
+        if self.in_one_call and not anomaly:
+            # On the table program pip built: the inputs, the constants and the parameters'
+            # numbers copied into data, and every node computed, in one call.
+            if self.fast.replay(data, (flat, self.constant_data, external_data)):
                 return data, None
             return data, self._forward(data, anomaly)  # (the leaves are in place)
         data[: self.n_inputs] = flat
         data[self.n_inputs : self.n_fixed] = self.constant_data
-        external_data = data[self.n_fixed : self.n_leaves]  # the parameters' numbers, read afresh
-        if runs is not None:  # Parameters: a slice of their group's array per run
-            for piece, entries in zip(parameters._pieces(runs, external_data), self.external_runs.views(0)):
-                piece[:] = entries
-        elif not (engine._graph and engine._graph.read_data(self.externals, external_data)):
-            external_data[:] = list(map(engine._read_data, self.externals))  # (the same, in Python)
+        data[self.n_fixed : self.n_leaves] = external_data
         if self.fast is not None and not anomaly and self.fast.forward(data):
             saved = None  # the fast replay computed it all; nothing unusual happened
         else:
@@ -561,31 +556,8 @@ class _CompiledValue(Value):
         # all or nothing as there (the totals first, then one store).
         seed = engine._check_gradient(gradient, False)
         tape = replay.tape
-        if tape.in_one_call and replay.saved is None and tape.every_node_needed:
-            with engine._one_pass_at_a_time:
-                # A model's Parameters, on the table program pip built: the tape's backward and
-                # every store, this node's gradient too, in one C call (all or nothing).
-                own = self.grad
-                if tape.external_runs.get() is not None and type(own) in engine._NUMBER_TYPES:
-                    grad = tape.np.zeros(tape.size)
-                    targets = tape.external_runs.views(1)
-                    if tape.fast.backward_into(
-                        replay.data, grad, position, seed, tape.n_fixed, targets, self, own + seed
-                    ):
-                        return
         shares = tape.backward(replay.data, replay.saved, position, seed)
         with engine._one_pass_at_a_time:  # reading the grads and storing the totals is one step
-            runs = tape.external_runs.get()
-            own = self.grad
-            if runs is not None and type(own) in engine._NUMBER_TYPES:
-                # Parameters: each run's gradients gain their shares in place, a slice at a time.
-                # Every store, this node's own included, is made in one C-level loop (deque
-                # over map), so that a KeyboardInterrupt cannot land between two of them.
-                targets, parts = tape.external_runs.views(1), parameters._pieces(runs, shares)
-                own = own + seed
-                stores = map(tape.np.add, targets, parts, targets)
-                collections.deque(itertools.chain(stores, map(setattr, (self,), ("grad",), (own,))), maxlen=0)
-                return
             # This node's gradient goes in the same C call as the parameters': a store of its own
             # after that call could be interrupted (a KeyboardInterrupt) between the two.
             nodes = (self, *self.children)

@@ -11,7 +11,6 @@ import warnings
 
 from .. import engine, ops
 from ..engine import Value, _make, _mode
-from ..parameters import Parameter
 from . import mapping
 from .arguments import _flatten_result, _unflatten_arguments, bool_leaves
 from .tape import Tape
@@ -184,8 +183,8 @@ def _touched(value, frame, name, writing):
         tracer.touched(value, frame, name, writing)
 
 
-# Where the numbers really live: Value's slots, and a Parameter's entries in its group's arrays.
-_SLOTS = {(cls, name): cls.__dict__[name] for cls in (Value, Parameter) for name in ("data", "grad")}
+# Where the numbers really live: Value's slots (a Parameter's too).
+_SLOTS = {(Value, name): Value.__dict__[name] for name in ("data", "grad")}
 
 
 def _code_objects(*functions):
@@ -256,7 +255,7 @@ _traces_running = 0  # in all threads; Value's slots are watched while this is a
 
 @contextlib.contextmanager
 def _watching_slots():
-    """Make ``.data`` and ``.grad`` (of Value and of Parameter) checking properties during a trace.
+    """Make ``.data`` and ``.grad`` of every Value checking properties during a trace.
 
     Outside any trace they are the plain slots, so eager code pays nothing. The properties are
     shared by all threads while any of them traces, but they only check in a thread that is
@@ -310,7 +309,7 @@ def trace(fn, structure, numbers_in, backend="numpy") -> Tape:
     """Run ``fn`` on leaf Values standing for the input numbers and record its tape."""
     # New leaves, as Value(x) makes them, but in one C loop where the engine's C part is built.
     none, empty = itertools.repeat(None), itertools.repeat(())
-    inputs = list(map(engine._node, numbers_in, none, empty, none))
+    inputs = list(map(engine._node, numbers_in, none, empty))
     leaves = iter(inputs)
     args = [_unflatten_arguments(arg, leaves) for arg in structure]
     tracer = _Tracer(inputs, backend)
