@@ -118,6 +118,56 @@ def test_gradient_reaches_only_the_picked_rows():
         assert touched == (i in (1, 3)), f"row {i}"
 
 
+@pytest.mark.parametrize("backend", ["numpy", "c", "auto"])
+def test_rows_a_take_did_not_pick_pass_no_gradient_nor_their_errors(backend):
+    # Regression: eagerly take is plain indexing, so an unpicked row's graph is not visited by
+    # backward; the compiled tape's take node sent it a zero, which met y ** 0.5's infinite
+    # slope at 0 (a ZeroDivisionError) and x ** x's exponent gradient at x < 0 (a ValueError).
+    pytest.importorskip("numpy")
+    y = Value(0.0)
+
+    def fn(x):
+        picked = take([x[1] * 2.0, y**0.5, x[1] ** x[1]], x[0])
+        return picked * x[1]
+
+    def outcome(run, args):
+        """(result, y's gradient), or the error backward raised."""
+        y.grad = 0.0
+        result = run(args)
+        try:
+            result.backward()
+        except (ValueError, ZeroDivisionError) as error:
+            return type(error), str(error)
+        return result.data, y.grad
+
+    fast = chainrule.compile(fn, backend=backend)
+    for i, x1 in [(0.0, 3.0), (0.0, -2.0), (-3.0, 3.0), (2.0, 3.0), (2.0, -2.0), (1.0, 4.0)]:
+        expected = outcome(fn, [Value(i), Value(x1)])
+        assert outcome(fast, [i, x1]) == expected, (i, x1)
+    assert outcome(fast, [0.0, -2.0]) == (8.0, 0.0)  # unpicked: no error, no gradient
+    assert outcome(fast, [2.0, -2.0])[0] is ValueError  # picked, and eager raises there too
+    assert outcome(fast, [1.0, 4.0])[0] is ZeroDivisionError
+
+
+@pytest.mark.parametrize("backend", ["numpy", "c", "auto"])
+def test_an_index_computed_by_an_op_gets_no_gradient_nor_its_errors(backend):
+    # Regression: (-2) ** x's slope in x raises at a negative base; eager take never sends the
+    # index a gradient, but the compiled tape ran every node's backward (a ValueError).
+    pytest.importorskip("numpy")
+
+    def fn(x):
+        return take([x[0], x[1] * x[1]], (-2.0) ** x[2]) * 3.0  # the index: 1 at x[2] = 0
+
+    fast = chainrule.compile(fn, backend=backend)
+    for x in ([1.5, -2.0, 0.0], [0.5, 4.0, 0.0]):
+        xs = [Value(v) for v in x]
+        eager = fn(xs)
+        eager.backward()
+        got = fast(x)
+        got.backward()  # no error, as eagerly
+        assert got.data == eager.data == 3.0 * x[1] ** 2
+
+
 def test_an_index_computed_from_inputs_and_a_parameter_index_are_recorded():
     W = table(4, 3)
     shift = Value(1.0)  # a parameter: replay reads its number afresh

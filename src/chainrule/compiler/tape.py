@@ -287,12 +287,17 @@ class Tape:
 
         self.output_positions = output_positions
         self.external_tuple = tuple(self.externals)
-        self.external_runs = parameters._ParameterRuns(self.external_tuple)  # a model's: slices of its array
+        self.external_data = np.empty(len(self.externals))  # where a call reads their numbers into
         self.externals_are_leaves = not any(v.children for v in self.externals)
         self.stops_gradients = any(rule is ops.STOP_GRADIENT for rule, *_ in placed)
+        # Eager take is plain indexing: its backward visits the picked row only, not the index
+        # nor the other rows. Where those are computed nodes, a gradient does not reach them
+        # all; where rows are, which ones it reaches depends on each call (see _needed_by).
+        index_is_node, self.takes_pick_nodes = _takes_of_nodes(np, placed, self.n_leaves)
         self.every_node_needed = (
             len(set(output_positions)) == 1
             and not self.stops_gradients
+            and not (index_is_node or self.takes_pick_nodes)
             and (not len(self.checked) or _every_node_used(np, placed, self.n_leaves, output_positions))
         )
         self.cones = {}  # output position -> which nodes its gradient reaches
@@ -474,7 +479,7 @@ class Tape:
         np = self.np
         grad = np.zeros(self.size)
         grad[position] = g
-        needed = self._needed_by(position)
+        needed = self._needed_by(position, data)
         anomaly = _mode.get().anomaly
         if saved is None:  # forward ran in the fast replay
             if not anomaly and self.fast.backward(data, grad, needed):
@@ -494,24 +499,34 @@ class Tape:
                     group.backward_part(np, data, grad, part, anomaly)
         return grad[self.n_fixed : self.n_leaves]
 
-    def _needed_by(self, position):
+    def _needed_by(self, position, data):
         """Which nodes the gradient of ``position`` reaches, or None when that is every node.
 
         It is every node for a single output without stop_gradients. Otherwise eager backward
-        would not visit the others (another output's graph, or what lies behind a detach), so
-        their local gradients, possibly nan, must not leak in.
+        would not visit the others (another output's graph, what lies behind a detach, or the
+        rows a take did not pick on this call), so their local gradients, possibly nan, and
+        their domain errors must not leak in.
         """
         if self.every_node_needed:
             return None
-        if position not in self.cones:
-            needed = self.np.zeros(self.size, dtype=bool)
-            needed[position] = True
-            for group in reversed(self.groups):
-                part = needed[group.start : group.end]
-                if part.any() and group.rule is not ops.STOP_GRADIENT:
-                    needed[group.children[:, part]] = True
+        if position in self.cones:
+            return self.cones[position]
+        np = self.np
+        needed = np.zeros(self.size, dtype=bool)
+        needed[position] = True
+        for group in reversed(self.groups):
+            part = needed[group.start : group.end]
+            if not part.any() or group.rule is ops.STOP_GRADIENT:
+                continue
+            children = group.children[:, part]
+            if group.rule is ops.TAKE:  # the picked row only (forward checked every index)
+                picked = data[children[0]].astype(np.intp) % (len(children) - 1)
+                needed[children[1 + picked, np.arange(children.shape[1])]] = True
+            else:
+                needed[children] = True
+        if not self.takes_pick_nodes:  # the same on every call: kept
             self.cones[position] = needed
-        return self.cones[position]
+        return needed
 
 
 class _Replay:
@@ -595,6 +610,19 @@ def _failures(np, group, data):
             failures.append((node, inputs, error))
     data[group.start : group.end] = out
     return failures
+
+
+def _takes_of_nodes(np, placed, n_leaves) -> tuple[bool, bool]:
+    """Whether a take of the layout ``placed`` has a computed node as its index, and whether
+    one has a computed node among its rows. (Leaves, a model's embedding table or an index
+    given as an argument, pass nothing on whether they are reached or not.)"""
+    index_is_node = rows_are_nodes = False
+    for rule, count, width, rows, _ in placed:
+        if rule is ops.TAKE:
+            computed = np.frombuffer(rows, dtype=np.intp).reshape(count, width) >= n_leaves
+            index_is_node = index_is_node or bool(computed[:, 0].any())
+            rows_are_nodes = rows_are_nodes or bool(computed[:, 1:].any())
+    return index_is_node, rows_are_nodes
 
 
 def _every_node_used(np, placed, n_leaves, outputs):
