@@ -25,11 +25,10 @@ import itertools
 import math
 import numbers
 import operator
-import os
 import threading
 from dataclasses import dataclass, replace
 
-from . import ops
+from . import _settings, ops
 
 # ---------------------------------------------------------------------------------------------
 # Modes: whether ops record a graph, and whether nan/inf should stop the program.
@@ -1014,7 +1013,7 @@ def _loops_in_c():
 
 
 def _load_graph_module():
-    if os.environ.get("CHAINRULE_PURE_PYTHON", "") not in ("", "0"):
+    if _settings.pure_python():
         return None
     try:
         from . import _graph

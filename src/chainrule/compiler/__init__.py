@@ -64,9 +64,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import os
 import time
 
+from .. import _settings
 from ..engine import _mode
 from . import native
 from .arguments import flatten_all
@@ -130,7 +130,7 @@ class CompiledFunction:
             raise ImportError('chainrule.compile needs numpy: pip install "chainrule[fast]"') from None
         self.np = numpy
         if backend is None:
-            backend = os.environ.get("CHAINRULE_BACKEND") or "auto"
+            backend = _settings.backend() or "auto"
         if backend not in BACKENDS:
             raise ValueError(
                 f"chainrule.compile: backend must be one of {', '.join(BACKENDS)}, got {backend!r}"

@@ -41,7 +41,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .. import ops
+from .. import _settings, ops
 
 STRAIGHT_LINE_GROUPS = 500  # past this many groups, the program walks a table (builds stay under 1 s)
 
@@ -772,13 +772,13 @@ def prebuilt_tables():
 
 def pure_python() -> bool:
     """Whether $CHAINRULE_PURE_PYTHON asks for Python alone: then no C is built or loaded."""
-    return os.environ.get("CHAINRULE_PURE_PYTHON", "") not in ("", "0")
+    return _settings.pure_python()
 
 
 def c_compiler() -> list[str] | None:
     """The command of the C compiler to use: $CC if set, else cc, gcc or clang; None if none."""
-    if os.environ.get("CC"):
-        command = shlex.split(os.environ["CC"])
+    if _settings.c_compiler():
+        command = shlex.split(_settings.c_compiler())
         return command if command and shutil.which(command[0]) else None
     for name in ("cc", "gcc", "clang"):
         path = shutil.which(name)
@@ -790,9 +790,9 @@ def c_compiler() -> list[str] | None:
 def _cache_parts() -> tuple[Path, tuple[str, ...]]:
     """The cache folder as two parts: the folder the user names (or the XDG default), and the
     folders under it that are chainrule's own."""
-    if os.environ.get("CHAINRULE_CACHE"):
-        return Path(os.environ["CHAINRULE_CACHE"]), ("c",)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    if _settings.cache_folder():
+        return Path(_settings.cache_folder()), ("c",)
+    base = _settings.xdg_cache_home() or Path.home() / ".cache"
     return Path(base), ("chainrule", "c")
 
 

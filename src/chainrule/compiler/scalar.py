@@ -14,8 +14,8 @@ It has the interface of the C backend (native.py): ``forward(data)`` and
 from __future__ import annotations
 
 import itertools
-import os
 
+from .. import _settings
 from ..engine import Value, op_error
 
 THIN = 4  # a tape whose groups hold fewer nodes than this on average is replayed node by node
@@ -25,7 +25,7 @@ def is_thin(n_nodes: int, n_groups: int) -> bool:
     """Whether a tape of so many nodes in so many groups is thin, to be replayed node by node.
     ``CHAINRULE_SCALAR_REPLAY=0`` says never (the test suite runs the compile tests that way
     too, so that the group-by-group replay is tested on thin tapes as well)."""
-    if os.environ.get("CHAINRULE_SCALAR_REPLAY") == "0":
+    if not _settings.scalar_replay():
         return False
     return n_groups > 0 and n_nodes < THIN * n_groups
 
