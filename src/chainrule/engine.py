@@ -478,7 +478,7 @@ _write_data, _write_grad = Value.__dict__["data"].__set__, Value.__dict__["grad"
 
 
 # The fast path's pieces: which operand types it takes.
-_PLAIN = frozenset({Value, float, int})  # (and Parameter: see the end of this file)
+_PLAIN = frozenset({Value, float, int})  # (and Parameter: see _fast_paths_take)
 _PLAIN_NUMBERS = frozenset({float, int})
 _new = object.__new__
 
@@ -642,7 +642,14 @@ def dot(weights, inputs, bias) -> Value:
 
 
 _DATA = operator.attrgetter("data")
-_JUST_VALUES = frozenset({Value})  # (and Parameter)
+_JUST_VALUES = frozenset({Value})  # (and Parameter: see _fast_paths_take)
+
+
+def _fast_paths_take(value_type: type) -> None:
+    """Let the fast paths take this subclass of Value as they take Value: parameters.py calls
+    it for Parameter, a Value in every way (so this module need not import that one)."""
+    global _PLAIN, _JUST_VALUES
+    _PLAIN, _JUST_VALUES = _PLAIN | {value_type}, _JUST_VALUES | {value_type}
 
 
 def _as_values(values, where: str) -> list[Value]:
@@ -1028,12 +1035,6 @@ _graph = _load_graph_module()
 _python_node = _node  # kept, so that the tests can compare the two
 if _graph is not None:
     _node = _graph.node
-
-# Parameters (parameters.py), the leaves a model learns, are Values in every way: the fast
-# paths above take them as they take Values.
-from .parameters import Parameter  # noqa: E402 (it builds on Value, above)
-
-_PLAIN, _JUST_VALUES = _PLAIN | {Parameter}, _JUST_VALUES | {Parameter}
 
 
 __all__ = [

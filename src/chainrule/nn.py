@@ -21,6 +21,7 @@ import numbers
 import random
 
 from ._checks import check_flag, check_integer, check_number
+from ._state import CheckpointError, state_problems
 from .engine import (
     Value,
     dot,
@@ -98,9 +99,6 @@ class Module:
         >>> [w.data for w in b.w] == [w.data for w in a.w]
         True
         """
-        # serialize.py imports this module (for the types a checkpoint may name), so import it here.
-        from .serialize import CheckpointError, state_problems
-
         entries = dict(self.state_entries())
         shapes = {name: len(e) if isinstance(e, list) else None for name, e in entries.items()}
         problems = state_problems(state, shapes)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import array
 import copy
 
+from . import engine
 from .engine import Value, _restore_leaf
 
 
@@ -118,6 +119,10 @@ class Parameter(Value):
             group, i = self._at
             copied._at = (copy.deepcopy(group, memo), i)
         return copied
+
+
+# The engine's fast paths take a Parameter as they take a Value.
+engine._fast_paths_take(Parameter)
 
 
 def _restore_parameter(*args):

@@ -48,8 +48,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
-import numbers
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -57,6 +55,7 @@ from typing import NamedTuple
 
 from ._checks import is_flag, is_integer
 from ._files import NotRegularFileError, refuse_special_file, write_atomically
+from ._state import CheckpointError, list_keys, state_problems
 from .gpt import GPT, chars_problem
 from .nn import ACTIVATIONS, MLP, Layer, Module, Neuron
 
@@ -89,74 +88,6 @@ VERSION = 1
 MAX_CHECKPOINT_BYTES = 32 * 1024 * 1024
 MAX_CHECKPOINT_PARAMETERS = 300_000
 _TOP_LEVEL_KEYS = ("format", "version", "architecture", "state")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or a state dict that cannot be used: the message says what is wrong."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Checking a state dict against the shapes a module needs.
-
-
-def _number_problem(x, where: str) -> str | None:
-    """Why ``x`` cannot be a parameter's value, or None if it can."""
-    if type(x) is float and math.isfinite(x):  # the usual case, answered without the slower ABC check
-        return None
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        return f"{where} is {x!r} ({type(x).__name__}), not a number"
-    try:
-        finite = math.isfinite(float(x))
-    except OverflowError:
-        finite = False
-    if not finite:
-        return f"{where} is {x!r}; a checkpoint holds finite numbers only"
-    return None
-
-
-def _list_keys(keys: list) -> str:
-    shown = ", ".join(repr(k) for k in keys[:5])
-    return shown + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-
-
-def state_problems(state, shapes: dict[str, int | None]) -> list[str]:
-    """Everything that stops ``state`` from filling a module whose entries have ``shapes``.
-
-    ``shapes`` maps each name to the length of its list of numbers, or to None for a single
-    number. The result is an empty list when ``state`` fits.
-
-    >>> state_problems({"w": [1.0, "x"], "c": 2.0}, {"w": 2, "b": None})
-    ["missing key 'b'", "unexpected key 'c'", "w[1] is 'x' (str), not a number"]
-    """
-    if not isinstance(state, dict):
-        return [f"a state must be a dict of names to numbers, not {type(state).__name__}"]
-    problems = []
-    missing = [name for name in shapes if name not in state]
-    unexpected = [name for name in state if name not in shapes]
-    if missing:
-        problems.append(f"missing key{'s' if len(missing) > 1 else ''} {_list_keys(missing)}")
-    if unexpected:
-        problems.append(f"unexpected key{'s' if len(unexpected) > 1 else ''} {_list_keys(unexpected)}")
-    for name, length in shapes.items():
-        if name not in state:
-            continue
-        value = state[name]
-        if length is None:
-            problem = _number_problem(value, name)
-        elif not isinstance(value, (list, tuple)):
-            problem = f"{name} should be a list of {length} numbers, not {type(value).__name__}"
-        elif len(value) != length:
-            problem = f"{name} has {len(value)} numbers, the model needs {length}"
-        else:
-            # Name an entry only once it is found wrong: formatting a name for each of a
-            # large model's numbers would cost more than checking them.
-            bad = next((i for i, x in enumerate(value) if _number_problem(x, "")), None)
-            problem = None if bad is None else _number_problem(value[bad], f"{name}[{bad}]")
-        if problem:
-            problems.append(problem)
-    if len(problems) > 6:
-        problems = problems[:6] + [f"and {len(problems) - 6} more problems"]
-    return problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,9 +229,9 @@ def _architecture_problem(architecture) -> str | None:
     missing = [key for key in fields if key not in architecture]
     unexpected = [key for key in architecture if key != "type" and key not in fields + optional]
     if missing:
-        return f"the {kind} architecture is missing {_list_keys(missing)}"
+        return f"the {kind} architecture is missing {list_keys(missing)}"
     if unexpected:
-        return f"the {kind} architecture has unexpected {_list_keys(unexpected)}"
+        return f"the {kind} architecture has unexpected {list_keys(unexpected)}"
     for key in [*fields, *(key for key in optional if key in architecture)]:
         problem = _field_problem(key, architecture[key])
         if problem:
@@ -551,7 +482,7 @@ def _check_header(document, path: str) -> None:
             raise CheckpointError(f"checkpoint {path} is missing key {key!r}")
     unexpected = [key for key in document if key not in _TOP_LEVEL_KEYS]
     if unexpected:
-        raise CheckpointError(f"checkpoint {path} has unexpected key(s) {_list_keys(unexpected)}")
+        raise CheckpointError(f"checkpoint {path} has unexpected key(s) {list_keys(unexpected)}")
 
 
 def _too_many_parameters(count: int) -> str:
