@@ -17,7 +17,9 @@ from ._checks import is_integer
 from .engine import Value
 
 
-def _as_values(args):
+def _as_leaves(args):
+    """The points to differentiate at, as Values: a number becomes a new leaf (not a constant:
+    it is the variable), a Value is taken as it is."""
     return [a if isinstance(a, Value) else Value(a) for a in args]
 
 
@@ -36,7 +38,7 @@ def grad(f, argnums=0):
             if not -len(args) <= i < len(args):
                 raise IndexError(f"grad: argnums {i} is out of range for {len(args)} argument(s)")
         nested = any(isinstance(a, Value) for a in args)  # inside another grad: keep the graph
-        values = _as_values(args)
+        values = _as_leaves(args)
         derivatives = autograd.grad(f(*values), [values[i] for i in nums], create_graph=nested)
         return derivatives[0] if single else tuple(derivatives)
 
@@ -52,7 +54,7 @@ def hessian(f):
     """
 
     def matrix(*args):
-        values = _as_values(args)
+        values = _as_leaves(args)
         first = autograd.grad(f(*values), values, create_graph=True)
         return [autograd.grad(d, values) for d in first]
 
@@ -71,7 +73,7 @@ def hvp(f, xs, v) -> list[float]:
     xs, v = list(xs), list(v)
     if len(xs) != len(v):
         raise ValueError(f"hvp: {len(xs)} inputs but a vector of length {len(v)}")
-    values = _as_values(xs)
+    values = _as_leaves(xs)
     first = autograd.grad(f(*values), values, create_graph=True)
     directional = sum((d * vi for d, vi in zip(first, v)), Value(0.0))
     return autograd.grad(directional, values)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numbers
 
 from ._checks import is_integer
-from .engine import Value, logsumexp, sum_values
+from .engine import Value, _as_values, logsumexp, sum_values
 
 __all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "hinge", "l2", "mse"]
 
@@ -56,11 +56,6 @@ def _as_list(x, loss: str, what: str) -> list:
 def _is_sequence(x) -> bool:
     """A list-like of items (not a single Value or number, and not a string)."""
     return not _is_scalar(x) and not isinstance(x, (str, bytes)) and hasattr(x, "__iter__")
-
-
-def _as_values(items: list) -> list[Value]:
-    """Numbers become constant Values, so that methods like ``exp`` can be called on every item."""
-    return [x if isinstance(x, Value) else Value(x) for x in items]
 
 
 def _paired(x, y, loss: str, x_name: str, y_name: str) -> tuple[list, list]:
@@ -114,7 +109,7 @@ def hinge(scores, targets) -> Value:
     for i, y in enumerate(ys):
         if _is_number(y) and y not in (1, -1):
             raise ValueError(f"hinge: targets must be +1 or -1, but targets[{i}] is {float(y)!r}")
-    return _mean([(1 - y * s).relu() for s, y in zip(_as_values(ss), ys, strict=True)])
+    return _mean([(1 - y * s).relu() for s, y in zip(_as_values(ss, "hinge"), ys, strict=True)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,14 +137,15 @@ def binary_cross_entropy_with_logits(logits, targets) -> Value:
                 "binary_cross_entropy_with_logits: targets must lie in [0, 1], "
                 f"but targets[{i}] is {float(y)!r}"
             )
-    return _mean([x.softplus() - x * y for x, y in zip(_as_values(xs), ys, strict=True)])
+    xs = _as_values(xs, "binary_cross_entropy_with_logits")  # numbers as constants, with .softplus()
+    return _mean([x.softplus() - x * y for x, y in zip(xs, ys, strict=True)])
 
 
 def _cross_entropy_one(logits: list, target, where: str = "") -> Value:
     """``-sum_j p_j log(softmax(logits)_j)`` for one example; a class index is a one-hot ``p``."""
     if not logits:
         raise ValueError(f"cross_entropy: logits{where} is empty; softmax needs at least one logit")
-    zs = _as_values(logits)
+    zs = _as_values(logits, "cross_entropy")  # numbers as constant Values, which have .exp()
     # logsumexp is one stable op (its gradient is the softmax), so no exp can overflow.
     if is_integer(target):  # a class index (a bool is not one)
         if not 0 <= target < len(zs):
