@@ -6,11 +6,13 @@ keep the garbage collector able to free every cycle the engine can make. The who
 suite also runs once more on the pure-Python engine (CHAINRULE_PURE_PYTHON=1).
 """
 
+import ast
 import gc
 import math
 import random
 import warnings
 import weakref
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -22,7 +24,18 @@ from chainrule.compiler import tracing  # imported here, before any test patches
 pytestmark = pytest.mark.skipif(engine._graph is None, reason="chainrule/_graph.c is not built here")
 
 
-PYTHON_NODE = engine._python_node  # engine._node before the C version replaced it
+def python_node():
+    """engine.py's own ``_node``, which the C version replaced when the engine loaded: its
+    definition read from engine.py and run again, in a copy of the engine's namespace."""
+    path = Path(engine.__file__)
+    tree = ast.parse(path.read_text(), str(path))
+    (definition,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_node"]
+    namespace = dict(vars(engine))
+    exec(compile(ast.Module([definition], type_ignores=[]), str(path), "exec"), namespace)
+    return namespace["_node"]
+
+
+PYTHON_NODE = python_node()
 
 # ---------------------------------------------------------------------------------------------
 # Random graphs that use every kind of node backward meets

@@ -402,17 +402,12 @@ def test_names_refuses_options_it_does_not_take(gpt_style, options, message):
         train(data, steps=1, compile=False, **options)
 
 
-def test_names_runs_compiled_only_when_compile_replays_take(gpt_style):
+def test_names_runs_compiled_by_default(gpt_style):
+    # compile replays chainrule.take with each call's index, so the GPT trains compiled like the MLPs.
     pytest.importorskip("numpy")
-    from chainrule.training import compile_supports_take
-
     _, data = _script_names(gpt_style)
-    if compile_supports_take():
-        assert train(data, steps=2).settings["compile"] is True
-    else:
-        assert train(data, steps=2).settings["compile"] is False  # the default falls back to eager
-        with pytest.raises(ValueError, match="cannot replay chainrule.take yet"):
-            train(data, steps=2, compile=True)
+    assert train(data, steps=2).settings["compile"] is True
+    assert train(data, steps=2, compile=False).settings["compile"] is False
 
 
 def test_the_names_figure_shows_the_loss_curve_and_the_samples(gpt_style, tmp_path):

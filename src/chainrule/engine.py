@@ -1032,7 +1032,6 @@ def _load_graph_module():
 
 
 _graph = _load_graph_module()
-_python_node = _node  # kept, so that the tests can compare the two
 if _graph is not None:
     _node = _graph.node
 

@@ -30,8 +30,7 @@ How long it takes on this 2-core machine (measured): every step runs through
 of it tracing) and digits' 500 steps about 1.2 s, reaching 99.5% training and 98.6%
 test accuracy with an MLP 64-32-10. In eager mode (``compile=False``, ``--eager``) every
 step builds and walks the Value graph: moons takes about 10 s, and a digits step of 32
-images about 0.25 s (two minutes for the 500 steps). The names recipe runs compiled only
-when ``chainrule.compile`` can replay ``chainrule.take`` (see ``compile_supports_take``).
+images about 0.25 s (two minutes for the 500 steps).
 
 >>> from chainrule.datasets import moons
 >>> result = train(moons(n_samples=20, seed=0), steps=5, hidden=[4])
@@ -41,7 +40,6 @@ when ``chainrule.compile`` can replay ``chainrule.take`` (see ``compile_supports
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 import time
@@ -52,7 +50,7 @@ from typing import ClassVar
 
 from ._checks import check_integer, check_number
 from .datasets import Dataset, TextDataset
-from .engine import Value, map_rows, no_grad, take
+from .engine import Value, map_rows, no_grad
 from .gpt import GPT, encode, sample, sequence_loss
 from .losses import cross_entropy, hinge, l2
 from .nn import MLP, Module
@@ -69,7 +67,6 @@ __all__ = [
     "StepReport",
     "TrainResult",
     "accuracy",
-    "compile_supports_take",
     "make_loss_fn",
     "targets_for",
     "predict",
@@ -290,7 +287,6 @@ class Recipe:
 
     adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)  # PyTorch's defaults
     options: ClassVar[tuple[str, ...]] = ()  # train()'s recipe-specific options this recipe takes
-    picks_rows_by_input: ClassVar[bool] = False  # needs chainrule.take to replay, for compile
 
     def load(self, name: str, seed: int):
         raise NotImplementedError
@@ -406,7 +402,6 @@ class LanguageModelRecipe(Recipe):
     temperature: float = 0.5  # for those samples: below 1, the model's likelier names
 
     adam_betas: ClassVar[tuple[float, float]] = (0.85, 0.99)  # the GPT scripts' Adam
-    picks_rows_by_input: ClassVar[bool] = True  # token ids pick embedding rows and logits
 
     def load(self, name: str, seed: int) -> TextDataset:
         from . import datasets
@@ -491,29 +486,6 @@ def _numpy_is_installed() -> bool:
     return True
 
 
-@functools.cache
-def compile_supports_take() -> bool:
-    """Whether ``chainrule.compile`` replays ``chainrule.take`` with each call's index.
-
-    Found by trying it: a tiny function that takes row ``i`` is traced with ``i = 0`` and
-    replayed with ``i = 1``. A compiler that froze the traced index would give row 0 again,
-    and a model whose token ids pick embedding rows would then train on the wrong rows; such
-    a recipe runs eagerly instead. False too when numpy (which compile needs) is missing.
-    """
-    if not _numpy_is_installed():
-        return False
-    from .compiler import compile as compile_fn
-
-    rows = [Value(1.0), Value(2.0)]
-    pick = compile_fn(lambda i: take(rows, i) * 1.0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TraceWarning of a compiler that reads the index
-        try:
-            return pick(0).data == 1.0 and pick(1).data == 2.0
-        except NotImplementedError:  # a compiler that refuses to read the index while tracing
-            return False
-
-
 def _make_optimizer(recipe: Recipe, name: str, parameters: list[Value], lr: float, steps: int) -> Optimizer:
     schedule = linear_decay(lr, lr * recipe.decay_to, steps)
     if name == "sgd":
@@ -556,16 +528,10 @@ def _check_the_last_update(
         )
 
 
-def _use_compile(compile: bool | None, recipe: Recipe) -> bool:
-    """Whether to run the steps through chainrule.compile: by default, whenever it can."""
-    can = _numpy_is_installed() and (not recipe.picks_rows_by_input or compile_supports_take())
+def _use_compile(compile: bool | None) -> bool:
+    """Whether to run the steps through chainrule.compile: by default, whenever numpy is there."""
     if compile is None:
-        return can
-    if compile and recipe.picks_rows_by_input and _numpy_is_installed() and not can:
-        raise ValueError(
-            "train: chainrule.compile cannot replay chainrule.take yet, which this model's token "
-            "lookups need; train with compile=False (--eager)"
-        )
+        return _numpy_is_installed()
     return bool(compile)
 
 
@@ -632,7 +598,7 @@ def train(
         )
     lr = check_number("train", "lr", recipe.lrs[optimizer] if lr is None else lr, strict=True)
     own = recipe.check_options(data, given)
-    compile = _use_compile(compile, recipe)
+    compile = _use_compile(compile)
     if samples is not None:
         data = recipe.subset(data, check_integer("train", "samples", samples))
     if not recipe.examples(data):
