@@ -34,6 +34,8 @@
 #include <math.h>
 #include <stdint.h>
 #include <structmember.h>
+
+#include "_slots.h" /* SLOT, slot_offset and claim_value_type, shared with compiler/_layout.c */
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000 /* for running_code(), below */
 #define Py_BUILD_CORE 1
 #include "internal/pycore_frame.h"
@@ -51,9 +53,6 @@ static Py_ssize_t at_data, at_grad, at_children, at_rule;
 enum { ADD, SUB, MUL, DIV, NEG, EXP, LOG, TANH, SIGMOID, RELU, SUM, DOT, POW_CONSTANT, KNOWN_RULES };
 static PyObject *known_rules[KNOWN_RULES];
 
-/* A Value's slots, by the offsets Python gave them. */
-#define SLOT(value, at) (*(PyObject **)((char *)(value) + (at)))
-
 static int is_value(PyObject *object) { return PyObject_TypeCheck(object, value_type); }
 
 /* Release the references in an array of n (some may be NULL), and free it. */
@@ -70,16 +69,6 @@ static void release_all(PyObject **objects, Py_ssize_t n) {
         return result;                                                                   \
     }
 
-static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *at) {
-    PyObject *descriptor = PyDict_GetItemString(type->tp_dict, name);
-    if (descriptor == NULL || !Py_IS_TYPE(descriptor, &PyMemberDescr_Type)) {
-        PyErr_Format(PyExc_TypeError, "_graph.setup: %s.%s is not a slot", type->tp_name, name);
-        return -1;
-    }
-    *at = ((PyMemberDescrObject *)descriptor)->d_member->offset;
-    return 0;
-}
-
 static PyObject *setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyType_Check(args[0]) || !PyCallable_Check(args[1]) || !PyTuple_CheckExact(args[2]) ||
         PyTuple_GET_SIZE(args[2]) != KNOWN_RULES) {
@@ -87,14 +76,18 @@ static PyObject *setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         return NULL;
     }
     PyTypeObject *type = (PyTypeObject *)args[0];
-    if (slot_offset(type, "data", &at_data) || slot_offset(type, "grad", &at_grad) ||
-        slot_offset(type, "children", &at_children) || slot_offset(type, "_rule", &at_rule))
+    Py_ssize_t data, grad, children, rule;
+    if (slot_offset("_graph.setup", type, "data", &data) || slot_offset("_graph.setup", type, "grad", &grad) ||
+        slot_offset("_graph.setup", type, "children", &children) ||
+        slot_offset("_graph.setup", type, "_rule", &rule))
         return NULL;
-    Py_XSETREF(value_type, (PyTypeObject *)Py_NewRef(type));
+    if (!claim_value_type(&value_type, type))
+        Py_RETURN_FALSE; /* the Value of a second copy of engine.py, which runs on Python (_slots.h) */
+    at_data = data, at_grad = grad, at_children = children, at_rule = rule;
     Py_XSETREF(child_gradients, Py_NewRef(args[1]));
     for (int r = 0; r < KNOWN_RULES; r++)
         Py_XSETREF(known_rules[r], Py_NewRef(PyTuple_GET_ITEM(args[2], r)));
-    Py_RETURN_NONE;
+    Py_RETURN_TRUE;
 }
 
 static void unwatch(PyObject *object) {
@@ -903,7 +896,8 @@ static PyObject *add_to_grads(PyObject *module, PyObject *const *args, Py_ssize_
 }
 
 static PyMethodDef methods[] = {
-    {"setup", (PyCFunction)(void (*)(void))setup, METH_FASTCALL, "setup(Value, child_gradients)"},
+    {"setup", (PyCFunction)(void (*)(void))setup, METH_FASTCALL,
+     "setup(Value, child_gradients, rules): True, or False when it serves another Value class"},
     {"node", (PyCFunction)(void (*)(void))node, METH_FASTCALL, "engine._node, unwatched by the collector"},
     {"depth_first", depth_first, METH_O, "engine._depth_first(roots), or None when unusual"},
     {"propagate_numbers", (PyCFunction)(void (*)(void))propagate_numbers, METH_FASTCALL,

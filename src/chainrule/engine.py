@@ -1027,7 +1027,9 @@ def _load_graph_module():
     except ImportError:
         return None
     known_rules = (ops.ADD, ops.SUB, ops.MUL, ops.DIV, ops.NEG, ops.EXP, ops.LOG, ops.TANH, ops.SIGMOID)
-    _graph.setup(Value, _child_gradients, (*known_rules, ops.RELU, ops.SUM, ops.DOT, ops.POW_CONSTANT))
+    rules = (*known_rules, ops.RELU, ops.SUM, ops.DOT, ops.POW_CONSTANT)
+    if not _graph.setup(Value, _child_gradients, rules):
+        return None  # they serve the Value of another copy of this module (see _slots.h)
     return _graph
 
 

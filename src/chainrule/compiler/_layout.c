@@ -23,10 +23,10 @@
 #include <stdint.h>
 #include <structmember.h>
 
+#include "../_slots.h" /* SLOT, slot_offset and claim_value_type, shared with _graph.c */
+
 static PyTypeObject *value_type; /* engine.Value */
 static Py_ssize_t at_children, at_rule;
-
-#define SLOT(value, at) (*(PyObject **)((char *)(value) + (at)))
 
 /* ---------------------------------------------------------------------------------------------
    Growing arrays of Py_ssize_t. */
@@ -595,29 +595,22 @@ static PyObject *layout(PyObject *module, PyObject *const *args, Py_ssize_t narg
     return result;
 }
 
-static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *at) {
-    PyObject *descriptor = PyDict_GetItemString(type->tp_dict, name);
-    if (descriptor == NULL || !Py_IS_TYPE(descriptor, &PyMemberDescr_Type)) {
-        PyErr_Format(PyExc_TypeError, "_layout.setup: %s.%s is not a slot", type->tp_name, name);
-        return -1;
-    }
-    *at = ((PyMemberDescrObject *)descriptor)->d_member->offset;
-    return 0;
-}
-
 static PyObject *setup(PyObject *module, PyObject *type) {
-    if (!PyType_Check(type) || slot_offset((PyTypeObject *)type, "children", &at_children) < 0 ||
-        slot_offset((PyTypeObject *)type, "_rule", &at_rule) < 0) {
+    Py_ssize_t children, rule;
+    if (!PyType_Check(type) || slot_offset("_layout.setup", (PyTypeObject *)type, "children", &children) < 0 ||
+        slot_offset("_layout.setup", (PyTypeObject *)type, "_rule", &rule) < 0) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "_layout.setup(Value)");
         return NULL;
     }
-    Py_XSETREF(value_type, (PyTypeObject *)Py_NewRef(type));
-    Py_RETURN_NONE;
+    if (!claim_value_type(&value_type, (PyTypeObject *)type))
+        Py_RETURN_FALSE; /* the Value of a second copy of engine.py, which runs on Python (../_slots.h) */
+    at_children = children, at_rule = rule;
+    Py_RETURN_TRUE;
 }
 
 static PyMethodDef methods[] = {
-    {"setup", setup, METH_O, "setup(Value)"},
+    {"setup", setup, METH_O, "setup(Value): True, or False when it serves another Value class"},
     {"layout", (PyCFunction)(void (*)(void))layout, METH_FASTCALL,
      "rewriting.layout(inputs, constants, outputs, created), or None when unusual"},
     {NULL, NULL, 0, NULL},
