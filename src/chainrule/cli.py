@@ -655,7 +655,7 @@ def _escape(char: str) -> str:
 # main
 
 
-def _describe(error: BaseException) -> str:
+def _error_line(error: BaseException) -> str:
     """One line saying what went wrong, without a traceback."""
     if isinstance(error, OSError) and error.strerror and error.filename is not None:
         # A failed rename (of a temporary file onto the user's) names the user's file second.
@@ -670,7 +670,7 @@ def _describe(error: BaseException) -> str:
 
 
 def _fail(error: BaseException, status: int) -> int:
-    print(f"{PROG}: error: {_describe(error)}", file=sys.stderr)
+    print(f"{PROG}: error: {_error_line(error)}", file=sys.stderr)
     return status
 
 

@@ -304,7 +304,7 @@ class _Checker:
             self._check_assignment(target)
             self.assigned.add(target.id)
             return target.id
-        raise self.positions.error(node, f"{_describe(node)} is not allowed")
+        raise self.positions.error(node, f"{_describe_syntax(node)} is not allowed")
 
     def _check_assignment(self, target: ast.Name) -> None:
         name = target.id
@@ -339,7 +339,7 @@ class _Checker:
             elif isinstance(node, ast.Call):
                 pending.append(self._call(node))
             else:
-                raise self.positions.error(node, f"{_describe(node)} is not allowed")
+                raise self.positions.error(node, f"{_describe_syntax(node)} is not allowed")
 
     def _name(self, node: ast.Name) -> None:
         if node.id in FUNCTIONS:
@@ -365,7 +365,8 @@ def _symbol(op: ast.AST) -> str:
     return OPERATOR_SYMBOLS.get(type(op), type(op).__name__)
 
 
-def _describe(node: ast.AST) -> str:
+def _describe_syntax(node: ast.AST) -> str:
+    """What a piece of a formula is, for an error: 'float constant 1.5', 'attribute access ('.')'."""
     if isinstance(node, ast.Constant):
         return f"{type(node.value).__name__} constant {node.value!r}"
     return NODE_DESCRIPTIONS.get(type(node), f"Python's {type(node).__name__!r}")
@@ -375,7 +376,7 @@ def _number(node: ast.Constant, positions: _Positions) -> float:
     """The float value of a numeric literal, refusing other constants (strings, True, 1j...)."""
     value = node.value
     if type(value) not in (int, float):  # type(), not isinstance: True is an int to Python
-        raise positions.error(node, f"{_describe(node)} is not allowed; only numbers are")
+        raise positions.error(node, f"{_describe_syntax(node)} is not allowed; only numbers are")
     try:
         number = float(value)
     except OverflowError:
