@@ -11,7 +11,7 @@
    and loops over many parameters at once, for chainrule.compile, the optimizers and zero_grad:
    read_data and read_grads (into a float64 array), write_data, add_to_grads and fill_grads.
 
-   engine.Parameter is a Value in every way: these loops read and write its slots as any Value's.
+   A Parameter (parameters.py) is a Value in every way: these loops read and write its slots as any Value's.
 
    For chainrule.compile's trace (compiler/tracing.py), so that a traced function runs on the
    fast ops as eager code does: record(nodes, constants) makes node() note, in this thread,
