@@ -122,7 +122,9 @@ def test_the_known_loops_are_still_there():
     # When one is gone, take it off KNOWN_LOOPS, so that it cannot come back unnoticed.
     graph = import_graph()
     for importer, imported in KNOWN_LOOPS:
-        assert imported in graph[importer], f"{importer} no longer imports {imported}: drop it from KNOWN_LOOPS"
+        assert imported in graph[importer], (
+            f"{importer} no longer imports {imported}: take it off KNOWN_LOOPS"
+        )
 
 
 def test_only_the_settings_module_reads_the_environment():
@@ -138,3 +140,31 @@ def test_the_engine_mentions_tracing_no_more_than_it_did():
     lines = (PACKAGE / "engine.py").read_text().splitlines()
     mentioning = [line for line in lines if re.search(r"\btrac(e|ed|er|es|ing)\b", line, re.IGNORECASE)]
     assert len(mentioning) <= ENGINE_TRACING_LINES
+
+
+def test_the_c_helpers_for_value_slots_are_written_once():
+    # _graph.c and compiler/_layout.c read Value's slots with the helpers of _slots.h.
+    defining = [
+        path.relative_to(PACKAGE).as_posix()
+        for path in [*PACKAGE.rglob("*.c"), *PACKAGE.rglob("*.h")]
+        if re.search(r"#define SLOT\(|\bint slot_offset\(", path.read_text())
+    ]
+    assert defining == ["_slots.h"]
+
+
+def test_a_module_of_src_doctested_alone_is_imported_once():
+    # pytest on one file of src/chainrule (its doctests) once ran that module a second time,
+    # beside the copy the package imported: engine.dot's doctest then met two Value classes.
+    import subprocess
+    import sys
+
+    root = PACKAGE.parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(PACKAGE / "engine.py")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout
