@@ -708,3 +708,18 @@ def test_reading_or_writing_a_parameter_while_tracing_warns_here():
         "chainrule.compile: the traced function wrote .data",
     ]
     assert all(c.filename == __file__ for c in caught)
+
+
+def test_parameters_take_the_engines_fast_paths_as_values_do(monkeypatch):
+    # parameters.py registers Parameter with the engine (engine.py does not import it): the
+    # fast ops build their node directly, never calling apply, for Parameters as for Values.
+    from chainrule import engine
+
+    def no_apply(*args, **kwargs):
+        raise AssertionError("apply was called: a Parameter missed the fast path")
+
+    monkeypatch.setattr(engine, "apply", no_apply)
+    a, b = Parameter(2.0), Parameter(3.0)
+    results = [a * b, a + b, a - b, a / b, a * 2.0, 2.0 + a, engine.dot([a], [b], a), sum_values([a, b])]
+    assert all(type(result) is Value for result in results)
+    assert (a * b).data == 6.0 and engine.dot([a], [b], a).data == 8.0
