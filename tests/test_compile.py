@@ -746,7 +746,8 @@ def test_an_empty_numpy_array_is_accepted_like_an_empty_list():
 def test_dot_nodes_number_their_weight_and_input_vectors_in_the_order_first_seen():
     import array
 
-    from chainrule.compiler import rewriting, tape
+    from chainrule.compiler import rewriting
+    from chainrule.compiler.backends import numpy as tape
 
     # Five dot nodes of two weights, two inputs and a bias: (w1, w2, x1, x2, b), a row each.
     rows = [3, 0, 7, 8, 9, 0, 1, 7, 8, 9, 3, 0, 6, 6, 9, 5, 5, 6, 6, 9, 0, 1, 2, 7, 9]
@@ -772,7 +773,7 @@ def test_a_layer_on_a_batch_adds_every_gradient_where_positions_repeat_or_overla
 ):
     # The compiled layer adds its gradients block by block (weights, inputs, biases); each block
     # must sum where a position repeats, and blocks that share positions must both add.
-    from chainrule.compiler import tape as tape_module
+    from chainrule.compiler.backends import numpy as tape_module
 
     rng = random.Random(3)
     W = [[Value(rng.uniform(-1, 1)) for _ in range(3)] for _ in range(4)]

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import chainrule
 from chainrule import Value, nn
 from chainrule.compiler import native
+from chainrule.compiler.backends.table import CProgram
 
 np = pytest.importorskip("numpy")
 pytestmark = pytest.mark.skipif(native.c_compiler() is None, reason="no C compiler")
@@ -66,8 +67,8 @@ def test_every_op_gives_the_numbers_of_numpy_and_eager(seed, loss_and_grads, mon
         for result in (loss_and_grads(c, w, x), loss_and_grads(numpy_backend, w, x)):
             assert result[0] == pytest.approx(eager[0], rel=1e-12)
             assert result[1] == pytest.approx(eager[1], rel=1e-12)
-    assert isinstance(c.last_tape.fast, native.NativeTape)
-    assert not isinstance(numpy_backend.last_tape.fast, native.NativeTape)
+    assert isinstance(c.last_tape.fast, CProgram)
+    assert not isinstance(numpy_backend.last_tape.fast, CProgram)
 
 
 def test_a_training_step_matches_numpy_to_1e_12():
@@ -237,7 +238,7 @@ def test_a_built_program_is_reused_from_the_cache(monkeypatch):
     monkeypatch.setattr(native.subprocess, "run", no_compiler)
     again = chainrule.compile(lambda x: (w * x[0]).tanh(), backend="c")
     assert again([0.5]).data == pytest.approx(math.tanh(0.75))
-    assert isinstance(again.last_tape.fast, native.NativeTape)
+    assert isinstance(again.last_tape.fast, CProgram)
 
 
 @pytest.mark.parametrize("with_the_prebuilt_program", [False, True])
@@ -275,7 +276,7 @@ def test_every_long_tape_runs_the_one_table_program_built_once(monkeypatch, with
     w.grad = 0.0
     out = f(xs)
     out.backward()
-    assert isinstance(f.last_tape.fast, native.NativeTape)
+    assert isinstance(f.last_tape.fast, CProgram)
     got, w.grad = (out.data, w.grad), 0.0
     eager = rnn([Value(x) for x in xs])
     eager.backward()
@@ -404,7 +405,7 @@ def test_auto_runs_every_tape_on_the_one_table_program(
     assert chainrule.compile(loss).backend == "auto"
     for f in (chainrule.compile(loss), chainrule.compile(lambda X: loss(X) * 2.0)):
         f(X)
-        assert isinstance(f.last_tape.fast, native.NativeTape)
+        assert isinstance(f.last_tape.fast, CProgram)
         assert "switch (t[0])" in f.last_tape.fast.source  # the table program, not a tape's own
         assert any(hasattr(g, "weights") for g in f.last_tape.groups)  # with its layers as such
     got = loss_and_grads(f, params, X)
@@ -421,7 +422,7 @@ def test_auto_without_the_table_program_or_a_compiler_runs_numpy_quietly(monkeyp
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert f([1.0, 2.0, 3.0]).data == 18.0
-    assert not isinstance(f.last_tape.fast, native.NativeTape)
+    assert not isinstance(f.last_tape.fast, CProgram)
 
 
 def test_a_block_of_positions_is_a_pattern_only_when_every_position_fits_it():

@@ -32,6 +32,7 @@ import json, math, sys, warnings
 import chainrule
 from chainrule import Value
 from chainrule.compiler import native
+from chainrule.compiler.backends.table import CProgram
 
 def fn(x, w):
     return (x[0] * w).tanh() + x[1] * w
@@ -51,7 +52,7 @@ with warnings.catch_warnings(record=True) as caught:
         eager.backward()
         report["calls"].append([got, (eager.data, w.grad)])
 fast = compiled.last_tape.fast  # a library from the cache; not the table program pip built
-report["native"] = isinstance(fast, native.NativeTape) and not fast.in_one_call
+report["native"] = isinstance(fast, CProgram) and not fast.in_one_call
 report["warnings"] = [str(w.message) for w in caught]
 print(json.dumps(report))
 """
@@ -255,6 +256,7 @@ import math, warnings
 import chainrule
 from chainrule import Value
 from chainrule.compiler import native
+from chainrule.compiler.backends.table import CProgram
 {setup}
 w = Value(1.0)
 f = chainrule.compile(lambda x: (x[0] * w).log(), backend="c")
@@ -262,7 +264,7 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     assert abs(f([2.0]).data - math.log(2.0)) < 1e-15
 fast = f.last_tape.fast  # a library from the cache; not the table program pip built
-built_here = isinstance(fast, native.NativeTape) and not fast.in_one_call
+built_here = isinstance(fast, CProgram) and not fast.in_one_call
 print("NATIVE", built_here, [str(c.message) for c in caught])
 # -ffast-math also links a constructor that makes the CPU flush subnormals to zero, for the
 # whole process: Python's own float arithmetic would then change.

@@ -1,7 +1,7 @@
 """Thin tapes replayed node by node: eager's numbers and errors, faster than numpy's groups.
 
 The numpy backend replays a thin tape with the C table program built with chainrule
-(compiler/_tables.c), or without it node by node in Python (compiler/scalar.py): every test
+(compiler/_tables.c), or without it node by node in Python (compiler/backends/scalar.py): every test
 here runs both ways. The oracles are eager chainrule and the group-by-group numpy replay of
 the same tape (``CHAINRULE_SCALAR_REPLAY=0``); the compile test suite also runs with the
 thin-tape replays turned off (last test), and on the pure-Python engine (test_graph_c.py),
@@ -18,7 +18,9 @@ import chainrule
 from chainrule import Value, nn
 
 np = pytest.importorskip("numpy")
-from chainrule.compiler import native, scalar  # noqa: E402
+from chainrule.compiler import native  # noqa: E402
+from chainrule.compiler.backends.scalar import ScalarReplay  # noqa: E402
+from chainrule.compiler.backends.table import CProgram  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,10 +30,10 @@ def thin_replay(request, monkeypatch):
     """Which replay a thin tape gets: the C table program built with chainrule, or scalar.py's."""
     if request.param == "Python":
         monkeypatch.setattr(native, "prebuilt_tables", lambda: None)
-        return scalar.ScalarReplay
+        return ScalarReplay
     if native.prebuilt_tables() is None:
         pytest.skip("compiler/_tables.c was not built here")
-    return native.NativeTape
+    return CProgram
 
 
 def _rnn(w):

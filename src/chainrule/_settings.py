@@ -12,8 +12,9 @@ variable                   what it does
                            (engine.py), chainrule.compile builds and loads no C (native.py).
 ``CHAINRULE_BACKEND``      chainrule.compile's backend when ``compile(fn)`` names none
                            (``auto``, ``numpy``, ``c``); empty or unset: ``auto``.
-``CHAINRULE_SCALAR_REPLAY``  ``0``: never replay a thin tape node by node (compiler/scalar.py);
-                           the test suite sets it to test the group-by-group replay on them.
+``CHAINRULE_SCALAR_REPLAY``  ``0``: never replay a thin tape node by node
+                           (compiler/backends/scalar.py); the test suite sets it to test the
+                           group-by-group replay on them.
 ``CHAINRULE_CACHE``        the folder for the C backend's built programs (under ``c/``).
 ``XDG_CACHE_HOME``         the same when ``CHAINRULE_CACHE`` is unset (under ``chainrule/c/``);
                            with neither, ``~/.cache/chainrule/c``.

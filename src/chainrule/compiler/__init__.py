@@ -42,19 +42,25 @@ instead: the same groups, one C loop each, built once by the system's C compiler
 ``backend="auto"``, runs the same C loops from a table of the groups: one program for every
 tape, which pip builds with chainrule, so no compiler runs when a function is compiled.
 
-The stages have a file each in this package:
+Between the stages goes one IR (``ir.py``): a ``Program`` of ``Group``s, the leaves and every
+group's op, count and input positions. Tracing records Values, the layout turns them into a
+Program, a backend runs it; ``print(f.program)`` shows the latest trace's. The stages have a
+file each in this package:
 
 - ``arguments.py``: numbers in (checked, flattened into one float64 array) and results out;
 - ``tracing.py``: running ``fn`` on leaf Values, recording the nodes, watching ``.data``;
 - ``mapping.py``: ``map_rows`` while tracing: ``fn`` traced on one row of a batch, and its
   groups copied for every row, so that a trace does not grow with the batch in Python;
-- ``rewriting.py``: folding ``+`` chains into sums and sums of products into dot products;
-- ``tape.py``: the groups, the numpy backend's replay and backward, and compiled results;
-- ``scalar.py``: thin tapes (one node per depth, as in an RNN) replayed node by node, where
-  numpy's per-call cost would make the replay slower than eager;
-- ``native.py``: the C backend. A backend is small: given the tape's groups (an op, a slice
-  of positions, the positions of each node's inputs), it fills the data array forward and
-  the gradient array backward, and says when it met something it leaves to numpy.
+- ``rewriting.py``: the Program: folding ``+`` chains into sums and sums of products into dot
+  products, grouping, placing;
+- ``backends/``: what runs a Program, a file each behind one interface (``prepare(program)``,
+  then ``forward(data)`` and ``backward(data, grad, needed)``, each False when it leaves the
+  call to the reference) and one selector: ``numpy.py`` (the reference, which raises eager's
+  errors), ``table.py`` (the C table program), ``generated_c.py`` (the Program as its own C
+  program), ``scalar.py`` (thin tapes, one node per depth as in an RNN, node by node in
+  Python, where numpy's per-call cost would make the replay slower than eager);
+- ``native.py``: the C kernels' programs and their build: the system's C compiler, a cache;
+- ``tape.py``: a Program with its backend, a call's replay and backward, compiled results.
 
 numpy is needed here and only here (``pip install "chainrule[fast]"``).
 """
@@ -68,14 +74,16 @@ import time
 
 from .. import _settings
 from ..engine import _mode
-from . import native
+from . import backends, native
 from .arguments import flatten_all
+from .backends.table import CProgram
+from .ir import Program
 from .tracing import TraceWarning, trace
 
 __all__ = ["compile", "CompiledFunction", "TraceWarning", "BACKENDS"]
 
 
-BACKENDS = ("numpy", "c", "auto")
+BACKENDS = backends.NAMES  # ("numpy", "c", "auto")
 
 
 def compile(fn, backend=None):
@@ -159,6 +167,14 @@ class CompiledFunction:
         """The tape of the latest trace, or None before the first call."""
         return next(reversed(self.tapes.values()), None)
 
+    @property
+    def program(self) -> Program:
+        """The latest trace's Program (see ir.py): ``print(f.program)`` shows its groups."""
+        tape = self.last_tape
+        if tape is None:
+            raise ValueError("program: call the compiled function once first, so that it is traced")
+        return tape.program
+
     def source(self) -> str:
         """The latest trace as a C program: your function as C. It is the program the C backend
         builds for it, whichever backend runs it (a tape of over native.STRAIGHT_LINE_GROUPS
@@ -166,7 +182,7 @@ class CompiledFunction:
         tape = self.last_tape
         if tape is None:
             raise ValueError("source(): call the compiled function once first, so that it is traced")
-        if self.backend == "c" and isinstance(tape.fast, native.NativeTape):
+        if self.backend == "c" and isinstance(tape.fast, CProgram):
             return tape.fast.source
         try:
             rows, _ = native.tape_rows(self.np, tape.groups)

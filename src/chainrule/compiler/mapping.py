@@ -35,7 +35,8 @@ import itertools
 from .. import engine
 from ..engine import Value, _make
 from .arguments import _flatten_result, _unflatten_result
-from .rewriting import layout, layout_keeping_checks, raising_nodes
+from .ir import Program
+from .rewriting import layout, program, raising_nodes
 
 _LEAF = "Value"
 
@@ -66,11 +67,12 @@ def _rebuilt(shape, leaves):
 class _Block:
     """One ``map_rows`` call, traced on one row: what ``compose`` needs to place its copies."""
 
-    def __init__(self, at, rows, row_layout, checked, made):
+    def __init__(self, at, rows, row_program, made):
         self.at = at  # how many nodes the outer trace had made before the call
         self.rows = rows  # each row's Values, in the order of the row trace's inputs
-        self.constants, self.externals, self.placed, self.output_positions = row_layout
-        self.checked = checked  # the row trace's nodes that can raise (layout_keeping_checks)
+        self.constants, self.externals = row_program.constants, row_program.externals
+        self.placed, self.output_positions = row_program.layout, row_program.outputs
+        self.checked = row_program.checked  # the row trace's nodes that can raise (see program)
         self.n_inputs = len(rows[0])  # Values per row
         self.made = made  # the row trace's leaves and nodes (to tell if any leaks out: see compose)
         self.results = []  # per output of the row trace: its R placeholders, or None for a leaf
@@ -116,8 +118,8 @@ def trace_rows(tracer, fn, iterables, row_tracer_class):
         return [fn(*row) for row in rows]  # (so fn runs on the first row again, in the outer trace)
 
     tracer.constants.update(row_tracer.constants)
-    row_layout, checked = layout_keeping_checks(leaves, row_tracer.constants, outputs, row_tracer.nodes)
-    block = _Block(len(tracer.nodes), items, row_layout, checked, {*leaves, *row_tracer.nodes})
+    row_program = program(leaves, row_tracer.constants, outputs, row_tracer.nodes)
+    block = _Block(len(tracer.nodes), items, row_program, {*leaves, *row_tracer.nodes})
     numbers = _replay_copies(block, tracer.backend)
     per_output = []  # for each of fn's results: its Value for each row
     for output, p in zip(outputs, block.output_positions):
@@ -146,16 +148,9 @@ def _replay_copies(block, backend):
     placed, first, stride = replicate(
         np, block, np.arange(R * k).reshape(R, k), np.arange(R * k, n_leaves), n_leaves
     )
-    tape = Tape(
-        flat_rows,
-        None,
-        [],
-        None,
-        None,
-        "auto" if backend == "c" else backend,
-        laid_out=(block.constants, block.externals, placed, []),
-        checked=_checked_copies(np, block, first, stride),
-    )
+    checked = _checked_copies(np, block, first, stride)
+    copies = Program(len(flat_rows), block.constants, block.externals, placed, outputs=(), checked=checked)
+    tape = Tape(copies, None, "auto" if backend == "c" else backend)
     data, _ = tape.replay(np.array(list(map(engine._read_data, flat_rows)), dtype=np.float64))
     rows = np.arange(R)
     return {
@@ -229,11 +224,10 @@ def _copied_ids(np, ids, per_row, R):
 
 
 def compose(np, inputs, constants, outputs, nodes, blocks):
-    """The outer trace's layout, as ``rewriting.layout`` gives it, when it holds ``map_rows``
-    calls; the positions of the nodes that can raise, in eager's order, as
-    ``rewriting.layout_keeping_checks`` gives them (each kept on the tape, used or not); and
-    whether every node placed is needed by the outputs (else backward must not send gradients
-    through the rest: see Tape._needed_by).
+    """The outer trace's Program, as ``rewriting.program`` gives it, when it holds ``map_rows``
+    calls (with the positions of the nodes that can raise, in eager's order, each kept on the
+    tape, used or not); and whether every node placed is needed by the outputs (else backward
+    must not send gradients through the rest: see Tape._needed_by).
 
     The trace is laid out in pieces, in the order made: the nodes before the first call, its
     copies, the nodes after it, and so on. Each piece of nodes is laid out by
@@ -332,4 +326,6 @@ def compose(np, inputs, constants, outputs, nodes, blocks):
         in_order += [where[v] for v in piece]
         if i < len(blocks):
             in_order += checked_copies.get(blocks[i], [])
-    return (constant_leaves, externals, placed, [where[v] for v in outputs]), in_order, every_node_used
+    output_positions = tuple(where[v] for v in outputs)
+    outer = Program(len(inputs), tuple(constant_leaves), tuple(externals), placed, output_positions, in_order)
+    return outer, every_node_used

@@ -21,6 +21,7 @@ import struct
 
 from .. import engine, ops
 from ..engine import Value
+from .ir import Program
 
 
 def layout(inputs, constants, outputs, created):
@@ -74,20 +75,22 @@ def layout(inputs, constants, outputs, created):
     return constant_leaves, externals, placed, [position[v] for v in outputs]
 
 
-def layout_keeping_checks(inputs, constants, outputs, created):
-    """``layout``, with every node whose op can raise (see ``can_raise``) kept on the tape.
+def program(inputs, constants, outputs, created) -> Program:
+    """The trace as a Program (see ir.py): ``layout``, with every node whose op can raise (see
+    ``can_raise``) kept on the tape.
 
     Eagerly, ``x.log()`` raises on a bad x the moment it is computed, even if nothing uses the
     log. ``layout`` leaves out what the outputs do not need, so such a node goes on the tape as
-    an extra output that nobody sees: replay computes it, and raises where eager raises. Returns
-    layout's four (with the real outputs' positions only) and the positions of those *checked*
-    nodes in the order made, which is the order eager meets them in: a replay that fails
-    reports the first of them that fails, as eager would.
+    an extra output that nobody sees: replay computes it, and raises where eager raises. The
+    Program's outputs are the real outputs' positions only, and ``checked`` the positions of
+    those *checked* nodes in the order made, which is the order eager meets them in: a replay
+    that fails reports the first of them that fails, as eager would.
     """
     checked = raising_nodes(created)
     constant_leaves, externals, placed, positions = layout(inputs, constants, [*outputs, *checked], created)
     n = len(outputs)
-    return (constant_leaves, externals, placed, positions[:n]), positions[n:]
+    leaves = tuple(constant_leaves), tuple(externals)
+    return Program(len(inputs), *leaves, placed, outputs=tuple(positions[:n]), checked=positions[n:])
 
 
 def can_raise(rule) -> bool:

@@ -13,6 +13,7 @@ from .. import engine, ops
 from ..engine import Value, _make, _mode
 from . import mapping
 from .arguments import _flatten_result, _unflatten_arguments, bool_leaves
+from .rewriting import program
 from .tape import Tape
 
 
@@ -319,16 +320,14 @@ def trace(fn, structure, numbers_in, backend="numpy") -> Tape:
     outputs = []
     result_structure = _flatten_result(result, outputs)
     if not tracer.blocks:
-        tape = Tape(inputs, tracer.constants, outputs, result_structure, tracer.nodes, backend)
+        tape = Tape(program(inputs, tracer.constants, outputs, tracer.nodes), result_structure, backend)
     else:
         import numpy
 
-        laid_out, checked, every_node_used = mapping.compose(
+        traced, every_node_used = mapping.compose(
             numpy, inputs, tracer.constants, outputs, tracer.nodes, tracer.blocks
         )
-        tape = Tape(
-            inputs, None, outputs, result_structure, None, backend, laid_out=laid_out, checked=checked
-        )
+        tape = Tape(traced, result_structure, backend)
         tape.every_node_needed = tape.every_node_needed and every_node_used
     _refuse_other_threads(tape, made_in_other_threads)
     return tape

@@ -1,22 +1,24 @@
-"""Thin tapes, replayed node by node: what the numpy backend does when numpy would only cost.
+"""Scalar replay: a thin Program's nodes run one by one in Python, where numpy would only cost.
 
-A scalar RNN or a long chain has one node per depth, so each of the tape's groups is one node
-wide, and a numpy call per group (several microseconds each) costs more than eager's whole
-work on that node. For such tapes the numpy backend replays the nodes one by one instead, with
-the ops' scalar rules from ``ops.py`` on Python floats: eager's arithmetic without building
-Values or sorting the graph. It raises eager's errors itself and passes nan and inf on as
-eager does; only ``detect_anomaly`` is left to the group-by-group replay.
-
-It has the interface of the C backend (native.py): ``forward(data)`` and
-``backward(data, grad, needed)`` on the tape's float64 arrays, each True when it did the work.
+A scalar RNN or a long chain has one node per depth, so each of the Program's groups is one
+node wide, and a numpy call per group (several microseconds each) costs more than eager's
+whole work on that node. Where the C table program is not there to run such a Program, it is
+replayed node by node instead, with the ops' scalar rules from ``ops.py`` on Python floats:
+eager's arithmetic without building Values or sorting the graph. It raises eager's errors
+itself and passes nan and inf on as eager does; only ``detect_anomaly`` is left to the numpy
+backend. Which Programs are thin: ``is_thin`` below.
 """
 
 from __future__ import annotations
 
 import itertools
 
-from .. import _settings
-from ..engine import Value, op_error
+from ... import _settings
+from ...engine import Value, op_error
+from ..ir import Program
+from . import numpy as numpy_backend
+
+name = "scalar"
 
 THIN = 4  # a tape whose groups hold fewer nodes than this on average is replayed node by node
 
@@ -30,16 +32,24 @@ def is_thin(n_nodes: int, n_groups: int) -> bool:
     return n_groups > 0 and n_nodes < THIN * n_groups
 
 
+def prepare(program: Program, reference=None) -> ScalarReplay:
+    """The node-by-node replay of ``program``, over the numpy backend's positions."""
+    return ScalarReplay(reference or numpy_backend.prepare(program))
+
+
 class ScalarReplay:
-    """The tape's nodes in replay order: each one's rule and the positions of its inputs.
+    """The Program's nodes in replay order: each one's rule and the positions of its inputs.
 
     The groups are thin, so their nodes sit at consecutive positions from ``first`` on, and a
     node's position is ``first`` plus its place in that order. Each position's int is made once
     and shared by every node that reads it: a long chain keeps about 100 bytes a node here.
     """
 
-    def __init__(self, groups, first: int):
-        self.first = first  # the position of the first computed node
+    def __init__(self, reference):
+        self.reference = reference
+        self.outputs, self.checked = reference.outputs, reference.checked
+        groups = reference.groups
+        self.first = first = reference.first  # the position of the first computed node
         size = groups[-1].end if groups else first
         number = list(range(size))  # one int object per position, shared
         self.rules, self.inputs = [], []
@@ -47,6 +57,10 @@ class ScalarReplay:
             for inputs in group.children.T.tolist():
                 self.rules.append(group.rule)
                 self.inputs.append(tuple(map(number.__getitem__, inputs)))
+
+    @property
+    def program(self) -> Program:
+        return self.reference.program
 
     def forward(self, data) -> bool:
         values = data.tolist()  # Python floats: the scalar rules are eager's own arithmetic
