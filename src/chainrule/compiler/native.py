@@ -1,6 +1,6 @@
 """The C backend of chainrule.compile: the tape as C, built with the system's C compiler.
 
-``compile(fn, backend="c")`` replays the same tape as the numpy backend (see tape.py),
+``compile(fn, backend="c")`` replays the same tape as the numpy backend (backends/numpy.py),
 but instead of one numpy call per group it runs one C loop per group:
 
 - every op has a forward kernel and a backward kernel below (``f_mul``, ``b_mul``, ...). Node
@@ -541,7 +541,7 @@ def program_source(groups, size: int, first: int) -> str:
         lines.append(f"    return !all_finite(gr, 0, {size});")
         lines.append("}")
         return "\n".join(lines) + "\n"
-    # A long program: the groups come as a table, one row per group (see NativeTape.table).
+    # A long program: the groups come as a table, one row per group (see backends/table.py).
     for rule, *_ in groups:
         _kernels_for(rule)
     return table_program()
@@ -1107,7 +1107,7 @@ def tape_rows(np, groups):
     rows, blocks, offset = [], [], 0
     for group in groups:
         count = group.end - group.start
-        if hasattr(group, "weights"):  # tape._MatmulGroup: weights (m, U), inputs (m, V)
+        if hasattr(group, "weights"):  # backends/numpy.py's _MatmulGroup: weights (m, U), inputs (m, V)
             (m, U), V = group.weights.shape, group.inputs.shape[1]
             patterns, listed = [], []  # as f_layer reads them
             for positions in (group.weights, group.inputs, group.bias.reshape(V, U)):
@@ -1130,111 +1130,3 @@ def tape_rows(np, groups):
             offset += n * count
     return rows, np.concatenate(blocks).astype(np.int32) if blocks else np.zeros(1, dtype=np.int32)
 
-
-class NativeTape:
-    """A tape's groups as a built C program, run on the numpy backend's arrays.
-
-    A tape of up to ``STRAIGHT_LINE_GROUPS`` groups becomes its own straight-line program, built
-    by the C compiler; a longer one, or any with ``table``, runs the table program, the same
-    for every tape (built by pip with chainrule, else once by the C compiler). With ``compiler``
-    False only the table program pip built is used: the C compiler is never run.
-    """
-
-    def __init__(self, np, groups, size: int, first: int, table: bool = False, compiler: bool = True):
-        if size >= 2**31:
-            raise Unavailable("the tape has more than 2**31 nodes")
-        if not compiler and prebuilt_tables() is None:
-            raise Unavailable("the table program was not built with chainrule")
-        rows, self.idx = tape_rows(np, groups)
-        if not table and len(groups) <= STRAIGHT_LINE_GROUPS:
-            self.source = program_source(rows, size, first)
-            self._run(build(self.source))
-        else:  # a row ends with a layer's number of neurons, -1 for a run, else 0
-            rows = [(*row[:5], _table_kind(row[5])) for row in rows]
-            self._run_table(np, rows, first, size, compiler)
-
-    @classmethod
-    def from_layout(cls, np, placed, size: int, first: int):
-        """The table program pip built, on a thin tape straight from ``rewriting.layout``'s groups
-        (``(rule, count, width, rows, vectors)``, rows node after node), with no group objects:
-        for a tape of one group per node, making them cost more than tracing."""
-        if size >= 2**31 or prebuilt_tables() is None:
-            raise Unavailable("the table program was not built with chainrule")
-        self = cls.__new__(cls)
-        self.idx = np.frombuffer(b"".join(rows for _, _, _, rows, _ in placed), dtype=np.intp).astype(
-            np.int32
-        )
-        table, start, offset = [], first, 0
-        for rule, count, width, _, _ in placed:  # a layer's dot nodes are run one by one here
-            table.append((rule, start, count, width, offset, 0))
-            start, offset = start + count, offset + count * width
-        self._run_table(np, table, first, size, compiler=False)
-        return self
-
-    def _run_table(self, np, table, first, size, compiler):
-        """Run the table program on these groups: ``(rule, start, count, n_inputs, idx_offset,
-        kind)``, ``kind`` as the table's last number (see ROW)."""
-        codes = {}  # op -> the numbers of its forward and backward kernels (checked once an op)
-        for rule, *_ in table:
-            if rule not in codes:
-                f, b = _kernels_for(rule)
-                codes[rule] = (_FORWARD_KERNELS.index(f), _BACKWARD_KERNELS.index(b))
-        self.table = np.array(
-            [
-                (LAYER, start, count, n, at, LAYER, kind)
-                if kind > 0
-                else (codes[rule][0], start, count, n, at, codes[rule][1], kind)
-                for rule, start, count, n, at, kind in table
-            ],
-            dtype=np.int64,
-        ).reshape(len(table), ROW)
-        self.source = table_program()
-        self._first = first
-        self._module = prebuilt_tables()
-        if self._module is None:
-            if not compiler:
-                raise Unavailable("the table program was not built with chainrule")
-            sizes = ctypes.c_long(first), ctypes.c_long(size)
-            self._run(build(self.source), ctypes.c_void_p(self.table.ctypes.data), len(table), *sizes)
-
-    def _run(self, library, *extra):
-        """Call this library's forward() and backward() on the tape's arrays, with these last
-        arguments, through ctypes (the module pip built is called directly)."""
-        self._module = None
-        self._forward, self._backward = library.forward, library.backward
-        self._forward.restype = self._backward.restype = ctypes.c_int
-        self._idx = ctypes.c_void_p(self.idx.ctypes.data)
-        self._extra = tuple(ctypes.c_long(x) if isinstance(x, int) else x for x in extra)
-        self._no_mask = ctypes.c_void_p(None)
-
-    def forward(self, data) -> bool:
-        """Compute every node into ``data``; False when the numpy backend must redo the call."""
-        if self._module is not None:
-            return self._module.forward(data, self.idx, self.table, self._first) == 0
-        return self._forward(ctypes.c_void_p(data.ctypes.data), self._idx, *self._extra) == 0
-
-    @property
-    def in_one_call(self) -> bool:
-        """Whether ``replay`` below can run (the program pip built does)."""
-        return self._module is not None
-
-    def replay(self, data, pieces) -> bool:
-        """``forward`` after copying the numbers of ``pieces`` (arrays) one after the other to the
-        start of ``data``, in one call."""
-        return self._module.replay(data, pieces, self.idx, self.table, self._first) == 0
-
-    def backward(self, data, grad, needed) -> bool:
-        """Add the gradients into ``grad``; False when the numpy backend must redo the pass."""
-        if self._module is not None:
-            return self._module.backward(data, grad, self.idx, needed, self.table, self._first) == 0
-        mask = self._no_mask if needed is None else ctypes.c_void_p(needed.ctypes.data)
-        return (
-            self._backward(
-                ctypes.c_void_p(data.ctypes.data),
-                ctypes.c_void_p(grad.ctypes.data),
-                self._idx,
-                mask,
-                *self._extra,
-            )
-            == 0
-        )
