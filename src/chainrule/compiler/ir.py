@@ -74,7 +74,8 @@ class Program:
     """A traced function laid out for replay: its leaves, its groups, its outputs."""
 
     n_inputs: int  # the arguments' numbers come first in data
-    constants: tuple  # the leaves made from numbers inside the function (Values), in data next
+    constants: tuple  # the leaves made from numbers inside the function, in data next: Values
+    # (a prepared backend's Program gives their numbers, keeping no Value only the trace made)
     externals: tuple  # the other leaves it reads (Values made before the trace), next
     layout: Sequence[tuple]  # the groups, each a tuple in Group's field order (see above)
     outputs: tuple  # the results' positions

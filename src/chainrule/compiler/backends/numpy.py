@@ -18,7 +18,7 @@ import math
 import sys
 
 from ... import ops
-from ...engine import AnomalyError, Value, op_error
+from ...engine import AnomalyError, Value, _read_data, op_error
 from ..ir import Program
 from ..rewriting import can_raise
 
@@ -153,8 +153,10 @@ class NumpyProgram:
 
 def _skeleton(program: Program) -> Program:
     """The program without its groups: what a backend that keeps the groups in its own form
-    needs to give the Program back."""
-    return Program(program.n_inputs, program.constants, program.externals, (), (), ())
+    needs to give the Program back. Its constants are their numbers: the tape keeps no Value
+    that only the trace made."""
+    numbers = tuple(_read_data(v) if isinstance(v, Value) else v for v in program.constants)
+    return Program(program.n_inputs, numbers, program.externals, (), (), ())
 
 
 def _rebuilt(skeleton: Program, layout, outputs, checked) -> Program:
