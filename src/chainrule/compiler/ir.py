@@ -136,13 +136,14 @@ class Program:
 
     def __repr__(self) -> str:
         return (
-            f"<Program: {self.n_leaves} leaves, {self.n_nodes} nodes in {len(self.layout)} groups, "
-            f"{len(self.outputs)} outputs>"
+            f"<Program: {_count(self.n_leaves, 'leaf')}, {_count(self.n_nodes, 'node')} in "
+            f"{_count(len(self.layout), 'group')}, {_count(len(self.outputs), 'output')}>"
         )
 
 
 def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+    plural = "leaves" if noun == "leaf" else noun + "s"
+    return f"{n:,} {noun if n == 1 else plural}"
 
 
 _COUNT = operator.itemgetter(1)
