@@ -36,6 +36,8 @@
 #include <structmember.h>
 
 #include "_slots.h" /* SLOT, slot_offset and claim_value_type, shared with compiler/_layout.c */
+#include "ops_kernels.h" /* each op's gradients in C, written from the records in ops.py */
+
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000 /* for running_code(), below */
 #define Py_BUILD_CORE 1
 #include "internal/pycore_frame.h"
@@ -510,15 +512,23 @@ static int known_shares(PyObject *node, PyObject *children, double g, double *ou
         has_share[k] = 1;
     }
     double out_value = y;
+    /* each rule's arithmetic is its function in ops_kernels.h; here only when C may run it */
+#define TWO(name) (out[0] = op_##name##_grad_x(g, out_value, xs[0], xs[1]), \
+                   out[1] = op_##name##_grad_y(g, out_value, xs[0], xs[1]))
+#define ONE(name) (out[0] = op_##name##_grad(g, out_value, xs[0]))
     switch (r) {
     case ADD:
     case SUB:
     case MUL:
     case DIV:
-        if (m != 2 || (r == DIV && xs[1] == 0.0))
+        if (m != 2 || (r == DIV && xs[1] == 0.0)) /* Python raises for a division by 0 */
             return 0;
-        out[0] = r == DIV ? g / xs[1] : r == MUL ? g * xs[1] : g;
-        out[1] = r == DIV ? -g * (out_value / xs[1]) : r == MUL ? g * xs[0] : r == SUB ? -g : g;
+        switch (r) {
+        case ADD: TWO(add); break;
+        case SUB: TWO(sub); break;
+        case MUL: TWO(mul); break;
+        default: TWO(div);
+        }
         return 1;
     case NEG:
     case EXP:
@@ -529,36 +539,38 @@ static int known_shares(PyObject *node, PyObject *children, double g, double *ou
         if (m != 1 || (r == LOG && xs[0] == 0.0))
             return 0;
         switch (r) {
-        case NEG: out[0] = -g; break;
-        case EXP: out[0] = g * out_value; break;
-        case LOG: out[0] = g / xs[0]; break;
-        case TANH: out[0] = g * (1.0 - out_value * out_value); break;
-        case SIGMOID: out[0] = g * out_value * (1.0 - out_value); break;
-        default: out[0] = xs[0] <= 0.0 ? 0.0 : g; /* selected, not multiplied, as ops.RELU */
+        case NEG: ONE(neg); break;
+        case EXP: ONE(exp); break;
+        case LOG: ONE(log); break;
+        case TANH: ONE(tanh); break;
+        case SIGMOID: ONE(sigmoid); break;
+        default: ONE(relu); /* selected, not multiplied, as ops.RELU */
         }
         return 1;
     case SUM:
         for (Py_ssize_t k = 0; k < m; k++)
-            out[k] = g;
+            out[k] = op_sum_grad(g, out_value, xs[k]);
         return 1;
     case DOT: { /* children w_1..w_n, x_1..x_n, b */
         if (m % 2 != 1)
             return 0;
         Py_ssize_t n = m / 2;
         for (Py_ssize_t k = 0; k < n; k++) {
-            out[k] = g * xs[n + k];
-            out[n + k] = g * xs[k];
+            out[k] = op_dot_grad_w(g, out_value, xs[k], xs[n + k]);
+            out[n + k] = op_dot_grad_x(g, out_value, xs[k], xs[n + k]);
         }
-        out[m - 1] = g;
+        out[m - 1] = op_dot_grad_b(g, out_value);
         return 1;
     }
     case POW_CONSTANT: /* x ** c, for a positive finite x only (ops._pow raises or selects elsewhere) */
         if (m != 2 || !(xs[0] > 0.0) || isinf(xs[0]))
             return 0;
-        out[0] = xs[1] == 0.0 ? 0.0 : g * (xs[1] * pow(xs[0], xs[1] - 1.0));
+        out[0] = op_pow_constant_grad_x(g, out_value, xs[0], xs[1]);
         has_share[1] = 0; /* the constant exponent gets none */
         return 1;
     }
+#undef TWO
+#undef ONE
     return 0;
 }
 

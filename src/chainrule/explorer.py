@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from . import ops
 from ._files import write_atomically
 from .chains import Node, as_nodes
 from .draw import GraphvizNotFoundError, GraphvizTimeoutError, expanded_within, nodes_within, run_dot
@@ -57,26 +58,14 @@ NODE_HEIGHT = 60  # the box and, under it, the contributions a reused value rece
 OP_WIDTH, OP_HEIGHT = 40, 28
 COLUMN_GAP, ROW_GAP, MARGIN = 36, 14, 16
 
-# What each op's rule says, for the reader; the numbers themselves come from ops.py.
-RULE_HINTS = {
-    "+": "d(x + y)/dx = 1 and d(x + y)/dy = 1",
-    "-": "d(x - y)/dx = 1 and d(x - y)/dy = -1",
-    "*": "d(x * y)/dx = y and d(x * y)/dy = x: each factor's derivative is the other factor",
-    "/": "d(x / y)/dx = 1/y and d(x / y)/dy = -x/y²",
-    "neg": "d(-x)/dx = -1",
-    "**": "d(x ** n)/dx = n * x ** (n - 1); the constant n gets no gradient",
-    "pow": "d(x ** y)/dx = y * x ** (y - 1) and d(x ** y)/dy = x ** y * log(x)",
-    "rpow": "d(c ** y)/dy = c ** y * log(c)",
-    "exp": "d exp(x)/dx = exp(x), the output itself",
-    "log": "d log(x)/dx = 1/x",
-    "tanh": "d tanh(x)/dx = 1 - tanh(x)²",
-    "sigmoid": "d sigmoid(x)/dx = sigmoid(x) * (1 - sigmoid(x))",
-    "relu": "d relu(x)/dx = 1 where x > 0, else 0",
-    "softplus": "d softplus(x)/dx = sigmoid(x)",
-    "sum": "d(x1 + ... + xn)/dxi = 1",
-    "logsumexp": "d logsumexp(x)/dxi = softmax(x)i",
-    "dot": "d(w·x + b)/dwi = xi, d/dxi = wi, d/db = 1",
-}
+
+def _hint(op_name: str) -> str | None:
+    """What the op's rule says, for the reader: the hint in its record in ops.py (where its
+    numbers come from too); None for a leaf or an op that has none."""
+    op = ops.OPS.get(op_name)
+    return None if op is None else op.hint
+
+
 INFIX = ("+", "-", "*", "/")
 POWERS = ("**", "pow", "rpow")
 
@@ -196,7 +185,7 @@ def _graph_data(order: list[Node]) -> dict:
                 "op": value.op,
                 "children": children,
                 "formula": _formula(value.op, [names[c] for c in children]) if children else None,
-                "hint": RULE_HINTS.get(value.rule),
+                "hint": _hint(value.rule),
             }
         )
         nodes[-1]["cells"] = _cell_widths(names[i], value.data)

@@ -43,11 +43,14 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from . import ops
 from .engine import Value
 
 __all__ = ["FUNCTIONS", "Evaluation", "Expression", "ExpressionError", "evaluate", "parse", "parse_values"]
 
-FUNCTIONS = ("exp", "log", "tanh", "sigmoid", "relu")
+# The functions a formula can call: the ops whose records in ops.py give them a name here
+# (each is also the Value method that applies the op).
+FUNCTIONS = tuple(name for op in ops.BUILT_IN for name in op.names)
 
 BINARY_OPERATORS = {
     ast.Add: operator.add,

@@ -25,7 +25,21 @@ directly. Called with floats they are the fast first-order path; called with Val
 build a graph of the gradient itself, which is how higher-order derivatives come out of the
 same rules.
 
-Adding an op is one ``defop(...)`` line here plus a method or function that applies it.
+An entry also carries what the rest of chainrule shows or builds of the op, so that no other
+file keeps a table of ops:
+
+- ``hint``: the rule in words, shown by the explorer (``chainrule explore``) beside the node;
+- ``names``: the op's names in the expression language (``chainrule grad "tanh(x)"``), for an
+  op a user calls as a function there; the Value method of that name applies it;
+- ``c``: its C kernel, as a few C expressions (:class:`C`). ``chainrule/c_kernels.py`` writes
+  them into ``chainrule/ops_kernels.h``, which both C programs include: the compiler's group
+  kernels (``compiler/kernels.c``, built into ``compiler/_tables``) and the backward loop of
+  ``_graph.c``. So every derivative is written twice, once here in Python (the reference)
+  and once in C, and tests compare the two bit for bit.
+
+Adding an op is one ``defop(...)`` record here (with a method or function that applies it)
+plus one test: ``tests/test_op_table.py`` walks this table and checks that every path has
+every op; after adding one, write the header afresh as its first lines say.
 """
 
 from __future__ import annotations
@@ -35,17 +49,57 @@ import numbers
 from operator import mul
 
 
+class C:
+    """An op's kernel in C: small pieces of C, from which c_kernels.py writes ops_kernels.h.
+
+    ``kernel`` names the C functions (``op_tanh_value``, ``op_tanh_grad``, the compiler's
+    ``f_tanh`` and ``b_tanh``). ``shape`` says what the pieces are:
+
+    - ``"unary"``: ``value`` is an expression of ``x``; ``grads`` one expression of ``g``,
+      ``out`` and ``x``, the gradient passed to ``x``;
+    - ``"binary"``: ``value`` of ``x`` and ``y``; ``grads`` two, of ``g``, ``out``, ``x``, ``y``;
+    - ``"each"`` (n inputs, all alike): ``value`` is a function body (a tuple of lines) that
+      returns the number from ``IN(k)``, input k of ``n``; ``grads`` one expression of ``g``,
+      ``out`` and ``x``, the gradient of each input ``x``;
+    - ``"pairs"`` (inputs ``w_1..w_m, x_1..x_m, b``): ``value`` as for ``"each"``; ``grads``
+      three: of each ``w`` and each ``x`` (of ``g``, ``out``, ``w``, ``x``), and of ``b``;
+    - ``"nodes"``: ``value`` is a function body (lines) that writes ``*out`` and returns 0, or 1
+      when an input is out of the op's domain in a way the arithmetic would not show; ``grads`` one
+      body of statements adding into ``GRAD(k)``, input k's gradient, from ``g`` and ``out``.
+
+    ``forward_of`` names another kernel whose forward this op shares (``value`` is then None).
+    The helpers the pieces call (``sigmoid``, ``real_pow``, ...) are in ``ops_math.h``.
+    """
+
+    __slots__ = ("kernel", "shape", "value", "grads", "forward_of")
+
+    def __init__(self, kernel, shape, value, grads, forward_of=None):
+        self.kernel, self.shape, self.value = kernel, shape, value
+        self.grads, self.forward_of = tuple(grads), forward_of
+
+    @property
+    def forward_kernel(self) -> str:
+        """The kernel that computes this op's number: its own, or the one it shares."""
+        return self.forward_of or self.kernel
+
+
 class Op:
-    """A primitive operation: its name, its forward function and its backward rule."""
+    """A primitive operation: its name, its forward function and its backward rule, and what
+    the rest of chainrule shows or builds of it (see the module's doc)."""
 
-    __slots__ = ("name", "forward", "backward", "vforward", "vbackward")
+    __slots__ = ("name", "forward", "backward", "vforward", "vbackward", "hint", "names", "c")
 
-    def __init__(self, name, forward, backward, vforward=None, vbackward=None):
+    def __init__(
+        self, name, forward, backward, vforward=None, vbackward=None, *, hint=None, names=(), c=None
+    ):
         self.name = name
         self.forward = forward
         self.backward = backward
         self.vforward = vforward
         self.vbackward = vbackward or (lambda np, g, out, X: backward(g, out, *X))
+        self.hint = hint
+        self.names = tuple(names)
+        self.c = c
 
     def __repr__(self):
         return f"Op({self.name!r})"
@@ -66,9 +120,9 @@ def _registered_op(name: str) -> Op:
     return OPS[name]
 
 
-def defop(name, forward, backward, vforward=None, vbackward=None):
+def defop(name, forward, backward, vforward=None, vbackward=None, *, hint=None, names=(), c=None):
     """Register an op under ``name`` and return it."""
-    op = Op(name, forward, backward, vforward, vbackward)
+    op = Op(name, forward, backward, vforward, vbackward, hint=hint, names=names, c=c)
     OPS[name] = op
     return op
 
@@ -312,7 +366,8 @@ def _vtake_backward(np, g, out, X):
 
 # ---------------------------------------------------------------------------------------------
 # The table: one entry per op.
-#   defop(name, forward(*xs), backward(g, out, *xs), vforward(np, X)[, vbackward(np, g, out, X)])
+#   defop(name, forward(*xs), backward(g, out, *xs), vforward(np, X)[, vbackward(np, g, out, X)],
+#         hint=..., names=(...), c=C(...))
 
 
 def _rows(f):
@@ -320,17 +375,54 @@ def _rows(f):
     return lambda np, X: f(*X)
 
 
-ADD = defop("+", lambda x, y: x + y, lambda g, out, x, y: (g, g), _rows(lambda x, y: x + y))
-SUB = defop("-", lambda x, y: x - y, lambda g, out, x, y: (g, -g), _rows(lambda x, y: x - y))
-MUL = defop("*", lambda x, y: x * y, lambda g, out, x, y: (g * y, g * x), _rows(lambda x, y: x * y))
-DIV = defop("/", _div, lambda g, out, x, y: (g / y, -g * (out / y)), _rows(lambda x, y: x / y))
-NEG = defop("neg", lambda x: -x, lambda g, out, x: (-g,), _rows(lambda x: -x))
+ADD = defop(
+    "+",
+    lambda x, y: x + y,
+    lambda g, out, x, y: (g, g),
+    _rows(lambda x, y: x + y),
+    hint="d(x + y)/dx = 1 and d(x + y)/dy = 1",
+    c=C("add", "binary", "x + y", ("g", "g")),
+)
+SUB = defop(
+    "-",
+    lambda x, y: x - y,
+    lambda g, out, x, y: (g, -g),
+    _rows(lambda x, y: x - y),
+    hint="d(x - y)/dx = 1 and d(x - y)/dy = -1",
+    c=C("sub", "binary", "x - y", ("g", "-g")),
+)
+MUL = defop(
+    "*",
+    lambda x, y: x * y,
+    lambda g, out, x, y: (g * y, g * x),
+    _rows(lambda x, y: x * y),
+    hint="d(x * y)/dx = y and d(x * y)/dy = x: each factor's derivative is the other factor",
+    c=C("mul", "binary", "x * y", ("g * y", "g * x")),
+)
+DIV = defop(
+    "/",
+    _div,
+    lambda g, out, x, y: (g / y, -g * (out / y)),
+    _rows(lambda x, y: x / y),
+    hint="d(x / y)/dx = 1/y and d(x / y)/dy = -x/y²",
+    c=C("div", "binary", "x / y", ("g / y", "-g * (out / y)")),  # y == 0: a nan or inf, so numpy redoes it
+)
+NEG = defop(
+    "neg",
+    lambda x: -x,
+    lambda g, out, x: (-g,),
+    _rows(lambda x: -x),
+    hint="d(-x)/dx = -1",
+    c=C("neg", "unary", "-x", ("-g",)),
+)
 POW = defop(  # Value ** Value
     "pow",
     _pow,
     _pow_backward,
     _vpow,
     lambda np, g, out, X: (_vpow_base_grad(np, g, X[0], X[1]), _vpow_exponent_grad(np, g, out, X[0])),
+    hint="d(x ** y)/dx = y * x ** (y - 1) and d(x ** y)/dy = x ** y * log(x)",
+    c=C("pow", "binary", "real_pow(x, y)", ("pow_base_grad(g, x, y)", "pow_exponent_grad(g, out, x)")),
 )
 RPOW = defop(  # number ** Value
     "rpow",
@@ -338,6 +430,8 @@ RPOW = defop(  # number ** Value
     _rpow_backward,
     _vpow,
     lambda np, g, out, X: (0.0 * g, _vpow_exponent_grad(np, g, out, X[0])),
+    hint="d(c ** y)/dy = c ** y * log(c)",
+    c=C("rpow", "binary", None, ("0.0 * g", "pow_exponent_grad(g, out, x)"), forward_of="pow"),
 )
 POW_CONSTANT = defop(  # Value ** number
     "**",
@@ -345,11 +439,45 @@ POW_CONSTANT = defop(  # Value ** number
     _pow_constant_backward,
     _vpow,
     lambda np, g, out, X: (_vpow_base_grad(np, g, X[0], X[1]), 0.0 * g),
+    hint="d(x ** n)/dx = n * x ** (n - 1); the constant n gets no gradient",
+    c=C("pow_constant", "binary", None, ("pow_base_grad(g, x, y)", "0.0 * g"), forward_of="pow"),
 )
-EXP = defop("exp", _exp, lambda g, out, x: (g * out,), lambda np, X: np.exp(X[0]))
-LOG = defop("log", _log_forward, lambda g, out, x: (g / x,), lambda np, X: np.log(X[0]))
-TANH = defop("tanh", math.tanh, lambda g, out, x: (g * (1.0 - out * out),), lambda np, X: np.tanh(X[0]))
-SIGMOID = defop("sigmoid", _sigmoid, lambda g, out, x: (g * out * (1.0 - out),), _vsigmoid)
+EXP = defop(
+    "exp",
+    _exp,
+    lambda g, out, x: (g * out,),
+    lambda np, X: np.exp(X[0]),
+    hint="d exp(x)/dx = exp(x), the output itself",
+    names=("exp",),
+    c=C("exp", "unary", "exp(x)", ("g * out",)),
+)
+LOG = defop(
+    "log",
+    _log_forward,
+    lambda g, out, x: (g / x,),
+    lambda np, X: np.log(X[0]),
+    hint="d log(x)/dx = 1/x",
+    names=("log",),
+    c=C("log", "unary", "log(x)", ("g / x",)),
+)
+TANH = defop(
+    "tanh",
+    math.tanh,
+    lambda g, out, x: (g * (1.0 - out * out),),
+    lambda np, X: np.tanh(X[0]),
+    hint="d tanh(x)/dx = 1 - tanh(x)²",
+    names=("tanh",),
+    c=C("tanh", "unary", "tanh(x)", ("g * (1.0 - out * out)",)),
+)
+SIGMOID = defop(
+    "sigmoid",
+    _sigmoid,
+    lambda g, out, x: (g * out * (1.0 - out),),
+    _vsigmoid,
+    hint="d sigmoid(x)/dx = sigmoid(x) * (1 - sigmoid(x))",
+    names=("sigmoid",),
+    c=C("sigmoid", "unary", "sigmoid(x)", ("g * out * (1.0 - out)",)),
+)
 RELU = defop(
     "relu",
     # As PyTorch: a nan passes through (x > 0.0 would turn it into 0.0), and so does -0.0;
@@ -358,6 +486,9 @@ RELU = defop(
     lambda g, out, x: (_zero_like(g) if _data(x) <= 0.0 else g,),
     lambda np, X: np.where(X[0] < 0.0, 0.0, X[0]),
     lambda np, g, out, X: (np.where(X[0] <= 0.0, 0.0, g),),
+    hint="d relu(x)/dx = 1 where x > 0, else 0",
+    names=("relu",),
+    c=C("relu", "unary", "x < 0.0 ? 0.0 : x", ("x <= 0.0 ? 0.0 : g",)),
 )
 SUM = defop(
     "sum",
@@ -365,6 +496,8 @@ SUM = defop(
     lambda g, out, *xs: (g,) * len(xs),
     lambda np, X: X.sum(axis=0),
     lambda np, g, out, X: np.broadcast_to(g, X.shape),
+    hint="d(x1 + ... + xn)/dxi = 1",
+    c=C("sum", "each", ("double s = 0.0;", "for (long k = 0; k < n; k++) s += IN(k);", "return s;"), ("g",)),
 )
 SOFTPLUS = defop(
     "softplus",
@@ -372,6 +505,8 @@ SOFTPLUS = defop(
     lambda g, out, x: (g * _sigmoid_of(x),),
     lambda np, X: np.maximum(X[0], 0.0) + np.log1p(np.exp(-np.abs(X[0]))),
     lambda np, g, out, X: (g * _vsigmoid(np, X),),
+    hint="d softplus(x)/dx = sigmoid(x)",
+    c=C("softplus", "unary", "(x <= 0.0 ? 0.0 : x) + log1p(exp(-fabs(x)))", ("g * sigmoid(x)",)),
 )
 LOGSUMEXP = defop(  # n-ary; its gradient is the softmax
     "logsumexp",
@@ -379,6 +514,20 @@ LOGSUMEXP = defop(  # n-ary; its gradient is the softmax
     lambda g, out, *xs: tuple(g * _exp_of(x - out) for x in xs),
     _vlogsumexp,
     lambda np, g, out, X: g * np.exp(X - out),
+    hint="d logsumexp(x)/dxi = softmax(x)i",
+    c=C(
+        "logsumexp",
+        "each",
+        # m + log(sum e^(x - m)), m the largest x (a nan or inf m passes on as the number)
+        (
+            "double m = IN(0), s = 0.0;",
+            "for (long k = 1; k < n; k++) if (IN(k) > m || isnan(IN(k))) m = IN(k);",
+            "if (isnan(m) || isinf(m)) return m;",
+            "for (long k = 0; k < n; k++) s += exp(IN(k) - m);",
+            "return m + log(s);",
+        ),
+        ("g * exp(x - out)",),
+    ),
 )
 DOT = defop(
     "dot",
@@ -386,6 +535,18 @@ DOT = defop(
     _dot_backward,
     _vdot,
     _vdot_backward,
+    hint="d(w·x + b)/dwi = xi, d/dxi = wi, d/db = 1",
+    c=C(
+        "dot",
+        "pairs",
+        (
+            "long m = (n - 1) / 2;",
+            "double s = 0.0;",
+            "for (long k = 0; k < m; k++) s += IN(k) * IN(m + k);",
+            "return s + IN(n - 1);",
+        ),
+        ("g * x", "g * w", "g"),
+    ),
 )
 TAKE = defop(  # rows[index], recorded by chainrule.take while compile traces; inputs: index, *rows
     "take",
@@ -393,6 +554,13 @@ TAKE = defop(  # rows[index], recorded by chainrule.take while compile traces; i
     _take_backward,
     _vtake,
     _vtake_backward,
+    hint="d take(i, rows)/d rows[i] = 1; the other rows and the index get no gradient",
+    c=C(
+        "take",
+        "nodes",
+        ("long p = take_row(IN(0), n - 1);", "if (p < 0) return 1;", "*out = IN(1 + p);", "return 0;"),
+        ("GRAD(1 + take_row(IN(0), n - 1)) += g;",),
+    ),
 )
 STOP_GRADIENT = defop(  # what detach() and no_grad() make while chainrule.compile traces
     "stop_gradient",
@@ -400,4 +568,12 @@ STOP_GRADIENT = defop(  # what detach() and no_grad() make while chainrule.compi
     lambda g, out, x: (None,),  # no gradient reaches the input: it counts as a constant
     lambda np, X: X[0],
     lambda np, g, out, X: (np.zeros_like(g),),
+    hint="no gradient passes through stop_gradient(x) (what detach() makes): x counts as a constant",
+    c=C(
+        "stop_gradient",
+        "nodes",
+        ("*out = IN(0);", "return 0;"),
+        ("(void)gr, (void)d, (void)c, (void)n, (void)out, (void)g;",),
+    ),
 )
+BUILT_IN = tuple(OPS.values())  # the ops above, each with its C kernel (an op of a user's own has none)

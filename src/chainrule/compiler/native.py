@@ -41,7 +41,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .. import _settings, ops
+from .. import _settings, c_kernels, ops
 
 STRAIGHT_LINE_GROUPS = 500  # past this many groups, the program walks a table (builds stay under 1 s)
 
@@ -51,443 +51,40 @@ class Unavailable(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# The kernels. X(k) is the number of the node's k-th input, GX(k) its gradient, OUT the node's
-# own number and g its gradient. Each forward kernel returns 0, or 1 when an input is out of
-# its domain in a way the arithmetic would not show (only take's index).
+# The kernels: compiler/kernels.c, a real C file, whose ops' arithmetic comes from ops_kernels.h
+# (written from the records in ops.py by chainrule/c_kernels.py). A program is built from one
+# text, so the files a C file #includes by a quoted name are put in their place (_c_text).
 
-KERNELS = r"""
-#if defined(__GNUC__) && !defined(__clang__)
-/* GCC at -O2 vectorizes a loop only when no scalar loop for the leftover numbers is needed (its
-   "very cheap" model); the counts here are known only at run time. Clang vectorizes at -O2 as
-   it is. Either way no sum is reordered: each number is computed as the scalar code says. */
-#pragma GCC optimize("vect-cost-model=cheap")
-#endif
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-typedef int32_t idx_t;
-#define FORWARD(name) static int f_##name(double *d, const idx_t *c, long start, long count, long n)
-#define BACKWARD(name) static void b_##name(const double *d, double *gr, const idx_t *c, long start, \
-                                            long count, long n, const unsigned char *needed)
-#define EACH_NODE for (long j = 0; j < count; j++, c += n)
-#define EACH_NEEDED_NODE EACH_NODE if (!needed || needed[start + j])
-#define X(k) d[c[k]]
-#define GX(k) gr[c[k]]
-#define OUT d[start + j]
-#define G gr[start + j]
-
-static double sigmoid(double x) {  /* exp never overflows: exp(-|x|) is at most 1 */
-    double e = exp(-fabs(x));
-    return x >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
-}
-static double pow_base_grad(double g, double x, double y) {  /* d/dx x**y, 0 at y == 0 even for a nan g */
-    return y == 0.0 ? 0.0 : g * (y * pow(x, y - 1.0));
-}
-static double pow_exponent_grad(double g, double out, double x) {  /* d/dy x**y */
-    if (isnan(out)) return g * out;  /* a nan in x or y passes on */
-    if (x < 0.0) return NAN;  /* not a real number: numpy's replay raises */
-    return x == 0.0 ? 0.0 * g : g * (out * log(x));
-}
-static double real_pow(double x, double y) {  /* nan for a negative base to a non-integer power
-                                                 (inf is none), so that numpy's replay raises */
-    return x < 0.0 && (y != floor(y) || isinf(y)) ? NAN : pow(x, y);
-}
-
-FORWARD(add) { EACH_NODE OUT = X(0) + X(1); return 0; }
-BACKWARD(add) { EACH_NEEDED_NODE { GX(0) += G; GX(1) += G; } }
-
-FORWARD(sub) { EACH_NODE OUT = X(0) - X(1); return 0; }
-BACKWARD(sub) { EACH_NEEDED_NODE { GX(0) += G; GX(1) += -G; } }
-
-FORWARD(mul) { EACH_NODE OUT = X(0) * X(1); return 0; }
-BACKWARD(mul) { EACH_NEEDED_NODE { GX(0) += G * X(1); GX(1) += G * X(0); } }
-
-FORWARD(div) { EACH_NODE OUT = X(0) / X(1); return 0; }
-BACKWARD(div) { EACH_NEEDED_NODE { GX(0) += G / X(1); GX(1) += -G * (OUT / X(1)); } }
-
-FORWARD(pow) { EACH_NODE OUT = real_pow(X(0), X(1)); return 0; }
-BACKWARD(pow) {
-    EACH_NEEDED_NODE { GX(0) += pow_base_grad(G, X(0), X(1)); GX(1) += pow_exponent_grad(G, OUT, X(0)); }
-}
-BACKWARD(rpow) { EACH_NEEDED_NODE { GX(0) += 0.0 * G; GX(1) += pow_exponent_grad(G, OUT, X(0)); } }
-BACKWARD(pow_constant) { EACH_NEEDED_NODE { GX(0) += pow_base_grad(G, X(0), X(1)); GX(1) += 0.0 * G; } }
-
-/* The ops of one input, each from two expressions: its number, of x, and the gradient it adds
-   to x, of x, out and g. Besides f_ and b_, each gets fr_ and br_ for a run of nodes whose
-   inputs lie one after the other from `from` (an activation after a layer): no positions to
-   read, and loops the compiler can do several numbers at a time. */
-#define UNARY(name, value, gradient)                                                              \
-    FORWARD(name) { EACH_NODE { double x = X(0); OUT = value; } return 0; }                      \
-    BACKWARD(name) { EACH_NEEDED_NODE { double x = X(0), out = OUT, g = G; (void)x, (void)out;    \
-                                         GX(0) += gradient; } }                                 \
-    static int fr_##name(double *d, long from, long start, long count) {                          \
-        const double *restrict in = d + from;                                                     \
-        double *restrict out_ = d + start;                                                        \
-        for (long j = 0; j < count; j++) { double x = in[j]; out_[j] = value; }                  \
-        return 0;                                                                                 \
-    }                                                                                             \
-    static void br_##name(const double *d, double *gr, long from, long start, long count,         \
-                          const unsigned char *needed) {                                          \
-        /* (the inputs' gradients and the outputs' lie apart: restrict lets the loop vectorize) */ \
-        const double *in = d + from, *outs = d + start, *restrict gs = gr + start;                \
-        double *restrict gin = gr + from;                                                         \
-        for (long j = 0; needed == NULL && j < count; j++) { /* (every node: a loop of its own) */ \
-            double x = in[j], out = outs[j], g = gs[j]; (void)x, (void)out;                       \
-            gin[j] += gradient;                                                                   \
-        }                                                                                         \
-        for (long j = 0; needed != NULL && j < count; j++) {                                      \
-            double x = in[j], out = outs[j], g = gs[j]; (void)x, (void)out;                       \
-            if (needed[start + j]) gin[j] += gradient;                                            \
-        }                                                                                         \
-    }
-
-UNARY(neg, -x, -g)
-UNARY(exp, exp(x), g * out)
-UNARY(log, log(x), g / x)
-UNARY(tanh, tanh(x), g * (1.0 - out * out))
-UNARY(sigmoid, sigmoid(x), g * out * (1.0 - out))
-UNARY(relu, x < 0.0 ? 0.0 : x, x <= 0.0 ? 0.0 : g)  /* a nan passes through, and -0.0 */
-/* softplus: max(x, 0) + log(1 + e^-|x|) */
-UNARY(softplus, (x <= 0.0 ? 0.0 : x) + log1p(exp(-fabs(x))), g * sigmoid(x))
-
-FORWARD(sum) {
-    EACH_NODE { double s = 0.0; for (long k = 0; k < n; k++) s += X(k); OUT = s; }
-    return 0;
-}
-BACKWARD(sum) { EACH_NEEDED_NODE for (long k = 0; k < n; k++) GX(k) += G; }
-
-FORWARD(logsumexp) {  /* m + log(sum e^(x - m)), m the largest x */
-    EACH_NODE {
-        double m = X(0), s = 0.0;
-        for (long k = 1; k < n; k++) if (X(k) > m || isnan(X(k))) m = X(k);
-        if (isnan(m) || isinf(m)) { OUT = m; continue; }
-        for (long k = 0; k < n; k++) s += exp(X(k) - m);
-        OUT = m + log(s);
-    }
-    return 0;
-}
-BACKWARD(logsumexp) { EACH_NEEDED_NODE for (long k = 0; k < n; k++) GX(k) += G * exp(X(k) - OUT); }
-
-FORWARD(dot) {  /* inputs w_1..w_m, x_1..x_m, b */
-    long m = (n - 1) / 2;
-    EACH_NODE { double s = 0.0; for (long k = 0; k < m; k++) s += X(k) * X(m + k); OUT = s + X(n - 1); }
-    return 0;
-}
-BACKWARD(dot) {
-    long m = (n - 1) / 2;
-    EACH_NEEDED_NODE {
-        for (long k = 0; k < m; k++) { GX(k) += G * X(m + k); GX(m + k) += G * X(k); }
-        GX(n - 1) += G;
-    }
-}
-
-/* C[i*N + j] = the sum over k of A(i, k) * B[k*ldb + j], its terms added k = 0, 1, ... in
-   turn, as one loop over k would add them. A(i, k) is A[i*ai + k*ak], so A can be read row by
-   row (ai = K, ak = 1), column by column (ai = 1, ak = M), or where it lies in the tape.
-
-   With GCC or Clang, the work goes in tiles of six rows by eight columns: their 48 running
-   sums are twelve vectors of four numbers, held in registers, and each number read from A
-   serves eight sums, each vector read from B six. The columns go eight by eight in the outer
-   loop, so that those eight columns of B (K x 8 numbers) stay in the fastest cache while every
-   row reads them. The rows left over go one at a time, eight columns a tile; the columns left
-   over (an output layer has one) take four rows a vector where A's rows lie side by side, and
-   else two rows by two columns of plain numbers (as everything does without GCC or Clang). */
-#if defined(__GNUC__)
-typedef double four __attribute__((vector_size(32))); /* one AVX2 instruction, or two SSE2 ones */
-#define TILE_SUMS(r) four c##r##0 = {0.0, 0.0, 0.0, 0.0}, c##r##1 = c##r##0;
-#define TILE_ADD(r) { double a = Ak[r * ai]; c##r##0 += a * b0, c##r##1 += a * b1; }
-#define TILE_STORE(r) memcpy(Cij + r * N, &c##r##0, 32), memcpy(Cij + r * N + 4, &c##r##1, 32);
-#define ROWS 6
-#define COLS 8
-#define LANES(v) four s##v = {0.0, 0.0, 0.0, 0.0}, a##v;
-#define LANES_ADD(v) memcpy(&a##v, Ak + 4 * v, 32), s##v += a##v * b;
-#define LANES_STORE(v) for (int r = 0; r < 4; r++) C[(i + 4 * v + r) * N + j] = s##v[r];
-/* With GCC on x86-64 and glibc (whose loader picks the clone): AVX2 where the CPU has it */
-#if !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
-__attribute__((target_clones("avx2", "default")))
-#endif
-static void matmul_tiles(const double *A, long ai, long ak, const double *B, long ldb, double *C, long M,
-                         long K, long N, long *rows_done, long *columns_done) {
-    long j = 0, i = 0;
-    for (; j + COLS <= N; j += COLS)
-        for (i = 0; i + ROWS <= M; i += ROWS) {
-            TILE_SUMS(0) TILE_SUMS(1) TILE_SUMS(2) TILE_SUMS(3) TILE_SUMS(4) TILE_SUMS(5)
-            for (long k = 0; k < K; k++) {
-                const double *Ak = A + i * ai + k * ak;
-                four b0, b1;
-                memcpy(&b0, B + k * ldb + j, 32), memcpy(&b1, B + k * ldb + j + 4, 32);
-                TILE_ADD(0) TILE_ADD(1) TILE_ADD(2) TILE_ADD(3) TILE_ADD(4) TILE_ADD(5)
-            }
-            double *Cij = C + i * N + j;
-            TILE_STORE(0) TILE_STORE(1) TILE_STORE(2) TILE_STORE(3) TILE_STORE(4) TILE_STORE(5)
-        }
-    for (i = M - M % ROWS; i < M; i++)  /* the rows left, over the same columns: eight at a time */
-        for (j = 0; j + COLS <= N; j += COLS) {
-            TILE_SUMS(0)
-            for (long k = 0; k < K; k++) {
-                const double *Ak = A + i * ai + k * ak;
-                four b0, b1;
-                memcpy(&b0, B + k * ldb + j, 32), memcpy(&b1, B + k * ldb + j + 4, 32);
-                TILE_ADD(0)
-            }
-            double *Cij = C + i * N + j;
-            TILE_STORE(0)
-        }
-    *columns_done = j, i = 0;
-    if (ai == 1)  /* the columns left, sixteen rows (four vectors of sums) at a time */
-        for (; i + 16 <= M; i += 16)
-            for (j = *columns_done; j < N; j++) {
-                LANES(0) LANES(1) LANES(2) LANES(3)
-                for (long k = 0; k < K; k++) {
-                    const double *Ak = A + i + k * ak, b = B[k * ldb + j];
-                    LANES_ADD(0) LANES_ADD(1) LANES_ADD(2) LANES_ADD(3)
-                }
-                LANES_STORE(0) LANES_STORE(1) LANES_STORE(2) LANES_STORE(3)
-            }
-    *rows_done = i;  /* the rows whose last columns are done too */
-}
-#else
-static void matmul_tiles(const double *A, long ai, long ak, const double *B, long ldb, double *C, long M,
-                         long K, long N, long *rows_done, long *columns_done) {
-    *rows_done = *columns_done = 0;
-}
-#endif
-
-static void matmul(const double *A, long ai, long ak, const double *B, long ldb, double *C, long M, long K,
-                   long N) {
-    long i, j;  /* every row of the first j columns is done, and the first i rows of the rest */
-    matmul_tiles(A, ai, ak, B, ldb, C, M, K, N, &i, &j);
-    for (; i + 2 <= M; i += 2)  /* two rows by two columns of sums */
-        for (long jj = j; jj < N; jj += 2) {
-            long two = jj + 1 < N;  /* 0 for a last single column */
-            double s00 = 0.0, s01 = 0.0, s10 = 0.0, s11 = 0.0;
-            for (long k = 0; k < K; k++) {
-                const double a0 = A[i * ai + k * ak], a1 = A[(i + 1) * ai + k * ak], *b = B + k * ldb + jj;
-                s00 += a0 * b[0], s10 += a1 * b[0], s01 += a0 * b[two], s11 += a1 * b[two];
-            }
-            C[i * N + jj] = s00, C[(i + 1) * N + jj] = s10;
-            if (two) C[i * N + jj + 1] = s01, C[(i + 1) * N + jj + 1] = s11;
-        }
-    for (; i < M; i++)  /* (one row left) */
-        for (long jj = j; jj < N; jj++) {
-            double s = 0.0;
-            for (long k = 0; k < K; k++) s += A[i * ai + k * ak] * B[k * ldb + jj];
-            C[i * N + jj] = s;
-        }
-}
-
-/* A block of positions, rows x cols: listed one by one in idx (`at`), or, where they follow a
-   pattern, as a layer's blocks usually do, given by it: position (i, j) is then
-   base + i*outer + j*inner, and nothing is read from memory to find it. */
-typedef struct { const idx_t *at; long base, outer, inner, cols; } block;
-static long place(block p, long i, long j) {
-    return p.at ? p.at[i * p.cols + j] : p.base + i * p.outer + j * p.inner;
-}
-
-/* A layer applied to a batch (the compiler's matrix-product groups): node v*U + u is the dot
-   of weight vector u with input vector v, both m long, plus its own bias. Its part of idx
-   says where they are, in three blocks: the weights (k, u), the inputs (k, v) and the biases
-   (v, u), element k of each vector. It starts with three patterns (base, outer, inner), base
-   -1 for a block listed instead, then the listed blocks in that order. */
-static void layer_blocks(const idx_t *c, long U, long V, long m, block *w, block *x, block *b) {
-    const idx_t *listed = c + 9;
-    block *blocks[3] = {w, x, b};
-    long rows[3] = {m, m, V}, cols[3] = {U, V, U};
-    for (int k = 0; k < 3; k++) {
-        *blocks[k] = (block){NULL, c[3 * k], c[3 * k + 1], c[3 * k + 2], cols[k]};
-        if (c[3 * k] < 0) {
-            blocks[k]->at = listed;
-            listed += rows[k] * cols[k];
-        }
-    }
-}
-
-/* The nodes are one matrix product, X' W + biases, written straight into d: each adds its
-   terms k = 0, 1, ... in turn, then its bias, as the one-node-at-a-time dot kernel does. The
-   weights are copied into a dense block W[k*U + u]; the inputs too, X[k*V + v], unless they
-   follow a pattern, which matmul can read where they are. */
-static int f_layer(double *d, const idx_t *c, long start, long U, long V, long m) {
-    block w, x, b;
-    layer_blocks(c, U, V, m, &w, &x, &b);
-    double *W = malloc(sizeof(double) * ((U + V) * m + U) + 1), *X = W + U * m, *bias = X + V * m;
-    double *out = d + start;
-    if (!W) return 1;  /* no memory: numpy redoes the call */
-    for (long k = 0; k < m; k++)
-        for (long u = 0; u < U; u++) W[k * U + u] = d[place(w, k, u)];
-    if (x.at) {
-        for (long k = 0; k < m; k++)
-            for (long v = 0; v < V; v++) X[k * V + v] = d[place(x, k, v)];
-        matmul(X, 1, V, W, U, out, V, m, U);
-    } else {
-        matmul(d + x.base, x.inner, x.outer, W, U, out, V, m, U);
-    }
-    if (!b.at && b.outer == 0) {  /* one bias a neuron: read once, added row by row */
-        for (long u = 0; u < U; u++) bias[u] = d[b.base + u * b.inner];
-        for (long v = 0; v < V; v++)
-            for (long u = 0; u < U; u++) out[v * U + u] += bias[u];
-    } else {
-        for (long v = 0; v < V; v++)
-            for (long u = 0; u < U; u++) out[v * U + u] += d[place(b, v, u)];
-    }
-    free(W);
-    return 0;
-}
-/* Backward, with g[v*U + u] the nodes' gradients (in place in gr): the weights' gradients are
-   the product X g (m x U) and the inputs' are g W' (V x m, W' the weights vector by vector);
-   each bias gets its node's gradient (a bias shared by a neuron's nodes, their sum). They are
-   added into gr once all are computed, so that a position that is several of them gets every
-   share. */
-static void b_layer(const double *d, double *gr, const idx_t *c, long start, long U, long V, long m) {
-    block w, x, b;
-    layer_blocks(c, U, V, m, &w, &x, &b);
-    double *W = malloc(sizeof(double) * (2 * (U + V) * m + U) + 1);
-    if (!W) { gr[0] = NAN; return; }  /* no memory: numpy redoes the pass */
-    double *X = W + U * m, *gW = X + V * m, *gX = gW + U * m, *gb = gX + V * m;
-    const double *g = gr + start, *Wt = W, *Xk = X;
-    long ldw = m, xk = V, xv = 1;  /* W'(u, k) is Wt[u*ldw + k]; X(k, v) is Xk[k*xk + v*xv] */
-    if (!w.at && w.outer == 1) {  /* each weight vector's elements one after the other */
-        Wt = d + w.base, ldw = w.inner;
-    } else {
-        for (long k = 0; k < m; k++)
-            for (long u = 0; u < U; u++) W[u * m + k] = d[place(w, k, u)];
-    }
-    if (!x.at) {
-        Xk = d + x.base, xk = x.outer, xv = x.inner;
-    } else {
-        for (long k = 0; k < m; k++)
-            for (long v = 0; v < V; v++) X[k * V + v] = d[place(x, k, v)];
-    }
-    matmul(Xk, xk, xv, g, U, gW, m, V, U);
-    matmul(g, U, 1, Wt, ldw, gX, V, U, m);
-    if (!b.at && b.outer == 0) {  /* one bias a neuron */
-        double *restrict sums = gb;  /* (scratch, apart from the gradients: the loops vectorize) */
-        const double *restrict gv = g;
-        for (long u = 0; u < U; u++) sums[u] = 0.0;
-        for (long v = 0; v < V; v++)
-            for (long u = 0; u < U; u++) sums[u] += gv[v * U + u];
-        for (long u = 0; u < U; u++) gr[b.base + u * b.inner] += sums[u];
-    } else {
-        for (long v = 0; v < V; v++)
-            for (long u = 0; u < U; u++) gr[place(b, v, u)] += g[v * U + u];
-    }
-    for (long k = 0; k < m; k++)
-        for (long u = 0; u < U; u++) gr[place(w, k, u)] += gW[k * U + u];
-    if (!x.at) {  /* (the same, with the pattern's positions worked out as it goes) */
-        double *restrict gx = gr + x.base;
-        const double *restrict shares = gX;
-        if (x.outer == 1 && x.inner == m)  /* the input vectors one after the other: one run */
-            for (long i = 0; i < V * m; i++) gx[i] += shares[i];
-        else
-            for (long v = 0; v < V; v++)
-                for (long k = 0; k < m; k++) gx[k * x.outer + v * x.inner] += shares[v * m + k];
-    } else {
-        for (long v = 0; v < V; v++)
-            for (long k = 0; k < m; k++) gr[place(x, k, v)] += gX[v * m + k];
-    }
-    free(W);
-}
-
-static void b_layer_part(const double *d, double *gr, const idx_t *c, long start, long U, long V, long m,
-                         const unsigned char *needed) {
-    /* only the nodes marked in `needed`, one by one, as the dot kernel would */
-    block w, x, b;
-    layer_blocks(c, U, V, m, &w, &x, &b);
-    for (long v = 0; v < V; v++)
-        for (long u = 0; u < U; u++) {
-            long j = v * U + u;
-            if (!needed[start + j]) continue;
-            double g = gr[start + j];
-            for (long k = 0; k < m; k++) {
-                gr[place(w, k, u)] += g * d[place(x, k, v)];
-                gr[place(x, k, v)] += g * d[place(w, k, u)];
-            }
-            gr[place(b, v, u)] += g;
-        }
-}
-
-/* A layer as a row of the table program: count = U*V nodes, m inputs a vector */
-static int f_layer_row(double *d, const idx_t *c, long start, long count, long m, long U) {
-    return f_layer(d, c, start, U, count / U, m);
-}
-static void b_layer_row(const double *d, double *gr, const idx_t *c, long start, long count, long m,
-                        long U, const unsigned char *needed) {
-    if (needed) b_layer_part(d, gr, c, start, U, count / U, m, needed);
-    else b_layer(d, gr, c, start, U, count / U, m);
-}
-
-static long picked(const double *d, const idx_t *c, long rows) {  /* take's row, or -1 */
-    double index = X(0);
-    if (!(index == floor(index)) || index < -rows || index >= rows) return -1;
-    return index < 0.0 ? (long)index + rows : (long)index;
-}
-FORWARD(take) {  /* inputs: the index, then the rows to pick from */
-    EACH_NODE { long p = picked(d, c, n - 1); if (p < 0) return 1; OUT = X(1 + p); }
-    return 0;
-}
-BACKWARD(take) { EACH_NEEDED_NODE GX(1 + picked(d, c, n - 1)) += G; }
-
-FORWARD(stop_gradient) { EACH_NODE OUT = X(0); return 0; }
-BACKWARD(stop_gradient) { (void)d; (void)gr; (void)c; (void)start; (void)count; (void)n; (void)needed; }
-
-/* 0 when every number from `first` to `size` is finite: x * 0 is 0 (or -0) for a finite x and
-   nan for an inf or a nan, and a nan stays in a sum. No early exit, and with GCC or Clang
-   eight sums side by side in four vectors of two, so that no add waits for the one before. */
-static int all_finite(const double *v, long first, long size) {
-    long i = first;
-    double total = 0.0;
-#if defined(__GNUC__)
-    typedef double two __attribute__((vector_size(16))); /* one SSE2 register */
-    two s0 = {0.0, 0.0}, s1 = s0, s2 = s0, s3 = s0, x0, x1, x2, x3;
-    for (; i + 8 <= size; i += 8) {
-        memcpy(&x0, v + i, 16), memcpy(&x1, v + i + 2, 16);
-        memcpy(&x2, v + i + 4, 16), memcpy(&x3, v + i + 6, 16);
-        s0 += x0 * 0.0, s1 += x1 * 0.0, s2 += x2 * 0.0, s3 += x3 * 0.0;
-    }
-    s0 += s1 + s2 + s3;
-    total = s0[0] + s0[1];
-#endif
-    for (; i < size; i++) total += v[i] * 0.0;
-    return total == 0.0;
-}
-"""
-
-# chainrule's op name -> (forward kernel, backward kernel). ** shares pow's forward.
-_KERNEL_NAMES = {
-    "+": ("add", "add"),
-    "-": ("sub", "sub"),
-    "*": ("mul", "mul"),
-    "/": ("div", "div"),
-    "neg": ("neg", "neg"),
-    "pow": ("pow", "pow"),
-    "rpow": ("pow", "rpow"),
-    "**": ("pow", "pow_constant"),
-    "exp": ("exp", "exp"),
-    "log": ("log", "log"),
-    "tanh": ("tanh", "tanh"),
-    "sigmoid": ("sigmoid", "sigmoid"),
-    "relu": ("relu", "relu"),
-    "softplus": ("softplus", "softplus"),
-    "sum": ("sum", "sum"),
-    "logsumexp": ("logsumexp", "logsumexp"),
-    "dot": ("dot", "dot"),
-    "take": ("take", "take"),
-    "stop_gradient": ("stop_gradient", "stop_gradient"),
-}
+_HERE = Path(__file__).parent
+_QUOTED_INCLUDE = re.compile(r'^#include "([\w./]+)"$', re.MULTILINE)
 
 
-_FORWARD_KERNELS = sorted({f for f, _ in _KERNEL_NAMES.values()})  # a kernel's number in the table
-_BACKWARD_KERNELS = sorted({b for _, b in _KERNEL_NAMES.values()})
-_UNARY_KERNELS = set(re.findall(r"^UNARY\((\w+),", KERNELS, re.MULTILINE))  # with fr_ and br_ too
+def _c_text(path: Path) -> str:
+    """The text of the C file ``path``, each ``#include "name"`` replaced by that file's text
+    (found next to the file that names it, as the C compiler finds it)."""
+    return _QUOTED_INCLUDE.sub(lambda m: _c_text(path.parent / m.group(1)).rstrip("\n"), path.read_text())
+
+
+KERNELS = _c_text(_HERE / "kernels.c")  # every op's group kernels, the layer's matmul, all_finite
+
+# chainrule's op name -> (forward kernel, backward kernel), from the records: ** shares pow's
+# forward. The ops of ops.py only: an op of a user's own has no C kernel (it runs on numpy).
+_KERNEL_NAMES = {op.name: (op.c.forward_kernel, op.c.kernel) for op in ops.BUILT_IN}
+_BUILT_IN = {op.name: op for op in ops.BUILT_IN}
+
+_FORWARD_KERNELS = c_kernels.forward_kernels()  # a kernel's number in the table
+_BACKWARD_KERNELS = c_kernels.backward_kernels()
+_UNARY_KERNELS = c_kernels.unary_kernels()  # with fr_ and br_ too (see UNARY in kernels.c)
 LAYER = max(len(_FORWARD_KERNELS), len(_BACKWARD_KERNELS))  # a layer's kernel number, both ways
-ROW = 7  # numbers per row of the table: kernel, start, count, inputs, offset, backward kernel, and
-# a layer's number of neurons, or -1 for a run of one-input nodes (see UNARY), else 0
+TABLE_PROGRAM = _HERE / "table.c"
+# numbers per row of the table: kernel, start, count, inputs, offset, backward kernel, and a
+# layer's number of neurons, or -1 for a run of one-input nodes (see UNARY), else 0
+ROW = int(re.search(r"^#define ROW (\d+)$", TABLE_PROGRAM.read_text(), re.MULTILINE).group(1))
 
 
 def _kernels_for(rule):
     names = _KERNEL_NAMES.get(rule.name)
-    if names is None or ops.OPS.get(rule.name) is not rule:
+    if names is None or ops.OPS.get(rule.name) is not rule or _BUILT_IN[rule.name] is not rule:
         raise Unavailable(f"the C backend has no kernel for the op {rule.name!r}")
     return names
 
@@ -551,201 +148,12 @@ def table_program() -> str:
     """The program of every long tape: the kernels, and forward() and backward() walking a table
     of groups. The tape's sizes are arguments, so this source is the same for every tape: it is
     built once (by pip, as chainrule/compiler/_tables.c, when chainrule is installed; else
-    the first time a long tape needs it, into the cache)."""
-    lines = [KERNELS]
-    lines.append(
-        "/* forward: walk the table of groups; a row is (kernel, start, count, inputs, offset, ...);"
-    )
-    lines.append("   a layer's row has its number of neurons last */")
-    lines.append(
-        "int forward(double *d, const idx_t *idx, const int64_t *t, long n_groups, long first, long size) {"
-    )
-    lines.append("    int bad = 0;")
-    lines.append(f"    for (long i = 0; i < n_groups; i++, t += {ROW}) {{")
-    lines.append("        switch (t[0]) {")
-    for code, name in enumerate(_FORWARD_KERNELS):
-        call = f"f_{name}(d, idx + t[4], t[1], t[2], t[3])"
-        if name in _UNARY_KERNELS:
-            call = f"(t[6] < 0 ? fr_{name}(d, idx[t[4]], t[1], t[2]) : {call})"
-        lines.append(f"        case {code}: bad |= {call}; break;")
-    lines.append(f"        case {LAYER}: bad |= f_layer_row(d, idx + t[4], t[1], t[2], t[3], t[6]); break;")
-    lines.append("        }")
-    lines.append("    }")
-    lines.append("    return bad || !all_finite(d, first, size);")
-    lines.append("}")
-    lines.append("")
-    lines.append(
-        "/* backward: the same table from its last row; a row's last number is its backward kernel */"
-    )
-    lines.append("int backward(const double *d, double *gr, const idx_t *idx, const unsigned char *needed,")
-    lines.append("             const int64_t *t, long n_groups, long first, long size) {")
-    lines.append("    for (long i = n_groups - 1; i >= 0; i--) {")
-    lines.append(f"        const int64_t *row = t + {ROW} * i;")
-    lines.append("        switch (row[5]) {")
-    for code, name in enumerate(_BACKWARD_KERNELS):
-        call = f"b_{name}(d, gr, idx + row[4], row[1], row[2], row[3], needed)"
-        if name in _UNARY_KERNELS:
-            call = f"if (row[6] < 0) br_{name}(d, gr, idx[row[4]], row[1], row[2], needed); else {call}"
-        lines.append(f"        case {code}: {call}; break;")
-    lines.append(
-        f"        case {LAYER}: "
-        "b_layer_row(d, gr, idx + row[4], row[1], row[2], row[3], row[6], needed); break;"
-    )
-    lines.append("        }")
-    lines.append("    }")
-    lines.append("    (void)first;")
-    lines.append("    return !all_finite(gr, 0, size);")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    the first time a long tape needs it, into the cache). It is compiler/table.c."""
+    return _c_text(TABLE_PROGRAM)
 
 
-TABLES_MODULE = Path(__file__).with_name("_tables.c")
+TABLES_MODULE = Path(__file__).with_name("_tables.c")  # table.c as a Python module, built by pip
 
-
-# The end of _tables.c: forward() and backward() for Python. Each takes the tape's arrays as
-# buffers (numpy arrays), checks their kinds and sizes, and runs with the GIL released, as a
-# ctypes call does.
-TABLES_MODULE_TAIL = r"""
-/* A C-contiguous buffer of `n` items of `itemsize` bytes (n < 0: any number), or -1 with an error */
-static int get_buffer(PyObject *o, Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t n, int writable) {
-    if (PyObject_GetBuffer(o, view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return -1;
-    if (view->len % itemsize != 0 || (n >= 0 && view->len != n * itemsize)) {
-        PyBuffer_Release(view);
-        PyErr_SetString(PyExc_ValueError, "_tables: an array of the wrong size");
-        return -1;
-    }
-    return 0;
-}
-
-/* forward(data, idx, table, first): 0, or 1 when numpy must redo the call */
-static PyObject *py_forward(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    Py_buffer d, idx, t;
-    long first;
-    if (nargs != 4 || (first = PyLong_AsLong(args[3])) == -1) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "_tables.forward(data, idx, table, first)");
-        return NULL;
-    }
-    if (get_buffer(args[0], &d, 8, -1, 1) < 0) return NULL;
-    if (get_buffer(args[1], &idx, 4, -1, 0) < 0) { PyBuffer_Release(&d); return NULL; }
-    if (get_buffer(args[2], &t, 8 * ROW, -1, 0) < 0) {
-        PyBuffer_Release(&d);
-        PyBuffer_Release(&idx);
-        return NULL;
-    }
-    int bad;
-    Py_BEGIN_ALLOW_THREADS
-    bad = forward(d.buf, idx.buf, t.buf, t.len / (8 * ROW), first, d.len / 8);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&d);
-    PyBuffer_Release(&idx);
-    PyBuffer_Release(&t);
-    return PyLong_FromLong(bad);
-}
-
-/* backward(data, grad, idx, needed, table, first): needed is None or one byte a node */
-static PyObject *py_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    Py_buffer d, gr, idx, needed = {0}, t;
-    long first;
-    if (nargs != 6 || (first = PyLong_AsLong(args[5])) == -1) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_TypeError, "_tables.backward(data, grad, idx, needed, table, first)");
-        return NULL;
-    }
-    if (get_buffer(args[0], &d, 8, -1, 0) < 0) return NULL;
-    Py_ssize_t size = d.len / 8;
-    int got = 1;  /* how many buffers are held */
-    got += get_buffer(args[1], &gr, 8, size, 1) == 0;
-    if (got == 2) got += get_buffer(args[2], &idx, 4, -1, 0) == 0;
-    if (got == 3) got += args[3] == Py_None || get_buffer(args[3], &needed, 1, size, 0) == 0;
-    if (got == 4) got += get_buffer(args[4], &t, 8 * ROW, -1, 0) == 0;
-    int bad = 0;
-    if (got == 5) {
-        Py_BEGIN_ALLOW_THREADS
-        bad = backward(d.buf, gr.buf, idx.buf, needed.buf, t.buf, t.len / (8 * ROW), first, size);
-        Py_END_ALLOW_THREADS
-    }
-    Py_buffer *held[] = {&d, &gr, &idx, &needed, &t};
-    for (int i = 0; i < got; i++)
-        if (held[i]->obj != NULL) PyBuffer_Release(held[i]);
-    return got == 5 ? PyLong_FromLong(bad) : NULL;
-}
-
-/* A C-contiguous buffer of float64 numbers (numpy's "d"), or -1 with an error: what is copied
-   from or added into, number by number, must not be an array of another kind */
-static int get_doubles(PyObject *o, Py_buffer *view, int writable) {
-    if (PyObject_GetBuffer(o, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return -1;
-    const char *f = view->format ? view->format : "B";
-    if (f[0] == '=' || f[0] == '@' || (f[0] == '<' && PY_LITTLE_ENDIAN)) f++;
-    if (strcmp(f, "d") != 0) {
-        PyBuffer_Release(view);
-        PyErr_SetString(PyExc_TypeError, "_tables: an array that is not of float64 numbers");
-        return -1;
-    }
-    return 0;
-}
-
-/* replay(data, pieces, idx, table, first): the numbers of the buffers in the tuple `pieces`
-   copied one after the other to the start of data (a compiled call's inputs, constants and
-   parameters), then forward(): one call where Python would make one a piece */
-static PyObject *py_replay(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 || !PyTuple_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "_tables.replay(data, pieces, idx, table, first)");
-        return NULL;
-    }
-    Py_buffer d, piece;
-    if (get_buffer(args[0], &d, 8, -1, 1) < 0) return NULL;
-    char *at = d.buf;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[1]); i++) {
-        if (get_doubles(PyTuple_GET_ITEM(args[1], i), &piece, 0) < 0) break;
-        if (piece.len > d.len - (at - (char *)d.buf))
-            PyErr_SetString(PyExc_ValueError, "_tables.replay: the pieces are longer than data");
-        else
-            memcpy(at, piece.buf, piece.len), at += piece.len;
-        PyBuffer_Release(&piece);
-        if (PyErr_Occurred()) break;
-    }
-    PyBuffer_Release(&d);
-    if (PyErr_Occurred()) return NULL;
-    PyObject *rest[4] = {args[0], args[2], args[3], args[4]};
-    return py_forward(module, rest, 4);
-}
-
-static PyMethodDef methods[] = {
-    {"forward", (PyCFunction)(void (*)(void))py_forward, METH_FASTCALL, "forward(data, idx, table, first)"},
-    {"backward", (PyCFunction)(void (*)(void))py_backward, METH_FASTCALL,
-     "backward(data, grad, idx, needed, table, first)"},
-    {"replay", (PyCFunction)(void (*)(void))py_replay, METH_FASTCALL,
-     "replay(data, pieces, idx, table, first)"},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_tables", "the C backend's table-walking program", -1, methods,
-    NULL, NULL, NULL, NULL,
-};
-
-PyMODINIT_FUNC PyInit__tables(void) { return PyModule_Create(&module); }
-"""
-
-
-def tables_module_source() -> str:
-    """The text of chainrule/compiler/_tables.c: table_program() as a Python extension module, so
-    that pip builds it with chainrule. Made by this function; a test checks the file is current."""
-    head = (
-        "/* Generated by chainrule.compiler.native.tables_module_source(): do not edit; after changing\n"
-        "   the kernels or table_program() in native.py, write it afresh with\n"
-        '   python -c "from chainrule.compiler import native; native.TABLES_MODULE.write_text('
-        'native.tables_module_source())"\n\n'
-        "   The C backend's table program (native.table_program()), built once by pip when chainrule\n"
-        "   is installed, so that any tape replays in C without a C compiler at run time (the\n"
-        '   default backend, "auto", and the numpy backend\'s thin tapes). At the end, its forward()\n'
-        "   and backward() as Python functions on numpy arrays: no ctypes on the way. */\n"
-        "#define PY_SSIZE_T_CLEAN\n#include <Python.h>\n\n"
-    )
-    tail = TABLES_MODULE_TAIL.replace("ROW", str(ROW))
-    return head + table_program() + tail
 
 
 @functools.lru_cache(maxsize=1)
@@ -761,8 +169,8 @@ def prebuilt_tables():
         from . import _tables
     except ImportError:
         return None
-    if TABLES_MODULE.exists() and TABLES_MODULE.read_text() != tables_module_source():
-        return None  # a checkout whose _tables.c was not rebuilt after native.py changed
+    if c_kernels.HEADER.exists() and c_kernels.HEADER.read_text() != c_kernels.header_source():
+        return None  # a checkout whose ops_kernels.h was not written afresh after ops.py changed
     return _tables
 
 
@@ -822,23 +230,7 @@ FLAGS = [
 
 # Appended to every program of kernels that build() compiles, and run once before the library
 # is used: a compiler that ignored the flags above would fail it, and its build is not used.
-SELF_TEST = r"""
-/* Added by native.build(): 1 when this build still tells a nan and an inf from a number. Flags
-   such as -ffast-math let the compiler assume it never meets one and drop the checks that send
-   such a call, and so every domain error, to numpy. */
-int chainrule_self_test(void) {
-    volatile double not_a_number = NAN, infinite = INFINITY, minus_one = -1.0;
-    double v[9] = {1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0};
-    int works = all_finite(v, 0, 9);
-    v[1] = not_a_number; /* in all_finite's vector loop */
-    works &= !all_finite(v, 0, 9) && isnan(v[1]);
-    v[1] = 1.0, v[8] = -infinite; /* in its scalar tail */
-    works &= !all_finite(v, 0, 9) && isinf(v[8]);
-    v[8] = log(minus_one);
-    works &= !all_finite(v, 0, 9);
-    return works;
-}
-"""
+SELF_TEST = "\n" + (_HERE / "self_test.c").read_text()  # (after the kernels, which it tests)
 
 # The cache's safety rules. Loading a library runs its code (a constructor runs at load), so
 # build() loads only libraries this user built, checked:
