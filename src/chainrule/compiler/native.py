@@ -3,10 +3,12 @@
 ``compile(fn, backend="c")`` replays the same tape as the numpy backend (backends/numpy.py),
 but instead of one numpy call per group it runs one C loop per group:
 
-- every op has a forward kernel and a backward kernel below (``f_mul``, ``b_mul``, ...). Node
-  ``j`` of a group finds the positions of its inputs in ``c = idx + j * n`` (``n`` inputs per
-  node), reads their numbers from ``d`` (the tape's data array) and writes its own at
-  ``d[start + j]``; backward adds ``local derivative * g`` into ``gr`` at the inputs' positions;
+- every op has a forward kernel and a backward kernel (``f_mul``, ``b_mul``, ...) in
+  ``compiler/kernels.c``, made from the op's C functions in ``ops_kernels.h`` (written from
+  its record in ops.py by ``chainrule/c_kernels.py``). Node ``j`` of a group finds the
+  positions of its inputs in ``c = idx + j * n`` (``n`` inputs per node), reads their numbers
+  from ``d`` (the tape's data array) and writes its own at ``d[start + j]``; backward adds
+  ``local derivative * g`` into ``gr`` at the inputs' positions;
 - two kinds of group need no positions listed: a layer applied to a batch (``f_layer``, one
   matrix product, reading its weights, inputs and biases in place where they follow a
   pattern) and an op of one input on a run of consecutive inputs (``fr_relu``, ...);
@@ -17,8 +19,8 @@ but instead of one numpy call per group it runs one C loop per group:
 - the source is compiled once into a shared library named by its hash, in a cache folder, and
   called through ``ctypes`` on the same float64 arrays the numpy backend uses.
 
-The table-walking program is the same for every tape, so pip builds it with chainrule
-(``_tables.c``, written by ``tables_module_source()``): the default backend, ``"auto"``, runs
+The table-walking program (``compiler/table.c``) is the same for every tape, so pip builds it
+with chainrule (``_tables.c`` includes it): the default backend, ``"auto"``, runs
 every tape on it, called straight from Python, and never needs a C compiler at run time.
 
 The kernels do the arithmetic only. When a call meets anything unusual (a nan or inf in the
@@ -153,7 +155,6 @@ def table_program() -> str:
 
 
 TABLES_MODULE = Path(__file__).with_name("_tables.c")  # table.c as a Python module, built by pip
-
 
 
 @functools.lru_cache(maxsize=1)
