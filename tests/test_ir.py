@@ -165,8 +165,9 @@ def prepared_or_skip(name, program):
 # The Program
 
 
-def test_a_program_is_what_the_layout_made_and_every_backend_gives_it_back():
-    fn, n = random_function(7)
+@pytest.mark.parametrize("shape", ["thin", "a layer"])
+def test_a_program_is_what_the_layout_made_and_every_backend_gives_it_back(shape):
+    fn, n = random_function(7) if shape == "thin" else layer_function(3, 4, 2)
     numbers = [0.1 * (i + 1) for i in range(n)]
     f, program = traced(fn, numbers)
     assert program.size == program.n_leaves + sum(g.count for g in program.groups)
@@ -177,19 +178,29 @@ def test_a_program_is_what_the_layout_made_and_every_backend_gives_it_back():
         positions = group.positions(np)
         assert positions.shape == (group.count, group.width)
         assert (positions < start).all()  # a node reads only what comes before its group
-    # A backend that keeps every node where the layout put it gives the same Program back.
+    # A backend that keeps every node where the layout put it gives the same groups back.
     for name in ("numpy without layers", "C table from the layout"):
         try:
-            back = PREPARERS[name](program).program
+            prepared = PREPARERS[name](program)
         except native.Unavailable:
             continue
-        assert back.outputs == program.outputs and list(back.checked) == list(program.checked)
-        assert (back.n_inputs, back.externals) == (program.n_inputs, program.externals)
-        assert list(back.constants) == [v.data for v in program.constants]
-        assert len(back.layout) == len(program.layout)
-        for given_back, laid_out in zip(back.groups, program.groups):
-            assert given_back[:3] == laid_out[:3]  # op, count, width
-            assert given_back.positions(np).tolist() == laid_out.positions(np).tolist()
+        assert prepared.outputs == program.outputs and list(prepared.checked) == list(program.checked)
+        same_groups(prepared.layout(), program.layout)
+    # So does the compiled function's (its constants as numbers: the tape keeps no Value the
+    # trace made): on a thin tape, read back from the table program's table; on a layer, from
+    # the numpy backend's matrix product (its nodes already in the order it runs them).
+    back = f.program
+    assert back.outputs == program.outputs and list(back.checked) == list(program.checked)
+    assert (back.n_inputs, back.externals) == (program.n_inputs, program.externals)
+    assert list(back.constants) == [v.data for v in program.constants]
+    same_groups(back.layout, program.layout)
+
+
+def same_groups(given_back, laid_out):
+    assert len(given_back) == len(laid_out)
+    for mine, theirs in zip(map(Group._make, given_back), map(Group._make, laid_out)):
+        assert mine[:3] == theirs[:3]  # op, count, width
+        assert mine.positions(np).tolist() == theirs.positions(np).tolist()
 
 
 def test_print_shows_the_program_ops_counts_and_positions():

@@ -75,7 +75,7 @@ class Program:
 
     n_inputs: int  # the arguments' numbers come first in data
     constants: tuple  # the leaves made from numbers inside the function, in data next: Values
-    # (a prepared backend's Program gives their numbers, keeping no Value only the trace made)
+    # (a compiled function's ``program`` gives their numbers: it keeps no Value the trace made)
     externals: tuple  # the other leaves it reads (Values made before the trace), next
     layout: Sequence[tuple]  # the groups, each a tuple in Group's field order (see above)
     outputs: tuple  # the results' positions

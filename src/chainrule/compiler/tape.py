@@ -59,8 +59,11 @@ class Tape:
 
     @property
     def program(self) -> Program:
-        """The Program this tape runs, as its backend placed it (``print`` shows it)."""
-        return self.backend.program
+        """The Program this tape runs, as its backend placed it (``print`` shows it). Its
+        constants are their numbers: the tape keeps no Value that only the trace made."""
+        leaves = self.n_inputs, tuple(self.constant_data.tolist()), self.external_tuple
+        outputs = tuple(self.output_positions)
+        return Program(*leaves, self.backend.layout(), outputs, self.checked)
 
     @property
     def fast(self):

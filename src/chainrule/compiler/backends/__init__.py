@@ -10,8 +10,8 @@ A backend is a module here with a ``prepare(program)`` that returns a prepared o
   it meets anything unusual (a nan or inf, an out-of-range take index);
 - ``outputs`` and ``checked``: where the Program's outputs and its nodes that can raise sit
   in the arrays (a backend may put a group's nodes in another order: a layer's, say);
-- ``program``: the Program it runs (``print`` shows it), and ``reference``: the numpy
-  backend's replay over the same positions;
+- ``layout()``: the Program's groups as it runs them (ir.Group's fields), and ``reference``:
+  the numpy backend's replay over the same positions;
 - optionally ``in_one_call`` and ``replay(data, pieces)``: copy the leaves' numbers in and
   compute every node, in one call (the table program pip built).
 
@@ -55,8 +55,7 @@ class Prepared(Protocol):
 
     def backward(self, data, grad, needed) -> bool: ...
 
-    @property
-    def program(self) -> Program: ...
+    def layout(self) -> list[tuple]: ...
 
     @property
     def reference(self) -> numpy_backend.NumpyProgram: ...

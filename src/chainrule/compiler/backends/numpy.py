@@ -18,7 +18,7 @@ import math
 import sys
 
 from ... import ops
-from ...engine import AnomalyError, Value, _read_data, op_error
+from ...engine import AnomalyError, Value, op_error
 from ..ir import Program
 from ..rewriting import can_raise
 
@@ -38,7 +38,6 @@ class NumpyProgram:
         import numpy as np
 
         self.np = np
-        self._skeleton = _skeleton(program)  # (its groups are kept as group objects instead)
         self.first = program.n_leaves  # the position of the first computed node
         # A layer's group may put its nodes in another order (see _MatmulGroup); the positions
         # of the groups after it, and the outputs', are then renumbered to match.
@@ -65,16 +64,15 @@ class NumpyProgram:
     def reference(self) -> NumpyProgram:
         return self
 
-    @property
-    def program(self) -> Program:
-        """The Program this replay runs, its nodes where this replay put them."""
+    def layout(self) -> list[tuple]:
+        """The groups as a Program lists them (see ir.Group), each node where this replay put it."""
         np = self.np
         layout = []
         for group in self.groups:
             positions = group.positions()  # (inputs, nodes)
             rows = np.ascontiguousarray(positions.T, dtype=np.intp).ravel()
             layout.append((group.rule, group.end - group.start, len(positions), rows, None))
-        return _rebuilt(self._skeleton, layout, self.outputs, self.checked.tolist())
+        return layout
 
     def forward(self, data) -> bool:
         """Compute every node into ``data`` (the leaves in place); raises eager's error."""
@@ -149,18 +147,6 @@ class NumpyProgram:
             else:
                 needed[children] = True
         return needed
-
-
-def _skeleton(program: Program) -> Program:
-    """The program without its groups: what a backend that keeps the groups in its own form
-    needs to give the Program back. Its constants are their numbers: the tape keeps no Value
-    that only the trace made."""
-    numbers = tuple(_read_data(v) if isinstance(v, Value) else v for v in program.constants)
-    return Program(program.n_inputs, numbers, program.externals, (), (), ())
-
-
-def _rebuilt(skeleton: Program, layout, outputs, checked) -> Program:
-    return Program(skeleton.n_inputs, skeleton.constants, skeleton.externals, layout, tuple(outputs), checked)
 
 
 def _make_group(np, rule, start, rows, vectors):

@@ -58,9 +58,8 @@ class ScalarReplay:
                 self.rules.append(group.rule)
                 self.inputs.append(tuple(map(number.__getitem__, inputs)))
 
-    @property
-    def program(self) -> Program:
-        return self.reference.program
+    def layout(self) -> list[tuple]:
+        return self.reference.layout()
 
     def forward(self, data) -> bool:
         values = data.tolist()  # Python floats: the scalar rules are eager's own arithmetic

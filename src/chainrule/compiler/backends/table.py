@@ -61,9 +61,9 @@ class CProgram:
     def reference(self):
         return self._reference
 
-    @property
-    def program(self) -> Program:
-        return self._reference.program
+    def layout(self) -> list[tuple]:
+        """The groups as a Program lists them, each node where this program puts it."""
+        return self._reference.layout()
 
     def _run(self, library, *extra):
         """Call this library's forward() and backward() on the tape's arrays, with these last
@@ -126,7 +126,6 @@ class TableProgram(CProgram):
 
         self = cls.__new__(cls)
         self._reference = None  # made from the table if a call needs it (see reference)
-        self._skeleton = numpy_backend._skeleton(program)
         self.outputs, self.checked = tuple(program.outputs), np.array(program.checked, dtype=np.intp)
         layout = program.layout
         every_row = b"".join(rows for _, _, _, rows, _ in layout)
@@ -142,20 +141,21 @@ class TableProgram(CProgram):
     @property
     def reference(self):
         if self._reference is None:  # from_layout's: plain groups, in the Program's order
-            self._reference = numpy_backend.prepare(self.program, layers=False)
+            # (the numpy backend needs to know where the nodes start: every leaf counts as one)
+            groups = Program(self._first, (), (), self.layout(), self.outputs, self.checked)
+            self._reference = numpy_backend.prepare(groups, layers=False)
         return self._reference
 
-    @property
-    def program(self) -> Program:
+    def layout(self) -> list[tuple]:
         if self._reference is not None:
-            return self._reference.program
-        # from_layout's: the Program read back from the table
+            return self._reference.layout()
+        # from_layout's: the groups read back from the table
         import numpy as np
 
         idx, layout = self.idx.astype(np.intp), []
         for rule, (_, _, count, n, at, _, _) in zip(self._rules, self.table.tolist()):
             layout.append((rule, count, n, idx[at : at + count * n], None))
-        return numpy_backend._rebuilt(self._skeleton, layout, self.outputs, self.checked.tolist())
+        return layout
 
     def _run_table(self, np, table, first, size, compiler):
         """Run the table program on these groups: ``(rule, start, count, n_inputs, idx_offset,
