@@ -146,6 +146,7 @@ def program_source(groups, size: int, first: int) -> str:
     return table_program()
 
 
+@functools.cache  # (read once: every tape shares the one text)
 def table_program() -> str:
     """The program of every long tape: the kernels, and forward() and backward() walking a table
     of groups. The tape's sizes are arguments, so this source is the same for every tape: it is
