@@ -683,13 +683,22 @@ def test_second_derivatives_match_pytorch(graph):
 
 @settings(max_examples=20)
 @given(graph=graphs(n_inputs=(2, 4), max_steps=6))
+@example(graph=Graph(point=(0.0, 1.0, 0.0, 0.0), steps=(Step(op="pow", operands=(1, 0)),)))  # x1 ** x0
 def test_hessians_match_pytorch(graph):
     _, expected = torch_derivatives(graph)
     ours = chainrule.hessian(CHAINRULE.function(graph))(*graph.point)
     n = len(graph.point)
+    exact = None
     for i in range(n):
         for j in range(n):
-            assert_close(ours[i][j], expected[i][j], what=f"H[{i}][{j}] vs torch")
+            if abs(expected[i][j] - expected[j][i]) <= 1e-8 * abs(expected[i][j]) + 1e-9:
+                assert_close(ours[i][j], expected[i][j], what=f"H[{i}][{j}] vs torch")
+                continue
+            # PyTorch's own Hessian is not symmetric here, so one of its entries is wrong: its
+            # gradient of x ** y in x is set to 0 where y == 0, a choice with no slope in y,
+            # so d/dy (d/dx x**y) comes out 0 where it is x**-1 (1 at x = 1). sympy decides.
+            exact = exact or sympy_hessian(graph)
+            assert_close(ours[i][j], exact[i][j], what=f"H[{i}][{j}] vs sympy (torch's is asymmetric)")
 
 
 # ---------------------------------------------------------------------------------------------
