@@ -364,3 +364,36 @@ def _check_gradients(fn, compiled, args):
     for e, g in zip(eager[1], got[1]):
         if math.isfinite(e):
             assert g == pytest.approx(e, rel=1e-9, abs=1e-12), (eager, got)
+
+
+# ---------------------------------------------------------------------------------------------
+# The numbers in the message are eager's: numpy's tanh of an array can differ from math.tanh in
+# the last bit (tanh(-1.5): ...665 against eager's ...664), and the message shows the number.
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_forward_error_message_shows_eagers_numbers(backend, replay, layout_in):
+    def fn(x):
+        return [(x[1] * x[0] + 1.0).tanh(), (-2.0) ** (x[1] * x[0]).tanh()]  # wide enough for numpy
+
+    compiled = chainrule.compile(fn, backend=backend)
+    compiled([0.0, 1.0])  # traced where the power is (-2) ** 0
+    for args in ([-1.5, 1.0], [2.0665311091502883, 1.0]):
+        expected = outcome(eager_call(fn, args))
+        assert expected[0] == "error" and "non-integer power" in expected[2]
+        assert outcome(lambda args=args: compiled(args)) == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_backward_error_message_shows_eagers_numbers(backend, replay, layout_in):
+    def fn(x):
+        base = (x[0] * x[1]).tanh() - 1.0  # negative: x ** 2 is fine, its slope in 2 is not
+        return base ** (x[1] + 1.0)
+
+    compiled = chainrule.compile(fn, backend=backend)
+    for args in ([-1.5, 1.0], [2.0665311091502883, 1.0]):
+        eager = fn([Value(x) for x in args])
+        expected = outcome(lambda eager=eager: eager.backward())
+        assert expected[0] == "error" and "needs x > 0" in expected[2]
+        result = compiled(args)
+        assert outcome(lambda result=result: result.backward()) == expected

@@ -139,7 +139,17 @@ class Tape:
             saved = self.reference.run_forward(data, anomaly)
             grad = np.zeros(self.size)
             grad[position] = g
-        self.reference.run_backward(data, grad, needed, saved, anomaly)
+        try:
+            self.reference.run_backward(data, grad, needed, saved, anomaly)
+        except _DOMAIN_ERRORS:
+            # Raised again from eager's own numbers, which the message shows (numpy's may
+            # differ from math's in the last bit).
+            data = data.copy()
+            saved = self.reference.eager_numbers(data)
+            grad = np.zeros(self.size)
+            grad[position] = g
+            self.reference.run_backward(data, grad, needed, saved, anomaly)
+            raise
         return grad[self.n_fixed : self.n_leaves]
 
     def _needed_by(self, position, data):

@@ -20,7 +20,6 @@ import sys
 from ... import ops
 from ...engine import AnomalyError, Value, op_error
 from ..ir import Program
-from ..rewriting import can_raise
 
 name = "numpy"
 
@@ -89,6 +88,20 @@ class NumpyProgram:
         with self.np.errstate(all="ignore"):
             return [group.forward(self.np, data, anomaly) for group in self.groups]
 
+    def eager_numbers(self, data):
+        """Every node of ``data`` computed again with its op's scalar rule, eager's arithmetic,
+        and what each group's backward needs from those numbers: for an error's message, which
+        shows them. (Forward has succeeded, so no rule raises here.)"""
+        np = self.np
+        for group in self.groups:
+            _scalar_forward(np, group, data)
+        scratch, saved = data.copy(), []
+        with np.errstate(all="ignore"):
+            for group in self.groups:  # each group's inputs from eager's numbers, not its own
+                saved.append(group.forward(np, scratch, anomaly=False))
+                scratch[group.start : group.end] = data[group.start : group.end]
+        return saved
+
     def run_backward(self, data, grad, needed, saved, anomaly):
         """The groups in reverse, each adding into its inputs' gradients (``saved``: what
         run_forward returned); only the nodes marked in ``needed`` (None: all)."""
@@ -104,24 +117,20 @@ class NumpyProgram:
     def first_error(self, data, size):
         """The error eager would raise for the leaves in ``data``, or None if no node fails.
 
-        Only called once a replay has failed. Every node is computed again, group by group; a
-        node whose op can raise is run with its scalar rule where the vectorized one gave nan
-        or inf (a domain error comes out so), and of the nodes that fail, the first in eager's
-        order (``checked``) gives the error. The nodes before it in that order did not fail, so
-        its inputs are eager's own.
+        Only called once a replay has failed. Every node is computed again with its op's scalar
+        rule, eager's own arithmetic (numpy's tanh, say, may differ from math's in the last
+        bit, and the message shows the numbers), and of the nodes that fail, the first in
+        eager's order (``checked``) gives the error. The nodes before it in that order did not
+        fail, so its inputs are eager's own.
         """
         np, checked = self.np, self.checked
         rank = np.arange(size) + len(checked)  # (a node not in checked comes after)
         rank[checked] = np.arange(len(checked))
         first = None  # (rank, rule, inputs, error) of the first failure so far
-        with np.errstate(all="ignore"):
-            for group in self.groups:
-                if not can_raise(group.rule):
-                    group.forward(np, data, anomaly=False)
-                    continue
-                for node, inputs, error in _failures(np, group, data):
-                    if first is None or rank[group.start + node] < first[0]:
-                        first = (rank[group.start + node], group.rule, inputs, error)
+        for group in self.groups:
+            for node, inputs, error in _scalar_forward(np, group, data):
+                if first is None or rank[group.start + node] < first[0]:
+                    first = (rank[group.start + node], group.rule, inputs, error)
         if first is None:
             return None
         _, rule, inputs, error = first
@@ -413,20 +422,14 @@ class _MatmulGroup(_Group):
 _DOMAIN_ERRORS = (ValueError, ZeroDivisionError, IndexError, TypeError)
 
 
-def _failures(np, group, data):
-    """Compute ``group``'s nodes into ``data`` without raising; return (node, inputs, error) for
-    each node whose scalar rule raises (its number is then nan)."""
-    X = data[group.children]
-    try:
-        out = group.rule.vforward(np, X)
-        suspects = np.flatnonzero(~np.isfinite(out))
-    except _DOMAIN_ERRORS:  # take checks every index at once: check each one
-        out, suspects = np.full(X.shape[1], np.nan), range(X.shape[1])
-    failures = []
-    for node in suspects:
-        inputs = X[:, node].tolist()
+def _scalar_forward(np, group, data):
+    """Compute ``group``'s nodes into ``data`` with the op's scalar rule, node by node, without
+    raising; return (node, inputs, error) for each node whose rule raises (its number is then
+    nan)."""
+    rule, out, failures = group.rule, np.empty(group.end - group.start), []
+    for node, inputs in enumerate(data[group.children].T.tolist()):
         try:
-            out[node] = group.rule.forward(*inputs)
+            out[node] = rule.forward(*inputs)
         except _DOMAIN_ERRORS as error:
             out[node] = np.nan
             failures.append((node, inputs, error))
