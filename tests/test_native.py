@@ -289,7 +289,7 @@ def test_the_prebuilt_table_program_is_the_one_native_py_builds():
     # ops.py (tests/test_op_table.py checks it is current).
     assert '#include "table.c"' in native.TABLES_MODULE.read_text()
     program = native.table_program()
-    assert "#include \"" not in program  # one text: every local file in its place
+    assert '#include "' not in program  # one text: every local file in its place
     assert "op_tanh_grad" in program and "int forward(" in program and "int backward(" in program
 
 

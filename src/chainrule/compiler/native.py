@@ -523,4 +523,3 @@ def tape_rows(np, groups):
             rows.append((group.rule, group.start, count, n, offset, None))
             offset += n * count
     return rows, np.concatenate(blocks).astype(np.int32) if blocks else np.zeros(1, dtype=np.int32)
-
