@@ -13,10 +13,6 @@ from chainrule.compiler import rewriting
 
 pytestmark = pytest.mark.skipif(engine._graph is None, reason="chainrule/_graph.c is not built here")
 
-# The rules _graph's backward runs itself, in the order setup takes them (as engine.py passes them).
-RULES = (ops.ADD, ops.SUB, ops.MUL, ops.DIV, ops.NEG, ops.EXP, ops.LOG, ops.TANH, ops.SIGMOID)
-RULES += (ops.RELU, ops.SUM, ops.DOT, ops.POW_CONSTANT)
-
 SECOND_COPY = """
 import importlib.util, math
 from chainrule import engine as first
@@ -48,7 +44,7 @@ class Other:
 
 
 def test_graph_setup_serves_the_first_value_class_only():
-    assert engine._graph.setup(Other, engine._child_gradients, RULES) is False
+    assert engine._graph.setup(Other, engine._child_gradients, ops.OPS) is False
     assert type(engine.Value(2.0) * 3.0) is engine.Value  # still the engine's own class
 
 
@@ -62,4 +58,12 @@ def test_layout_setup_serves_the_first_value_class_only():
 
 def test_setup_still_refuses_a_class_without_the_slots():
     with pytest.raises(TypeError, match=r"_graph.setup: int.data is not a slot"):
-        engine._graph.setup(int, engine._child_gradients, RULES)
+        engine._graph.setup(int, engine._child_gradients, ops.OPS)
+
+
+def test_setup_finds_the_ops_its_loop_computes_by_name_and_says_which_is_missing():
+    incomplete = {name: op for name, op in ops.OPS.items() if name != "tanh"}
+    with pytest.raises(TypeError, match="ops.OPS has no op named 'tanh'"):
+        engine._graph.setup(Other, engine._child_gradients, incomplete)
+    with pytest.raises(TypeError, match=r"setup\(Value, child_gradients, ops.OPS\)"):
+        engine._graph.setup(Other, engine._child_gradients, tuple(ops.OPS.values()))

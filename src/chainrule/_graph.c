@@ -53,6 +53,9 @@ static Py_ssize_t at_data, at_grad, at_children, at_rule;
 /* The ops whose backward rule (in ops.py) the backward loop below runs itself, on float data;
    setup() receives them in this order. */
 enum { ADD, SUB, MUL, DIV, NEG, EXP, LOG, TANH, SIGMOID, RELU, SUM, DOT, POW_CONSTANT, KNOWN_RULES };
+/* Their names in ops.OPS, in the enum's order: setup() finds each op there by its name. */
+static const char *const known_names[KNOWN_RULES] = {"+", "-", "*", "/", "neg", "exp", "log",
+                                                     "tanh", "sigmoid", "relu", "sum", "dot", "**"};
 static PyObject *known_rules[KNOWN_RULES];
 
 static int is_value(PyObject *object) { return PyObject_TypeCheck(object, value_type); }
@@ -72,11 +75,16 @@ static void release_all(PyObject **objects, Py_ssize_t n) {
     }
 
 static PyObject *setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyType_Check(args[0]) || !PyCallable_Check(args[1]) || !PyTuple_CheckExact(args[2]) ||
-        PyTuple_GET_SIZE(args[2]) != KNOWN_RULES) {
-        PyErr_SetString(PyExc_TypeError, "_graph.setup(Value, child_gradients, (ADD, SUB, ..., POW_CONSTANT))");
+    if (nargs != 3 || !PyType_Check(args[0]) || !PyCallable_Check(args[1]) || !PyDict_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "_graph.setup(Value, child_gradients, ops.OPS)");
         return NULL;
     }
+    PyObject *rules[KNOWN_RULES];
+    for (int r = 0; r < KNOWN_RULES; r++)
+        if ((rules[r] = PyDict_GetItemString(args[2], known_names[r])) == NULL) { /* str keys: no Python code */
+            PyErr_Format(PyExc_TypeError, "_graph.setup: ops.OPS has no op named '%s'", known_names[r]);
+            return NULL;
+        }
     PyTypeObject *type = (PyTypeObject *)args[0];
     Py_ssize_t data, grad, children, rule;
     if (slot_offset("_graph.setup", type, "data", &data) || slot_offset("_graph.setup", type, "grad", &grad) ||
@@ -88,7 +96,7 @@ static PyObject *setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     at_data = data, at_grad = grad, at_children = children, at_rule = rule;
     Py_XSETREF(child_gradients, Py_NewRef(args[1]));
     for (int r = 0; r < KNOWN_RULES; r++)
-        Py_XSETREF(known_rules[r], Py_NewRef(PyTuple_GET_ITEM(args[2], r)));
+        Py_XSETREF(known_rules[r], Py_NewRef(rules[r]));
     Py_RETURN_TRUE;
 }
 

@@ -1026,9 +1026,8 @@ def _load_graph_module():
         from . import _graph
     except ImportError:
         return None
-    known_rules = (ops.ADD, ops.SUB, ops.MUL, ops.DIV, ops.NEG, ops.EXP, ops.LOG, ops.TANH, ops.SIGMOID)
-    rules = (*known_rules, ops.RELU, ops.SUM, ops.DOT, ops.POW_CONSTANT)
-    if not _graph.setup(Value, _child_gradients, rules):
+    # _graph.c's backward loop finds the ops it computes itself in the registry, by name.
+    if not _graph.setup(Value, _child_gradients, ops.OPS):
         return None  # they serve the Value of another copy of this module (see _slots.h)
     return _graph
 
