@@ -5,7 +5,7 @@ Two measures, each run on both engines in one process:
 - ``(v*w + x).relu()`` for 20,000 rows of leaves made beforehand: what three nodes of the
   commonest ops cost (the leaves themselves are not counted);
 - the forward graph of micrograd's demo step (moons, MLP 2-16-16-1, hinge loss + L2), divided
-  by the nodes it made, as in ``bench_step.py``.
+  by the nodes it made: ``bench_step.py``'s measure, run from here.
 
 Allocation counts do not depend on the machine's load, so one run is enough.
 
@@ -16,9 +16,10 @@ Peer: micrograd 0.1.0 from PyPI (``pip install micrograd==0.1.0``).
 from __future__ import annotations
 
 import gc
-import random
 import sys
 import tracemalloc
+
+from bench_step import ScalarEngine, moons  # this folder's: python benchmarks/bench_memory.py
 
 
 def bytes_per_node_of_rows(Value, n=20_000) -> float:
@@ -32,32 +33,6 @@ def bytes_per_node_of_rows(Value, n=20_000) -> float:
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     return (after - before - sys.getsizeof(ys)) / (3 * n)
-
-
-def bytes_per_node_of_the_demo(Value, MLP) -> tuple[float, int]:
-    random.seed(1337)
-    model = MLP(2, [16, 16, 1])
-    rng = random.Random(0)
-    X = [[rng.uniform(-1, 2), rng.uniform(-1, 1)] for _ in range(100)]
-    y = [rng.choice((-1, 1)) for _ in range(100)]
-    params = set(map(id, model.parameters()))
-    gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    scores = [model(list(map(Value, row))) for row in X]
-    losses = [(1 + -yi * si).relu() for yi, si in zip(y, scores)]
-    total = sum(losses) * (1.0 / len(losses)) + 1e-4 * sum(p * p for p in model.parameters())
-    after = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
-    nodes, stack, seen = 0, [total], {id(total)}
-    while stack:
-        v = stack.pop()
-        nodes += id(v) not in params
-        for child in v._prev:
-            if id(child) not in seen:
-                seen.add(id(child))
-                stack.append(child)
-    return (after - before) / nodes, nodes
 
 
 def main():
@@ -76,9 +51,10 @@ def main():
         f"Python {sys.version.split()[0]}, chainrule's C loops {'on' if chainrule.engine._graph else 'off'}"
     )
     rows, demo = {}, {}
+    X, y = moons()
     for name, Value, MLP in engines:
         rows[name] = bytes_per_node_of_rows(Value)
-        demo[name] = bytes_per_node_of_the_demo(Value, MLP)
+        demo[name] = ScalarEngine(name, Value, MLP, X, y).bytes_per_node()
     print("\nbytes per node | (v*w + x).relu() | the demo's forward graph (nodes)")
     for name in rows:
         per_node, nodes = demo[name]
