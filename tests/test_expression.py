@@ -3,6 +3,7 @@
 import ast
 import builtins
 import math
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -354,7 +355,8 @@ def test_an_error_deep_in_a_long_chain_has_its_position():
 def test_a_long_chain_with_something_refused_is_refused():
     with pytest.raises(ExpressionError, match="col 1: a lambda is not allowed"):
         parse("lambda: " + "+".join(["a"] * 5000))
-    with pytest.raises(ExpressionError, match="too long or too deeply nested"):  # a tuple, too long
+    # A tuple, too long: Python 3.11's parser gives up on it, 3.10's and 3.13's read it.
+    with pytest.raises(ExpressionError, match="too long or too deeply nested|col 1: a tuple is not allowed"):
         parse("a, " + "+".join(["a"] * 5000))
 
 
@@ -364,8 +366,16 @@ def test_a_long_chain_with_something_refused_is_refused():
     ids=["parentheses", "a chain inside a call", "a chain of powers"],
 )
 def test_what_is_still_too_deep_is_refused_cleanly(source):
-    with pytest.raises(ExpressionError, match="too long or too deeply nested|too many nested parentheses"):
+    # Refused with a clear error where this Python's parser gives up (how deep it goes depends on
+    # the version: 3.10's and 3.13's read a 5,000-term chain in a call); otherwise it evaluates.
+    try:
         parse(source)
+    except ExpressionError as error:
+        assert re.search("too long or too deeply nested|too many nested parentheses", str(error))
+        return
+    result = evaluate("y = " + source, {"a": 1.0})
+    result.output.backward()
+    assert not math.isnan(result.output.data)  # exp(5000 * a) is inf; the others 1.0
 
 
 def _chain(data, names):

@@ -57,7 +57,9 @@ def _arity(op) -> int:
 
 
 def _bits(x: float) -> bytes:
-    return struct.pack("<d", x)
+    """The float's bits, zeros' signs included; every nan the same (a nan's sign and payload
+    depend on the arithmetic that made it: CPython 3.10 and C can differ there)."""
+    return b"nan" if math.isnan(x) else struct.pack("<d", x)
 
 
 # Numbers that find the edges: zeros of both signs, subnormals, the largest, infinities, nan

@@ -22,12 +22,20 @@
 /* The offset of the slot `name` of `type`, into *at; -1 and a TypeError naming `where` (the
    setup function) when `type` has no such slot. */
 static int slot_offset(const char *where, PyTypeObject *type, const char *name, Py_ssize_t *at) {
-    PyObject *descriptor = PyDict_GetItemString(type->tp_dict, name);
-    if (descriptor == NULL || !Py_IS_TYPE(descriptor, &PyMemberDescr_Type)) {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *dict = PyType_GetDict(type); /* a built-in type's tp_dict is NULL from Python 3.12 */
+#else
+    PyObject *dict = Py_XNewRef(type->tp_dict);
+#endif
+    PyObject *descriptor = dict == NULL ? NULL : PyDict_GetItemString(dict, name); /* str keys */
+    int found = descriptor != NULL && Py_IS_TYPE(descriptor, &PyMemberDescr_Type);
+    if (found)
+        *at = ((PyMemberDescrObject *)descriptor)->d_member->offset;
+    Py_XDECREF(dict); /* the type keeps the descriptor alive */
+    if (!found) {
         PyErr_Format(PyExc_TypeError, "%s: %s.%s is not a slot", where, type->tp_name, name);
         return -1;
     }
-    *at = ((PyMemberDescrObject *)descriptor)->d_member->offset;
     return 0;
 }
 

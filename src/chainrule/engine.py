@@ -638,7 +638,7 @@ def dot(weights, inputs, bias) -> Value:
         values = [_constant(v) if type(v) in _PLAIN_NUMBERS else v for v in values]
     data = list(map(_DATA, values))
     w, x = data[:n], data[n : 2 * n]
-    return _node(sum(map(operator.mul, w, x)) + data[-1], ops.DOT, tuple(values))
+    return _node(ops.add_up(map(operator.mul, w, x)) + data[-1], ops.DOT, tuple(values))
 
 
 _DATA = operator.attrgetter("data")
@@ -674,7 +674,7 @@ def sum_values(values) -> Value:
         return Value(0.0)
     if _modes_open:
         return apply(ops.SUM, *inputs)
-    return _node(sum(map(_DATA, inputs)), ops.SUM, tuple(inputs))
+    return _node(ops.add_up(map(_DATA, inputs)), ops.SUM, tuple(inputs))
 
 
 def take(rows, index):

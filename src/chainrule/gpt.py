@@ -445,7 +445,7 @@ def _norm_eps(norm: RMSNorm, dim: int) -> float:
 
 def _dot(w: list[float], x: list[float], b: float) -> float:
     """ops.DOT's forward (``ops._dot``) on two lists of floats."""
-    return sum(map(operator.mul, w, x)) + b
+    return ops.add_up(map(operator.mul, w, x)) + b
 
 
 def _apply_linear(layer: tuple[list[list[float]], list[float]], x: list[float]) -> list[float]:
@@ -454,7 +454,7 @@ def _apply_linear(layer: tuple[list[list[float]], list[float]], x: list[float]) 
 
 
 def _rms_norm(x: list[float], eps: float) -> list[float]:
-    """nn.RMSNorm on floats: its ``sum_values`` is ``sum``, its ``** -0.5`` ops' ``_pow``."""
-    mean_square = sum([x_i * x_i for x_i in x]) / float(len(x))
+    """nn.RMSNorm on floats: its ``sum_values`` is ``ops.add_up``, its ``** -0.5`` ops' ``_pow``."""
+    mean_square = ops.add_up([x_i * x_i for x_i in x]) / float(len(x))
     scale = ops._pow(mean_square + eps, -0.5)
     return [x_i * scale for x_i in x]

@@ -44,9 +44,11 @@ every op; after adding one, write the header afresh as its first lines say.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
-from operator import mul
+import sys
+from operator import add, mul
 
 
 class C:
@@ -202,6 +204,16 @@ def _sigmoid(x):
     return e / (1.0 + e)
 
 
+def _add_up_left_to_right(numbers):
+    return functools.reduce(add, numbers, 0)
+
+
+# A sum of floats added left to right, one rounding per term, as the C kernels add them.
+# Python's sum() does so up to 3.11; from 3.12 it compensates the roundings, which can change
+# the last bit, so there the same loop runs through reduce.
+add_up = sum if sys.version_info < (3, 12) else _add_up_left_to_right
+
+
 def _softplus(x):
     # log(1 + e^x) = max(x, 0) + log(1 + e^-|x|): the exp never overflows.
     return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
@@ -212,7 +224,7 @@ def _logsumexp(*xs):
     m = max(xs)
     if math.isinf(m):  # max() skips a nan after an inf, which must still come out
         return math.nan if any(map(math.isnan, xs)) else m
-    return m + math.log(sum(math.exp(x - m) for x in xs))
+    return m + math.log(add_up(math.exp(x - m) for x in xs))
 
 
 def _vlogsumexp(np, X):
@@ -224,7 +236,7 @@ def _vlogsumexp(np, X):
 def _dot(*xs):
     # Inputs are w_1..w_n, x_1..x_n, b: one node for a neuron's w.x + b.
     n = len(xs) // 2
-    return sum(map(mul, xs[:n], xs[n : 2 * n])) + xs[-1]
+    return add_up(map(mul, xs[:n], xs[n : 2 * n])) + xs[-1]
 
 
 def _dot_backward(g, out, *xs):
@@ -492,7 +504,7 @@ RELU = defop(
 )
 SUM = defop(
     "sum",
-    lambda *xs: sum(xs),
+    lambda *xs: add_up(xs),
     lambda g, out, *xs: (g,) * len(xs),
     lambda np, X: X.sum(axis=0),
     lambda np, g, out, X: np.broadcast_to(g, X.shape),

@@ -215,6 +215,7 @@ _QUIET = _code_objects(
     engine._node,  # a new computed Value
     engine.apply,  # an op: the trace records it
     *_FAST_OPS,  # the same, on the fast path
+    ops._add_up_left_to_right,  # their sums (Python 3.12 and later), reading what they read
     _Tracer.detached,  # a stop_gradient node: the trace records it
     engine._describe,  # error messages
     engine._check_finite,  # detect_anomaly's check; replay checks again
