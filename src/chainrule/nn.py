@@ -46,12 +46,10 @@ class Module:
         zero_grads(self.parameters())  # p.grad = 0.0 for every parameter p
 
     def pack_parameters(self) -> Parameters | None:
-        """Gather the module's Parameters into one flat array, in ``parameters()`` order.
+        """List the module's Parameters in one new group, in ``parameters()`` order.
 
-        nn's modules do it when they are built, so that a model's numbers sit side by side
-        and chainrule.compile, ``zero_grad`` and the optimizers can work on them a slice at a
-        time; call it again after replacing some. It returns the new group (``p.data`` and
-        ``p.grad`` of each Parameter then read and write its entry).
+        nn's modules do it when they are built; call it again after replacing some. It returns
+        the new group, whose ``data`` and ``grad`` read all their numbers as flat arrays.
 
         >>> random.seed(0)
         >>> model = MLP(2, [3, 1])
