@@ -36,7 +36,6 @@ class Tape:
 
         placed, output_positions = program.layout, program.outputs
         self.external_tuple = tuple(self.externals)
-        self.external_data = np.empty(len(self.externals))  # where a call reads their numbers into
         self.externals_are_leaves = not any(v.children for v in self.externals)
         self.stops_gradients = any(rule is ops.STOP_GRADIENT for rule, *_ in placed)
         # Eager take is plain indexing: its backward visits the picked row only, not the index
@@ -103,7 +102,9 @@ class Tape:
 
     def _replay_into(self, data, flat):
         anomaly = _mode.get().anomaly
-        external_data = self.external_data  # the parameters' numbers, read afresh (in one C loop)
+        # The parameters' numbers, read afresh (in one C loop), into an array of this call's own:
+        # two threads may call the same compiled function at once.
+        external_data = self.np.empty(len(self.externals))
         if not (engine._graph and engine._graph.read_data(self.external_tuple, external_data)):
             external_data[:] = list(map(engine._read_data, self.externals))  # (the same, in Python)
         if self.in_one_call and not anomaly:
