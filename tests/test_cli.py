@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -263,6 +264,25 @@ def test_console_script_is_installed():
         pytest.skip("the chainrule console script is not on PATH")
     result = subprocess.run([script, "grad", "b = a + a", "a=3"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "  a: 2" in result.stdout
+
+
+def test_the_version_is_written_once_and_read_by_the_metadata_and_the_command():
+    import importlib.metadata
+
+    assert importlib.metadata.version("chainrule") == chainrule.__version__
+    result = run("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"chainrule {chainrule.__version__}\n"
+    pyproject = Path(__file__).parents[1] / "pyproject.toml"
+    if not pyproject.exists():
+        pytest.skip("run from an installed chainrule, without its source tree")
+    if sys.version_info < (3, 11):
+        pytest.skip("tomllib is new in Python 3.11")
+    import tomllib
+
+    project = tomllib.loads(pyproject.read_text())
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "chainrule.__version__"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from .functional import grad, hessian, hvp
 from .gradcheck import GradcheckError, gradcheck
 from .parameters import Parameter, Parameters, pack_parameters
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place: pyproject.toml and chainrule --version read it
 
 # Features with optional dependencies load on first use, so `import chainrule` stays light.
 _LAZY = {
