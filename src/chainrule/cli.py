@@ -9,6 +9,7 @@
     chainrule grad "b = a + a" a=3         # b = 6, and a: 2 (both uses of a add up)
     chainrule grad "d = a*b; e = a + b; f = d*e" a=2 b=-3 --draw graph.svg
     chainrule explore "b = a + a" a=3 --open   # a page that steps through the backward pass
+    chainrule info                         # the version, and which C parts and extras are here
 
 Every error is reported as one line, ``chainrule: error: ...``, with a non-zero exit status:
 2 for a bad command line or a bad expression, 1 for anything else (a file that cannot be
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import json
 import math
 import os
 import subprocess
@@ -136,7 +138,7 @@ _file = _path_type("a file name")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``chainrule`` command, with its ``train``, ``sample`` and ``grad`` commands.
+    """The argument parser of the ``chainrule`` command and its commands (``parser.commands``).
 
     >>> args = build_parser().parse_args(["train", "moons", "--hidden", "8,8"])
     >>> args.dataset, args.hidden, args.steps, args.eager
@@ -239,12 +241,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.set_defaults(run=run_sample)
     explore = _add_explore_command(commands)
+    info = commands.add_parser(
+        "info",
+        help="the version, the Python, and which of chainrule's C parts and optional libraries are here",
+        description="Print chainrule's version, the Python and the platform; which C parts are active "
+        "(the engine's loops, the table program, the layout) and why not where one is not; "
+        "chainrule.compile's default backend, the C compiler and the cache folder; and the optional "
+        "libraries found, with their versions. Attach it to a bug report.",
+    )
+    info.add_argument("--json", action="store_true", help="print it as JSON, for a program to read")
+    info.set_defaults(run=run_info)
     parser.commands = {
         "train": train,
         "grad": grad,
         "sample": sample,
         "explore": explore,
-    }  # for the hint after an unknown argument
+        "info": info,
+    }  # for the hint after an unknown argument, and the list of commands
     return parser
 
 
@@ -649,6 +662,18 @@ def _escape(char: str) -> str:
     if code < 0x100:
         return f"\\x{code:02x}"
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+# ---------------------------------------------------------------------------------------------
+# chainrule info
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from .info import format_info, gather_info
+
+    report = gather_info()
+    _say(json.dumps(report, indent=2) if args.json else format_info(report))
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -303,17 +303,26 @@ def _unsafe(st: os.stat_result, own: bool) -> str | None:
 def _private_folder() -> Path:
     """The cache folder, made if missing and checked (see the rules above); Unavailable, saying
     which folder and why, if it breaks a rule."""
+    return check_cache_folder(make=True)
+
+
+def check_cache_folder(make: bool = False) -> Path:
+    """The cache folder, checked against the rules above; Unavailable, saying which folder and
+    why, if it breaks one. ``make``: make it first if missing; else (``chainrule info``) only
+    the folders on its path that exist are checked, and nothing is made."""
     base, own = _cache_parts()
     folder = base.joinpath(*own)
     try:
-        _make_private(folder)
+        if make:
+            _make_private(folder)
         real = Path(os.path.realpath(base))
-        checks = [(path, os.stat(path), False) for path in (real, *real.parents)]
+        checks = [(path, os.stat(path), False) for path in (real, *real.parents) if make or path.exists()]
         for name in own:
             real = real / name
-            checks.append((real, os.lstat(real), True))
+            if make or os.path.lexists(real):
+                checks.append((real, os.lstat(real), True))
     except OSError as error:
-        raise Unavailable(f"cannot make the cache folder {folder}: {error}") from None
+        raise Unavailable(f"cannot {'make' if make else 'check'} the cache folder {folder}: {error}") from None
     for path, st, is_own in checks:
         reason = _unsafe(st, is_own)
         if reason:
