@@ -123,13 +123,54 @@ def test_output_folder_without_write_permission(tmp_path):
         (["train", "moons", "--seed", "-3"], "argument --seed"),
         (["train", "moons", "--activation", "gelu"], "argument --activation: invalid choice"),
         (["train", "moons", "--frobnicate"], "unrecognized arguments: --frobnicate"),
-        ([], "choose a command, train, sample or grad"),
+        ([], "choose a command: train, grad, sample, explore or info"),
         (["fly"], "invalid choice: 'fly'"),
     ],
 )
 def test_bad_command_lines_are_one_line_with_status_2(args, expected):
     line = assert_one_line_error(run(*args), status=2)
     assert expected in line
+
+
+def test_the_bare_command_names_every_command_there_is():
+    from chainrule.cli import build_parser
+
+    line = assert_one_line_error(run(), status=2)
+    listed = line.split("choose a command: ")[1].split(" (see")[0].replace(" or ", ", ").split(", ")
+    # The oracle: the commands --help lists, one per line under "positional arguments".
+    help_text = run("--help").stdout
+    in_help = re.findall(r"^    (\w+) +\S", help_text, re.MULTILINE)
+    assert sorted(listed) == sorted(in_help) == sorted(build_parser().commands)
+    assert {"train", "grad", "sample", "explore", "info"} <= set(listed)
+
+
+def test_train_into_a_folder_with_an_earlier_run_says_so_in_one_line_first(tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "out"
+    first = run("train", "moons", "--steps", "2", "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    assert "note:" not in first.stderr
+    before = (out / "model.json").read_bytes()
+    second = run("train", "moons", "--steps", "2", "--seed", "9", "--out", str(out))
+    assert second.returncode == 0, second.stderr
+    lines = second.stderr.splitlines()
+    notes = [line for line in lines if "earlier run" in line]
+    assert notes == [
+        f"chainrule: note: {out} holds an earlier run (moons.png, model.json); "
+        "this run replaces it when it finishes"
+    ]
+    assert lines[0] == notes[0]  # before the progress bar
+    assert (out / "model.json").read_bytes() != before  # and it did replace it
+
+
+def test_train_into_a_folder_of_other_files_says_nothing(tmp_path):
+    pytest.importorskip("sklearn")
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "circles.png").write_bytes(b"")  # another data set's picture: not replaced
+    result = run("train", "moons", "--steps", "2", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "note:" not in result.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_ctrl_c_stops_quietly_with_status_130(tmp_path):

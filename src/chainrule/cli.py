@@ -494,6 +494,20 @@ def _prepare_output_folder(folder: Path) -> list[Path]:
     return created
 
 
+def _note_an_earlier_run(folder: Path, dataset: str) -> None:
+    """Say, in one line on stderr before training, that this run's files will replace an earlier
+    run's. Not a question: the command runs unattended too (CI), and the old files stay until
+    the run has finished (each is replaced in one step), so a run stopped early loses nothing."""
+    earlier = [name for name in (f"{dataset}.png", "model.json") if (folder / name).exists()]
+    if earlier:
+        print(
+            f"{PROG}: note: {folder} holds an earlier run ({', '.join(earlier)}); "
+            "this run replaces it when it finishes",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def _remove_if_empty(created: list[Path]) -> None:
     """Remove the folders a run made (innermost first), unless something was written into them."""
     for folder in reversed(created):
@@ -555,6 +569,7 @@ def run_train(args: argparse.Namespace) -> int:
     _require_demo_libraries(args.dataset)
     out = args.out if args.out is not None else Path("runs") / args.dataset
     created = _prepare_output_folder(out)
+    _note_an_earlier_run(out, args.dataset)
     try:
         return _train_and_write(args, out)
     finally:
@@ -714,7 +729,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extras:  # reported here, where the command they were given to is known
             raise UsageError(_unrecognized(extras, parser.commands.get(args.command, parser)))
         if args.command is None:
-            raise UsageError(f"choose a command, train, sample or grad (see {PROG} --help)")
+            *others, last = parser.commands
+            raise UsageError(f"choose a command: {', '.join(others)} or {last} (see {PROG} --help)")
         return args.run(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
