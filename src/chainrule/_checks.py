@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 
-def is_integer(value) -> bool:
+def is_integer(value: object) -> bool:
     """True for an integer of any kind (Python's, numpy's), False for a bool and anything else.
 
     >>> is_integer(3), is_integer(True), is_integer(3.0)
@@ -33,7 +34,7 @@ def is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_integer(where: str, name: str, value, low: int = 1) -> int:
+def check_integer(where: str, name: str, value: Any, low: int = 1) -> int:
     """``value`` as an int, after checking that it is an integer (not a bool) >= ``low``."""
     if not is_integer(value):
         raise TypeError(f"{where}: {name} must be an integer, got {value!r}")
@@ -43,18 +44,19 @@ def check_integer(where: str, name: str, value, low: int = 1) -> int:
     return int(value)
 
 
-def check_number(where: str, name: str, value, low: float = 0.0, *, strict: bool = False) -> float:
+def check_number(where: str, name: str, value: Any, low: float = 0.0, *, strict: bool = False) -> float:
     """``value`` as a float, after checking that it is a finite real number >= ``low``
     (> ``low`` when ``strict``)."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise TypeError(f"{where}: {name} must be a number, got {value!r}")
-    if not (math.isfinite(value) and (value > low if strict else value >= low)):
+    # (typeshed's numbers.Real defines no comparison with a float, so mypy refuses both)
+    if not (math.isfinite(value) and (value > low if strict else value >= low)):  # type: ignore[operator]
         bound = f"> {low}" if strict else f">= {low}"
         raise ValueError(f"{where}: {name} must be a finite number {bound}, got {value!r}")
     return float(value)
 
 
-def check_flag(where: str, name: str, value) -> bool:
+def check_flag(where: str, name: str, value: object) -> bool:
     """``value`` as a bool, after checking that it is True or False (Python's or numpy's).
 
     A string such as ``"False"`` is refused: it is truthy, so it would silently mean True.
@@ -69,7 +71,7 @@ def check_flag(where: str, name: str, value) -> bool:
     return bool(value)
 
 
-def is_flag(value) -> bool:
+def is_flag(value: object) -> bool:
     """True for True or False, Python's or numpy's."""
     # numpy's bool (np.True_) is not a subclass of bool; it is told by its dtype, so that
     # this module never needs to import numpy.

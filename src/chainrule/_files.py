@@ -35,7 +35,7 @@ from collections.abc import Iterable
 try:
     import fcntl  # POSIX file locks, to tell a killed write's temporary file from a live one
 except ImportError:  # Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["NotRegularFileError", "file_kind", "write_atomically"]
 

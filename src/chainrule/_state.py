@@ -20,7 +20,7 @@ class CheckpointError(ValueError):
 CheckpointError.__module__ = "chainrule.serialize"  # where users import it from, and its name in tracebacks
 
 
-def number_problem(x, where: str) -> str | None:
+def number_problem(x: object, where: str) -> str | None:
     """Why ``x`` cannot be a parameter's value, or None if it can."""
     if type(x) is float and math.isfinite(x):  # the usual case, answered without the slower ABC check
         return None
@@ -35,12 +35,12 @@ def number_problem(x, where: str) -> str | None:
     return None
 
 
-def list_keys(keys: list) -> str:
+def list_keys(keys: list[str]) -> str:
     shown = ", ".join(repr(k) for k in keys[:5])
     return shown + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
 
 
-def state_problems(state, shapes: dict[str, int | None]) -> list[str]:
+def state_problems(state: object, shapes: dict[str, int | None]) -> list[str]:
     """Everything that stops ``state`` from filling a module whose entries have ``shapes``.
 
     ``shapes`` maps each name to the length of its list of numbers, or to None for a single

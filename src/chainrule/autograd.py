@@ -16,11 +16,23 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable
+from typing import Literal, overload
 
 from .engine import Value, propagate
 
 
-def grad(output: Value, inputs, create_graph: bool = False) -> list:
+@overload
+def grad(
+    output: Value | float, inputs: Iterable[Value], create_graph: Literal[False] = ...
+) -> list[float]: ...
+@overload
+def grad(output: Value | float, inputs: Iterable[Value], create_graph: Literal[True]) -> list[Value]: ...
+@overload
+def grad(output: Value | float, inputs: Iterable[Value], create_graph: bool) -> list[float] | list[Value]: ...
+def grad(
+    output: Value | float, inputs: Iterable[Value], create_graph: bool = False
+) -> list[float] | list[Value]:
     """The derivatives of scalar ``output`` with respect to each Value in ``inputs``.
 
     Floats by default; Values that can be differentiated again when ``create_graph=True``.

@@ -125,7 +125,7 @@ def _functions(op: ops.Op) -> list[str]:
 
 def _define(head: str, items: list[str]) -> str:
     """``#define head`` expanding to ``items``, a few to a line."""
-    lines = [[]]
+    lines: list[list[str]] = [[]]
     for item in items:
         if len(" ".join(lines[-1] + [item])) > 90:
             lines.append([])
@@ -133,7 +133,7 @@ def _define(head: str, items: list[str]) -> str:
     return f"#define {head}" + "".join(" \\\n    " + " ".join(line) for line in lines)
 
 
-def _x_macro(name: str, kernels) -> str:
+def _x_macro(name: str, kernels: list[str]) -> str:
     return _define(f"{name}(OP)", [f"OP({k})" for k in kernels])
 
 
@@ -154,7 +154,7 @@ def header_source() -> str:
         lines += _functions(op) + [""]
     lines.append('#undef IN\n#undef GRAD\n#pragma pop_macro("GRAD")\n#pragma pop_macro("IN")\n')
 
-    def of_shape(shape, shared=False):
+    def of_shape(shape: str, shared: bool = False) -> list[str]:
         return [
             op.c.kernel for op in records if op.c.shape == shape and (op.c.forward_of is not None) == shared
         ]

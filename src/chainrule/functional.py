@@ -12,18 +12,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
 from . import autograd
 from ._checks import is_integer
 from .engine import Value
 
 
-def _as_leaves(args):
+def _as_leaves(args: Iterable[Value | float]) -> list[Value]:
     """The points to differentiate at, as Values: a number becomes a new leaf (not a constant:
     it is the variable), a Value is taken as it is."""
     return [a if isinstance(a, Value) else Value(a) for a in args]
 
 
-def grad(f, argnums=0):
+def grad(f: Callable[..., Value], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
     """A function that returns the derivative of scalar ``f`` with respect to argument(s) ``argnums``.
 
     ``argnums`` is an int (one derivative) or a tuple of ints (a tuple of derivatives). Called
@@ -31,9 +34,9 @@ def grad(f, argnums=0):
     result is Values with a graph, which is what lets ``grad(grad(f))`` work.
     """
     single = is_integer(argnums)
-    nums = (argnums,) if single else tuple(argnums)
+    nums: tuple[int, ...] = (argnums,) if single else tuple(argnums)  # type: ignore[assignment, arg-type]
 
-    def derivative(*args):
+    def derivative(*args: Value | float) -> Any:  # a float or a Value, or a tuple of them
         for i in nums:
             if not -len(args) <= i < len(args):
                 raise IndexError(f"grad: argnums {i} is out of range for {len(args)} argument(s)")
@@ -46,14 +49,14 @@ def grad(f, argnums=0):
     return derivative
 
 
-def hessian(f):
+def hessian(f: Callable[..., Value]) -> Callable[..., list[list[float]]]:
     """A function returning the matrix of second derivatives of scalar ``f``, as a list of lists.
 
     >>> hessian(lambda x, y: x * x * y)(1.0, 2.0)     # [[2y, 2x], [2x, 0]]
     [[4.0, 2.0], [2.0, 0.0]]
     """
 
-    def matrix(*args):
+    def matrix(*args: float) -> list[list[float]]:
         values = _as_leaves(args)
         first = autograd.grad(f(*values), values, create_graph=True)
         return [autograd.grad(d, values) for d in first]
@@ -61,7 +64,7 @@ def hessian(f):
     return matrix
 
 
-def hvp(f, xs, v) -> list[float]:
+def hvp(f: Callable[..., Value], xs: Iterable[float], v: Iterable[float]) -> list[float]:
     """The Hessian of ``f`` at ``xs`` times the vector ``v``, by reverse-over-reverse.
 
     One gradient with a graph, then the gradient of its dot product with ``v``: the cost of two

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from .engine import Value, no_grad
+from collections.abc import Callable, Iterable
+
+from .engine import Value, _reading_numbers, no_grad
 
 
 class GradcheckError(AssertionError):
     """The gradients from backward disagree with finite differences."""
 
 
-def central_difference(fn, xs: list[float], i: int, eps: float) -> float:
+def central_difference(fn: Callable[..., Value], xs: list[float], i: int, eps: float) -> float:
     """(f(x + eps e_i) - f(x - eps e_i)) / 2 eps, the slope of ``fn`` along input ``i``."""
     with no_grad():
         up = [Value(x + eps) if j == i else Value(x) for j, x in enumerate(xs)]
@@ -17,13 +19,19 @@ def central_difference(fn, xs: list[float], i: int, eps: float) -> float:
         return (_scalar(fn(*up)).data - _scalar(fn(*down)).data) / (2.0 * eps)
 
 
-def _scalar(result):
+def _scalar(result: object) -> Value:
     if not isinstance(result, Value):
         raise TypeError(f"gradcheck: fn must return a single Value, got {type(result).__name__}")
     return result
 
 
-def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-6, rtol: float = 1e-5) -> bool:
+def gradcheck(
+    fn: Callable[..., Value],
+    inputs: Iterable[float | Value],
+    eps: float = 1e-6,
+    atol: float = 1e-6,
+    rtol: float = 1e-5,
+) -> bool:
     """Check backward's gradients of scalar ``fn(*inputs)`` against finite differences.
 
     ``inputs`` are numbers or Values (only their data is used). Returns True, or raises
@@ -33,6 +41,7 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-6, rtol: float = 1
     >>> gradcheck(lambda a, b: (a * b).tanh(), [0.3, -1.2])
     True
     """
+    _reading_numbers("gradcheck")
     xs = [x.data if isinstance(x, Value) else float(x) for x in inputs]
     leaves = [Value(x, label=f"input {i}") for i, x in enumerate(xs)]
     _scalar(fn(*leaves)).backward()

@@ -20,6 +20,8 @@ and gradients.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable
+from typing import Any, TypeGuard
 
 from ._checks import is_integer
 from .engine import Value, _as_values, logsumexp, sum_values
@@ -31,11 +33,11 @@ __all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "hinge", "l2", "
 # Checking and normalising the arguments.
 
 
-def _is_scalar(x) -> bool:
+def _is_scalar(x: object) -> bool:
     return isinstance(x, (Value, numbers.Real))
 
 
-def _as_list(x, loss: str, what: str) -> list:
+def _as_list(x: Any, loss: str, what: str) -> list[Any]:
     """``x`` as a list of Values or numbers; a single Value or number becomes a list of one."""
     if _is_scalar(x):
         return [x]
@@ -53,12 +55,12 @@ def _as_list(x, loss: str, what: str) -> list:
     return items
 
 
-def _is_sequence(x) -> bool:
+def _is_sequence(x: object) -> TypeGuard[Iterable[Any]]:
     """A list-like of items (not a single Value or number, and not a string)."""
     return not _is_scalar(x) and not isinstance(x, (str, bytes)) and hasattr(x, "__iter__")
 
 
-def _paired(x, y, loss: str, x_name: str, y_name: str) -> tuple[list, list]:
+def _paired(x: Any, y: Any, loss: str, x_name: str, y_name: str) -> tuple[list[Any], list[Any]]:
     """Two argument lists of the same, non-zero length."""
     xs, ys = _as_list(x, loss, x_name), _as_list(y, loss, y_name)
     if len(xs) != len(ys):
@@ -68,7 +70,7 @@ def _paired(x, y, loss: str, x_name: str, y_name: str) -> tuple[list, list]:
     return xs, ys
 
 
-def _is_number(x) -> bool:
+def _is_number(x: object) -> bool:
     """A plain number, whose value is checked. Targets given as Values (as they are inside
     ``chainrule.compile``, where reading ``.data`` would freeze them) are taken as they are."""
     return not isinstance(x, Value)
@@ -82,7 +84,9 @@ def _mean(values: list[Value]) -> Value:
 # Regression and margin losses.
 
 
-def mse(predictions, targets) -> Value:
+def mse(
+    predictions: Value | float | Iterable[Value | float], targets: Value | float | Iterable[Value | float]
+) -> Value:
     """Mean squared error: the mean of ``(p - t)**2``.
 
     Each argument is a Value, a number, or a list of them (of the same length).
@@ -95,7 +99,9 @@ def mse(predictions, targets) -> Value:
     return _mean([(p - t) ** 2 for p, t in zip(ps, ts, strict=True)])
 
 
-def hinge(scores, targets) -> Value:
+def hinge(
+    scores: Value | float | Iterable[Value | float], targets: Value | float | Iterable[Value | float]
+) -> Value:
     """The SVM max-margin loss of micrograd's demo: the mean of ``relu(1 - y * s)``.
 
     ``targets`` are +1 or -1 (not 0/1: map a 0/1 label ``c`` to ``2 * c - 1``). A score on the
@@ -116,7 +122,9 @@ def hinge(scores, targets) -> Value:
 # Classification losses on logits.
 
 
-def binary_cross_entropy_with_logits(logits, targets) -> Value:
+def binary_cross_entropy_with_logits(
+    logits: Value | float | Iterable[Value | float], targets: Value | float | Iterable[Value | float]
+) -> Value:
     """Binary cross-entropy on raw scores (logits), averaged: like PyTorch's function of that name.
 
     For a logit ``x`` and a target ``y`` in [0, 1] (usually 0 or 1) the loss is
@@ -141,7 +149,7 @@ def binary_cross_entropy_with_logits(logits, targets) -> Value:
     return _mean([x.softplus() - x * y for x, y in zip(xs, ys, strict=True)])
 
 
-def _cross_entropy_one(logits: list, target, where: str = "") -> Value:
+def _cross_entropy_one(logits: list[Any], target: Any, where: str = "") -> Value:
     """``-sum_j p_j log(softmax(logits)_j)`` for one example; a class index is a one-hot ``p``."""
     if not logits:
         raise ValueError(f"cross_entropy: logits{where} is empty; softmax needs at least one logit")
@@ -169,7 +177,10 @@ def _cross_entropy_one(logits: list, target, where: str = "") -> Value:
     return logsumexp(zs) - sum_values([p * z for p, z in zip(ps, zs, strict=True)])
 
 
-def cross_entropy(logits, target) -> Value:
+def cross_entropy(
+    logits: Iterable[Value | float] | Iterable[Iterable[Value | float]],
+    target: int | Iterable[Value | float] | Iterable[int | Iterable[Value | float]],
+) -> Value:
     """Softmax cross-entropy of a list of logits against a class, like PyTorch's.
 
     The loss is ``log(sum_j exp(z_j)) - z_target``; its gradient is ``softmax(z) - onehot``.
@@ -221,7 +232,7 @@ def cross_entropy(logits, target) -> Value:
 # Regularisation.
 
 
-def l2(parameters) -> Value:
+def l2(parameters: Iterable[Value | float]) -> Value:
     """The sum of squares of the parameters; multiply by a small factor and add it to a loss.
 
     >>> from chainrule import Value

@@ -19,11 +19,14 @@ from __future__ import annotations
 import math
 import numbers
 import random
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 from ._checks import check_flag, check_integer, check_number
 from ._state import CheckpointError, state_problems
 from .engine import (
     Value,
+    _reading_numbers,
     dot,
     logsumexp,
     sum_values,
@@ -79,12 +82,13 @@ class Module:
         >>> list(state)[:2], len(state["layers.0.neurons.0.w"])
         (['layers.0.neurons.0.w', 'layers.0.neurons.0.b'], 2)
         """
+        _reading_numbers("state_dict()")
         state = {}
         for name, entry in self.state_entries():
             state[name] = [v.data for v in entry] if isinstance(entry, list) else entry.data
         return state
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Set the parameters' data from ``state`` (as made by ``state_dict``); gradients are kept.
 
         Everything is checked first: a missing or unexpected name, a list of the wrong length
@@ -97,6 +101,7 @@ class Module:
         >>> [w.data for w in b.w] == [w.data for w in a.w]
         True
         """
+        _reading_numbers("load_state_dict()")
         entries = dict(self.state_entries())
         shapes = {name: len(e) if isinstance(e, list) else None for name, e in entries.items()}
         problems = state_problems(state, shapes)
@@ -109,12 +114,12 @@ class Module:
             else:
                 entry.data = float(state[name])
 
-    def architecture(self) -> dict:
+    def architecture(self) -> dict[str, Any]:
         """What the module is, as a JSON-ready dict from which ``chainrule.save``/``load`` rebuild it."""
         raise _cannot_describe(self)
 
 
-def _cannot_describe(module, why: str = "") -> NotImplementedError:
+def _cannot_describe(module: object, why: str = "") -> NotImplementedError:
     # A checkpoint rebuilds a module from its type name and sizes alone, so a subclass (whose
     # __call__ may differ) or a user's own layer would come back as something else.
     return NotImplementedError(
@@ -126,23 +131,26 @@ def _cannot_describe(module, why: str = "") -> NotImplementedError:
 class Neuron(Module):
     """``activation(w . x + b)``, with weights drawn uniformly from [-1, 1] as in micrograd."""
 
-    def __init__(self, nin: int, nonlin: bool = True, activation: str = "relu", bias_init: str = "zero"):
+    def __init__(
+        self, nin: int, nonlin: bool = True, activation: str = "relu", bias_init: str = "zero"
+    ) -> None:
         nin = check_integer("Neuron", "nin", nin)
         nonlin = check_flag("Neuron", "nonlin", nonlin)
         if activation not in ACTIVATIONS:
             raise ValueError(f"Neuron: activation must be one of {ACTIVATIONS}, got {activation!r}")
         if bias_init not in BIAS_INITS:
             raise ValueError(f"Neuron: bias_init must be one of {BIAS_INITS}, got {bias_init!r}")
-        self.w = [Parameter(random.uniform(-1, 1)) for _ in range(nin)]
+        self.w: list[Value] = [Parameter(random.uniform(-1, 1)) for _ in range(nin)]
         # micrograd starts the bias at 0; the lecture draws it after the weights, like them.
         self.b = Parameter(random.uniform(-1, 1) if bias_init == "uniform" else 0.0)
         self.nonlin = nonlin
         self.activation = activation if nonlin else "linear"
         self.pack_parameters()
 
-    def __call__(self, x):
+    def __call__(self, x: Value | float | Sequence[Value | float]) -> Value:
         if isinstance(x, (Value, numbers.Real)):  # a single input, e.g. from a one-output layer
             x = [x]
+        x = cast("Sequence[Value | float]", x)  # (mypy does not count a float as a numbers.Real)
         if len(x) != len(self.w):
             raise ValueError(f"Neuron: expected {len(self.w)} inputs, got {len(x)}")
         act = dot(self.w, x, self.b)
@@ -150,13 +158,13 @@ class Neuron(Module):
             return act
         return getattr(act, self.activation)()
 
-    def parameters(self):
+    def parameters(self) -> list[Value]:
         return self.w + [self.b]
 
     def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
         return [(f"{prefix}w", self.w), (f"{prefix}b", self.b)]
 
-    def architecture(self) -> dict:
+    def architecture(self) -> dict[str, Any]:
         """The neuron's size and activation, for checkpoints.
 
         >>> Neuron(3, nonlin=False).architecture()
@@ -166,27 +174,27 @@ class Neuron(Module):
             raise _cannot_describe(self)
         return {"type": "Neuron", "nin": len(self.w), "nonlin": self.nonlin, "activation": self.activation}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self.w)}, activation={self.activation!r})"
 
 
 class Layer(Module):
     """``nout`` neurons that share the same inputs."""
 
-    def __init__(self, nin: int, nout: int, **kwargs):
+    def __init__(self, nin: int, nout: int, **kwargs: Any) -> None:
         nout = check_integer("Layer", "nout", nout)
         self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
         self.pack_parameters()
 
-    def outputs(self, x) -> list[Value]:
+    def outputs(self, x: Value | float | Sequence[Value | float]) -> list[Value]:
         """The outputs as a list, even when there is only one."""
         return [n(x) for n in self.neurons]
 
-    def __call__(self, x):
+    def __call__(self, x: Value | float | Sequence[Value | float]) -> Value | list[Value]:
         out = self.outputs(x)
         return out[0] if len(out) == 1 else out  # micrograd's convention, which MLP relies on
 
-    def parameters(self):
+    def parameters(self) -> list[Value]:
         return [p for n in self.neurons for p in n.parameters()]
 
     def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
@@ -194,7 +202,7 @@ class Layer(Module):
             entry for i, n in enumerate(self.neurons) for entry in n.state_entries(f"{prefix}neurons.{i}.")
         ]
 
-    def architecture(self) -> dict:
+    def architecture(self) -> dict[str, Any]:
         """The layer's sizes and activation, for checkpoints.
 
         >>> Layer(3, 2, activation="tanh").architecture()
@@ -216,14 +224,14 @@ class Layer(Module):
             "activation": n["activation"],
         }
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         n = self.neurons[0] if self.neurons else None
         if not isinstance(n, Neuron):  # a layer whose neurons a user replaced
             return f"{type(self).__name__}(neurons={self.neurons!r})"
         return f"{type(self).__name__}({len(n.w)}, {len(self.neurons)}, activation={n.activation!r})"
 
 
-def _described(module, where: str) -> dict:
+def _described(module: object, where: str) -> dict[str, Any]:
     """``module.architecture()``, with an error that says where in its container it sits."""
     if not isinstance(module, Module):
         raise NotImplementedError(f"{where} is a {type(module).__name__}, not a chainrule.nn Module")
@@ -254,7 +262,7 @@ class MLP(Module):
         *,
         linear_output: bool = True,
         bias_init: str = "zero",
-    ):
+    ) -> None:
         nin = check_integer("MLP", "nin", nin)
         nouts = _layer_sizes(nouts)
         self.linear_output = check_flag("MLP", "linear_output", linear_output)
@@ -272,15 +280,15 @@ class MLP(Module):
         self.activation = activation
         self.pack_parameters()
 
-    def __call__(self, x):
+    def __call__(self, x: Value | float | Sequence[Value | float]) -> Value | list[Value]:
         # Every layer through its own __call__, as in micrograd and PyTorch, so a subclass that
         # overrides it, or a user's layer put into ``layers``, takes part. A layer with one
         # output returns a single Value, which the next layer's neurons take as their input.
         for layer in self.layers:
             x = layer(x)
-        return x
+        return x  # type: ignore[return-value]  # a layer's output: an MLP has at least one
 
-    def parameters(self):
+    def parameters(self) -> list[Value]:
         return [p for layer in self.layers for p in layer.parameters()]
 
     def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
@@ -290,7 +298,7 @@ class MLP(Module):
             for entry in layer.state_entries(f"{prefix}layers.{i}.")
         ]
 
-    def architecture(self) -> dict:
+    def architecture(self) -> dict[str, Any]:
         """The network's sizes and activation, for checkpoints.
 
         >>> MLP(2, [16, 16, 1]).architecture()
@@ -321,7 +329,7 @@ class MLP(Module):
             architecture["linear_output"] = False
         return architecture
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         try:
             architecture = self.architecture()
         except NotImplementedError:  # changed or custom layers: show them all
@@ -331,7 +339,7 @@ class MLP(Module):
         return f"MLP({nin}, {nouts}, activation={self.activation!r}{last})"
 
 
-def _layer_sizes(nouts) -> list[int]:
+def _layer_sizes(nouts: Iterable[int]) -> list[int]:
     """``nouts`` as a non-empty list of ints: any list-like of integers (a numpy array too)."""
     if isinstance(nouts, (str, bytes)):
         raise TypeError(f"MLP: nouts must be a list of layer sizes, got {nouts!r}")
@@ -358,19 +366,19 @@ def _gaussian_rows(rows: int, cols: int, std: float) -> list[list[Value]]:
     return [[Parameter(random.gauss(0.0, std)) for _ in range(cols)] for _ in range(rows)]
 
 
-def _check_length(where: str, x, n: int) -> list:
+def _check_length(where: str, x: Iterable[Value | float], n: int) -> list[Value | float]:
     x = list(x)
     if len(x) != n:
         raise ValueError(f"{where}: expected a vector of {n} numbers, got {len(x)}")
     return x
 
 
-def _rows_entries(prefix: str, rows: list[list[Value]]) -> list[tuple[str, list[Value]]]:
+def _rows_entries(prefix: str, rows: list[list[Value]]) -> list[tuple[str, Value | list[Value]]]:
     """A weight matrix's checkpoint entries: one list of numbers per row, ``weight.0``, ``weight.1``..."""
     return [(f"{prefix}weight.{i}", row) for i, row in enumerate(rows)]
 
 
-def softmax(logits) -> list[Value]:
+def softmax(logits: Iterable[Value | float]) -> list[Value]:
     """``exp(z_i) / sum_j exp(z_j)`` for each logit, as ``exp(z_i - logsumexp(z))``.
 
     Subtracting ``logsumexp`` (one stable node) keeps every ``exp`` at or below 1, so large
@@ -397,22 +405,22 @@ class Embedding(Module):
     (True, 3)
     """
 
-    def __init__(self, num: int, dim: int):
+    def __init__(self, num: int, dim: int) -> None:
         self.num = check_integer("Embedding", "num", num)
         self.dim = check_integer("Embedding", "dim", dim)
         self.weight = _gaussian_rows(self.num, self.dim, INIT_STD)
         self.pack_parameters()
 
-    def __call__(self, index) -> list[Value]:
+    def __call__(self, index: int | Value) -> list[Value]:
         return take(self.weight, index)
 
-    def parameters(self):
+    def parameters(self) -> list[Value]:
         return [p for row in self.weight for p in row]
 
     def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
         return _rows_entries(prefix, self.weight)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Embedding({self.num}, {self.dim})"
 
 
@@ -429,26 +437,28 @@ class Linear(Module):
     (2, 6, 'dot')
     """
 
-    def __init__(self, nin: int, nout: int, bias: bool = True):
+    def __init__(self, nin: int, nout: int, bias: bool = True) -> None:
         self.nin = check_integer("Linear", "nin", nin)
         self.nout = check_integer("Linear", "nout", nout)
         self.weight = _gaussian_rows(self.nout, self.nin, INIT_STD)
-        self.bias = [Parameter(0.0) for _ in range(self.nout)] if check_flag("Linear", "bias", bias) else None
+        self.bias: list[Value] | None = (
+            [Parameter(0.0) for _ in range(self.nout)] if check_flag("Linear", "bias", bias) else None
+        )
         self.pack_parameters()
 
-    def __call__(self, x) -> list[Value]:
+    def __call__(self, x: Iterable[Value | float]) -> list[Value]:
         x = _check_length("Linear", x, self.nin)
         biases = self.bias if self.bias is not None else [0.0] * self.nout
         return [dot(row, x, b) for row, b in zip(self.weight, biases)]
 
-    def parameters(self):
+    def parameters(self) -> list[Value]:
         return [p for row in self.weight for p in row] + (self.bias or [])
 
     def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
         entries = _rows_entries(prefix, self.weight)
         return entries + ([(f"{prefix}bias", self.bias)] if self.bias is not None else [])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Linear({self.nin}, {self.nout}, bias={self.bias is not None})"
 
 
@@ -462,17 +472,17 @@ class RMSNorm(Module):
     [0.8485, -1.1314]
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5):
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
         self.dim = check_integer("RMSNorm", "dim", dim)
         self.eps = check_number("RMSNorm", "eps", eps, strict=True)
 
-    def __call__(self, x) -> list[Value]:
+    def __call__(self, x: Iterable[Value | float]) -> list[Value]:
         x = _check_length("RMSNorm", x, self.dim)
         mean_square = sum_values([x_i * x_i for x_i in x]) / self.dim
         scale = (mean_square + self.eps) ** -0.5
         return [x_i * scale for x_i in x]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"RMSNorm({self.dim})"
 
 
@@ -484,7 +494,7 @@ class KVCache:
     no mask. Start a new cache for every sequence.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.keys: list[list[Value]] = []
         self.values: list[list[Value]] = []
 
@@ -509,7 +519,7 @@ class CausalSelfAttention(Module):
     (8, 3)
     """
 
-    def __init__(self, n_embd: int, n_head: int):
+    def __init__(self, n_embd: int, n_head: int) -> None:
         n_embd = check_integer("CausalSelfAttention", "n_embd", n_embd)
         n_head = check_integer("CausalSelfAttention", "n_head", n_head)
         if n_embd % n_head:
@@ -520,7 +530,7 @@ class CausalSelfAttention(Module):
         self.value = Linear(n_embd, n_embd, bias=False)
         self.out = Linear(n_embd, n_embd, bias=False)
 
-    def __call__(self, x, cache: KVCache) -> list[Value]:
+    def __call__(self, x: Iterable[Value | float], cache: KVCache) -> list[Value]:
         q = self.query(x)
         cache.keys.append(self.key(x))
         cache.values.append(self.value(x))
@@ -536,13 +546,13 @@ class CausalSelfAttention(Module):
     def _layers(self) -> list[tuple[str, Linear]]:
         return [("query", self.query), ("key", self.key), ("value", self.value), ("out", self.out)]
 
-    def parameters(self):
+    def parameters(self) -> list[Value]:
         return [p for _, layer in self._layers() for p in layer.parameters()]
 
     def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
         return [e for name, layer in self._layers() for e in layer.state_entries(f"{prefix}{name}.")]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"CausalSelfAttention({self.n_embd}, n_head={self.n_head})"
 
 
@@ -556,7 +566,7 @@ class Block(Module):
     (8, 768)
     """
 
-    def __init__(self, n_embd: int, n_head: int):
+    def __init__(self, n_embd: int, n_head: int) -> None:
         self.attention_norm = RMSNorm(n_embd)
         self.attention = CausalSelfAttention(n_embd, n_head)
         self.mlp_norm = RMSNorm(n_embd)
@@ -564,13 +574,13 @@ class Block(Module):
         self.mlp_down = Linear(4 * n_embd, n_embd, bias=False)
         self.pack_parameters()
 
-    def __call__(self, x, cache: KVCache) -> list[Value]:
+    def __call__(self, x: list[Value], cache: KVCache) -> list[Value]:
         attended = self.attention(self.attention_norm(x), cache)
         x = [a + b for a, b in zip(attended, x)]
         hidden = [h.relu() for h in self.mlp_up(self.mlp_norm(x))]
         return [a + b for a, b in zip(self.mlp_down(hidden), x)]
 
-    def parameters(self):
+    def parameters(self) -> list[Value]:
         return self.attention.parameters() + self.mlp_up.parameters() + self.mlp_down.parameters()
 
     def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
@@ -580,5 +590,5 @@ class Block(Module):
             + self.mlp_down.state_entries(f"{prefix}mlp_down.")
         )
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Block({self.attention.n_embd}, n_head={self.attention.n_head})"

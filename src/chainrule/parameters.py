@@ -20,9 +20,14 @@ from __future__ import annotations
 
 import array
 import copy
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import engine
 from .engine import Value, _restore_leaf
+
+if TYPE_CHECKING:
+    import numpy
 
 
 class Parameters:
@@ -35,7 +40,7 @@ class Parameters:
 
     __slots__ = ("members",)
 
-    def __init__(self, members=()):
+    def __init__(self, members: Iterable[Parameter] = ()) -> None:
         self.members = tuple(members)  # the Parameters, in order: p.index is p's place here
 
     @property
@@ -48,26 +53,26 @@ class Parameters:
         """The gradients, a new flat array('d'): 0.0 for None, a Value's number for a Value."""
         return array.array("d", [_number(p.grad) for p in self.members])
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.members)
 
-    def __deepcopy__(self, memo):
+    def __deepcopy__(self, memo: dict[int, Any]) -> Parameters:
         # Registered before the members are copied: each member's copy asks for this copy.
         copied = memo[id(self)] = Parameters()
         copied.members = tuple(copy.deepcopy(p, memo) for p in self.members)
         return copied
 
-    def numpy(self):
+    def numpy(self) -> tuple[numpy.ndarray, numpy.ndarray]:
         """``(data, grad)`` as new numpy arrays."""
         import numpy
 
         return numpy.frombuffer(self.data), numpy.frombuffer(self.grad)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Parameters({len(self)} numbers)"
 
 
-def _number(g) -> float:
+def _number(g: Any) -> float:
     if g is None:
         return 0.0
     return g.data if isinstance(g, Value) else float(g)
@@ -87,9 +92,9 @@ class Parameter(Value):
 
     __slots__ = ("_at",)  # (group, index) once packed, else None
 
-    def __init__(self, data, label=""):
+    def __init__(self, data: float, label: str = "") -> None:
         super().__init__(data, label=label)
-        self._at = None
+        self._at: tuple[Parameters, int] | None = None
 
     @property
     def group(self) -> Parameters:
@@ -102,14 +107,14 @@ class Parameter(Value):
     def index(self) -> int:
         """Where in its group: ``p.group.members[p.index] is p``."""
         self.group  # noqa: B018 (makes the group of its own, if it has none yet)
-        return self._at[1]
+        return self._at[1]  # type: ignore[index]  # (never None now)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         # copy.copy and pickle: an independent Parameter, in a group of its own.
         _, args, *state = Value.__reduce__(self)
         return (_restore_parameter, args, *state)
 
-    def __deepcopy__(self, memo):
+    def __deepcopy__(self, memo: dict[int, Any]) -> Parameter:
         # copy.deepcopy(model): the copies are listed in one copy of the group, in order.
         _, args, *state = Value.__reduce__(self)
         copied = memo[id(self)] = _restore_parameter(*args)
@@ -125,7 +130,7 @@ class Parameter(Value):
 engine._fast_paths_take(Parameter)
 
 
-def _restore_parameter(*args):
+def _restore_parameter(*args: Any) -> Parameter:
     """A Parameter made from what Value.__reduce__ gives for a leaf."""
     leaf = _restore_leaf(*args)
     parameter = Parameter(leaf.data, label=leaf.label)
@@ -133,7 +138,7 @@ def _restore_parameter(*args):
     return parameter
 
 
-def pack_parameters(parameters) -> Parameters | None:
+def pack_parameters(parameters: Iterable[Value]) -> Parameters | None:
     """List these Parameters in one new group, in this order, and return it.
 
     A Parameter listed twice takes one place, and anything that is not a Parameter (a plain
