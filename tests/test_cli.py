@@ -699,6 +699,39 @@ def test_train_names_writes_the_loss_curve_and_the_checkpoint_and_prints_samples
     assert loaded.chars == "abcdefghijklmnopqrstuvwxyz"
 
 
+def _uncovered_stretches(spans, width):
+    """The stretches of [0, width] that no span (x0, x1) covers, widest first."""
+    gaps, covered = [], 0.0
+    for x0, x1 in sorted(spans):
+        if x0 > covered:
+            gaps.append(x0 - covered)
+        covered = max(covered, x1)
+    return sorted([*gaps, width - covered], reverse=True)
+
+
+@pytest.mark.parametrize("steps", [3, 300])  # untrained: long random names; trained: short ones
+def test_the_names_picture_has_no_empty_column(steps):
+    # docs/names.png had a third of its width for ten short names, centred: about a tenth of
+    # the picture blank on either side of them. Measured on the drawn figure, in pixels.
+    pytest.importorskip("names")
+    pytest.importorskip("matplotlib")
+    from chainrule.plots import training_figure
+    from chainrule.training import train
+
+    figure = training_figure(train("names", steps=steps, compile=False))
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    curve, column = figure.axes
+    texts = [column.title, *column.texts]
+    extents = [text.get_window_extent(renderer) for text in texts]
+    spans = [(box.x0, box.x1) for box in [curve.get_tightbbox(renderer), *extents]]
+    width = figure.bbox.width
+    assert _uncovered_stretches(spans, width)[0] < 0.03 * width
+    widest = max(box.width for box in extents)
+    assert widest <= column.bbox.width <= widest + 0.03 * width  # the column is as wide as its text
+    assert curve.bbox.width > 0.6 * width  # and the loss curve has the rest
+
+
 def test_sample_prints_names_from_a_checkpoint_the_same_for_a_seed(trained_names):
     _, out = trained_names
     first = run("sample", str(out / "model.json"), "--n", "7", "--temperature", "0.8", "--seed", "3")

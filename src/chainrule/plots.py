@@ -193,6 +193,22 @@ def _draw_samples(ax, result: TrainResult) -> None:
         ax.text(0.5, 1 - (i + 0.5) / max(len(result.samples), 1), name or "(empty)", ha="center", va="center")
 
 
+_TEXT_MARGIN = 0.05  # inches either side of the widest text in a column of text
+
+
+def _fit_column_to_its_text(figure, grid, wide_ax, text_ax) -> None:
+    """Make ``text_ax`` (a column of text, no axis) as wide as its widest text, its title
+    included, and give ``wide_ax`` the rest: a fixed share left a blank band either side of
+    the names, as wide as the names themselves. The texts' widths are known once the figure
+    is laid out, so it is laid out twice: once to measure, then with the columns' widths set."""
+    figure.draw_without_rendering()
+    renderer = figure.canvas.get_renderer()
+    needed = max(text.get_window_extent(renderer).width for text in [text_ax.title, *text_ax.texts])
+    needed += 2 * _TEXT_MARGIN * figure.dpi
+    shared = wide_ax.bbox.width + text_ax.bbox.width  # what the two axes have between them
+    grid.set_width_ratios([shared - needed, needed])
+
+
 def _language_model_title(result: TrainResult) -> str:
     window = min(RUNNING_MEAN, len(result.losses))
     mean = sum(result.losses[-window:]) / window
@@ -216,10 +232,13 @@ def training_figure(result: TrainResult):
     figure = Figure(figsize=(11, 4.6), layout="constrained")
     FigureCanvasAgg(figure)  # render with Agg: no display needed
     if result.language_model:
-        left, right = figure.add_gridspec(1, 2, width_ratios=[2.2, 1])
-        _draw_loss_curve(figure.add_subplot(left), result)
-        _draw_samples(figure.add_subplot(right), result)
+        grid = figure.add_gridspec(1, 2)
+        left, right = grid
+        curve_ax, samples_ax = figure.add_subplot(left), figure.add_subplot(right)
+        _draw_loss_curve(curve_ax, result)
+        _draw_samples(samples_ax, result)
         figure.suptitle(_language_model_title(result))
+        _fit_column_to_its_text(figure, grid, curve_ax, samples_ax)
         return figure
     left, right = figure.add_gridspec(1, 2, width_ratios=[1, 1.1])
     if result.data.n_features == 2:
