@@ -73,7 +73,7 @@ import gc
 import time
 
 from .. import _settings
-from ..engine import _mode
+from ..engine import _mode, _read_data
 from . import backends, native
 from .arguments import flatten_all
 from .backends.table import CProgram
@@ -86,7 +86,7 @@ __all__ = ["compile", "CompiledFunction", "TraceWarning", "BACKENDS"]
 BACKENDS = backends.NAMES  # ("numpy", "c", "auto")
 
 
-def compile(fn, backend=None):
+def compile(fn, backend=None, devices=None):
     """Compile ``fn``, a function that builds a scalar graph, into a fast replay.
 
     ``backend`` is how the tape is replayed: ``"numpy"`` (one numpy call per group of nodes),
@@ -95,6 +95,9 @@ def compile(fn, backend=None):
     tape, built by pip with chainrule, so no compiler runs per tape; numpy where it cannot run).
     The default is ``$CHAINRULE_BACKEND``, else ``"auto"``. All give the same numbers and the
     same errors; ``"c"`` without a compiler falls back to numpy with a one-line warning.
+    ``"jax"`` compiles the tape with ``jax.jit`` (XLA: CPU, GPU or TPU; ``pip install
+    "chainrule[jax]"``), each ``map_rows`` call a ``jax.vmap``; ``devices`` (a list of jax
+    devices, or a count) splits the rows of every ``map_rows`` call over several devices.
 
     >>> from chainrule import Value, compile
     >>> w = Value(2.0)
@@ -107,7 +110,7 @@ def compile(fn, backend=None):
     >>> f([1.0, 1.0, 1.0]).data     # replays
     6.0
     """
-    return CompiledFunction(fn, backend)
+    return CompiledFunction(fn, backend, devices)
 
 
 @contextlib.contextmanager
@@ -131,7 +134,7 @@ def _collector_paused():
 class CompiledFunction:
     """A function with its traces, one per argument structure."""
 
-    def __init__(self, fn, backend=None):
+    def __init__(self, fn, backend=None, devices=None):
         try:
             import numpy
         except ImportError:
@@ -144,22 +147,45 @@ class CompiledFunction:
                 f"chainrule.compile: backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
             )
         self.backend = backend
+        self.runs_on = backend  # what the tapes are prepared with: the name, or jax's Options
+        if backend == "jax":
+            from .backends import jax as jax_backend
+
+            self.runs_on = jax_backend.Options(devices)
+        elif devices is not None:
+            raise ValueError(f'chainrule.compile: devices= is for backend="jax", not {backend!r}')
 
         self.fn = fn
         self.tapes = {}
         self.trace_seconds = 0.0  # the time spent tracing, over all traces so far
         functools.update_wrapper(self, fn)
 
-    def __call__(self, *args):
-        if _mode.get().tracer is not None:  # called inside another trace: let it see the ops
-            return self.fn(*args)
+    def _tape(self, args):
+        """The tape for these arguments (traced on their first call) and their numbers."""
         structure, numbers_in = flatten_all(self.np, args)
         tape = self.tapes.get(structure)
         if tape is None:
             start = time.perf_counter()
             with _collector_paused():
-                tape = self.tapes[structure] = trace(self.fn, structure, numbers_in.tolist(), self.backend)
+                tape = self.tapes[structure] = trace(self.fn, structure, numbers_in.tolist(), self.runs_on)
             self.trace_seconds += time.perf_counter() - start
+        return tape, numbers_in
+
+    def lower(self, *args):
+        """For ``backend="jax"``: JAX's Lowered object of the call with these arguments (traced
+        first if they are new), so that ``.as_text()`` shows the XLA program and its shardings."""
+        if self.backend != "jax":
+            raise ValueError(f'lower(): only backend="jax" has a lowered program, not {self.backend!r}')
+        tape, numbers_in = self._tape(args)
+        if not hasattr(tape.backend, "lower"):  # (prepare failed and numpy runs it: see select)
+            raise ValueError("lower(): this trace runs on the numpy backend, not on JAX")
+        externals = [_read_data(v) for v in tape.externals]  # the parameters' numbers, as a call reads them
+        return tape.backend.lower(self.np.concatenate([numbers_in, tape.constant_data, externals]))
+
+    def __call__(self, *args):
+        if _mode.get().tracer is not None:  # called inside another trace: let it see the ops
+            return self.fn(*args)
+        tape, numbers_in = self._tape(args)
         return tape.run(numbers_in)
 
     @property

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-__all__ = ["Group", "Program"]
+__all__ = ["Group", "Mapped", "Program"]
 
 
 class Group(NamedTuple):
@@ -69,6 +69,17 @@ class Group(NamedTuple):
         return f"{where:<14}{self.count:>6} x {self.rule.name:<10} {each}, reading {reads}"
 
 
+class Mapped(NamedTuple):
+    """A ``map_rows`` call whose copies a Program's layout holds (see mapping.py). A backend may
+    run ``row``, the function traced on one row, over every row instead of the copies' groups
+    (the JAX backend does, with jax.vmap); the others run the copies and ignore this."""
+
+    first_group: int  # where the copies' groups start in the layout: one per group of ``row``
+    row: Program  # the row trace, in its own numbering: the row's Values are its inputs
+    rows: Any  # (R, k) array of ssize_t: where each row's k Values sit in the outer Program
+    leaves: Any  # where the row trace's constants and externals sit in the outer Program
+
+
 @dataclass(frozen=True, eq=False)
 class Program:
     """A traced function laid out for replay: its leaves, its groups, its outputs."""
@@ -80,6 +91,7 @@ class Program:
     layout: Sequence[tuple]  # the groups, each a tuple in Group's field order (see above)
     outputs: tuple  # the results' positions
     checked: Sequence[int] = ()  # positions of the nodes whose op can raise, in eager's order
+    mapped: tuple = ()  # the map_rows calls whose copies the layout holds, as Mapped records
 
     @property
     def n_fixed(self) -> int:

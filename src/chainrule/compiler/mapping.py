@@ -35,7 +35,7 @@ import itertools
 from .. import engine
 from ..engine import Value, _make
 from .arguments import _flatten_result, _unflatten_result
-from .ir import Program
+from .ir import Mapped, Program
 from .rewriting import layout, program, raising_nodes
 
 _LEAF = "Value"
@@ -150,7 +150,8 @@ def _replay_copies(block, backend):
     )
     checked = _checked_copies(np, block, first, stride)
     copies = Program(len(flat_rows), block.constants, block.externals, placed, outputs=(), checked=checked)
-    tape = Tape(copies, None, "auto" if backend == "c" else backend)
+    # (a one-off replay while tracing: the table program serves it best whatever the backend)
+    tape = Tape(copies, None, "numpy" if backend == "numpy" else "auto")
     data, _ = tape.replay(np.array(list(map(engine._read_data, flat_rows)), dtype=np.float64))
     rows = np.arange(R)
     return {
@@ -294,7 +295,7 @@ def compose(np, inputs, constants, outputs, nodes, blocks):
     constant_leaves = ordered[: sum(leaves.values())]
     externals = ordered[len(constant_leaves) :]
 
-    placed, node_base, checked_copies = [], len(where), {}
+    placed, node_base, checked_copies, mapped = [], len(where), {}, []
     for piece, context in laid:
         if isinstance(piece, _Block):
             row_positions = np.array([[where[v] for v in row] for row in piece.rows], dtype=np.intp)
@@ -302,6 +303,9 @@ def compose(np, inputs, constants, outputs, nodes, blocks):
             leaf_positions = np.array([where[v] for v in (*piece.constants, *piece.externals)], dtype=np.intp)
             copies, first, stride = replicate(np, piece, row_positions, leaf_positions, node_base)
             checked_copies[piece] = _checked_copies(np, piece, first, stride).tolist()
+            leaves_of_row = piece.n_inputs, piece.constants, piece.externals
+            row = Program(*leaves_of_row, piece.placed, piece.output_positions, piece.checked)
+            mapped.append(Mapped(len(placed), row, row_positions, leaf_positions))
             placed += copies
             node_base += len(piece.rows) * len(first)
             for p, values in zip(piece.output_positions, piece.results):
@@ -327,5 +331,6 @@ def compose(np, inputs, constants, outputs, nodes, blocks):
         if i < len(blocks):
             in_order += checked_copies.get(blocks[i], [])
     output_positions = tuple(where[v] for v in outputs)
-    outer = Program(len(inputs), tuple(constant_leaves), tuple(externals), placed, output_positions, in_order)
+    leaves_of_outer = len(inputs), tuple(constant_leaves), tuple(externals)
+    outer = Program(*leaves_of_outer, placed, output_positions, in_order, tuple(mapped))
     return outer, every_node_used

@@ -24,10 +24,14 @@ The backends, a file each:
 - ``generated_c.py``: the Program as its own straight-line C program, built by the system's
   C compiler: ``backend="c"``;
 - ``scalar.py``: thin Programs (a node per group) node by node in Python, where numpy calls
-  would cost more than eager and the table program is not there.
+  would cost more than eager and the table program is not there;
+- ``jax.py``: the Program as one XLA program, compiled by ``jax.jit`` (CPU, GPU, TPU), each
+  ``map_rows`` call a ``jax.vmap``, sharded over several devices if asked:
+  ``backend="jax"``. jax is optional, so it is imported only when asked for.
 
 ``select`` picks one from the name the user gave and the Program's shape. A new backend is a
-file with ``prepare``, and a line in ``select``.
+file with ``prepare``, and a line in ``select``; one with settings of its own (the JAX
+backend's devices) is given to ``select`` as an object with a ``prepare(program)`` method.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from . import numpy as numpy_backend
 
 __all__ = ["Prepared", "Unavailable", "select", "NAMES"]
 
-NAMES = ("numpy", "c", "auto")  # what compile(fn, backend=...) accepts
+NAMES = ("numpy", "c", "auto", "jax")  # what compile(fn, backend=...) accepts
 
 
 class Prepared(Protocol):
@@ -61,15 +65,28 @@ class Prepared(Protocol):
     def reference(self) -> numpy_backend.NumpyProgram: ...
 
 
-def select(name: str, program: Program) -> Prepared:
+def select(name, program: Program) -> Prepared:
     """The backend that runs ``program`` for ``compile(fn, backend=name)``, prepared.
 
     ``"c"``: the Program's own C program (generated_c.py; a warning and numpy where no C
     compiler can build it). ``"auto"``: the C table program (table.py), pip-built or else
     built once. ``"numpy"``, or when neither can run: a thin Program (where a numpy call per
     group would cost more than eager) still runs on the table program pip built, else node by
-    node in Python (scalar.py); any other on the numpy backend itself.
+    node in Python (scalar.py); any other on the numpy backend itself. A backend given as an
+    object with settings of its own (jax.py's Options) prepares the Program itself.
     """
+    if name == "jax":  # (compile gives jax's Options, with its devices; the bare name: the default)
+        from . import jax as jax_backend
+
+        name = jax_backend.Options()
+    if not isinstance(name, str):
+        try:
+            return name.prepare(program)
+        except Unavailable as reason:
+            warnings.warn(
+                f"chainrule.compile: {reason}; using the numpy backend", RuntimeWarning, stacklevel=5
+            )
+            name = "numpy"
     thin = scalar.is_thin(program.n_nodes, len(program.layout))
     if thin and name != "c":
         try:  # no group objects at all: for a long chain they would cost more than tracing

@@ -1,0 +1,490 @@
+"""The JAX backend: a Program as one XLA program, compiled by ``jax.jit``, on CPU, GPU or TPU.
+
+``compile(fn, backend="jax")``. The Program's groups become one function of three float64
+arrays (the inputs, the constants, the externals), built from the ops' own vectorized rules
+(``vforward(jnp, X)``, with each op's ``vbackward`` as its derivative through
+``jax.custom_vjp``, so a kink such as relu's at 0 gets eager's slope, not JAX's), and
+``jax.jit`` compiles it once per trace. Each ``map_rows`` call (a ``Mapped`` record of the
+Program, see ir.py) runs the function traced on one row under ``jax.vmap``, instead of its
+copies for every row: the XLA program does not grow with the batch, and a layer over the rows is
+one matrix product. With ``devices`` (several, or a count), the rows of every ``map_rows`` call
+are split over them (``jax.sharding``: a Mesh with one axis, ``"rows"``) and XLA sums the
+parameters' gradients across them.
+
+It keeps the other backends' contract (see ``__init__.py``): the parameters' numbers are read
+afresh at every call (the tape copies them in), the results' ``backward()`` adds into
+``.grad``, and anything unusual is left to the numpy backend, which raises eager's errors: a
+non-finite number in a node whose op can raise, a take index out of range, a non-finite
+gradient. Everything runs in float64 inside ``jax.enable_x64``, which leaves the user's own
+``jax_enable_x64`` setting as it was.
+
+A call with one output (a loss) computes the gradients of the parameters in the same XLA call
+as the loss, seeded with 1, and ``backward`` only scales them by its seed: a training step is one
+call into XLA. Where the graph is not recorded (``no_grad``) the call computes the value alone.
+Only the externals' gradients are computed (the tape reads no other leaf's).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+from ... import ops
+from ...engine import _mode
+from ..ir import Program
+from ..native import Unavailable
+from . import numpy as numpy_backend
+
+name = "jax"
+INSTALL = 'pip install "chainrule[jax]"'
+
+
+def load():
+    """jax, imported; an ImportError that says how to install it where it is not there."""
+    try:
+        import jax
+        import jax.numpy  # noqa: F401
+    except ImportError:
+        raise ImportError(f'chainrule.compile(backend="jax") needs jax and jaxlib: {INSTALL}') from None
+    return jax
+
+
+class Options:
+    """``backend="jax"`` with its settings, as ``compile`` hands it to ``backends.select``."""
+
+    name = "jax"
+
+    def __init__(self, devices=None):
+        self.jax = load()
+        self.devices = _devices(self.jax, devices)
+
+    def prepare(self, program: Program) -> JaxProgram:
+        return JaxProgram(program, self.jax, self.devices)
+
+    def __repr__(self):
+        return f"<jax backend on {len(self.devices) if self.devices else 'the default'} device(s)>"
+
+
+def _devices(jax, devices):
+    """The devices to split the rows over: a list of jax devices, a count (the first ones of
+    the default platform), or None (one device: JAX's default)."""
+    if devices is None:
+        return None
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        available = jax.devices()
+        if not 1 <= devices <= len(available):
+            raise ValueError(
+                f"chainrule.compile: devices={devices}, but JAX sees {len(available)} device(s) here "
+                f"({available[0].platform}); on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N "
+                "set before jax is imported makes N"
+            )
+        return available[:devices]
+    devices = list(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError(
+            f"chainrule.compile: devices must be a count or a list of jax devices, got {devices!r}"
+        )
+    return devices
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a group's inputs: each position is a leaf the call gives (an input), a shared leaf (a
+# constant or an external: the same for every row of a map_rows call) or a computed node.
+
+
+class _Layout:
+    """Where a Program's positions live in the arrays of the JAX function: the inputs and the
+    nodes in one array ``local`` (the inputs first), the constants and externals in ``shared``."""
+
+    def __init__(self, np, program: Program):
+        self.np = np
+        self.n_inputs, self.n_leaves = program.n_inputs, program.n_leaves
+        self.n_local = program.n_inputs + program.n_nodes
+
+    def reader(self, positions):
+        """A function (local, shared) -> the numbers at ``positions`` (an array of any shape)."""
+        np = self.np
+        positions = np.asarray(positions, dtype=np.intp)
+        shared = (positions >= self.n_inputs) & (positions < self.n_leaves)
+        local = np.where(positions < self.n_inputs, positions, positions - (self.n_leaves - self.n_inputs))
+        if shared.all():
+            return _gather(np, positions - self.n_inputs, 1)
+        if not shared.any():
+            return _gather(np, local, 0)
+        from_shared = _gather(np, np.where(shared, positions - self.n_inputs, 0), 1)
+        from_local = _gather(np, np.where(shared, 0, local), 0)
+        mask = shared
+
+        def read(arrays, jnp):
+            return jnp.where(mask, from_shared(arrays, jnp), from_local(arrays, jnp))
+
+        return read
+
+    def local_position(self, position):
+        return position if position < self.n_inputs else position - (self.n_leaves - self.n_inputs)
+
+
+def _gather(np, indices, which):
+    """Read ``indices`` of arrays[which]: a slice where they run in order, else a gather."""
+    flat = indices.ravel()
+    if len(flat) and np.array_equal(flat, np.arange(flat[0], flat[0] + len(flat))):
+        start, stop, shape = int(flat[0]), int(flat[0]) + len(flat), indices.shape
+        return lambda arrays, jnp: arrays[which][start:stop].reshape(shape)
+    return lambda arrays, jnp: arrays[which][indices]
+
+
+# ---------------------------------------------------------------------------------------------
+# The ops in JAX: the vectorized rules of ops.py with jax.numpy as their np, each with its own
+# derivative (vbackward) through jax.custom_vjp.
+
+
+@functools.cache
+def _op(jax, rule):
+    """``rule`` as a JAX function of X (a row per input, a column per node) with eager's
+    derivative."""
+    jnp = jax.numpy
+    if rule.vforward is None:
+        raise Unavailable(f"the op {rule.name!r} has no vectorized forward (vforward) for JAX")
+
+    @jax.custom_vjp
+    def apply(X):
+        return rule.vforward(jnp, X)
+
+    def forward(X):
+        out = rule.vforward(jnp, X)
+        return out, (out, X)
+
+    def backward(saved, g):
+        out, X = saved
+        grads = rule.vbackward(jnp, g, out, X)
+        if not (hasattr(grads, "shape") and grads.shape == X.shape):
+            zero = jnp.zeros_like(g)
+            grads = jnp.stack([zero if row is None else jnp.broadcast_to(row, g.shape) for row in grads])
+        return (grads,)
+
+    apply.defvjp(forward, backward)
+    return apply
+
+
+def _take(jax, X):
+    """take: each node's row picked by its index (X[0]); and whether every index was valid (an
+    invalid one is left to the numpy backend, which raises eager's error)."""
+    jnp = jax.numpy
+    index, n = jax.lax.stop_gradient(X[0]), X.shape[0] - 1
+    valid = (index == jnp.floor(index)) & (index >= -n) & (index < n)  # nan fails every test
+    picked = jnp.where(valid, index, 0.0).astype(jnp.int64) % n
+    chosen = jnp.arange(n)[:, None] == picked[None, :]
+    # (a select, not a product: a nan in a row not picked stays out, its gradient is 0)
+    return jnp.where(chosen, X[1:], 0.0).sum(axis=0), valid.all()
+
+
+# ---------------------------------------------------------------------------------------------
+# A Program's groups as steps of the JAX function
+
+
+class _Steps:
+    """A Program's groups (those not run as a map_rows call) as JAX operations, in order."""
+
+    def __init__(self, np, jax, program: Program, mapped=(), devices=None):
+        self.jax, self.layout = jax, _Layout(np, program)
+        checked = np.zeros(program.size, dtype=bool)
+        checked[np.asarray(program.checked, dtype=np.intp)] = True
+        skipped = {}  # first group of a map_rows call -> (its _Mapped, how many groups)
+        for record in mapped:
+            skipped[record.first_group] = (
+                _Mapped(np, jax, record, self.layout, devices),
+                len(record.row.layout),
+            )
+        self.steps = []
+        starts, g = program.starts(), 0
+        layout = program.layout
+        while g < len(layout):
+            if g in skipped:
+                block, n_groups = skipped[g]
+                self.steps.append(block)
+                g += n_groups
+                continue
+            rule, count, width, rows, vectors = layout[g]
+            start = starts[g]
+            positions = np.frombuffer(rows, dtype=np.intp).reshape(count, width)
+            self.steps.append(_group_step(np, jax, self.layout, rule, start, positions, vectors, checked))
+            g += 1
+
+    def run(self, inputs, shared):
+        """Every step in order: (the ``local`` array, whether nothing unusual happened)."""
+        jnp = self.jax.numpy
+        local = jnp.zeros(self.layout.n_local, dtype=jnp.float64)
+        local = local.at[: self.layout.n_inputs].set(inputs)
+        ok = jnp.bool_(True)
+        for step in self.steps:
+            local, ok = step(local, shared, ok)
+        return local, ok
+
+
+def _group_step(np, jax, where: _Layout, rule, start, positions, vectors, checked):
+    """One group (``count`` nodes at ``start``.., inputs at ``positions``, a row a node) as a
+    function (local, shared, ok) -> (local, ok)."""
+    jnp = jax.numpy
+    count = len(positions)
+    at = where.local_position(start)
+    must_be_finite = bool(checked[start : start + count].any())  # (an op that can raise)
+    layer = _layer(np, where, positions, vectors) if vectors is not None else None
+    if layer is None:
+        read = where.reader(positions.T)
+        op = None if rule in (ops.TAKE, ops.STOP_GRADIENT) else _op(jax, rule)
+
+    def step(local, shared, ok):
+        arrays = (local, shared)
+        if layer is not None:
+            out = layer(arrays, jnp)
+        else:
+            X = read(arrays, jnp)
+            if rule is ops.TAKE:
+                out, valid = _take(jax, X)
+                ok = ok & valid
+            elif rule is ops.STOP_GRADIENT:
+                out = jax.lax.stop_gradient(X[0])
+            else:
+                out = op(X)
+        if must_be_finite:
+            ok = ok & jnp.isfinite(out).all()
+        return jax.lax.dynamic_update_slice(local, out, (at,)), ok
+
+    return step
+
+
+def _layer(np, where: _Layout, positions, vectors):
+    """A group of dot nodes that pairs each of U weight vectors with each of V input vectors (a
+    layer over a batch, or over one row inside map_rows) as one matrix product; else None."""
+    count, width = positions.shape
+    n = width // 2
+    if n == 0:
+        return None
+    w_of, x_of = (np.frombuffer(ids, dtype=np.intp) for ids in vectors)
+    U, V = int(w_of.max()) + 1, int(x_of.max()) + 1
+    slot = x_of * U + w_of
+    if U * V != count or len(np.unique(slot)) != count:
+        return None
+    first_w = np.flatnonzero(np.diff(np.maximum.accumulate(w_of), prepend=-1))
+    first_x = np.flatnonzero(np.diff(np.maximum.accumulate(x_of), prepend=-1))
+    # Every node must use its vectors' numbers: the same positions as the node that introduced them.
+    if not (
+        np.array_equal(positions[:, :n], positions[first_w[w_of], :n])
+        and np.array_equal(positions[:, n : 2 * n], positions[first_x[x_of], n : 2 * n])
+    ):
+        return None
+    weights = where.reader(positions[first_w, :n])  # (U, n)
+    inputs = where.reader(positions[first_x, n : 2 * n])  # (V, n)
+    bias = where.reader(positions[:, 2 * n])
+    in_order = np.array_equal(slot, np.arange(count))
+
+    def layer(arrays, jnp):
+        products = inputs(arrays, jnp) @ weights(arrays, jnp).T  # (V, U)
+        products = products.reshape(-1) if in_order else products[x_of, w_of]
+        return products + bias(arrays, jnp)
+
+    return layer
+
+
+class _Mapped:
+    """A map_rows call: the row trace's steps under jax.vmap, over every row at once (split over
+    the devices, if several), its results written where the copies' outputs sit."""
+
+    def __init__(self, np, jax, record, outer: _Layout, devices):
+        self.jax = jax
+        row = record.row
+        self.row_steps = _Steps(np, jax, row)
+        self.row_reader = outer.reader(record.rows)  # (R, k)
+        self.leaf_reader = outer.reader(record.leaves)  # the row trace's constants and externals
+        self.R = len(record.rows)
+        # The row trace's outputs that are nodes, and where their copies sit in ``local``.
+        # (the copy for row r of a node of row group g sits at outer_starts[g] + r * count + i,
+        # i its place in the group: see mapping.replicate)
+        R, starts = self.R, row.starts()
+        self.outputs, self.targets = [], []
+        for p in dict.fromkeys(row.outputs):
+            if p < row.n_leaves:  # a row's own Value, a constant or a parameter: not copied
+                continue
+            g = max(i for i, s in enumerate(starts) if s <= p)
+            count = row.layout[g][1]
+            base = record.outer_starts[g] + (p - starts[g])
+            self.outputs.append(p)
+            self.targets.append(outer.local_position(base) + count * np.arange(R))
+        self.row_output_reader = self.row_steps.layout.reader(np.array(self.outputs, dtype=np.intp))
+        self.mesh = None
+        if devices is not None and len(devices) > 1:
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+            self.mesh = Mesh(np.array(devices), ("rows",))
+            self.split = NamedSharding(self.mesh, PartitionSpec("rows"))
+            self.replicated = NamedSharding(self.mesh, PartitionSpec())
+            self.padded = -R % len(devices)  # rows added (copies of the first) to split evenly
+
+    def row(self, inputs, shared):
+        local, ok = self.row_steps.run(inputs, shared)
+        return self.row_output_reader((local, shared), self.jax.numpy), ok
+
+    def __call__(self, local, shared, ok):
+        jax, jnp = self.jax, self.jax.numpy
+        arrays = (local, shared)
+        rows, leaves = self.row_reader(arrays, jnp), self.leaf_reader(arrays, jnp)
+        if self.mesh is not None:
+            if self.padded:
+                rows = jnp.concatenate([rows, jnp.broadcast_to(rows[:1], (self.padded, rows.shape[1]))])
+            rows = jax.lax.with_sharding_constraint(rows, self.split)
+            leaves = jax.lax.with_sharding_constraint(leaves, self.replicated)
+        outputs, row_ok = jax.vmap(self.row, in_axes=(0, None))(rows, leaves)  # (R, outputs), (R,)
+        if self.mesh is not None:
+            outputs = jax.lax.with_sharding_constraint(outputs, self.split)[: self.R]
+        ok = ok & row_ok.all()
+        for i, target in enumerate(self.targets):
+            local = local.at[target].set(outputs[:, i], indices_are_sorted=True, unique_indices=True)
+        return local, ok
+
+
+# ---------------------------------------------------------------------------------------------
+# The prepared backend
+
+
+class JaxProgram:
+    """A Program as a jitted JAX function; see the module's docstring."""
+
+    def __init__(self, program: Program, jax, devices=None):
+        import numpy as np
+
+        self.np, self.jax, self.devices = np, jax, devices
+        self.program = program
+        self.outputs = tuple(program.outputs)
+        self.checked = np.array(program.checked, dtype=np.intp)
+        self.n_inputs, self.n_fixed, self.n_leaves = program.n_inputs, program.n_fixed, program.n_leaves
+        self.unique_outputs = list(dict.fromkeys(program.outputs))
+        mapped = [_with_outer_starts(record, program) for record in program.mapped if _mappable(np, record)]
+        with jax.enable_x64(True):
+            self.steps = _Steps(np, jax, program, mapped, devices)
+            where = self.steps.layout
+            self.read_outputs = where.reader(np.array(self.unique_outputs, dtype=np.intp))
+            # The take indices that are nodes: written into data as well (the tape's choice of
+            # which nodes a gradient reaches reads them; see Tape._needed_by).
+            self.index_positions = _take_index_nodes(np, program)
+            self.read_indices = where.reader(self.index_positions)
+            self._compile()
+        self.pending = {}  # id(data) -> (data, the externals' gradients) of calls not yet backward
+        self._lock = threading.Lock()
+
+    def _compile(self):
+        jax = self.jax
+        jnp = jax.numpy
+
+        def outputs(inputs, constants, externals):
+            shared = jnp.concatenate([constants, externals])
+            local, ok = self.steps.run(inputs, shared)
+            arrays = (local, shared)
+            return self.read_outputs(arrays, jnp), (ok, self.read_indices(arrays, jnp))
+
+        def value_and_grad(inputs, constants, externals):
+            """The outputs, and the gradients of the first with respect to the externals."""
+            out, pullback, aux = jax.vjp(lambda e: outputs(inputs, constants, e), externals, has_aux=True)
+            (grads,) = pullback(jnp.ones_like(out))
+            return out, aux, grads
+
+        def grad(inputs, constants, externals, seeds):
+            _, pullback, _ = jax.vjp(lambda e: outputs(inputs, constants, e), externals, has_aux=True)
+            (grads,) = pullback(seeds)
+            return grads
+
+        options = {}
+        if self.devices is not None:
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+            everywhere = NamedSharding(Mesh(self.np.array(self.devices), ("rows",)), PartitionSpec())
+            options = {"in_shardings": everywhere, "out_shardings": everywhere}
+        self.value = jax.jit(outputs, **options)
+        self.value_and_grad = jax.jit(value_and_grad, **options)
+        self.grad = jax.jit(grad, **options)
+
+    @functools.cached_property
+    def reference(self) -> numpy_backend.NumpyProgram:
+        """The numpy backend over the same positions (made when first needed: an error, a
+        ``detect_anomaly`` replay, a gradient that does not reach every node)."""
+        return numpy_backend.prepare(self.program, layers=False)
+
+    def layout(self) -> list[tuple]:
+        return list(self.program.layout)
+
+    def arguments(self, data):
+        """The JAX function's arguments for the leaves in ``data``."""
+        return data[: self.n_inputs], data[self.n_inputs : self.n_fixed], data[self.n_fixed : self.n_leaves]
+
+    def forward(self, data) -> bool:
+        np = self.np
+        gradients = len(self.unique_outputs) == 1 and _mode.get().recording
+        with self.jax.enable_x64(True):
+            if gradients:
+                out, (ok, indices), grads = self.value_and_grad(*self.arguments(data))
+            else:
+                out, (ok, indices) = self.value(*self.arguments(data))
+            if not bool(ok):
+                return False
+            data[self.unique_outputs] = np.asarray(out)
+            if len(self.index_positions):
+                data[self.index_positions] = np.asarray(indices)
+        if gradients:
+            with self._lock:
+                self.pending[id(data)] = (data, grads)
+        return True
+
+    def backward(self, data, grad, needed) -> bool:
+        np = self.np
+        with self._lock:
+            kept = self.pending.pop(id(data), None)
+        if kept is not None and kept[0] is not data:
+            kept = None
+        with self.jax.enable_x64(True):
+            if kept is not None:  # one output: its gradients for a seed of 1 came with the call
+                grads = np.asarray(kept[1]) * grad[self.unique_outputs[0]]
+                with self._lock:  # (kept for another backward through the same result)
+                    self.pending[id(data)] = kept
+            else:
+                grads = np.asarray(self.grad(*self.arguments(data), grad[self.unique_outputs]))
+        if not np.isfinite(grads).all():
+            return False
+        grad[self.n_fixed : self.n_leaves] += grads
+        return True
+
+    def lower(self, data):
+        """JAX's Lowered object for the call with the leaves in ``data`` (``.as_text()`` shows
+        the program, ``.compile()`` compiles it)."""
+        with self.jax.enable_x64(True):
+            return self.value_and_grad.lower(*self.arguments(data))
+
+
+def _with_outer_starts(record, program: Program):
+    """A Mapped record with, as ``outer_starts``, where each of its row groups' copies start."""
+    starts = program.starts()
+    n_groups = len(record.row.layout)
+    return _MappedRecord(*record, starts[record.first_group : record.first_group + n_groups])
+
+
+def _mappable(np, record) -> bool:
+    """Whether a map_rows call can run under vmap: not when a take in it picks by a computed
+    index (the tape reads each such index from the call's numbers, and under vmap only the
+    row trace's outputs come back)."""
+    return not len(_take_index_nodes(np, record.row))
+
+
+class _MappedRecord:
+    __slots__ = ("first_group", "row", "rows", "leaves", "outer_starts")
+
+    def __init__(self, first_group, row, rows, leaves, outer_starts):
+        self.first_group, self.row, self.rows, self.leaves = first_group, row, rows, leaves
+        self.outer_starts = outer_starts
+
+
+def _take_index_nodes(np, program: Program):
+    """The positions of the computed nodes that a take reads as its index."""
+    found = set()
+    for rule, count, width, rows, _ in program.layout:
+        if rule is ops.TAKE:
+            index = np.frombuffer(rows, dtype=np.intp).reshape(count, width)[:, 0]
+            found.update(index[index >= program.n_leaves].tolist())
+    return np.array(sorted(found), dtype=np.intp)
