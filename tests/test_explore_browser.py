@@ -351,6 +351,42 @@ def test_drawn_expressions_match_chainrule_and_the_lecture(shared_tab, case, k):
 # ---------------------------------------------------------------------------------------------
 # Readable on a desktop and on a phone
 
+# For every box (a value's, and an op's ellipse): how far the middle of the text in each of its
+# cells is from the middle of the box, in pixels, as the browser lays the text out (getBBox).
+# A cell's texts are those at the same x: its name, its data, or its grad with "correct" under it.
+_TEXT_OFFSETS = """() => {
+  const offsets = [];
+  document.querySelectorAll(".value").forEach((group) => {
+    const box = group.querySelector("rect.box").getBBox();
+    const cells = {};
+    group.querySelectorAll("text").forEach((text) => {
+      if (text.classList.contains("received") || !text.textContent) return;  // below the box
+      (cells[text.getAttribute("x")] = cells[text.getAttribute("x")] || []).push(text.getBBox());
+    });
+    Object.values(cells).forEach((boxes) => {
+      const top = Math.min(...boxes.map((b) => b.y)), bottom = Math.max(...boxes.map((b) => b.y + b.height));
+      offsets.push((top + bottom) / 2 - (box.y + box.height / 2));
+    });
+  });
+  document.querySelectorAll(".op").forEach((op) => {
+    const ring = op.querySelector("ellipse").getBBox(), label = op.querySelector("text").getBBox();
+    offsets.push(label.y + label.height / 2 - (ring.y + ring.height / 2));
+  });
+  return offsets;
+}"""
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["accumulate", "overwrite"])
+def test_the_text_is_centred_vertically_in_its_boxes(open_page, overwrite):
+    # It sat at the top: one line of numbers in a box of room for two (the second, "correct",
+    # shows in overwrite mode only).
+    page = open_page().show(explore(lecture_graph()).html)
+    page.run()
+    page.set_overwrite(overwrite)
+    offsets = page.tab.evaluate(_TEXT_OFFSETS)
+    assert len(offsets) == 5 * 3 + 3  # 5 values of 3 cells, 3 ops
+    assert max(map(abs, offsets)) <= 1.5, offsets
+
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_screenshots_at_desktop_and_phone_size(open_page, tmp_path, viewport):

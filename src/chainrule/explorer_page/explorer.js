@@ -12,6 +12,7 @@
   const count = nodes.length;
   const MODES = ["accumulate", "overwrite"];
   const SVG = "http://www.w3.org/2000/svg"; // a namespace name, never fetched
+  const LINE = 17; // px from a box's first line of text to its second (grad, then "correct")
 
   // Numbers arrive as JSON numbers, or as "Infinity", "-Infinity" and "NaN", which JSON lacks.
   nodes.forEach(function (node) {
@@ -146,22 +147,25 @@
     svg("line", {
       x1: left + nameWidth + dataWidth, y1: top, x2: left + nameWidth + dataWidth, y2: top + sizes.boxHeight,
     }, group);
-    const nameText = svg("text", { x: left + 7, y: top + sizes.boxHeight / 2 + 4, class: "name" }, group);
+    // Every line of text is centred in its cell (the style's dominant-baseline: central puts a
+    // line's middle at its y); render() moves grad up and "correct" in under it in overwrite mode.
+    const middle = top + sizes.boxHeight / 2;
+    const nameText = svg("text", { x: left + 7, y: middle, class: "name" }, group);
     nameText.textContent = boxName(node.name);
-    const dataText = svg("text", { x: left + nameWidth + 7, y: top + 17 }, group);
+    const dataText = svg("text", { x: left + nameWidth + 7, y: middle }, group);
     dataText.textContent = "data " + boxNumber(node.data);
     const gradX = left + nameWidth + dataWidth + 7;
-    const gradText = svg("text", { x: gradX, y: top + 17, class: "grad" }, group);
-    const correctText = svg("text", { x: gradX, y: top + 34, class: "correct" }, group);
+    const gradText = svg("text", { x: gradX, y: middle, class: "grad" }, group);
+    const correctText = svg("text", { x: gradX, y: middle + LINE / 2, class: "correct" }, group);
     const receivedText = svg("text", { x: left + 4, y: top + sizes.boxHeight + 13, class: "received" }, group);
     const item = {
       group: group, grad: gradText, correct: correctText, received: receivedText, edges: [], opEdge: null,
-      op: null,
+      op: null, middle: middle,
     };
     if (node.children.length) {
       const op = svg("g", { class: "op" }, opLayer);
       svg("ellipse", { cx: node.op_x, cy: node.op_y, rx: sizes.opWidth / 2, ry: sizes.opHeight / 2 }, op);
-      const opText = svg("text", { x: node.op_x, y: node.op_y + 4, "text-anchor": "middle" }, op);
+      const opText = svg("text", { x: node.op_x, y: node.op_y, "text-anchor": "middle" }, op);
       opText.textContent = node.op.length > 4 ? node.op.slice(0, 3) + "…" : node.op;
       item.op = op;
       item.opEdge = svg("path", {
@@ -221,6 +225,7 @@
       item.grad.textContent = "grad " + boxNumber(g);
       const wrong = m === "overwrite" && !Object.is(g, correct[i]) && !(Number.isNaN(g) && Number.isNaN(correct[i]));
       item.correct.textContent = m === "overwrite" ? "correct " + boxNumber(correct[i]) : "";
+      item.grad.setAttribute("y", m === "overwrite" ? item.middle - LINE / 2 : item.middle);
       item.group.classList.toggle("wrong", wrong);
       const list = state.received[m][i];
       item.received.textContent = node.expected > 1 && list.length
