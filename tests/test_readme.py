@@ -1,7 +1,9 @@
-"""The README's Python snippets run, and print what their comments say.
+"""The README's Python snippets run, and print what their comments say; the README stays short.
 
 Each ```python block runs in a fresh interpreter (in a temporary folder, since some write
-files). A line ``print(...)  # text`` promises that the print writes exactly ``text``.
+files). A line ``print(...)  # text`` promises that the print writes exactly ``text``. The
+user documentation lives in docs/ (tests/test_docs.py runs its snippets); the README is a
+taste of it, at most 150 lines, whose links and pictures must lead somewhere.
 """
 
 import re
@@ -11,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
 
 
@@ -20,8 +23,20 @@ def promised_output(block: str) -> list[str]:
 
 
 def test_the_readme_has_snippets_with_promises():
-    assert len(BLOCKS) >= 6
-    assert sum(len(promised_output(b)) for b in BLOCKS) >= 8
+    assert len(BLOCKS) >= 4
+    assert sum(len(promised_output(b)) for b in BLOCKS) >= 6
+
+
+def test_the_readme_is_at_most_150_lines():
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 150
+
+
+def test_the_readmes_links_and_pictures_lead_somewhere():
+    text = README.read_text(encoding="utf-8")
+    local = [t for t in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) if "://" not in t]
+    assert any(t.startswith("docs/") and t.endswith(".md") for t in local)
+    for target in local:
+        assert (ROOT / target).exists(), f"the README links to {target}, which is not there"
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"snippet{i}" for i in range(len(BLOCKS))])
