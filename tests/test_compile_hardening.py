@@ -24,7 +24,7 @@ from chainrule.losses import mse  # noqa: E402
 from chainrule.nn import MLP  # noqa: E402
 from chainrule.optim import SGD  # noqa: E402
 
-SLOTS = {name: Value.__dict__[name] for name in ("data", "grad")}  # where a Value's numbers live
+SLOTS = {name: Value.__dict__[name] for name in ("data", "grad", "__float__")}  # as outside traces
 
 
 def assert_slots_restored():

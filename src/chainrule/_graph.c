@@ -13,10 +13,9 @@
 
    A Parameter (parameters.py) is a Value in every way: these loops read and write its slots as any Value's.
 
-   For chainrule.compile's trace (compiler/tracing.py), so that a traced function runs on the
-   fast ops as eager code does: record(nodes, constants) makes node() note, in this thread,
-   every node and constant it makes; watched(...) is the check on Value.data and Value.grad
-   that the trace puts in place of the plain slots, as a C descriptor.
+   While chainrule.compile traces in some thread (with the engine's hook: engine._hooked), its
+   ops run in Python, through engine.apply; node() then notes the Values the other threads make
+   (watch_other_threads), which the trace was never shown.
 
    The gain is partly the loops and mostly the garbage collector. Python's cyclic collector
    walks every object that can hold others, again and again while a graph grows: that was three
@@ -38,12 +37,6 @@
 #include "_slots.h" /* SLOT, slot_offset and claim_value_type, shared with compiler/_layout.c */
 #include "ops_kernels.h" /* each op's gradients in C, written from the records in ops.py */
 
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000 /* for running_code(), below */
-#define Py_BUILD_CORE 1
-#include "internal/pycore_frame.h"
-#undef Py_BUILD_CORE
-#define READ_RUNNING_CODE 1
-#endif
 
 static PyTypeObject *value_type;   /* engine.Value */
 static PyObject *child_gradients;  /* engine._child_gradients, for the rules not known here */
@@ -105,13 +98,9 @@ static void unwatch(PyObject *object) {
         PyObject_GC_UnTrack(object);
 }
 
-/* While chainrule.compile traces in this thread, the list and the set that node() adds what it
-   makes to: a computed node to the list, a constant (a leaf, rule None) to the set. A trace
-   runs in one thread from start to end, so a thread-local is the right scope. */
-static _Thread_local PyObject *recorded_nodes, *recorded_constants;
-
-/* While some thread traces, the set of the ids of the Values that threads not tracing make
-   (engine._made_in_other_threads): a trace cannot record them, so it refuses to use one. */
+/* While some thread traces, the set of the ids of the Values that node() makes
+   (engine._made_in_other_threads). The tracing thread makes its nodes in Python (engine._make),
+   so these are the other threads': a trace was never shown them, so it refuses to use one. */
 static PyObject *untraced_ids;
 
 static int note_untraced(PyObject *value) {
@@ -140,19 +129,15 @@ static PyObject *node(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     SLOT(value, at_rule) = Py_NewRef(args[1]);
     SLOT(value, at_children) = Py_NewRef(args[2]);
     unwatch(args[2]);
-    int failed = recorded_nodes != NULL
-                     ? (args[1] == Py_None ? PySet_Add(recorded_constants, value)
-                                           : PyList_Append(recorded_nodes, value))
-                     : untraced_ids != NULL && note_untraced(value);
-    if (failed) {
+    if (untraced_ids != NULL && note_untraced(value) < 0) {
         Py_DECREF(value);
         return NULL;
     }
     return value;
 }
 
-/* watch_other_threads(ids): node() adds the id of every Value it makes in a thread that is not
-   tracing to the set ids; watch_other_threads(None) stops. */
+/* watch_other_threads(ids): node() adds the id of every Value it makes to the set ids;
+   watch_other_threads(None) stops. */
 static PyObject *watch_other_threads(PyObject *module, PyObject *ids) {
     if (ids != Py_None && !PySet_CheckExact(ids)) {
         PyErr_SetString(PyExc_TypeError, "_graph.watch_other_threads(ids: set), or (None)");
@@ -160,125 +145,6 @@ static PyObject *watch_other_threads(PyObject *module, PyObject *ids) {
     }
     Py_XSETREF(untraced_ids, ids == Py_None ? NULL : Py_NewRef(ids));
     Py_RETURN_NONE;
-}
-
-/* record(nodes, constants) starts recording in this thread; record(None, None) stops it. Either
-   returns the pair recorded into before, so that a caller can put it back. */
-static PyObject *record(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    int stop = nargs == 2 && args[0] == Py_None && args[1] == Py_None;
-    if (nargs != 2 || !(stop || (PyList_CheckExact(args[0]) && PySet_CheckExact(args[1])))) {
-        PyErr_SetString(PyExc_TypeError, "_graph.record(nodes: list, constants: set), or (None, None)");
-        return NULL;
-    }
-    PyObject *before = recorded_nodes == NULL ? Py_BuildValue("(OO)", Py_None, Py_None)
-                                              : PyTuple_Pack(2, recorded_nodes, recorded_constants);
-    if (before == NULL)
-        return NULL;
-    Py_CLEAR(recorded_nodes);
-    Py_CLEAR(recorded_constants);
-    if (!stop) {
-        recorded_nodes = Py_NewRef(args[0]);
-        recorded_constants = Py_NewRef(args[1]);
-    }
-    return before;
-}
-
-/* watched(slot, name, quiet, touched): a descriptor over one of Value's slots (data or grad)
-   that reads and writes it as the slot does, but first shows every read and write to
-   touched(value, frame, name, writing), except those by the code objects in the tuple quiet.
-   tracing._watched is the same in Python; tracing.py says what is shown and why. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *slot, *name, *quiet, *touched;
-    PyObject *last_quiet; /* the entry of quiet that matched last (a borrowed reference): checked first */
-} Watched;
-
-/* The code object of the Python function running now (the one reading or writing), or NULL.
-   PyEval_GetFrame() would tell too, but it makes a frame object for the function the first time
-   it is asked, at every op while tracing: a tenth of a trace's time. Python 3.11 and 3.12 let
-   us read the code from the interpreter's own record of the running function instead. */
-static PyCodeObject *running_code(void) {
-#ifdef READ_RUNNING_CODE
-    _PyInterpreterFrame *running = PyThreadState_Get()->cframe->current_frame;
-    return running == NULL ? NULL : running->f_code;
-#else
-    PyFrameObject *frame = PyEval_GetFrame();
-    if (frame == NULL)
-        return NULL;
-    PyCodeObject *code = PyFrame_GetCode(frame);
-    Py_DECREF(code); /* only its address is compared; the frame keeps it alive */
-    return code;
-#endif
-}
-
-static int show(Watched *self, PyObject *value, int writing) {
-    PyCodeObject *code = running_code();
-    if (code == NULL || (PyObject *)code == self->last_quiet)
-        return 0;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->quiet); i++)
-        if (PyTuple_GET_ITEM(self->quiet, i) == (PyObject *)code) {
-            self->last_quiet = (PyObject *)code;
-            return 0;
-        }
-    PyFrameObject *frame = PyEval_GetFrame(); /* for touched(): who it was, and where */
-    if (frame == NULL)
-        return 0;
-    PyObject *result = PyObject_CallFunctionObjArgs(self->touched, value, (PyObject *)frame, self->name,
-                                                    writing ? Py_True : Py_False, NULL);
-    Py_XDECREF(result);
-    return result == NULL ? -1 : 0;
-}
-
-static PyObject *watched_get(PyObject *self, PyObject *value, PyObject *type) {
-    if (value == NULL || value == Py_None)
-        return Py_NewRef(self);
-    Watched *watched = (Watched *)self;
-    if (show(watched, value, 0) < 0)
-        return NULL;
-    return Py_TYPE(watched->slot)->tp_descr_get(watched->slot, value, type);
-}
-
-static int watched_set(PyObject *self, PyObject *value, PyObject *x) {
-    Watched *watched = (Watched *)self;
-    if (show(watched, value, 1) < 0)
-        return -1;
-    return Py_TYPE(watched->slot)->tp_descr_set(watched->slot, value, x);
-}
-
-static void watched_dealloc(PyObject *self) {
-    Watched *watched = (Watched *)self;
-    Py_XDECREF(watched->slot);
-    Py_XDECREF(watched->name);
-    Py_XDECREF(watched->quiet);
-    Py_XDECREF(watched->touched);
-    Py_TYPE(self)->tp_free(self);
-}
-
-static PyTypeObject watched_type = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "chainrule._graph.watched",
-    .tp_basicsize = sizeof(Watched),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Value.data or Value.grad while chainrule.compile traces",
-    .tp_dealloc = watched_dealloc,
-    .tp_descr_get = watched_get,
-    .tp_descr_set = watched_set,
-};
-
-static PyObject *watched(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || Py_TYPE(args[0])->tp_descr_get == NULL || Py_TYPE(args[0])->tp_descr_set == NULL ||
-        !PyUnicode_Check(args[1]) || !PyTuple_CheckExact(args[2]) || !PyCallable_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "_graph.watched(slot, name, quiet: tuple of code, touched)");
-        return NULL;
-    }
-    Watched *self = PyObject_New(Watched, &watched_type);
-    if (self == NULL)
-        return NULL;
-    self->slot = Py_NewRef(args[0]);
-    self->name = Py_NewRef(args[1]);
-    self->quiet = Py_NewRef(args[2]);
-    self->touched = Py_NewRef(args[3]);
-    self->last_quiet = NULL;
-    return (PyObject *)self;
 }
 
 /* engine._depth_first: the same walk, with an explicit stack so that any depth works.
@@ -925,10 +791,6 @@ static PyMethodDef methods[] = {
     {"watch", watch, METH_O, "hand these nodes back to the garbage collector"},
     {"watch_other_threads", watch_other_threads, METH_O,
      "watch_other_threads(ids): node() adds to the set ids every Value made in a thread not tracing"},
-    {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
-     "record(nodes, constants): node() adds what it makes to them, in this thread; (None, None) stops"},
-    {"watched", (PyCFunction)(void (*)(void))watched, METH_FASTCALL,
-     "watched(slot, name, quiet, touched): a slot that shows reads and writes to touched"},
     {"read_data", (PyCFunction)(void (*)(void))read_data, METH_FASTCALL,
      "out[i] = values[i].data, or None when some data is not a float"},
     {"read_grads", (PyCFunction)(void (*)(void))read_grads, METH_FASTCALL,
@@ -946,7 +808,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__graph(void) {
     zero = PyFloat_FromDouble(0.0);
-    if (zero == NULL || PyType_Ready(&watched_type) < 0)
+    if (zero == NULL)
         return NULL;
     return PyModule_Create(&module);
 }

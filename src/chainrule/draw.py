@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 from . import chains
 from ._checks import is_integer
 from ._files import write_atomically
-from .engine import Value, topological_order
+from .engine import Value, _read_data, _read_grad, topological_order
 
 if TYPE_CHECKING:
     import graphviz
@@ -210,7 +210,8 @@ def _add_nodes_and_edges(graph, order: list[Value] | list[chains.Node], horizont
 
 def _record_label(value: Value | chains.Node, horizontal: bool) -> str:
     """``{ label | data 2.0000 | grad 1.0000 }``, the label field left out when empty."""
-    fields = [f"data {_format_number(value.data)}", f"grad {_format_number(value.grad)}"]
+    data, grad = _shown(value, "data"), _shown(value, "grad")
+    fields = [f"data {_format_number(data)}", f"grad {_format_number(grad)}"]
     if value.label:
         fields.insert(0, _escape_record_text(str(value.label)))
     label = " | ".join(fields)
@@ -221,6 +222,14 @@ def _record_label(value: Value | chains.Node, horizontal: bool) -> str:
     return label  # never starts with '<', so Graphviz cannot mistake it for an HTML label
 
 
+def _shown(value: Value | chains.Node, slot: str) -> float | Value:
+    """``value.data`` or ``value.grad``, read from the slot itself: a drawing made inside
+    chainrule.compile's trace only shows the numbers, so the trace need not see it read them."""
+    if isinstance(value, Value):
+        return (_read_data if slot == "data" else _read_grad)(value)
+    return getattr(value, slot)
+
+
 def _format_number(x: float | Value) -> str:
     """Four decimals like the lecture; huge numbers in scientific notation; nan and inf by name.
 
@@ -228,7 +237,7 @@ def _format_number(x: float | Value) -> str:
     box shows the number it holds.
     """
     if isinstance(x, Value):
-        x = x.data
+        x = _shown(x, "data")
     if math.isnan(x):
         return "nan"
     if math.isinf(x):

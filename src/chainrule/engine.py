@@ -39,7 +39,7 @@ from . import _settings, ops
 class _Mode:
     recording: bool = True
     anomaly: bool = False
-    tracer: object = None  # chainrule.compile's tracer: shown every node and constant made while tracing
+    hook: object = None  # an object shown the ops as they run, installed by _hooked (see below)
 
 
 _mode = contextvars.ContextVar("chainrule_mode", default=_Mode())
@@ -74,37 +74,36 @@ class _ModeSwitch(contextlib.ContextDecorator):
         return False
 
 
-@contextlib.contextmanager
-def _tracing(tracer):
-    """The mode of chainrule.compile's trace: every node and constant made is shown to ``tracer``.
-
-    Without the C loops (see the end of this file), that is a mode switch like the others, so
-    every op goes through ``apply``, which shows the tracer its node. With them the fast ops stay
-    on, as in eager code, and ``_graph.node`` itself adds each node it makes to
-    ``tracer.nodes`` (a constant to ``tracer.constants``), in this thread only.
-    """
-    if _graph is None:
-        with _ModeSwitch(recording=True, tracer=tracer):
-            yield
-        return
-    token = _mode.set(replace(_mode.get(), recording=True, tracer=tracer))
-    before = _graph.record(tracer.nodes, tracer.constants)
-    try:
-        yield
-    finally:
-        _graph.record(*before)
-        _mode.reset(token)
+# The hook: one way in for code that must see the ops as they run (chainrule.compile's tracer is
+# the one chainrule has). Inside ``_hooked(hook)``, in this thread, every op goes through
+# ``apply`` (a mode switch turns the fast paths off), which shows each node it makes to
+# ``hook.record`` (or, under no_grad, ``hook.unrecorded``) and each number it makes a constant
+# to ``hook.constant``. The ops whose meaning is more than their number ask the hook instead of
+# running: ``detach``, ``take`` with a Value index, ``map_rows``, a backward pass, a node built
+# by hand, and library code that reads or writes numbers (an optimizer's step). The engine's
+# own code reads numbers from the slots directly, never through ``.data`` or ``.grad``, so a
+# hook that watches those attributes sees only the reads of the code it runs.
+def _hooked(hook):
+    return _ModeSwitch(recording=True, hook=hook)
 
 
-# While chainrule.compile traces in some thread, the ids of the Values made in threads that are
-# not tracing (a set; else None). A trace records the nodes of its own thread only, so it
-# refuses to use one of these: it could only freeze its number (see compiler/tracing.py).
+# While a hook is installed in some thread, the ids of the Values made in threads without one
+# (a set; else None). A hook is shown what its own thread makes only, so it can tell which
+# Values it was never shown (see compiler/tracing.py).
 _made_in_other_threads = None
 
 
-def _note_untraced(value):
-    if _made_in_other_threads is not None and _mode.get().tracer is None:
+def _note_unhooked(value):
+    if _made_in_other_threads is not None and _mode.get().hook is None:
         _made_in_other_threads.add(id(value))
+
+
+def _reading_numbers(what: str) -> None:
+    """Library code that reads or writes the numbers of Values (an optimizer's step, state_dict)
+    calls this first: an installed hook may refuse (chainrule.compile's does)."""
+    hook = _mode.get().hook
+    if hook is not None:
+        hook.reading_numbers(what)
 
 
 def no_grad():
@@ -211,7 +210,7 @@ class Value:
             if local is not None:
                 self._local = local
         if _made_in_other_threads is not None:
-            _note_untraced(self)
+            _note_unhooked(self)
 
     @property
     def op(self) -> str:
@@ -299,7 +298,7 @@ class Value:
 
     def __repr__(self):
         label = f", label={self.label!r}" if self.label else ""
-        return f"Value(data={self.data!r}, grad={self.grad!r}{label})"
+        return f"Value(data={_read_data(self)!r}, grad={_read_grad(self)!r}{label})"
 
     # Arithmetic. A plain number on either side becomes a constant leaf. The common ops take a
     # fast path when both sides are plain (a Value, a float or an int) and no mode is on: they
@@ -374,7 +373,7 @@ class Value:
 
     def __index__(self):
         # rows[v] would pick by the number v holds now, which chainrule.compile cannot replay
-        # (the row picked while tracing would be frozen into the trace); take() can.
+        # (it would keep picking the first call's row); take() can.
         raise TypeError(
             "a Value cannot be used as an integer (a list index, a repeat count); outside "
             "chainrule.compile use int(v.data); to pick a row by it, use chainrule.take(rows, index), "
@@ -422,9 +421,9 @@ class Value:
 
     def detach(self):
         """A new leaf with the same data, cut off from this value's graph."""
-        tracer = _mode.get().tracer
-        if tracer is not None:  # chainrule.compile must recompute it on replay, not freeze it
-            return tracer.detached(self)
+        hook = _mode.get().hook
+        if hook is not None:
+            return hook.detached(self)
         return Value(self.data, label=self.label)
 
     def backward(self, gradient=1.0, create_graph: bool = False):
@@ -471,9 +470,10 @@ def _restore_leaf(data, grad, label):
     return value
 
 
-# The slot that holds a Value's number, read directly: ``apply`` reads its inputs so, so that
-# it costs no more while chainrule.compile watches ``.data`` reads from user code.
-_read_data = Value.__dict__["data"].__get__
+# The slots that hold a Value's number and gradient, read and written directly: the engine's
+# own code goes through these wherever it may run under a hook (see _hooked), so that a hook
+# watching the ``.data`` and ``.grad`` attributes sees only the reads of other code.
+_read_data, _read_grad = Value.__dict__["data"].__get__, Value.__dict__["grad"].__get__
 _write_data, _write_grad = Value.__dict__["data"].__set__, Value.__dict__["grad"].__set__
 
 
@@ -494,8 +494,8 @@ def _node(data, rule, children):
 
 
 def _make(data, rule, children):
-    """A computed Value for ``apply``, its numbers stored straight into their slots: while
-    chainrule.compile traces, ``.data`` and ``.grad`` are watching properties."""
+    """A computed Value for ``apply``, its numbers stored straight into their slots (see
+    ``_read_data``), so that a hook watching ``.data`` and ``.grad`` does not see them."""
     value = _new(Value)
     _write_data(value, data)
     _write_grad(value, 0.0)
@@ -523,12 +523,9 @@ def _hand_made_node(children, op_name, local_grads):
     for child in children:
         if not isinstance(child, Value):
             raise TypeError(f"Value: children must be Values, got {type(child).__name__}: {child!r}")
-    if children and _mode.get().tracer is not None:
-        raise NotImplementedError(
-            "chainrule.compile cannot replay a node built by hand (Value(data, children, ...)): its "
-            "number was computed outside chainrule's ops; use the ops (tanh(), exp(), ...) inside "
-            "a compiled function"
-        )
+    hook = _mode.get().hook
+    if children and hook is not None:
+        hook.hand_made(children)
     if local_grads is None:  # micrograd's form: the gradient comes from a closure set later
         return children, _hand_made_op(op_name), None
     if isinstance(local_grads, str):
@@ -565,9 +562,9 @@ def _as_value(x):
         return x
     if isinstance(x, numbers.Real):
         constant = Value(x)
-        tracer = _mode.get().tracer
-        if tracer is not None:
-            tracer.constant(constant)
+        hook = _mode.get().hook
+        if hook is not None:
+            hook.constant(constant)
         return constant
     return None
 
@@ -584,7 +581,8 @@ def _binary(rule, x, y):
 
 def _describe(values):
     return ", ".join(
-        f"Value(data={v.data!r}, label={v.label!r})" if v.label else f"Value(data={v.data!r})" for v in values
+        f"Value(data={_read_data(v)!r}, label={v.label!r})" if v.label else f"Value(data={_read_data(v)!r})"
+        for v in values
     )
 
 
@@ -602,15 +600,15 @@ def apply(rule: ops.Op, *inputs: Value) -> Value:
     mode = _mode.get()
     if mode.anomaly and not math.isfinite(data):
         raise AnomalyError(f"detect_anomaly: {rule.name} produced {data!r} from {_describe(inputs)}")
-    if mode.tracer is None:
+    if mode.hook is None:
         node = _make(data, rule, inputs) if mode.recording else _make(data, None, ())
         if _made_in_other_threads is not None:
-            _note_untraced(node)
+            _note_unhooked(node)
         return node
-    if not mode.recording:  # chainrule.compile must recompute it on replay, not freeze it
-        return mode.tracer.unrecorded(_make(data, rule, inputs))
     node = _make(data, rule, inputs)
-    mode.tracer.record(node)
+    if not mode.recording:
+        return mode.hook.unrecorded(node)
+    mode.hook.record(node)
     return node
 
 
@@ -682,18 +680,18 @@ def take(rows, index):
 
     Eagerly this is plain indexing. It exists for ``chainrule.compile``: an index that picks
     what to compute (a token id choosing its embedding row) must go through ``take``, so that
-    a replay with a new index picks the new row instead of the one picked while tracing.
-    While tracing, a Value index records one ``take`` node per picked Value (a row of them
-    comes back as a new list); the gradient reaches only the picked row.
+    a compiled function called with a new index picks the new row, not the first call's. There
+    a Value index makes one ``take`` node per picked Value (a row of them comes back as a new
+    list); the gradient reaches only the picked row.
 
     >>> table = [[Value(1.0), Value(2.0)], [Value(3.0), Value(4.0)]]
     >>> [v.data for v in take(table, 1)]
     [3.0, 4.0]
     """
     if isinstance(index, Value):
-        tracer = _mode.get().tracer
-        if tracer is not None:  # the index may differ on replay: record the choice, not its result
-            return tracer.take(rows, index)
+        hook = _mode.get().hook
+        if hook is not None:
+            return hook.take(rows, index)
         index = index.data
     return rows[ops.take_index(index, len(rows))]
 
@@ -701,9 +699,9 @@ def take(rows, index):
 def map_rows(fn, *rows) -> list:
     """``[fn(*row) for row in zip(*rows)]``: ``fn`` applied to every row of a batch.
 
-    Eagerly this is the plain loop. It exists for ``chainrule.compile``: while tracing, ``fn``
-    runs on the first row only and its tape is copied for the others, so a trace of 10,000
-    rows costs little more than one of 100, and a layer over the rows becomes one matrix
+    Eagerly this is the plain loop. It exists for ``chainrule.compile``, which runs ``fn`` on
+    the first row only and copies its tape for the others, so 10,000 rows compile in little
+    more time than 100, and a layer over the rows becomes one matrix
     product. ``fn`` must do the same for every row: it runs plainly on each row if it reads a
     number that comes from the row (see compiler/mapping.py).
 
@@ -715,9 +713,9 @@ def map_rows(fn, *rows) -> list:
         raise TypeError(f"map_rows(fn, rows): fn must be callable, got {type(fn).__name__}")
     if not rows:
         raise TypeError("map_rows(fn, rows): no rows given")
-    tracer = _mode.get().tracer
-    if tracer is not None:
-        return tracer.map_rows(fn, rows)
+    hook = _mode.get().hook
+    if hook is not None:
+        return hook.map_rows(fn, rows)
     return list(map(fn, *rows))
 
 
@@ -798,25 +796,16 @@ def backward(root: Value, gradient=1.0, create_graph: bool = False) -> None:
     (see ``chainrule.autograd.grad``).
     """
     seed = _check_gradient(gradient, create_graph)
-    if not create_graph:
-        _refuse_while_tracing()
+    _reading_numbers("backward()")  # it stores gradients into .grad
     with _one_pass_at_a_time:  # reading the grads and storing the totals is one step
         if not (create_graph or _mode.get().anomaly):
             order = topological_order(root)
             if set(map(type, map(_GRAD, order))) <= _NUMBER_TYPES:  # else the careful path below
                 _store_grads(order, _propagate_numbers(order, seed, add_to_grad=True))
                 return
-        pending = propagate(root, seed, create_graph)
+        pending = _propagate(root, seed, create_graph)
         totals = [_accumulate(node, g, create_graph) for node, g in pending.items()]
         _store_grads(pending, totals)
-
-
-def _refuse_while_tracing():
-    """Inside chainrule.compile's trace, a first-order pass would compute its gradients once, as
-    numbers frozen into the trace; the tracer raises (a pass with create_graph is replayable)."""
-    tracer = _mode.get().tracer
-    if tracer is not None:
-        tracer.backward_pass()
 
 
 # Backward passes in different threads take turns: each gathers its shares apart (in a list
@@ -879,8 +868,14 @@ def propagate(root: Value, gradient=1.0, create_graph: bool = False) -> dict:
     back in, and an exception leaves nothing behind.
     """
     seed = _check_gradient(gradient, create_graph)
-    if not create_graph:
-        _refuse_while_tracing()
+    hook = _mode.get().hook
+    if hook is None:
+        return _propagate(root, seed, create_graph)
+    with hook.backward_pass(create_graph):  # it may refuse, or watch the pass
+        return _propagate(root, seed, create_graph)
+
+
+def _propagate(root: Value, seed, create_graph: bool) -> dict:
     order = topological_order(root)
     if create_graph and _graph is not None:
         _graph.watch(order)  # a gradient's graph may point back at these nodes: a cycle
@@ -988,7 +983,7 @@ def _add(total, g):
 
 
 def _check_finite(node, child, child_grad):
-    number = child_grad.data if isinstance(child_grad, Value) else child_grad
+    number = _read_data(child_grad) if isinstance(child_grad, Value) else child_grad
     if not math.isfinite(number):
         raise AnomalyError(
             f"detect_anomaly: backward of {node.op} produced gradient {number!r} "
@@ -998,6 +993,7 @@ def _check_finite(node, child, child_grad):
 
 def zero_grads(values) -> None:
     """``v.grad = 0.0`` for every Value in the list: what ``zero_grad()`` does."""
+    _reading_numbers("zero_grad()")
     in_c = _loops_in_c()
     if in_c and in_c.fill_grads(values, 0.0):
         return  # the same loop in C
@@ -1006,9 +1002,9 @@ def zero_grads(values) -> None:
 
 
 def _loops_in_c():
-    """The C loops over many Values (see below), or None: when they are not built, and inside
-    chainrule.compile's trace, whose watch over ``.data`` and ``.grad`` they would go around."""
-    return _graph if _graph is not None and _mode.get().tracer is None else None
+    """The C loops over many Values (see below), or None: when they are not built, and under a
+    hook, whose watch over ``.data`` and ``.grad`` they would go around."""
+    return _graph if _graph is not None and _mode.get().hook is None else None
 
 
 # ---------------------------------------------------------------------------------------------

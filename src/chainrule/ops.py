@@ -152,13 +152,10 @@ def _sigmoid_of(x):
 
 def _zero_like(g):
     """A gradient that is exactly 0 whatever ``g`` is, even nan or inf: PyTorch's ``where(mask,
-    0, ...)`` in a rule, where ``0 * g`` would pass a nan on. A constant Value when ``g`` is a
-    Value (create_graph): its slope in ``g`` is 0 too."""
-    if type(g) is float:
-        return 0.0
-    from .engine import _as_value  # (engine imports this module: import at the call)
-
-    return _as_value(0.0)
+    0, ...)`` in a rule, where ``0 * g`` would pass a nan on. When ``g`` is a Value
+    (create_graph) it is None, the rules' word for "nothing passes back": the same exact 0,
+    whose slope in ``g`` is 0 too."""
+    return 0.0 if type(g) is float else None
 
 
 # ---------------------------------------------------------------------------------------------

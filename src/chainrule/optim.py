@@ -99,6 +99,7 @@ class Optimizer:
 
     def step(self) -> None:
         """Update every parameter from its current gradient."""
+        engine._reading_numbers(f"{type(self).__name__}.step()")
         lr = self.current_lr()  # checked before any parameter changes
         self._update(lr)
         self.step_count += 1

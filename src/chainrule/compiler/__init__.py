@@ -183,7 +183,7 @@ class CompiledFunction:
         return tape.backend.lower(self.np.concatenate([numbers_in, tape.constant_data, externals]))
 
     def __call__(self, *args):
-        if _mode.get().tracer is not None:  # called inside another trace: let it see the ops
+        if _mode.get().hook is not None:  # called inside another trace: let it see the ops
             return self.fn(*args)
         tape, numbers_in = self._tape(args)
         return tape.run(numbers_in)

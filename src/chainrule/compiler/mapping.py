@@ -102,7 +102,7 @@ def trace_rows(tracer, fn, iterables, row_tracer_class):
     row_tracer = row_tracer_class(leaves, tracer)
     args = _rebuilt(shape, iter(leaves))
     try:
-        with engine._tracing(row_tracer):
+        with engine._hooked(row_tracer):
             result = fn(*args)
     except Exception:  # on the first row's own Values it may not (or it raises the same again)
         return [fn(*row) for row in rows]

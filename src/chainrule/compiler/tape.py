@@ -206,7 +206,7 @@ class _CompiledValue(Value):
             raise NotImplementedError("backward(create_graph=True) through a compiled function")
         replay, position = self._rule.backward.args
         mode = _mode.get()
-        if isinstance(gradient, Value) or mode.anomaly or mode.tracer or not replay.tape.externals_are_leaves:
+        if isinstance(gradient, Value) or mode.anomaly or mode.hook or not replay.tape.externals_are_leaves:
             return super().backward(gradient)  # while tracing, the engine's backward refuses
         # The graph above the tape is just this node and the parameters (leaves), so do what
         # the engine's backward would do without its general walk: one tape pass, then add,

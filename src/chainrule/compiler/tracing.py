@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import sys
 import threading
-import types
 import warnings
 
 from .. import engine, ops
@@ -26,8 +24,10 @@ class TraceWarning(UserWarning):
 
 
 class _Tracer:
-    """Shown, by the engine, every node, number-made constant, ``detach()`` and ``no_grad`` op
-    while tracing, and (through ``_watched``) every read and write of a Value's data and grad."""
+    """The engine's hook (see ``engine._hooked``) while ``fn`` is traced: shown every node,
+    number-made constant, ``detach()``, ``no_grad`` op, ``take`` and ``map_rows``, asked before
+    a backward pass or library code that reads numbers, and (through the watching attributes
+    below) shown every read and write of a Value's ``.data`` and ``.grad`` by the traced code."""
 
     def __init__(self, inputs, backend="numpy"):
         self.inputs = set(inputs)  # the leaves standing for the arguments (and map_rows' results)
@@ -39,6 +39,7 @@ class _Tracer:
         self.blocks = []  # the map_rows calls traced on one row (mapping.py)
         self.read_row_number = False  # whether fn read .data of something it traced
         self.bool_inputs = set()  # the ids of the inputs given as bools (see arguments.bool_leaves)
+        self._gradient_passes = 0  # create_graph passes running now (see backward_pass)
 
     def map_rows(self, fn, rows):
         """``chainrule.map_rows(fn, *rows)``: ``fn`` traced on one row, its tape copied for every
@@ -50,21 +51,50 @@ class _Tracer:
 
     def detached(self, value):
         """``value.detach()``: a stop_gradient node, so that replay recomputes it from new numbers."""
-        stopped = _make(value.data, ops.STOP_GRADIENT, (value,))
+        stopped = _make(engine._read_data(value), ops.STOP_GRADIENT, (value,))
         stopped.label = value.label
         self.record(stopped)
         return stopped
 
     def unrecorded(self, node):
-        """An op under ``no_grad``: recorded all the same, behind a stop_gradient."""
+        """An op under ``no_grad``: recorded all the same, behind a stop_gradient, so that replay
+        recomputes it from new numbers instead of freezing it."""
         self.record(node)
         return self.detached(node)
 
     @staticmethod
-    def backward_pass():
-        """A first-order backward pass started while tracing (the engine asks before it walks:
-        its loops in C read the numbers without going through the watch)."""
-        raise NotImplementedError(f"chainrule.compile: {_BACKWARD_FROZEN}")
+    def hand_made(children):
+        raise NotImplementedError(
+            "chainrule.compile cannot replay a node built by hand (Value(data, children, ...)): its "
+            "number was computed outside chainrule's ops; use the ops (tanh(), exp(), ...) inside "
+            "a compiled function"
+        )
+
+    @contextlib.contextmanager
+    def backward_pass(self, create_graph):
+        """A backward pass started while tracing. A first-order one would give numbers frozen
+        into the trace: refused. One with create_graph builds the gradients' graph from ops, which
+        replay recomputes; but a rule that reads a number in it (relu's chooses its formula by
+        the sign of its input) would freeze that choice, so a read inside it is refused."""
+        if not create_graph:
+            raise NotImplementedError(f"chainrule.compile: {_BACKWARD_FROZEN}")
+        self._gradient_passes += 1
+        try:
+            yield
+        finally:
+            self._gradient_passes -= 1
+
+    @staticmethod
+    def reading_numbers(what):
+        """Library code that reads or writes numbers (``backward()``, an optimizer's step,
+        ``state_dict``) was called by the traced function: refused."""
+        if what == "backward()":
+            raise NotImplementedError(f"chainrule.compile: {_BACKWARD_FROZEN}")
+        raise NotImplementedError(
+            f"chainrule.compile: {what} reads or writes the numbers of Values; inside the traced "
+            "function that happens once, while tracing, and is frozen into the trace, not repeated "
+            "on replay. Call it outside the compiled function"
+        )
 
     def made(self, value):
         """Whether ``value`` is an input or a node of this trace (for messages only)."""
@@ -96,42 +126,33 @@ class _Tracer:
     def _take_one(candidates, index):
         return engine.apply(ops.TAKE, index, *engine._as_values(candidates, "take"))
 
-    def touched(self, value, frame, slot, writing):
-        """Code running in ``frame`` read or wrote ``value.data`` or ``value.grad`` (``slot``):
-        warn, or refuse, since what it does happens once, while tracing, and not on replay."""
+    def touched(self, value, slot, writing):
+        """The traced code read or wrote ``value.data`` or ``value.grad`` (``slot``), or called
+        ``float(value)``. The engine's own code never does (it reads the slots directly), so this
+        is the code being traced: what it does with the number happens once, while tracing."""
         if value in self.constants:
             return  # a number written in fn: a constant anyway
-        stacklevel = 3  # the user's line: touched <- the property <- the user
-        if frame.f_code is _FLOAT_CODE:  # float(v) is the caller's read of v.data
-            frame, stacklevel = frame.f_back, 4
-        module = frame.f_globals.get("__name__", "")
+        if self._gradient_passes:
+            raise NotImplementedError(
+                "chainrule.compile: with create_graph=True, the gradient of relu (or of x ** y with "
+                "respect to y, or of a division by zero) chooses its formula by the sign or value "
+                "of its input: the choice made while tracing would be frozen into the trace"
+            )
         traced = self.made(value)
         self.read_row_number = self.read_row_number or traced
-        if module.partition(".")[0] != "chainrule":
-            what = "a traced value" if traced else "a Value made outside the function (a parameter, say)"
-            effect = (
-                "that write happens once, while tracing, not on every call"
-                if writing
-                else "anything computed from that number (an `if`, a constant) is frozen into the "
-                "trace and will not change on replay. Compute with the Value itself instead"
-            )
-            warnings.warn(
-                f"chainrule.compile: the traced function {'wrote' if writing else 'read'} .{slot} "
-                f"of {what}; {effect}.",
-                TraceWarning,
-                stacklevel=stacklevel,
-            )
-        elif module not in _QUIET_MODULES:
-            code = frame.f_code
-            function = getattr(code, "co_qualname", code.co_name).partition(".<locals>")[0]
-            generic = (
-                f"{function} ({module}) {'wrote' if writing else 'read'} .{slot} of "
-                f"{'a traced value' if traced else 'a Value'} while tracing; that happens once, "
-                "while tracing, and is frozen into the trace, not repeated on replay. Call it "
-                "outside the compiled function"
-            )
-            explanation = next((text for ids, text in _FREEZING_CODE if id(code) in ids), generic)
-            raise NotImplementedError(f"chainrule.compile: {explanation}")
+        what = "a traced value" if traced else "a Value made outside the function (a parameter, say)"
+        effect = (
+            "that write happens once, while tracing, not on every call"
+            if writing
+            else "anything computed from that number (an `if`, a constant) is frozen into the "
+            "trace and will not change on replay. Compute with the Value itself instead"
+        )
+        warnings.warn(
+            f"chainrule.compile: the traced function {'wrote' if writing else 'read'} .{slot} "
+            f"of {what}; {effect}.",
+            TraceWarning,
+            stacklevel=3,  # the traced code's line: touched <- the attribute <- that line
+        )
 
 
 class _RowTracer(_Tracer):
@@ -145,112 +166,58 @@ class _RowTracer(_Tracer):
         return [fn(*row) for row in zip(*rows)]  # a map_rows inside fn: a plain loop
 
 
+# ---------------------------------------------------------------------------------------------
+# The watch over .data and .grad. While any thread traces, Value's two number slots are
+# replaced by these properties (and float(v) by a reading twin); outside traces they are the
+# plain slots, so eager code pays nothing. In a thread that is not tracing they only read and
+# write. The engine never reads or writes numbers through them (engine._read_data and friends),
+# so in the tracing thread every read they see is the traced code's.
+
+
 def _watched(slot, name):
-    """A property over one of Value's slots, used while a trace runs in some thread.
+    """A property over one of Value's slots that shows each read and write to the thread's tracer."""
 
-    In a thread that is tracing, every read and write is shown to the tracer, except those by
-    ``_QUIET_CODE``: a new Value being filled in, an op reading its inputs, or code that only
-    shows the number (``repr``, error messages). See ``_Tracer.touched`` for the rest.
-    """
-
-    # Every op reads its inputs through here while tracing, so the names it needs are bound
-    # once, as default arguments, instead of being looked up at every call.
-    # The caller is checked first: most reads and writes come from quiet code (an op), which
-    # then needs no look-up of the mode.
-    def get(value, get_slot=slot.__get__, mode=_mode.get, caller=sys._getframe, quiet=_QUIET_CODE):
-        frame = caller(1)
-        if id(frame.f_code) not in quiet:
-            tracer = mode().tracer
-            if tracer is not None:
-                tracer.touched(value, frame, name, writing=False)
+    def get(value, get_slot=slot.__get__, mode=_mode.get):
+        hook = mode().hook
+        if hook is not None:
+            hook.touched(value, name, writing=False)
         return get_slot(value)
 
-    def set(value, x, set_slot=slot.__set__, mode=_mode.get, caller=sys._getframe, quiet=_QUIET_CODE):
-        frame = caller(1)
-        if id(frame.f_code) not in quiet:
-            tracer = mode().tracer
-            if tracer is not None:
-                tracer.touched(value, frame, name, writing=True)
+    def set(value, x, get_slot=slot.__get__, set_slot=slot.__set__, mode=_mode.get):
+        hook = mode().hook
+        if hook is not None:
+            try:
+                get_slot(value)
+            except AttributeError:  # an empty slot: a Value being made (Value(2.0) in fn), not a write
+                return set_slot(value, x)
+            hook.touched(value, name, writing=True)
         set_slot(value, x)
 
-    return property(get, set)
+    return property(get, set, doc=f"The Value's {name} (watched while chainrule.compile traces).")
 
 
-def _touched(value, frame, name, writing):
-    """What chainrule/_graph.c's watched slots call (for code not on the quiet list): the same
-    check as ``_watched``'s, in the same place on the stack (touched <- here <- the reader)."""
-    tracer = _mode.get().tracer
-    if tracer is not None:
-        tracer.touched(value, frame, name, writing)
+def _watched_float(value_float):
+    def __float__(value, mode=_mode.get):
+        hook = mode().hook
+        if hook is not None:
+            hook.touched(value, "data", writing=False)
+        return value_float(value)
+
+    return __float__
 
 
-# Where the numbers really live: Value's slots (a Parameter's too).
-_SLOTS = {(Value, name): Value.__dict__[name] for name in ("data", "grad")}
-
-
-def _code_objects(*functions):
-    """These functions' code objects and those of the comprehensions inside them. (A function
-    built in C, engine._node with chainrule/_graph.c, has none: it fills the slots directly.)"""
-    found, codes = [], [f.__code__ for f in functions if hasattr(f, "__code__")]
-    while codes:
-        code = codes.pop()
-        found.append(code)
-        codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
-    return tuple(found)
-
-
-def _code_ids(*functions):
-    return {id(code) for code in _code_objects(*functions)}
-
-
-# The fast ops: every function of engine.py that builds its node with _node (Value.__add__,
-# ..., dot, sum_values). They read their inputs' data as apply does.
-_FAST_OPS = [
-    f
-    for f in [*vars(Value).values(), *vars(engine).values()]
-    if isinstance(f, types.FunctionType) and "_node" in f.__code__.co_names
-]
-_QUIET = _code_objects(
-    Value.__init__,  # a new Value
-    engine._node,  # a new computed Value
-    engine.apply,  # an op: the trace records it
-    *_FAST_OPS,  # the same, on the fast path
-    ops._add_up_left_to_right,  # their sums (Python 3.12 and later), reading what they read
-    _Tracer.detached,  # a stop_gradient node: the trace records it
-    engine._describe,  # error messages
-    engine._check_finite,  # detect_anomaly's check; replay checks again
-    Value.__repr__,
-)
-_QUIET_CODE = set(map(id, _QUIET))  # by id: a set of code objects would hash each one on every read
-if engine._graph is not None:  # the same check in C, several times cheaper on every read
-    _WATCHED = {at: engine._graph.watched(slot, at[1], _QUIET, _touched) for at, slot in _SLOTS.items()}
-else:
-    _WATCHED = {at: _watched(slot, at[1]) for at, slot in _SLOTS.items()}  # made after _QUIET_CODE
-_FLOAT_CODE = Value.__float__.__code__
-_QUIET_MODULES = ("chainrule.draw",)  # drawings only show the numbers
+# What Value has outside traces, and what it has during them.
+_PLAIN = {name: Value.__dict__[name] for name in ("data", "grad", "__float__")}
+_WATCHED = {
+    "data": _watched(_PLAIN["data"], "data"),
+    "grad": _watched(_PLAIN["grad"], "grad"),
+    "__float__": _watched_float(engine._read_data),
+}
 _BACKWARD_FROZEN = (
     "backward() (or autograd.grad without create_graph=True) inside a compiled function would "
     "run only while tracing: its gradients would be frozen into the trace and never computed "
     "on replay. Return the loss and call backward() on the compiled function's result"
 )
-_FREEZING_CODE = [  # code with a more helpful explanation than the generic one
-    (
-        _code_ids(
-            engine.propagate,
-            engine.backward,
-            engine._child_gradients,
-            engine._accumulate,
-            engine._run_closure,
-            engine._backward_step,
-        ),
-        _BACKWARD_FROZEN,
-    ),
-    (
-        _code_ids(ops._data),
-        "with create_graph=True, the gradient of relu (or of x ** y with respect to y) chooses its "
-        "formula by the sign of its input: the choice made while tracing would be frozen into the trace",
-    ),
-]
 _watch_lock = threading.Lock()
 _traces_running = 0  # in all threads; Value's slots are watched while this is above 0
 
@@ -266,8 +233,8 @@ def _watching_slots():
     global _traces_running
     with _watch_lock:
         if _traces_running == 0:
-            for (cls, name), watched in _WATCHED.items():
-                setattr(cls, name, watched)
+            for name, watched in _WATCHED.items():
+                setattr(Value, name, watched)
             _watch_other_threads(set())
         _traces_running += 1
         made_in_other_threads = engine._made_in_other_threads
@@ -277,8 +244,8 @@ def _watching_slots():
         with _watch_lock:
             _traces_running -= 1
             if _traces_running == 0:
-                for (cls, name), slot in _SLOTS.items():
-                    setattr(cls, name, slot)
+                for name, plain in _PLAIN.items():
+                    setattr(Value, name, plain)
                 _watch_other_threads(None)
 
 
@@ -316,7 +283,7 @@ def trace(fn, structure, numbers_in, backend="numpy") -> Tape:
     args = [_unflatten_arguments(arg, leaves) for arg in structure]
     tracer = _Tracer(inputs, backend)
     tracer.bool_inputs = {id(v) for v, is_bool in zip(inputs, bool_leaves(structure)) if is_bool}
-    with engine._tracing(tracer), _watching_slots() as made_in_other_threads:
+    with engine._hooked(tracer), _watching_slots() as made_in_other_threads:
         result = fn(*args)
     outputs = []
     result_structure = _flatten_result(result, outputs)
