@@ -322,7 +322,8 @@ def check_cache_folder(make: bool = False) -> Path:
             if make or os.path.lexists(real):
                 checks.append((real, os.lstat(real), True))
     except OSError as error:
-        raise Unavailable(f"cannot {'make' if make else 'check'} the cache folder {folder}: {error}") from None
+        doing = "make" if make else "check"
+        raise Unavailable(f"cannot {doing} the cache folder {folder}: {error}") from None
     for path, st, is_own in checks:
         reason = _unsafe(st, is_own)
         if reason:
