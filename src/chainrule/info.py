@@ -72,7 +72,7 @@ def _import_problem(module: str) -> str | None:
     return None
 
 
-def _part(module: str, active: bool, *causes) -> dict:
+def _part(module: str, active: bool, *causes: str | None) -> dict:
     """One native part: on or off, and when off the first of ``causes`` (strings or None) that
     applies; each cause is checked in order, from the most general."""
     reason = None
@@ -133,7 +133,7 @@ def _compile_report(native_parts: dict) -> dict:
         auto = 'nothing: chainrule.compile needs numpy (pip install "chainrule[fast]")'
     elif native_parts["table_program"]["active"]:
         auto = "the C table program built with chainrule (no compiler needed)"
-    elif usable and problem is None:
+    elif compiler is not None and usable and problem is None:
         auto = f"the C table program, built once by {compiler[0]} into the cache folder"
     else:
         auto = "the numpy backend (a thin tape, a node per group: node by node in Python)"
