@@ -67,6 +67,7 @@ class Node:
         pairs = []
         # chainrule's own chain rule at one node, with an incoming gradient of 1 (None marks an
         # input that is a constant by construction, such as the exponent of x ** 2).
+        assert self.value is not None  # only a link of a chain has no value, and links have shares
         for child, local in engine._child_gradients(self.value, 1.0, False):
             if local is None or child not in node_of:  # x ** c: micrograd does not draw c
                 continue
@@ -183,7 +184,13 @@ _CHAINS: dict[ops.Op, Callable[[Value, list[Node], list[Node]], Node]] = {
 # Making boxes
 
 
-def _stand_in(value: Value, op: str, children: tuple, shares=None, rule: str | None = None) -> Node:
+def _stand_in(
+    value: Value,
+    op: str,
+    children: tuple[Node, ...],
+    shares: tuple[tuple[Node, float], ...] | None = None,
+    rule: str | None = None,
+) -> Node:
     """The box of a Value of the graph: its own label, data and gradient."""
     return Node(
         label=value.label or "",
@@ -197,7 +204,14 @@ def _stand_in(value: Value, op: str, children: tuple, shares=None, rule: str | N
     )
 
 
-def _link(made: list[Node], data: float, grad: float, op: str = "", children=(), shares=()) -> Node:
+def _link(
+    made: list[Node],
+    data: float,
+    grad: float,
+    op: str = "",
+    children: tuple[Node, ...] = (),
+    shares: tuple[tuple[Node, float], ...] = (),
+) -> Node:
     """A drawing-only box (a link of a chain, or a constant such as its -1), added to ``made``."""
     rule = "**" if op.startswith("**") else op
     node = Node(label="", data=data, grad=grad, op=op, rule=rule, children=children, shares=shares)
@@ -205,7 +219,7 @@ def _link(made: list[Node], data: float, grad: float, op: str = "", children=(),
     return node
 
 
-def _number(x) -> float:
+def _number(x: Value | float) -> float:
     """The float a gradient holds: after ``backward(create_graph=True)`` it is a Value."""
     return float(x.data if isinstance(x, Value) else x)
 

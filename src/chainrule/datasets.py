@@ -25,10 +25,14 @@ from __future__ import annotations
 import math
 import numbers
 import random
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._checks import check_integer, check_number, is_integer
+
+if TYPE_CHECKING:
+    import numpy
 
 __all__ = ["NAMES", "Dataset", "TextDataset", "blobs", "circles", "digits", "load", "moons", "names"]
 
@@ -53,7 +57,7 @@ class Dataset(NamedTuple):
 # Checking arguments, importing scikit-learn, splitting.
 
 
-def _import_sklearn():
+def _import_sklearn() -> ModuleType:
     try:
         import sklearn.datasets
         import sklearn.model_selection
@@ -64,14 +68,14 @@ def _import_sklearn():
     return sklearn
 
 
-def _check_seed(where: str, seed) -> int:
+def _check_seed(where: str, seed: Any) -> int:
     # numpy's random generators, which scikit-learn uses, take seeds from 0 to 2**32 - 1.
     if is_integer(seed) and not 0 <= seed < 2**32:
         raise ValueError(f"{where}: seed must be between 0 and 2**32 - 1, got {seed!r}")
     return check_integer(where, "seed", seed, low=0)  # a TypeError for anything but an integer
 
 
-def _items(x) -> list | None:
+def _items(x: Any) -> list[Any] | None:
     """The items of a list, a tuple or a numpy array, as a list; None for anything else."""
     if isinstance(x, (str, bytes)) or not hasattr(x, "__len__") or not hasattr(x, "__iter__"):
         return None
@@ -81,7 +85,7 @@ def _items(x) -> list | None:
         return None
 
 
-def _check_points(where: str, name: str, points) -> list[list[float]]:
+def _check_points(where: str, name: str, points: Any) -> list[list[float]]:
     """``points`` as a non-empty list of equally long lists of finite floats."""
     problem = f"{where}: {name} must be a number of clusters or a list of points, got {points!r}"
     rows = _items(points)
@@ -98,13 +102,13 @@ def _check_points(where: str, name: str, points) -> list[list[float]]:
     return checked
 
 
-def _check_coordinate(where: str, name: str, x) -> float:
+def _check_coordinate(where: str, name: str, x: Any) -> float:
     if not isinstance(x, numbers.Real) or isinstance(x, bool) or not math.isfinite(x):
         raise ValueError(f"{where}: every coordinate of the {name} must be a finite number, got {x!r}")
     return float(x)
 
 
-def _check_test_size(where: str, test_size, n_samples: int) -> float:
+def _check_test_size(where: str, test_size: float, n_samples: int) -> float:
     """``test_size`` as a float, after checking that both sides of the split get examples."""
     if not isinstance(test_size, numbers.Real) or isinstance(test_size, bool):
         raise TypeError(f"{where}: test_size must be a fraction between 0 and 1, got {test_size!r}")
@@ -116,7 +120,9 @@ def _check_test_size(where: str, test_size, n_samples: int) -> float:
     return float(test_size)
 
 
-def _as_dataset(name: str, X, y, n_classes: int, test_size: float, seed: int) -> Dataset:
+def _as_dataset(
+    name: str, X: numpy.ndarray, y: numpy.ndarray, n_classes: int, test_size: float, seed: int
+) -> Dataset:
     """Split numpy arrays ``X``, ``y`` and convert them to lists of Python floats and ints."""
     X_test, y_test = X[:0], y[:0]
     if test_size > 0:
@@ -307,13 +313,19 @@ def names(seed: int = 0, max_length: int | None = None) -> TextDataset:
 NAMES = ("moons", "circles", "blobs", "digits", "names")
 
 
-def load(name: str, **options) -> Dataset | TextDataset:
+def load(name: str, **options: Any) -> Dataset | TextDataset:
     """The data set called ``name`` (one of ``NAMES``), made with ``options``.
 
     >>> load("blobs", n_samples=20, centers=2).n_classes
     2
     """
-    makers = {"moons": moons, "circles": circles, "blobs": blobs, "digits": digits, "names": names}
+    makers: dict[str, Callable[..., Dataset | TextDataset]] = {
+        "moons": moons,
+        "circles": circles,
+        "blobs": blobs,
+        "digits": digits,
+        "names": names,
+    }
     if name not in makers:
         raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(NAMES)}")
     return makers[name](**options)

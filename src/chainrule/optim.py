@@ -37,11 +37,16 @@ import collections
 import itertools
 import math
 import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from . import engine
 from ._checks import check_integer, check_number
 from .engine import _DATA, _GRAD, Value
+
+if TYPE_CHECKING:
+    import numpy
 
 __all__ = ["SGD", "Adam", "Optimizer", "linear_decay"]
 
@@ -64,7 +69,7 @@ class Optimizer:
     (0.05, 1)
     """
 
-    def __init__(self, params: Iterable[Value], lr: LearningRate):
+    def __init__(self, params: Iterable[Value], lr: LearningRate) -> None:
         name = type(self).__name__
         if isinstance(params, Value) or not isinstance(params, Iterable):
             raise TypeError(f"{name}: params must be a list of Values, such as model.parameters()")
@@ -124,7 +129,7 @@ def _gradient_number(optimizer: str, i: int, p: Value) -> float | None:
     raise TypeError(f"{optimizer}: params[{i}].grad must be a number, a Value or None, got {g!r}")
 
 
-def _numpy():
+def _numpy() -> ModuleType | None:
     """numpy, or None when it is not installed (then the optimizers loop over the parameters)."""
     global _NUMPY
     if _NUMPY is False:
@@ -135,10 +140,12 @@ def _numpy():
     return _NUMPY
 
 
-_NUMPY = False  # not looked for yet
+_NUMPY: Any = False  # not looked for yet; then numpy, or None
 
 
-def _gathered(optimizer: Optimizer, np, weight_decay: float):
+def _gathered(
+    optimizer: Optimizer, np: ModuleType, weight_decay: float
+) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray | None]:
     """``(data, g, has_grad)``: every parameter's data and decayed gradient as float64 arrays.
 
     ``has_grad`` marks the parameters whose grad is not None, or is None when all of them have
@@ -170,11 +177,13 @@ def _state(typecode: str, n: int) -> array.array:
     return array.array(typecode, bytes(array.array(typecode).itemsize * n))
 
 
-def _view(np, state: array.array):
+def _view(np: ModuleType, state: array.array) -> numpy.ndarray:
     return np.frombuffer(state, dtype={"d": np.float64, "q": np.int64, "b": np.int8}[state.typecode])
 
 
-def _update_state(np, state: array.array, new, has_grad) -> None:
+def _update_state(
+    np: ModuleType, state: array.array, new: numpy.ndarray, has_grad: numpy.ndarray | None
+) -> None:
     """state = new, but where a parameter had no grad (has_grad False) it keeps its entry."""
     view = _view(np, state)
     if has_grad is None:
@@ -183,9 +192,9 @@ def _update_state(np, state: array.array, new, has_grad) -> None:
         view[has_grad] = new[has_grad]
 
 
-def _write_data(optimizer: Optimizer, new, has_grad) -> None:
+def _write_data(optimizer: Optimizer, new: numpy.ndarray, has_grad: numpy.ndarray | None) -> None:
     """Store the new numbers in the parameters that had a gradient, in one C-level loop."""
-    params = optimizer.params
+    params: Sequence[Value] = optimizer.params
     if has_grad is not None:
         params = list(itertools.compress(params, has_grad.tolist()))
         new = new[has_grad]
@@ -230,7 +239,7 @@ class SGD(Optimizer):
         lr: LearningRate,
         momentum: float = 0.0,
         weight_decay: float = 0.0,
-    ):
+    ) -> None:
         super().__init__(params, lr)
         self.momentum = check_number("SGD", "momentum", momentum)
         self.weight_decay = check_number("SGD", "weight_decay", weight_decay)
@@ -296,10 +305,10 @@ class Adam(Optimizer):
         self,
         params: Iterable[Value],
         lr: LearningRate = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: Sequence[float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
-    ):
+    ) -> None:
         super().__init__(params, lr)
         if isinstance(betas, (str, bytes)) or not isinstance(betas, Iterable):
             raise TypeError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")

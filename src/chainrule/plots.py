@@ -31,9 +31,17 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from ._files import write_atomically  # the one atomic writer, whose errors name the path
+from .datasets import Dataset
+from .nn import MLP
 from .training import TrainResult, predict, predict_all
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.gridspec import GridSpec
 
 __all__ = ["plot_training", "training_figure"]
 
@@ -42,7 +50,7 @@ FINE_GRID_SIZE = 120  # the same when the model runs compiled, which is fast eno
 SHOWN_DIGITS = 4  # digits shows SHOWN_DIGITS x SHOWN_DIGITS test images
 
 
-def _import_matplotlib():
+def _import_matplotlib() -> tuple[type[Figure], Any]:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -71,24 +79,25 @@ def _grid_axis(values: list[float], size: int) -> list[float]:
     return [low + (high - low) * i / (size - 1) for i in range(size)]
 
 
-def _draw_decision_regions(ax, result: TrainResult) -> None:
+def _draw_decision_regions(ax: Axes, result: TrainResult) -> None:
     from matplotlib.colors import ListedColormap
     from matplotlib.lines import Line2D
 
-    data = result.data
+    data = cast(Dataset, result.data)  # a classifier's (so are the model and the two panels)
     points = data.X_train + data.X_test
     size = FINE_GRID_SIZE if result.settings.get("compile") else GRID_SIZE
     xs = _grid_axis([p[0] for p in points], size)
     ys = _grid_axis([p[1] for p in points], size)
     grid = [[x, y] for y in ys for x in xs]
-    classes = predict_all(result.model, grid, data.n_classes, compile=result.settings.get("compile", False))
+    model = cast(MLP, result.model)
+    classes = predict_all(model, grid, data.n_classes, compile=result.settings.get("compile", False))
     regions = [classes[row * len(xs) : (row + 1) * len(xs)] for row in range(len(ys))]
 
     colors = _class_colors(data.n_classes)
     levels = [k - 0.5 for k in range(data.n_classes + 1)]  # one band of color per class
     ax.contourf(xs, ys, regions, levels=levels, colors=colors, alpha=0.25)
     cmap = ListedColormap(colors)
-    style = {"cmap": cmap, "vmin": 0, "vmax": data.n_classes - 1}
+    style: dict[str, Any] = {"cmap": cmap, "vmin": 0, "vmax": data.n_classes - 1}
     train_x, train_y = [p[0] for p in data.X_train], [p[1] for p in data.X_train]
     ax.scatter(train_x, train_y, c=data.y_train, s=18, edgecolors="black", linewidths=0.4, **style)
     if data.X_test:
@@ -105,9 +114,9 @@ def _draw_decision_regions(ax, result: TrainResult) -> None:
     ax.set_title("decision regions")
 
 
-def _draw_digits(ax, result: TrainResult) -> None:
+def _draw_digits(ax: Axes, result: TrainResult) -> None:
     """The first test images in one picture (a mosaic), each with the predicted class above it."""
-    data = result.data
+    data, model = cast(Dataset, result.data), cast(MLP, result.model)
     images, labels = (data.X_test, data.y_test) if data.X_test else (data.X_train, data.y_train)
     side = round(len(images[0]) ** 0.5)  # 8 for the 8x8 digits
     tile_width, tile_height = side + 1, side + 4  # a blank column to the right, a band for the text above
@@ -117,7 +126,7 @@ def _draw_digits(ax, result: TrainResult) -> None:
         top, left = (k // n) * tile_height + 4, (k % n) * tile_width
         for r in range(side):
             mosaic[top + r][left : left + side] = pixels[r * side : (r + 1) * side]
-        guess = predict(result.model, pixels, data.n_classes)
+        guess = predict(model, pixels, data.n_classes)
         right = guess == label
         text = f"{guess}" if right else f"{guess} (is {label})"
         x, y = left + side / 2 - 0.5, top - 1.2  # centred over the tile, in pixel coordinates
@@ -132,7 +141,7 @@ def _draw_digits(ax, result: TrainResult) -> None:
 # Right panel: loss and accuracy per step.
 
 
-def _draw_curves(ax, result: TrainResult) -> None:
+def _draw_curves(ax: Axes, result: TrainResult) -> None:
     steps = range(1, len(result.losses) + 1)
     ax.plot(steps, result.losses, color="C0", label="loss")
     if all(loss > 0 for loss in result.losses):
@@ -143,7 +152,7 @@ def _draw_curves(ax, result: TrainResult) -> None:
 
     # With full-batch training every step sees the whole training set.
     batch_size = result.settings.get("batch_size")
-    full_batch = batch_size is None or batch_size >= len(result.data.X_train)
+    full_batch = batch_size is None or batch_size >= len(cast(Dataset, result.data).X_train)
     label = "training accuracy" if full_batch else "batch accuracy"
     accuracy_ax = ax.twinx()
     accuracy_ax.plot(steps, result.accuracies, color="C1", label=label)
@@ -175,7 +184,7 @@ def _running_mean(losses: list[float], window: int) -> list[float]:
     return means
 
 
-def _draw_loss_curve(ax, result: TrainResult) -> None:
+def _draw_loss_curve(ax: Axes, result: TrainResult) -> None:
     steps = range(1, len(result.losses) + 1)
     window = min(RUNNING_MEAN, len(result.losses))
     ax.plot(steps, result.losses, color="C0", alpha=0.3, linewidth=0.8, label="loss of the step's name")
@@ -186,7 +195,7 @@ def _draw_loss_curve(ax, result: TrainResult) -> None:
     ax.set_title("training loss")
 
 
-def _draw_samples(ax, result: TrainResult) -> None:
+def _draw_samples(ax: Axes, result: TrainResult) -> None:
     ax.set_axis_off()
     ax.set_title("sampled names")
     for i, name in enumerate(result.samples):
@@ -196,13 +205,13 @@ def _draw_samples(ax, result: TrainResult) -> None:
 _TEXT_MARGIN = 0.05  # inches either side of the widest text in a column of text
 
 
-def _fit_column_to_its_text(figure, grid, wide_ax, text_ax) -> None:
+def _fit_column_to_its_text(figure: Figure, grid: GridSpec, wide_ax: Axes, text_ax: Axes) -> None:
     """Make ``text_ax`` (a column of text, no axis) as wide as its widest text, its title
     included, and give ``wide_ax`` the rest: a fixed share left a blank band either side of
     the names, as wide as the names themselves. The texts' widths are known once the figure
     is laid out, so it is laid out twice: once to measure, then with the columns' widths set."""
     figure.draw_without_rendering()
-    renderer = figure.canvas.get_renderer()
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]  # (an Agg canvas has one)
     needed = max(text.get_window_extent(renderer).width for text in [text_ax.title, *text_ax.texts])
     needed += 2 * _TEXT_MARGIN * figure.dpi
     shared = wide_ax.bbox.width + text_ax.bbox.width  # what the two axes have between them
@@ -219,7 +228,7 @@ def _language_model_title(result: TrainResult) -> str:
 # Public functions
 
 
-def training_figure(result: TrainResult):
+def training_figure(result: TrainResult) -> Figure:
     """The two-panel matplotlib ``Figure`` for a ``TrainResult`` (see the module docstring).
 
     >>> from chainrule.datasets import blobs
@@ -233,15 +242,16 @@ def training_figure(result: TrainResult):
     FigureCanvasAgg(figure)  # render with Agg: no display needed
     if result.language_model:
         grid = figure.add_gridspec(1, 2)
-        left, right = grid
+        left, right = grid[0], grid[1]
         curve_ax, samples_ax = figure.add_subplot(left), figure.add_subplot(right)
         _draw_loss_curve(curve_ax, result)
         _draw_samples(samples_ax, result)
         figure.suptitle(_language_model_title(result))
         _fit_column_to_its_text(figure, grid, curve_ax, samples_ax)
         return figure
-    left, right = figure.add_gridspec(1, 2, width_ratios=[1, 1.1])
-    if result.data.n_features == 2:
+    columns = figure.add_gridspec(1, 2, width_ratios=[1, 1.1])
+    left, right = columns[0], columns[1]
+    if cast(Dataset, result.data).n_features == 2:
         _draw_decision_regions(figure.add_subplot(left), result)
     else:
         _draw_digits(figure.add_subplot(left), result)

@@ -51,7 +51,7 @@ import json
 import os
 import random
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from ._checks import is_flag, is_integer
 from ._files import NotRegularFileError, refuse_special_file, write_atomically
@@ -94,11 +94,11 @@ _TOP_LEVEL_KEYS = ("format", "version", "architecture", "state")
 # Architectures: the whitelist of module types a checkpoint may name, and how to build each.
 
 
-def _positive_int(x) -> bool:
+def _positive_int(x: Any) -> bool:
     return is_integer(x) and x >= 1
 
 
-def _field_problem(key: str, value) -> str | None:
+def _field_problem(key: str, value: object) -> str | None:
     if key in ("nin", "nout", *_GPT_SIZES) and not _positive_int(value):
         return f"{key} must be a positive integer, not {value!r}"
     if key == "nouts" and not (isinstance(value, list) and value and all(map(_positive_int, value))):
@@ -218,7 +218,7 @@ _TYPES: dict[str, _Type] = {
 }
 
 
-def _architecture_problem(architecture) -> str | None:
+def _architecture_problem(architecture: object) -> str | None:
     """Why ``architecture`` does not describe a module a checkpoint may hold, or None."""
     if not isinstance(architecture, dict):
         return f"the architecture must be a JSON object, not {_json_type(architecture)}"
@@ -414,7 +414,7 @@ def save(module: Module, path: str | os.PathLike) -> None:
 # Loading.
 
 
-def _json_type(x) -> str:
+def _json_type(x: object) -> str:
     """The JSON name of a parsed value's type, for messages about the file."""
     if isinstance(x, bool):
         return "true/false"
@@ -429,11 +429,11 @@ def _json_type(x) -> str:
     return "a number"
 
 
-def _refuse_constant(name: str):
+def _refuse_constant(name: str) -> NoReturn:
     raise CheckpointError(f"it holds {name}, and a checkpoint holds finite numbers only")
 
 
-def _parse(raw: bytes, path: str):
+def _parse(raw: bytes, path: str) -> Any:  # whatever JSON the file holds, checked by the caller
     """The JSON document in ``raw``, or a CheckpointError saying why there is none."""
     try:
         text = raw.decode("utf-8-sig")  # tolerate the byte-order mark some editors add
@@ -459,7 +459,7 @@ def _parse(raw: bytes, path: str):
         raise CheckpointError(f"checkpoint {path} cannot be read: {error}") from None
 
 
-def _check_header(document, path: str) -> None:
+def _check_header(document: object, path: str) -> None:
     if not isinstance(document, dict):
         raise CheckpointError(
             f"checkpoint {path} should hold a JSON object, but holds {_json_type(document)}"

@@ -46,7 +46,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from ._checks import check_integer, check_number
 from .datasets import Dataset, TextDataset
@@ -76,6 +76,7 @@ __all__ = [
 
 DEFAULT_SEED = 1337  # micrograd's demo seeds both numpy (the data) and random (the weights) with it
 OPTIMIZERS = ("sgd", "adam")
+LossFunction = Callable[..., tuple[Value, list[Any]]]  # a step's (loss, outputs) from its inputs
 
 
 class DivergedError(ValueError):
@@ -124,7 +125,7 @@ class TrainResult:
 # Predictions and accuracy.
 
 
-def _class_of(output, binary: bool) -> int:
+def _class_of(output: Any, binary: bool) -> int:  # a score (binary), else a list of logits
     """The predicted class from a model output: a score's sign, or the largest logit."""
     if binary:
         return int(output.data > 0)
@@ -215,7 +216,7 @@ def targets_for(labels: Sequence[int], n_classes: int) -> list:
     return [[1.0 if j == label else 0.0 for j in range(n_classes)] for label in labels]
 
 
-def make_loss_fn(model: MLP, binary: bool, alpha: float = 1e-4) -> Callable:
+def make_loss_fn(model: MLP, binary: bool, alpha: float = 1e-4) -> LossFunction:
     """``loss_fn(X_batch, targets) -> (loss, outputs)`` for this model and task.
 
     ``targets`` come from ``targets_for``. ``outputs`` are the model's outputs on the batch
@@ -232,7 +233,7 @@ def make_loss_fn(model: MLP, binary: bool, alpha: float = 1e-4) -> Callable:
     """
     parameters = model.parameters()
 
-    def loss_fn(X_batch: list[list[float]], targets: list) -> tuple[Value, list]:
+    def loss_fn(X_batch: list[list[float]], targets: list[Any]) -> tuple[Value, list[Any]]:
         outputs = map_rows(model, X_batch)  # (a compiled trace runs the model on one row)
         if binary:
             data_loss = hinge(outputs, targets)
@@ -269,8 +270,12 @@ def _batches(n: int, batch_size: int | None, rng: random.Random) -> Iterator[lis
 # Recipes
 
 
+_Data = TypeVar("_Data", Dataset, TextDataset)
+_Model = TypeVar("_Model", bound=Module)
+
+
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(Generic[_Data, _Model]):
     """How to train on one data set; ``train`` runs every recipe with the same loop.
 
     The fields are the defaults of the options every recipe has. A subclass fills in the
@@ -288,34 +293,36 @@ class Recipe:
     adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)  # PyTorch's defaults
     options: ClassVar[tuple[str, ...]] = ()  # train()'s recipe-specific options this recipe takes
 
-    def load(self, name: str, seed: int):
+    def load(self, name: str, seed: int) -> _Data:
         raise NotImplementedError
 
-    def check_options(self, data, options: dict) -> dict:
+    def check_options(self, data: _Data, options: dict[str, Any]) -> dict[str, Any]:
         """This recipe's own options, checked, with its defaults filled in."""
         return {}
 
-    def examples(self, data) -> list:
+    def examples(self, data: _Data) -> list[Any]:
         """The training examples."""
         raise NotImplementedError
 
-    def subset(self, data, samples: int):
+    def subset(self, data: _Data, samples: int) -> _Data:
         """The data with only its first ``samples`` training examples."""
         raise NotImplementedError
 
-    def build_model(self, data, settings: dict) -> Module:
+    def build_model(self, data: _Data, settings: dict[str, Any]) -> _Model:
         raise NotImplementedError
 
-    def make_loss_fn(self, model: Module, data, settings: dict) -> Callable:
+    def make_loss_fn(self, model: _Model, data: _Data, settings: dict[str, Any]) -> LossFunction:
         raise NotImplementedError
 
-    def batches(self, data, settings: dict, rng: random.Random) -> Iterator[tuple[tuple, object]]:
+    def batches(
+        self, data: _Data, settings: dict[str, Any], rng: random.Random
+    ) -> Iterator[tuple[tuple[Any, ...], Any]]:
         raise NotImplementedError
 
-    def batch_accuracy(self, outputs, batch) -> float | None:
+    def batch_accuracy(self, outputs: list[Any], batch: Any) -> float | None:
         return None
 
-    def report(self, model: Module, data, settings: dict) -> dict:
+    def report(self, model: _Model, data: _Data, settings: dict[str, Any]) -> dict[str, Any]:
         """What ``TrainResult`` gets besides the history: accuracies or samples."""
         return {}
 
@@ -325,7 +332,7 @@ MLP_OPTIONS = {"hidden": None, "activation": "relu", "batch_size": None, "alpha"
 
 
 @dataclass(frozen=True)
-class ClassifierRecipe(Recipe):
+class ClassifierRecipe(Recipe[Dataset, MLP]):
     """An MLP classifier on points (moons, circles, blobs) or images (digits)."""
 
     data_options: dict = field(default_factory=dict)  # passed to the data set's maker in chainrule.datasets
@@ -337,7 +344,7 @@ class ClassifierRecipe(Recipe):
     def load(self, name: str, seed: int) -> Dataset:
         from . import datasets
 
-        return datasets.load(name, seed=seed, **self.data_options)
+        return cast(Dataset, datasets.load(name, seed=seed, **self.data_options))
 
     def check_options(self, data: Dataset, options: dict) -> dict:
         hidden, batch_size = options["hidden"], options["batch_size"]
@@ -370,7 +377,9 @@ class ClassifierRecipe(Recipe):
     def make_loss_fn(self, model: MLP, data: Dataset, settings: dict) -> Callable:
         return make_loss_fn(model, data.n_classes == 2, settings["alpha"])
 
-    def batches(self, data: Dataset, settings: dict, rng: random.Random):
+    def batches(
+        self, data: Dataset, settings: dict, rng: random.Random
+    ) -> Iterator[tuple[tuple[Any, ...], tuple[list[int], bool]]]:
         for batch in _batches(len(data.X_train), settings["batch_size"], rng):
             labels = [data.y_train[i] for i in batch]
             inputs = ([data.X_train[i] for i in batch], targets_for(labels, data.n_classes))
@@ -381,7 +390,7 @@ class ClassifierRecipe(Recipe):
         return _batch_accuracy(outputs, labels, binary)
 
     def report(self, model: MLP, data: Dataset, settings: dict) -> dict:
-        def final_accuracy(X, y):
+        def final_accuracy(X: list[list[float]], y: list[int]) -> float | None:
             return accuracy(model, X, y, data.n_classes, compile=settings["compile"]) if X else None
 
         return {
@@ -391,7 +400,7 @@ class ClassifierRecipe(Recipe):
 
 
 @dataclass(frozen=True)
-class LanguageModelRecipe(Recipe):
+class LanguageModelRecipe(Recipe[TextDataset, GPT]):
     """A character-level GPT on short documents, one document per step, as the GPT scripts train."""
 
     n_layer: int = 1
@@ -407,7 +416,7 @@ class LanguageModelRecipe(Recipe):
         from . import datasets
 
         # A name of n letters is n + 1 predictions (the last one: "the name ends here").
-        return datasets.load(name, seed=seed, max_length=self.block_size - 1)
+        return cast(TextDataset, datasets.load(name, seed=seed, max_length=self.block_size - 1))
 
     def examples(self, data: TextDataset) -> list:
         return data.documents
@@ -433,7 +442,9 @@ class LanguageModelRecipe(Recipe):
 
         return loss_fn
 
-    def batches(self, data: TextDataset, settings: dict, rng: random.Random):
+    def batches(
+        self, data: TextDataset, settings: dict, rng: random.Random
+    ) -> Iterator[tuple[tuple[list[int]], None]]:
         # The documents come shuffled by the seed; go through them in that order, again and again.
         while True:
             for document in data.documents:
@@ -452,7 +463,7 @@ BLOBS = {"n_samples": 300, "centers": [[-4, -3], [4, -3], [0, 4]], "cluster_std"
 BINARY_LRS = {"sgd": 1.0, "adam": 0.05}
 MULTICLASS_LRS = {"sgd": 0.1, "adam": 0.03}
 
-RECIPES: dict[str, Recipe] = {
+RECIPES: dict[str, Recipe[Any, Any]] = {
     "moons": ClassifierRecipe("sgd", BINARY_LRS, 100, 0.1, {"n_samples": 100, "noise": 0.1}),
     "circles": ClassifierRecipe("sgd", BINARY_LRS, 100, 0.1, {"n_samples": 100, "noise": 0.1, "factor": 0.5}),
     "blobs": ClassifierRecipe("adam", MULTICLASS_LRS, 100, 0.1, BLOBS, batch_size=32),
@@ -464,7 +475,9 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def _recipe_and_data(dataset, seed: int):
+def _recipe_and_data(
+    dataset: str | Dataset | TextDataset, seed: int
+) -> tuple[Recipe[Any, Any], Dataset | TextDataset]:
     """The recipe for ``dataset`` (a name from RECIPES, a Dataset or a TextDataset) and its data."""
     if isinstance(dataset, (Dataset, TextDataset)):
         if dataset.name in RECIPES:
@@ -502,7 +515,7 @@ def _diverged(when: str, what: str) -> DivergedError:
 
 
 def _check_the_last_update(
-    model: Module, loss_fn: Callable, first_batch: tuple, first_loss: float, lr
+    model: Module, loss_fn: LossFunction, first_batch: tuple[Any, ...], first_loss: float, lr: float
 ) -> None:
     """Raise ``DivergedError`` if the last update broke the model; warn if training made it worse.
 
@@ -636,7 +649,7 @@ def train(
         if progress is not None:
             progress(StepReport(step + 1, steps, losses[-1], batch_accuracy))
     seconds = time.perf_counter() - start
-    _check_the_last_update(model, loss_fn, first_batch, losses[0], lr)
+    _check_the_last_update(model, loss_fn, first_batch, losses[0], lr)  # type: ignore[arg-type]  # (steps >= 1)
 
     settings["samples"] = len(recipe.examples(data))
     report = {"train_accuracy": None, "test_accuracy": None, **recipe.report(model, data, settings)}
@@ -646,7 +659,7 @@ def train(
         losses=losses,
         accuracies=accuracies,
         seconds=seconds,
-        trace_seconds=loss_fn.trace_seconds if compile else 0.0,
+        trace_seconds=loss_fn.trace_seconds if compile else 0.0,  # type: ignore[attr-defined]  # (compiled)
         settings=settings,
         **report,
     )
