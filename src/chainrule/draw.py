@@ -35,7 +35,8 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
 
 from . import chains
 from ._checks import is_integer
@@ -65,7 +66,7 @@ INSTALL_GRAPHVIZ = (
 class GraphTooLargeError(ValueError):
     """Raised by ``draw_dot`` for a graph with more Values than ``max_nodes``."""
 
-    def __init__(self, message: str, size: int, max_nodes: int):
+    def __init__(self, message: str, size: int, max_nodes: int) -> None:
         super().__init__(message)
         self.size = size  # how many Values the graph has
         self.max_nodes = max_nodes
@@ -78,7 +79,7 @@ class GraphvizNotFoundError(RuntimeError):
 class GraphvizTimeoutError(RuntimeError):
     """Raised when Graphviz's ``dot`` runs longer than its time limit; it is stopped."""
 
-    def __init__(self, message: str, seconds: float):
+    def __init__(self, message: str, seconds: float) -> None:
         super().__init__(message)
         self.seconds = seconds  # the limit that was reached
 
@@ -126,6 +127,7 @@ def draw_dot(
         raise TypeError(f"draw_dot: expand must be True or False, not {expand!r}")
     if rankdir not in RANKDIRS:
         raise ValueError(f"draw_dot: rankdir must be one of {RANKDIRS}, got {rankdir!r}")
+    order: list[Value] | list[chains.Node]  # the Values, or with expand the boxes of the chains
     order = nodes_within(
         root,
         max_nodes,
@@ -142,7 +144,7 @@ def draw_dot(
     return graph
 
 
-def save_graph(root: Value, path: str | os.PathLike, **draw_options) -> Path:
+def save_graph(root: Value, path: str | os.PathLike, **draw_options: Any) -> Path:
     """Draw ``root``'s graph into a file whose suffix names the format; return the path.
 
     ``graph.svg``, ``graph.png``, ``graph.pdf`` ... are rendered with Graphviz's ``dot``;
@@ -191,7 +193,9 @@ def save_graph(root: Value, path: str | os.PathLike, **draw_options) -> Path:
 # Building the DOT text
 
 
-def _add_nodes_and_edges(graph, order: list[Value] | list[chains.Node], horizontal: bool) -> None:
+def _add_nodes_and_edges(
+    graph: graphviz.Digraph, order: list[Value] | list[chains.Node], horizontal: bool
+) -> None:
     """A box per Value (or Node) and an op oval per computed one, named by position in ``order``."""
     # Names come from the topological order, not id(), so the same graph gives the same text.
     name_of = {value: f"n{i}" for i, value in enumerate(order)}
@@ -237,7 +241,7 @@ def _format_number(x: float | Value) -> str:
     box shows the number it holds.
     """
     if isinstance(x, Value):
-        x = _shown(x, "data")
+        x = cast(float, _shown(x, "data"))  # (a Value's data is a float)
     if math.isnan(x):
         return "nan"
     if math.isinf(x):
@@ -265,7 +269,9 @@ def _escape_record_text(text: str) -> str:
     return "".join(escaped)
 
 
-def nodes_within(root: Value, max_nodes, where: str, why: str, verb: str, instead: str) -> list[Value]:
+def nodes_within(
+    root: Value, max_nodes: int | None, where: str, why: str, verb: str, instead: str
+) -> list[Value]:
     """The graph's Values in topological order, or GraphTooLargeError if there are more than ``max_nodes``.
 
     The size guard of ``draw_dot`` and ``chainrule.explore``: ``where`` names the function,
@@ -288,7 +294,7 @@ def nodes_within(root: Value, max_nodes, where: str, why: str, verb: str, instea
     return order
 
 
-def expanded_within(order: list[Value], max_nodes, where: str, instead: str) -> list[chains.Node]:
+def expanded_within(order: list[Value], max_nodes: int | None, where: str, instead: str) -> list[chains.Node]:
     """The boxes of ``order`` drawn as micrograd's chains (``chains.expand``), at most ``max_nodes``.
 
     ``order`` has passed ``nodes_within`` already; the chains add boxes, which count too.
@@ -309,7 +315,7 @@ def expanded_within(order: list[Value], max_nodes, where: str, instead: str) -> 
 # Graphviz, imported on first use so `import chainrule` never needs it
 
 
-def _import_graphviz():
+def _import_graphviz() -> ModuleType:
     try:
         import graphviz
     except ImportError:
@@ -322,18 +328,18 @@ def _import_graphviz():
 
 
 @functools.cache
-def _drawing_class(graphviz):
+def _drawing_class(graphviz: Any) -> type[graphviz.Digraph]:
     """A ``graphviz.Digraph`` whose rendering explains how to install a missing ``dot``."""
 
     class Drawing(graphviz.Digraph):
         # Jupyter's display (_repr_mimebundle_) and view() go through pipe() and render().
-        def pipe(self, *args, **kwargs):
+        def pipe(self, *args: Any, **kwargs: Any) -> Any:
             try:
                 return super().pipe(*args, **kwargs)
             except graphviz.ExecutableNotFound:
                 raise GraphvizNotFoundError(INSTALL_GRAPHVIZ) from None
 
-        def render(self, *args, **kwargs):
+        def render(self, *args: Any, **kwargs: Any) -> Any:
             try:
                 return super().render(*args, **kwargs)
             except graphviz.ExecutableNotFound:

@@ -36,6 +36,7 @@ import subprocess
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from . import ops
 from ._files import write_atomically
@@ -174,7 +175,7 @@ def _graph_data(order: list[Node]) -> dict:
     """
     index = {value: i for i, value in enumerate(order)}
     names = [_name(value, i) for i, value in enumerate(order)]
-    nodes = []
+    nodes: list[dict[str, Any]] = []
     for i, value in enumerate(order):
         children = [index[child] for child in value.children]
         nodes.append(
@@ -226,7 +227,7 @@ def _formula(op: str, child_names: list[str]) -> str:
     return f"{op or 'op'}({', '.join(child_names)})"
 
 
-def _number(x: float):
+def _number(x: float) -> float | str:
     """A float for JSON, which has no inf or nan: those become strings the page's Number() reads."""
     if math.isfinite(x):
         return x
@@ -312,15 +313,15 @@ def _layered_positions(nodes: list[dict]) -> dict:
     one before. Within a column, nodes are ordered by the average position of their neighbours
     (the barycenter heuristic), sweeping right and left a few times to untangle the edges.
     """
-    column = {}
+    column: dict[str, int] = {}
     for i, node in enumerate(nodes):  # topological order: children first
         depth = 1 + max((column[f"n{c}"] // 2 for c in node["children"]), default=-1)
         column[f"n{i}"] = 2 * depth
         if node["children"]:
             column[f"n{i}_op"] = 2 * depth - 1
     # Neighbours to the left and to the right of each node.
-    left = {name: [] for name in column}
-    right = {name: [] for name in column}
+    left: dict[str, list[str]] = {name: [] for name in column}
+    right: dict[str, list[str]] = {name: [] for name in column}
     for i, node in enumerate(nodes):
         if node["children"]:
             op = f"n{i}_op"
@@ -329,7 +330,7 @@ def _layered_positions(nodes: list[dict]) -> dict:
             for c in node["children"]:
                 left[op].append(f"n{c}")
                 right[f"n{c}"].append(op)
-    columns = [[] for _ in range(max(column.values()) + 1)]
+    columns: list[list[str]] = [[] for _ in range(max(column.values()) + 1)]
     for name in column:  # in topological order, a sensible start
         columns[column[name]].append(name)
     rank = {name: r for names in columns for r, name in enumerate(names)}
@@ -356,7 +357,8 @@ def _stack(columns: list[list[str]], nodes: list[dict]) -> dict:
 
     heights = [sum(size(n)[1] + ROW_GAP for n in names) - ROW_GAP for names in columns]
     tallest = max(heights)
-    positions, x = {}, MARGIN
+    positions: dict[str, tuple[float, float]] = {}
+    x: float = MARGIN
     for names, height in zip(columns, heights):
         width = max((size(n)[0] for n in names), default=0.0)
         y = MARGIN + (tallest - height) / 2

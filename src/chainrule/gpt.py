@@ -28,6 +28,8 @@ import numbers
 import operator
 import random
 import unicodedata
+from collections.abc import Iterable
+from typing import Any
 
 from . import ops
 from ._checks import check_integer
@@ -64,7 +66,7 @@ class GPT(Module):
         block_size: int = 16,
         *,
         chars: str | None = None,
-    ):
+    ) -> None:
         self.vocab_size = check_integer("GPT", "vocab_size", vocab_size, low=2)
         self.n_layer = check_integer("GPT", "n_layer", n_layer)
         self.n_head = check_integer("GPT", "n_head", n_head)
@@ -87,7 +89,7 @@ class GPT(Module):
         """Empty key/value caches, one per block: start a sequence with these."""
         return [KVCache() for _ in self.blocks]
 
-    def __call__(self, token, position, caches: list[KVCache]) -> list[Value]:
+    def __call__(self, token: int | Value, position: int | Value, caches: list[KVCache]) -> list[Value]:
         """The logits of the token that follows ``token``, which sits at ``position``."""
         if len(caches) != len(self.blocks):
             raise ValueError(f"GPT: expected {len(self.blocks)} caches (one per block), got {len(caches)}")
@@ -101,11 +103,14 @@ class GPT(Module):
         return self.lm_head(x)
 
     def _parts(self) -> list[tuple[str, Module]]:
-        parts = [("token_embedding", self.token_embedding), ("position_embedding", self.position_embedding)]
+        parts: list[tuple[str, Module]] = [
+            ("token_embedding", self.token_embedding),
+            ("position_embedding", self.position_embedding),
+        ]
         parts.append(("lm_head", self.lm_head))
         return parts + [(f"blocks.{i}", block) for i, block in enumerate(self.blocks)]
 
-    def parameters(self):
+    def parameters(self) -> list[Value]:
         return [p for _, part in self._parts() for p in part.parameters()]
 
     def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
@@ -136,7 +141,7 @@ class GPT(Module):
             architecture["chars"] = self.chars
         return architecture
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"GPT({self.vocab_size}, n_layer={len(self.blocks)}, n_head={self.n_head}, "
             f"n_embd={self.n_embd}, block_size={self.block_size})"
@@ -147,7 +152,7 @@ def _block_sizes(block: Block) -> dict:
     return {"type": "Block", "n_embd": block.attention.n_embd, "n_head": block.attention.n_head}
 
 
-def chars_problem(chars, vocab_size: int) -> str | None:
+def chars_problem(chars: object, vocab_size: int) -> str | None:
     """Why ``chars`` cannot name the tokens of a ``vocab_size`` model, or None if it can (or is None)."""
     if chars is None:
         return None
@@ -208,7 +213,7 @@ def encode(text: str, chars: str) -> list[int]:
     return [boundary] + [chars.index(ch) for ch in text] + [boundary]
 
 
-def decode(tokens, chars: str) -> str:
+def decode(tokens: Iterable[int], chars: str) -> str:
     """The characters of ``tokens``, leaving out the boundary token.
 
     >>> decode([3, 0, 1, 3], "abc")
@@ -221,7 +226,7 @@ def decode(tokens, chars: str) -> str:
 # The loss
 
 
-def sequence_loss(model: GPT, tokens) -> Value:
+def sequence_loss(model: GPT, tokens: Iterable[int | Value]) -> Value:
     """Mean cross-entropy of predicting each token of ``tokens`` from the ones before it.
 
     ``tokens`` holds 2 to ``block_size + 1`` token ids (ints, or numbers traced by
@@ -255,7 +260,7 @@ def sequence_loss(model: GPT, tokens) -> Value:
 # Sampling
 
 
-def _check_temperature(temperature) -> float:
+def _check_temperature(temperature: float) -> float:
     if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool):
         raise TypeError(f"sample: temperature must be a number, got {temperature!r}")
     if not (math.isfinite(temperature) and temperature > 0):
@@ -299,7 +304,8 @@ def sample(model: GPT, n: int, *, temperature: float = 1.0, seed: int | None = N
         seed = check_integer("sample", "seed", seed, low=0)
     rng = random.Random(seed)
     boundary = model.vocab_size - 1
-    forward = _FloatGPT.of(model) or _NoGradForward(model)
+    # Either runs the model to floats; each takes caches of its own kind, made by its new_caches.
+    forward: Any = _FloatGPT.of(model) or _NoGradForward(model)
     names = []
     for _ in range(n):
         caches, token, tokens = forward.new_caches(), boundary, []
@@ -316,7 +322,7 @@ def sample(model: GPT, n: int, *, temperature: float = 1.0, seed: int | None = N
 class _NoGradForward:
     """The model's own ``__call__`` under no_grad, giving floats: for a GPT whose parts a user replaced."""
 
-    def __init__(self, model: GPT):
+    def __init__(self, model: GPT) -> None:
         self.model = model
         self.new_caches = model.new_caches
 
@@ -341,7 +347,7 @@ class _FloatGPT:
     weights are read once, when sampling starts.
     """
 
-    def __init__(self, model: GPT):
+    def __init__(self, model: GPT) -> None:
         n, vocab = model.n_embd, model.vocab_size
         self.token_embedding = _float_matrix(model.token_embedding, Embedding, vocab, n)
         self.position_embedding = _float_matrix(model.position_embedding, Embedding, model.block_size, n)
@@ -373,7 +379,7 @@ class _FloatGPT:
 class _FloatCache:
     """The keys of the positions seen so far, by head, and the values as one column per number."""
 
-    def __init__(self, n_head: int, n_embd: int):
+    def __init__(self, n_head: int, n_embd: int) -> None:
         self.keys: list[list[list[float]]] = [[] for _ in range(n_head)]
         self.value_columns: list[list[float]] = [[] for _ in range(n_embd)]
 
@@ -381,7 +387,7 @@ class _FloatCache:
 class _FloatBlock:
     """nn.Block (with its nn.CausalSelfAttention) on floats."""
 
-    def __init__(self, block: Block, n_embd: int):
+    def __init__(self, block: Block, n_embd: int) -> None:
         if type(block) is not Block or type(block.attention) is not CausalSelfAttention:
             raise _NotAsBuilt
         attention = block.attention
@@ -421,7 +427,7 @@ class _FloatBlock:
         return _apply_linear(self.out, heads)
 
 
-def _float_matrix(layer, kind: type, rows: int, cols: int) -> list[list[float]]:
+def _float_matrix(layer: Embedding | Linear, kind: type, rows: int, cols: int) -> list[list[float]]:
     """The weight rows of an Embedding or Linear as floats, if it has the shape GPT gave it."""
     if type(layer) is not kind or len(layer.weight) != rows or any(len(row) != cols for row in layer.weight):
         raise _NotAsBuilt
