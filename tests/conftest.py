@@ -1,6 +1,8 @@
-"""Shared test settings: a hypothesis profile and a helper that runs Python in a fresh process."""
+"""Shared test settings: a hypothesis profile, helpers that run Python or pytest in a fresh process,
+and the closing line of every run that says which oracles were missing."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -74,12 +76,16 @@ def loss_and_grads():
 @pytest.fixture
 def run_test_files():
     """Run some of the suite's test files again in a fresh pytest, with ``env`` added to the
-    environment (a backend to use, a replay to turn off); they must all pass."""
+    environment (a backend to use, a replay to turn off); they must all pass.
+
+    The files run whole, their slow tests too (``-m ""``): a test that runs this is itself slow,
+    and none of the files it runs holds such a test, so nothing runs a third time.
+    """
     tests = os.path.dirname(os.path.abspath(__file__))
 
     def run(files, env, *options):
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *options]
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "", *options]
             + [os.path.join(tests, f) for f in files],
             cwd=os.path.dirname(tests),
             env={**os.environ, **env},
@@ -91,3 +97,58 @@ def run_test_files():
         assert " passed" in done.stdout
 
     return run
+
+
+# ---------------------------------------------------------------------------------------------
+# The closing line: which oracles were missing, and how to get them
+
+# An oracle the suite checks chainrule against when it is installed, the words its skip reasons
+# use, and how to install it.
+ORACLES = [
+    ("torch", re.compile(r"\btorch\b"), "pip install torch==2.13.0 (the CPU build)"),
+    (
+        "the browser (playwright + chromium)",
+        re.compile(r"playwright|chromium"),
+        "pip install playwright; apt-get install chromium",
+    ),
+    ("graphviz's dot", re.compile(r"graphviz", re.IGNORECASE), "apt-get install graphviz"),
+]
+
+_slow_deselected = []
+
+
+def pytest_deselected(items):
+    _slow_deselected.extend(item for item in items if item.get_closest_marker("slow"))
+
+
+def _skip_reason(report) -> str:
+    if isinstance(report.longrepr, tuple):  # (path, line, "Skipped: reason")
+        return report.longrepr[2]
+    return str(report.longrepr)
+
+
+def oracles_line(skipped_reports, slow_deselected: int) -> str:
+    """One line: each missing oracle with how many tests (or whole files, skipped as they were
+    collected) it cost and how to install it; and how to run the slow tests a -m left out."""
+    missing = []
+    for name, pattern, how in ORACLES:
+        tests = files = 0
+        for report in skipped_reports:
+            if pattern.search(_skip_reason(report)):
+                if isinstance(report, pytest.CollectReport):
+                    files += 1
+                else:
+                    tests += 1
+        if tests or files:
+            counts = [f"{n} {word}{'s' * (n != 1)}" for n, word in ((tests, "test"), (files, "file")) if n]
+            missing.append(f"{name} ({' and '.join(counts)} skipped: {how})")
+    line = "oracles missing: " + "; ".join(missing) if missing else "oracles: none missing"
+    if slow_deselected:
+        tests = f"{slow_deselected} slow test{'s' * (slow_deselected != 1)}"
+        line += f"; {tests} not run (pytest -m slow runs them, pytest -m '' all)"
+    return line
+
+
+def pytest_terminal_summary(terminalreporter):
+    line = oracles_line(terminalreporter.stats.get("skipped", []), len(_slow_deselected))
+    terminalreporter.write_line(line)

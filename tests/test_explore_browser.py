@@ -18,6 +18,8 @@ from chainrule import Value, topological_order
 from chainrule.explorer import explore
 from chainrule.expression import evaluate
 
+pytestmark = pytest.mark.slow  # a browser for each test
+
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = os.environ.get("CHAINRULE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).is_file():

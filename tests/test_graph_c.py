@@ -232,6 +232,7 @@ ENGINE_FILES = [  # run again on the pure-Python engine
 ]
 
 
+@pytest.mark.slow  # a child pytest
 def test_the_engine_suite_passes_on_the_pure_python_engine(run_test_files):
     run_test_files(ENGINE_FILES, {"CHAINRULE_PURE_PYTHON": "1"})
 

@@ -307,6 +307,7 @@ def test_an_unknown_backend_is_a_value_error():
         chainrule.compile(lambda x: x, backend="cuda")
 
 
+@pytest.mark.slow  # a child pytest
 @pytest.mark.parametrize("backend", ["c", "numpy"])
 def test_the_whole_compile_suite_passes_under_each_backend(backend, tmp_path, run_test_files):
     # The default, "auto", is what the rest of the suite runs.
@@ -341,6 +342,7 @@ def test_one_output_of_a_layer_over_a_batch_sends_gradients_only_along_its_own_g
         assert got == pytest.approx([p.grad for p in model.parameters()], rel=1e-12, abs=1e-15)
 
 
+@pytest.mark.slow  # about 13 s
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     U=st.integers(1, 20),

@@ -181,6 +181,7 @@ def test_eager_agrees_with_pytorch(name, path):
     _check(name, path, lambda numbers, seed: _eager(name, numbers, seed, path))
 
 
+@pytest.mark.slow  # a child pytest
 def test_the_pure_python_engine_agrees_too(run_test_files):
     # The eager tests again, on the engine without its C loops (_graph.c multiplies the fast
     # ops' stored local gradients in C; the Python loop in engine.py does it there).

@@ -199,6 +199,7 @@ def _inputs(op):
     return st.lists(NUMBERS, min_size=n, max_size=n)
 
 
+@pytest.mark.slow  # 300 examples an op
 @pytest.mark.parametrize("op", RECORDS, ids=IDS)
 def test_the_built_table_program_gives_each_rules_numbers_bit_for_bit(op):
     module = native.prebuilt_tables()
@@ -213,6 +214,7 @@ def test_the_built_table_program_gives_each_rules_numbers_bit_for_bit(op):
     check()
 
 
+@pytest.mark.slow  # 300 examples an op
 @pytest.mark.parametrize("op", KNOWN_TO_GRAPH, ids=[op.name for op in KNOWN_TO_GRAPH])
 def test_the_c_backward_loop_gives_each_rules_numbers_bit_for_bit(op):
     if engine._graph is None:

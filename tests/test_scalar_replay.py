@@ -123,6 +123,7 @@ def test_two_outputs_send_gradients_only_along_their_own_graph():
     assert w[1].grad == pytest.approx(2.0 * math.exp(-0.6))
 
 
+@pytest.mark.slow  # a child pytest
 def test_the_compile_suite_passes_with_the_group_replay_only(run_test_files):
     files = ["test_compile.py", "test_compile_hardening.py", "test_compile_props.py", "test_take.py"]
     run_test_files(files, {"CHAINRULE_SCALAR_REPLAY": "0", "CHAINRULE_BACKEND": "numpy"})
