@@ -40,8 +40,9 @@ import re
 import tokenize
 import unicodedata
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from . import ops
 from .engine import Value
@@ -59,7 +60,10 @@ BINARY_OPERATORS = {
     ast.Div: operator.truediv,
     ast.Pow: operator.pow,
 }
-UNARY_OPERATORS = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+UNARY_OPERATORS: dict[type[ast.unaryop], Callable[[Any], Any]] = {
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
 
 # Names for the operators and nodes that are refused, so an error can say what it saw.
 OPERATOR_SYMBOLS = {
@@ -102,7 +106,7 @@ NODE_DESCRIPTIONS = {
 class ExpressionError(ValueError):
     """A problem with an expression or its input values; the message says where and what."""
 
-    def __init__(self, message: str, column: int | None = None, line: int | None = None):
+    def __init__(self, message: str, column: int | None = None, line: int | None = None) -> None:
         where = ""
         if column is not None:
             where = f"col {column}: " if line in (None, 1) else f"line {line}, col {column}: "
@@ -121,7 +125,7 @@ class Expression:
     """A parsed, checked expression: ready to be evaluated for any values of its inputs."""
 
     source: str
-    statements: tuple[ast.stmt, ...]
+    statements: tuple[ast.Expr | ast.Assign, ...]  # the checker lets no other statement through
     inputs: tuple[str, ...]  # in the order of their first use
     name: str | None  # the name the last statement assigns, or None for a bare formula
     first_use: dict[str, tuple[int, int]]  # input name -> (line, column) of its first use
@@ -131,17 +135,17 @@ class Expression:
 class _Positions:
     """Turns the ``ast`` module's positions (0-based UTF-8 byte offsets) into 1-based characters."""
 
-    def __init__(self, source: str, indent: int):
+    def __init__(self, source: str, indent: int) -> None:
         self.lines = re.split(r"\r\n|\r|\n", source)
         self.indent = indent  # spaces removed from the start of line 1 before parsing
 
-    def of(self, node: ast.AST) -> tuple[int, int]:
+    def of(self, node: ast.expr | ast.stmt) -> tuple[int, int]:
         line = node.lineno
         text = self.lines[line - 1][self.indent :] if line == 1 else self.lines[line - 1]
         column = len(text.encode("utf-8")[: node.col_offset].decode("utf-8", errors="replace")) + 1
         return line, column + (self.indent if line == 1 else 0)
 
-    def error(self, node: ast.AST, message: str) -> ExpressionError:
+    def error(self, node: ast.expr | ast.stmt, message: str) -> ExpressionError:
         line, column = self.of(node)
         return ExpressionError(message, column, line)
 
@@ -221,7 +225,7 @@ def _parse_long_chains(source: str) -> ast.Module:
         if next_op > first:
             if next_op - first != len(terms.elts) - 1:
                 raise ExpressionError(TOO_DEEP)  # not a plain chain after all
-            statement.value = _rebuild_chain(terms, [op for _, op in operators[first:next_op]])
+            statement.value = _rebuild_chain(terms, [op for _, op in operators[first:next_op]])  # type: ignore[attr-defined]
     return tree
 
 
@@ -232,7 +236,9 @@ def _byte_column(line: str, column: int) -> int:
 
 def _outermost_operators(lines: list[str]) -> list[tuple[tuple[int, int], type]]:
     """The position (row, column) and ast class of each statement's outermost binary operators."""
-    found = []
+    found: list[tuple[tuple[int, int], type]] = []
+    sums: list[tuple[tuple[int, int], type]]
+    products: list[tuple[tuple[int, int], type]]
     sums, products, has_comma = [], [], False  # the current statement's outermost operators
     depth = 0
     previous = None
@@ -256,7 +262,7 @@ def _outermost_operators(lines: list[str]) -> list[tuple[tuple[int, int], type]]
     return found
 
 
-def _ends_an_operand(token) -> bool:
+def _ends_an_operand(token: tokenize.TokenInfo | None) -> bool:
     """Whether an operator after ``token`` is binary (``a - b``) rather than unary (``a * -b``)."""
     if token is None:
         return False
@@ -265,9 +271,9 @@ def _ends_an_operand(token) -> bool:
     return token.type in _OPERAND_ENDS or token.string in (")", "]", "}")
 
 
-def _rebuild_chain(terms: ast.Tuple, ops: list[type]) -> ast.BinOp:
+def _rebuild_chain(terms: ast.Tuple, ops: list[type]) -> ast.expr:
     """``t0 op0 t1 op1 t2 ...`` as Python builds it: ``((t0 op0 t1) op1 t2) ...``."""
-    chain = terms.elts[0]
+    chain: ast.expr = terms.elts[0]
     for op, term in zip(ops, terms.elts[1:], strict=True):
         # Like Python's, every node of the chain starts where the chain starts.
         chain = ast.BinOp(
@@ -285,7 +291,7 @@ def _rebuild_chain(terms: ast.Tuple, ops: list[type]) -> ast.BinOp:
 class _Checker:
     """Walks the syntax tree once, refusing anything off the whitelist and sorting out the names."""
 
-    def __init__(self, positions: _Positions):
+    def __init__(self, positions: _Positions) -> None:
         self.positions = positions
         self.inputs: dict[str, tuple[int, int]] = {}  # name -> position of its first use
         self.assigned: set[str] = set()
@@ -381,7 +387,7 @@ def _number(node: ast.Constant, positions: _Positions) -> float:
     if type(value) not in (int, float):  # type(), not isinstance: True is an int to Python
         raise positions.error(node, f"{_describe_syntax(node)} is not allowed; only numbers are")
     try:
-        number = float(value)
+        number = float(value)  # type: ignore[arg-type]  # (an int or a float: checked above)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
@@ -408,7 +414,7 @@ def parse(source: str) -> Expression:
         name = checker.statement(node, last=i == len(tree.body) - 1)
     return Expression(
         source=source,
-        statements=tuple(tree.body),
+        statements=tuple(cast("list[ast.Expr | ast.Assign]", tree.body)),
         inputs=tuple(checker.inputs),
         name=name,
         first_use=dict(checker.inputs),
@@ -441,7 +447,7 @@ def _literal_exponent(node: ast.expr) -> float | None:
         sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
         node = node.operand
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return sign * float(node.value)
+        return sign * float(node.value)  # type: ignore[arg-type]  # (an int or a float)
     return None
 
 
@@ -453,11 +459,11 @@ def _operands(node: ast.expr) -> list[ast.expr]:
         return [node.left, node.right]
     if isinstance(node, ast.UnaryOp):
         return [node.operand]
-    return [node.args[0]]  # a call of one of FUNCTIONS: the checker let nothing else through
+    return [cast(ast.Call, node).args[0]]  # a call of one of FUNCTIONS: the checker let nothing else through
 
 
 class _Builder:
-    def __init__(self, positions: _Positions, names: dict[str, Value]):
+    def __init__(self, positions: _Positions, names: dict[str, Value]) -> None:
         self.positions = positions
         self.names = names
 
@@ -493,7 +499,8 @@ class _Builder:
                 return BINARY_OPERATORS[type(node.op)](left, right)
             if isinstance(node, ast.UnaryOp):
                 return UNARY_OPERATORS[type(node.op)](results.pop())
-            return getattr(results.pop(), node.func.id)()  # one of FUNCTIONS: the checker made sure
+            function = cast(ast.Name, cast(ast.Call, node).func)  # one of FUNCTIONS: the checker made sure
+            return getattr(results.pop(), function.id)()
         except (ValueError, ZeroDivisionError, OverflowError) as error:
             raise self.positions.error(node, str(error)) from None
 
@@ -527,7 +534,7 @@ def _list(names: Sequence[str]) -> str:
     return ", ".join(names) if names else "none"
 
 
-def _finite(name: str, value) -> float:
+def _finite(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ExpressionError(f"the value of '{name}' must be a number, got {value!r}")
     try:
@@ -567,10 +574,11 @@ def evaluate(expression: str | Expression, values: Mapping[str, float]) -> Evalu
     for statement in expression.statements:
         output = builder.formula(statement.value)
         if isinstance(statement, ast.Assign):
-            name = statement.targets[0].id
+            name = cast(ast.Name, statement.targets[0]).id
             if not output.label:  # 'b = a' names a's Value 'b' too; it keeps the label 'a'
                 output.label = name
             names[name] = output
+    assert output is not None  # parse refuses an expression without a statement
     return Evaluation(output=output, name=expression.name, inputs=inputs, names=names)
 
 
