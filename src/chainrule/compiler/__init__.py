@@ -71,6 +71,8 @@ import contextlib
 import functools
 import gc
 import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .. import _settings
 from ..engine import _mode, _read_data
@@ -80,13 +82,20 @@ from .backends.table import CProgram
 from .ir import Program
 from .tracing import TraceWarning, trace
 
+if TYPE_CHECKING:
+    import numpy
+
+    from .tape import Tape
+
 __all__ = ["compile", "CompiledFunction", "TraceWarning", "BACKENDS"]
 
 
 BACKENDS = backends.NAMES  # ("numpy", "c", "auto")
 
 
-def compile(fn, backend=None, devices=None):
+def compile(
+    fn: Callable[..., Any], backend: str | None = None, devices: Sequence[Any] | int | None = None
+) -> CompiledFunction:
     """Compile ``fn``, a function that builds a scalar graph, into a fast replay.
 
     ``backend`` is how the tape is replayed: ``"numpy"`` (one numpy call per group of nodes),
@@ -114,7 +123,7 @@ def compile(fn, backend=None, devices=None):
 
 
 @contextlib.contextmanager
-def _collector_paused():
+def _collector_paused() -> Iterator[None]:
     """Hold Python's cyclic garbage collector off for the length of a trace.
 
     A trace makes hundreds of thousands of objects that live until its tape is built and are
@@ -134,7 +143,9 @@ def _collector_paused():
 class CompiledFunction:
     """A function with its traces, one per argument structure."""
 
-    def __init__(self, fn, backend=None, devices=None):
+    def __init__(
+        self, fn: Callable[..., Any], backend: str | None = None, devices: Sequence[Any] | int | None = None
+    ) -> None:
         try:
             import numpy
         except ImportError:
@@ -147,7 +158,7 @@ class CompiledFunction:
                 f"chainrule.compile: backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
             )
         self.backend = backend
-        self.runs_on = backend  # what the tapes are prepared with: the name, or jax's Options
+        self.runs_on: Any = backend  # what the tapes are prepared with: the name, or jax's Options
         if backend == "jax":
             from .backends import jax as jax_backend
 
@@ -156,11 +167,11 @@ class CompiledFunction:
             raise ValueError(f'chainrule.compile: devices= is for backend="jax", not {backend!r}')
 
         self.fn = fn
-        self.tapes = {}
+        self.tapes: dict[Any, Tape] = {}  # by the arguments' structure
         self.trace_seconds = 0.0  # the time spent tracing, over all traces so far
         functools.update_wrapper(self, fn)
 
-    def _tape(self, args):
+    def _tape(self, args: tuple[Any, ...]) -> tuple[Tape, numpy.ndarray]:
         """The tape for these arguments (traced on their first call) and their numbers."""
         structure, numbers_in = flatten_all(self.np, args)
         tape = self.tapes.get(structure)
@@ -171,7 +182,7 @@ class CompiledFunction:
             self.trace_seconds += time.perf_counter() - start
         return tape, numbers_in
 
-    def lower(self, *args):
+    def lower(self, *args: Any) -> Any:
         """For ``backend="jax"``: JAX's Lowered object of the call with these arguments (traced
         first if they are new), so that ``.as_text()`` shows the XLA program and its shardings."""
         if self.backend != "jax":
@@ -182,14 +193,14 @@ class CompiledFunction:
         externals = [_read_data(v) for v in tape.externals]  # the parameters' numbers, as a call reads them
         return tape.backend.lower(self.np.concatenate([numbers_in, tape.constant_data, externals]))
 
-    def __call__(self, *args):
+    def __call__(self, *args: Any) -> Any:  # what fn returns: a Value, or a structure of them
         if _mode.get().hook is not None:  # called inside another trace: let it see the ops
             return self.fn(*args)
         tape, numbers_in = self._tape(args)
         return tape.run(numbers_in)
 
     @property
-    def last_tape(self):
+    def last_tape(self) -> Tape | None:
         """The tape of the latest trace, or None before the first call."""
         return next(reversed(self.tapes.values()), None)
 
@@ -216,5 +227,5 @@ class CompiledFunction:
         except native.Unavailable as reason:
             raise ValueError(f"source(): {reason}") from None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<compiled {getattr(self.fn, '__qualname__', self.fn)!r}, {len(self.tapes)} trace(s)>"

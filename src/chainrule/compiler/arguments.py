@@ -6,8 +6,13 @@ import itertools
 import numbers
 import reprlib
 import sys
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from ..engine import Value
+
+if TYPE_CHECKING:
+    import numpy
 
 # ---------------------------------------------------------------------------------------------
 # Arguments: numbers and nested lists/tuples of numbers, flattened into float64 arrays plus a
@@ -23,7 +28,7 @@ def flatten_all(np, args):
     else:
         structure = tuple([("block", False, a.shape) for a in args])  # what _flatten_arguments says
         return structure, np.concatenate([a.ravel() for a in args]) if args else np.empty(0)
-    flat = []
+    flat: list[numpy.ndarray] = []
     structure = tuple(_flatten_arguments(arg, flat, (i,)) for i, arg in enumerate(args))
     return structure, np.concatenate(flat) if flat else np.empty(0)
 
@@ -55,27 +60,27 @@ def _flatten_arguments(obj, flat, position):
     return "bool" if isinstance(obj, (bool, np.bool_)) else None
 
 
-def _holds_bools(np, obj) -> bool:
+def _holds_bools(np: ModuleType, obj: Any) -> bool:
     """Whether a block holds bools (a bool array, or lists of Python/numpy bools only)."""
     if isinstance(obj, np.ndarray):
         return obj.dtype.kind == "b"
     return np.asarray(obj).dtype.kind == "b"
 
 
-def bool_leaves(structure) -> list[bool]:
+def bool_leaves(structure: tuple[Any, ...]) -> list[bool]:
     """For each number of a call's flattened arguments, whether it was given as a bool.
 
     A bool is a number in arithmetic, as eagerly, but not an index: ``take`` refuses it, and a
     compiled call must refuse it as well, on every call. So bools and numbers make different
     structures (a trace each), and the trace knows which of its inputs were bools.
     """
-    flags = []
+    flags: list[bool] = []
     for arg in structure:
         _collect_bools(arg, flags)
     return flags
 
 
-def _collect_bools(structure, flags):
+def _collect_bools(structure: Any, flags: list[bool]) -> None:
     if structure is None or structure == "bool":
         flags.append(structure == "bool")
         return
@@ -109,7 +114,7 @@ def _real_block(np, obj, position):
     )
 
 
-def _real_number(np, obj, position) -> float:
+def _real_number(np: ModuleType, obj: Any, position: tuple[int, ...]) -> float:
     """``obj`` as a float, if it is a real number (numpy's too) that a float can hold."""
     if isinstance(obj, (numbers.Real, np.bool_)) and not isinstance(obj, Value):
         try:
@@ -124,13 +129,13 @@ def _real_number(np, obj, position) -> float:
     )
 
 
-def _argument(position) -> str:
+def _argument(position: tuple[int, ...]) -> str:
     """``(0, 2, 1)`` as 'argument 0[2][1] of the compiled function'."""
     index, *items = position
     return f"argument {index}{''.join(f'[{i}]' for i in items)} of the compiled function"
 
 
-def _rows_are_lists(obj, ndim, np) -> bool:
+def _rows_are_lists(obj: Any, ndim: int, np: ModuleType) -> bool:
     """Whether every container inside ``obj`` (an ``ndim``-deep block) is a list or an array."""
     if set(map(type, obj)) <= {list}:  # the usual case, checked in one pass in C
         return ndim <= 2 or all(_rows_are_lists(row, ndim - 1, np) for row in obj)

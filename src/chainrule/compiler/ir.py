@@ -48,7 +48,7 @@ class Group(NamedTuple):
     """``count`` nodes with the same op and number of inputs, at the same depth: one operation."""
 
     rule: Any  # the ops.Op every node applies
-    count: int  # how many nodes
+    count: int  # type: ignore[assignment]  # how many nodes (a field that hides tuple.count)
     width: int  # how many inputs each node has
     rows: Any  # their inputs' positions, node after node: a buffer of ssize_t (array or ndarray)
     vectors: Any  # for dot nodes: (weight vector ids, input vector ids) as ssize_t buffers; else None

@@ -31,6 +31,7 @@ it is refused (see ``compose``).
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from .. import engine
 from ..engine import Value, _make
@@ -67,7 +68,9 @@ def _rebuilt(shape, leaves):
 class _Block:
     """One ``map_rows`` call, traced on one row: what ``compose`` needs to place its copies."""
 
-    def __init__(self, at, rows, row_program, made):
+    def __init__(
+        self, at: int, rows: list[tuple[Value, ...]], row_program: Program, made: set[Value]
+    ) -> None:
         self.at = at  # how many nodes the outer trace had made before the call
         self.rows = rows  # each row's Values, in the order of the row trace's inputs
         self.constants, self.externals = row_program.constants, row_program.externals
@@ -75,7 +78,8 @@ class _Block:
         self.checked = row_program.checked  # the row trace's nodes that can raise (see program)
         self.n_inputs = len(rows[0])  # Values per row
         self.made = made  # the row trace's leaves and nodes (to tell if any leaks out: see compose)
-        self.results = []  # per output of the row trace: its R placeholders, or None for a leaf
+        # per output of the row trace: its R placeholders, or None for a leaf
+        self.results: list[list[Value] | None] = []
         self.needed = True
 
     @property
@@ -92,7 +96,7 @@ def trace_rows(tracer, fn, iterables, row_tracer_class):
     rows = list(zip(*iterables))
     if len(rows) < 2 or not engine._mode.get().recording:  # (under no_grad: stop_gradient nodes)
         return [fn(*row) for row in rows]
-    columns = []
+    columns: list[Any] = []
     shape = _column_shape(rows, columns)
     if shape is None or not columns:  # (rows of empty lists: no Values to copy for)
         return [fn(*row) for row in rows]
@@ -107,9 +111,10 @@ def trace_rows(tracer, fn, iterables, row_tracer_class):
     except Exception:  # on the first row's own Values it may not (or it raises the same again)
         return [fn(*row) for row in rows]
     # fn changed its row (appended to it, say): the plain loop changes each row in place.
-    after = []
+    after: list[Any] = []
     changed = _column_shape([args], after) != shape or any(a[0] is not b for a, b in zip(after, leaves))
-    outputs, plain = [], row_tracer.read_row_number or changed
+    outputs: list[Value] = []
+    plain = row_tracer.read_row_number or changed
     try:
         result_shape = _flatten_result(result, outputs)
     except TypeError:  # not Values
@@ -242,7 +247,7 @@ def compose(np, inputs, constants, outputs, nodes, blocks):
 
     # What each piece of nodes hands on (to later pieces, copies, or the outputs), sweeping back.
     wanted, every_node_used = {*outputs, *itertools.chain.from_iterable(checked)}, True
-    handed_on = [None] * len(pieces)
+    handed_on: list[list[Value] | None] = [None] * len(pieces)
     for i in reversed(range(len(pieces))):
         handed_on[i] = [node for node in pieces[i] if node in wanted]
         for node in reversed(pieces[i]):
@@ -258,7 +263,8 @@ def compose(np, inputs, constants, outputs, nodes, blocks):
                 wanted.update(block.externals)
 
     # Each piece in its own numbering.
-    known, laid = list(inputs), []
+    known = list(inputs)
+    laid: list[tuple[Any, Any]] = []  # a piece's layout and (how many Values it knows, its ends), or a block
     for i, piece in enumerate(pieces):
         if i > 0 and blocks[i - 1].needed:
             laid.append((blocks[i - 1], None))
@@ -269,7 +275,7 @@ def compose(np, inputs, constants, outputs, nodes, blocks):
     # One numbering: every leaf first, then the pieces' nodes in order.
     where = {v: i for i, v in enumerate(inputs)}
     knowable = set(known)
-    leaves = {}  # the constants and externals, each once
+    leaves: dict[Value, bool] = {}  # the constants and externals, each once: is it a constant?
     for piece, _ in laid:
         if isinstance(piece, _Block):  # (its rows may be leaves too: parameters, say)
             for v in itertools.chain(*piece.rows, piece.constants, piece.externals):
@@ -295,7 +301,8 @@ def compose(np, inputs, constants, outputs, nodes, blocks):
     constant_leaves = ordered[: sum(leaves.values())]
     externals = ordered[len(constant_leaves) :]
 
-    placed, node_base, checked_copies, mapped = [], len(where), {}, []
+    placed: list[tuple[Any, ...]] = []
+    node_base, checked_copies, mapped = len(where), {}, []
     for piece, context in laid:
         if isinstance(piece, _Block):
             row_positions = np.array([[where[v] for v in row] for row in piece.rows], dtype=np.intp)

@@ -75,7 +75,9 @@ def layout(inputs, constants, outputs, created):
     return constant_leaves, externals, placed, [position[v] for v in outputs]
 
 
-def program(inputs, constants, outputs, created) -> Program:
+def program(
+    inputs: list[Value], constants: set[Value], outputs: list[Value], created: list[Value]
+) -> Program:
     """The trace as a Program (see ir.py): ``layout``, with every node whose op can raise (see
     ``can_raise``) kept on the tape.
 
@@ -93,13 +95,13 @@ def program(inputs, constants, outputs, created) -> Program:
     return Program(len(inputs), *leaves, placed, outputs=tuple(positions[:n]), checked=positions[n:])
 
 
-def can_raise(rule) -> bool:
+def can_raise(rule: ops.Op) -> bool:
     """Whether ``rule``'s forward can raise for some numbers (/, log, the powers, take, an op of
     your own), rather than pass nan and inf on."""
     return rule not in _CANNOT_RAISE and rule.forward is not None
 
 
-def raising_nodes(nodes) -> list[Value]:
+def raising_nodes(nodes: list[Value]) -> list[Value]:
     """The nodes whose op can raise, in the order given."""
     rules = list(map(_RULE, nodes))
     raising = {rule for rule in set(rules) if can_raise(rule)}  # a trace uses a few ops only
@@ -111,7 +113,7 @@ def raising_nodes(nodes) -> list[Value]:
 def _vector_ids(rows, count, width, offset, n):
     """Each row's n positions from ``offset`` on (a dot node's weights, or its inputs), numbered
     in the order first seen: how tape.py recognizes a layer applied to a batch."""
-    ids = {}
+    ids: dict[tuple[int, ...], int] = {}
     vectors = (tuple(rows[r * width + offset : r * width + offset + n]) for r in range(count))
     return array.array(_SSIZE_T, [ids.setdefault(vector, len(ids)) for vector in vectors])
 
@@ -120,7 +122,9 @@ def _vector_ids(rows, count, width, offset, n):
 # Rewriting: fold + chains into sums, and sums of products into dot products.
 
 
-def _traced_order(outputs, created) -> tuple[list[Value], list[Value], collections.Counter]:
+def _traced_order(
+    outputs: list[Value], created: list[Value]
+) -> tuple[list[Value], list[Value], collections.Counter]:
     """The nodes the outputs need, each after its children; the leaves they read; and how many
     times each node and leaf is used (by a needed node, or as an output).
 
@@ -158,7 +162,8 @@ def _rewrite(nodes, uses):
     sums = {node for node in used_once if node._rule is add or node._rule is sum_}
     products = {node for node in used_once if node._rule is mul}
 
-    kept, folded = [], set()
+    kept: list[tuple[Value, ops.Op, list[Value]]] = []
+    folded: set[Value] = set()
     for node in reversed(nodes):  # users first, so a node is folded before the sweep reaches it
         if node in folded:
             continue
@@ -208,7 +213,7 @@ def _load_layout_module():
     if engine._graph is None:  # CHAINRULE_PURE_PYTHON=1, or no C compiler: Python alone
         return None
     try:
-        from . import _layout
+        from . import _layout  # type: ignore[attr-defined]  # (a C extension: no stub)
     except ImportError:
         return None
     if not _layout.setup(Value):

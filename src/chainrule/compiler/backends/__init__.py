@@ -37,12 +37,15 @@ backend's devices) is given to ``select`` as an object with a ``prepare(program)
 from __future__ import annotations
 
 import warnings
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..ir import Program
 from ..native import Unavailable
 from . import generated_c, scalar, table
 from . import numpy as numpy_backend
+
+if TYPE_CHECKING:
+    import numpy
 
 __all__ = ["Prepared", "Unavailable", "select", "NAMES"]
 
@@ -53,11 +56,11 @@ class Prepared(Protocol):
     """A Program made ready by a backend (see the module's docstring)."""
 
     outputs: tuple
-    checked: object
+    checked: numpy.ndarray
 
-    def forward(self, data) -> bool: ...
+    def forward(self, data: numpy.ndarray) -> bool: ...
 
-    def backward(self, data, grad, needed) -> bool: ...
+    def backward(self, data: numpy.ndarray, grad: numpy.ndarray, needed: numpy.ndarray | None) -> bool: ...
 
     def layout(self) -> list[tuple]: ...
 
@@ -65,7 +68,7 @@ class Prepared(Protocol):
     def reference(self) -> numpy_backend.NumpyProgram: ...
 
 
-def select(name, program: Program) -> Prepared:
+def select(name: Any, program: Program) -> Prepared:  # a backend's name, or jax's Options
     """The backend that runs ``program`` for ``compile(fn, backend=name)``, prepared.
 
     ``"c"``: the Program's own C program (generated_c.py; a warning and numpy where no C

@@ -18,7 +18,7 @@ from . import table
 name = "c"
 
 
-def prepare(program: Program, reference=None):
+def prepare(program: Program, reference: numpy_backend.NumpyProgram | None = None) -> table.CProgram:
     """The Program as its own C program, built (or found in the cache); the table program when
     it has too many groups. Unavailable when it cannot be built (no compiler, an op with no
     kernel)."""
@@ -31,7 +31,7 @@ def prepare(program: Program, reference=None):
 class StraightLineProgram(table.CProgram):
     """A built library with this Program's own forward() and backward()."""
 
-    def __init__(self, program: Program, reference):
+    def __init__(self, program: Program, reference: numpy_backend.NumpyProgram) -> None:
         super().__init__(program, reference)
         self.source = native.program_source(self._rows, program.size, program.n_leaves)
         self._rows = None

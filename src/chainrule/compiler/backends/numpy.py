@@ -16,10 +16,15 @@ from __future__ import annotations
 import functools
 import math
 import sys
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from ... import ops
 from ...engine import AnomalyError, Value, op_error
 from ..ir import Program
+
+if TYPE_CHECKING:
+    import numpy
 
 name = "numpy"
 
@@ -33,7 +38,7 @@ def prepare(program: Program, layers: bool = True) -> NumpyProgram:
 class NumpyProgram:
     """A Program's groups as numpy operations: the reference every other backend falls back to."""
 
-    def __init__(self, program: Program, layers: bool = True):
+    def __init__(self, program: Program, layers: bool = True) -> None:
         import numpy as np
 
         self.np = np
@@ -73,12 +78,12 @@ class NumpyProgram:
             layout.append((group.rule, group.end - group.start, len(positions), rows, None))
         return layout
 
-    def forward(self, data) -> bool:
+    def forward(self, data: numpy.ndarray) -> bool:
         """Compute every node into ``data`` (the leaves in place); raises eager's error."""
         self.run_forward(data, anomaly=False)
         return True
 
-    def backward(self, data, grad, needed) -> bool:
+    def backward(self, data: numpy.ndarray, grad: numpy.ndarray, needed: numpy.ndarray | None) -> bool:
         """Add the gradients into ``grad`` (seeded at the outputs) for the nodes in ``needed``."""
         self.run_backward(data, grad, needed, self.run_forward(data.copy(), anomaly=False), anomaly=False)
         return True
@@ -102,7 +107,14 @@ class NumpyProgram:
                 scratch[group.start : group.end] = data[group.start : group.end]
         return saved
 
-    def run_backward(self, data, grad, needed, saved, anomaly):
+    def run_backward(
+        self,
+        data: numpy.ndarray,
+        grad: numpy.ndarray,
+        needed: numpy.ndarray | None,
+        saved: list[Any],
+        anomaly: bool,
+    ) -> None:
         """The groups in reverse, each adding into its inputs' gradients (``saved``: what
         run_forward returned); only the nodes marked in ``needed`` (None: all)."""
         np = self.np
@@ -177,10 +189,10 @@ class _Scatter:
 
     __slots__ = ("unique", "inverse")
 
-    def __init__(self, np, positions):
+    def __init__(self, np: ModuleType, positions: numpy.ndarray) -> None:
         self.unique, self.inverse = np.unique(positions.ravel(), return_inverse=True)
 
-    def add(self, np, grad, values):
+    def add(self, np: ModuleType, grad: numpy.ndarray, values: numpy.ndarray) -> None:
         grad[self.unique] += np.bincount(self.inverse, values.ravel(), len(self.unique))
 
 
@@ -194,7 +206,7 @@ def _row_access(np, positions):
     return _Scatter(np, positions)
 
 
-def _add_at(np, grad, access, values):
+def _add_at(np: ModuleType, grad: numpy.ndarray, access: Any, values: numpy.ndarray) -> None:
     """``grad[positions] += values`` through a _row_access: summing where positions repeat."""
     if isinstance(access, _Scatter):
         access.add(np, grad, values)
@@ -211,10 +223,11 @@ class _Group:
     # Slots: a thin tape has a group per node (100,000 for a long chain), so a group is small.
     __slots__ = ("rule", "start", "end", "children", "_rows", "_scatter")
 
-    def __init__(self, np, rule, start, end, children):
+    def __init__(self, np: ModuleType, rule: ops.Op, start: int, end: int, children: numpy.ndarray) -> None:
         self.rule, self.start, self.end = rule, start, end
         self.children = children  # positions: one row per input, one column per node
-        self._rows = self._scatter = None
+        self._rows: list[Any] | None = None
+        self._scatter: _Scatter | None = None
 
     # How the numpy replay reads and adds into the inputs is worked out on its first use: a
     # thin tape, replayed node by node or in C, may never need it.
@@ -258,7 +271,9 @@ class _Group:
         data[self.start : self.end] = out
         return X
 
-    def backward(self, np, data, grad, X, anomaly):
+    def backward(
+        self, np: ModuleType, data: numpy.ndarray, grad: numpy.ndarray, X: Any, anomaly: bool
+    ) -> None:
         """Add the gradients of the group's inputs into ``grad``."""
         g_out, out = grad[self.start : self.end], data[self.start : self.end]
         input_grads = self.rule.vbackward(np, g_out, out, X)
@@ -278,7 +293,9 @@ class _Group:
         if not math.isfinite(total):
             _recheck_backward(self.rule, g_out, out, X, _as_matrix(np, input_grads, X.shape), anomaly)
 
-    def backward_part(self, np, data, grad, needed, anomaly):
+    def backward_part(
+        self, np: ModuleType, data: numpy.ndarray, grad: numpy.ndarray, needed: numpy.ndarray, anomaly: bool
+    ) -> None:
         """Backward for the nodes marked in ``needed`` only.
 
         The others lie on the way to another output of the same call, or behind a stop_gradient:
@@ -318,7 +335,16 @@ class _MatmulGroup(_Group):
     n*U*V products. The nodes are ordered input-vector-major, so output j is pair (j // U, j % U).
     """
 
-    def __init__(self, np, rule, start, end, weights, inputs, bias):
+    def __init__(
+        self,
+        np: ModuleType,
+        rule: ops.Op,
+        start: int,
+        end: int,
+        weights: numpy.ndarray,
+        inputs: numpy.ndarray,
+        bias: numpy.ndarray,
+    ) -> None:
         self.rule, self.start, self.end = rule, start, end
         self.weights, self.inputs, self.bias = weights, inputs, bias  # (n, U), (n, V), (U * V,)
         self._rows = None
@@ -344,7 +370,7 @@ class _MatmulGroup(_Group):
         )
 
     @functools.cached_property
-    def children(self):
+    def children(self):  # type: ignore[override]  # (a slot of _Group, made on first use here)
         """Every node's input positions, one row per input, as other groups keep them. Large
         (the weights repeated for every input vector), so built only when something needs it:
         a backward for part of the nodes, an error to report, a node-by-node replay."""
@@ -397,7 +423,9 @@ class _MatmulGroup(_Group):
         data[self.start : self.end] = out
         return W, X
 
-    def backward(self, np, data, grad, saved, anomaly):
+    def backward(
+        self, np: ModuleType, data: numpy.ndarray, grad: numpy.ndarray, saved: Any, anomaly: bool
+    ) -> None:
         W, X = saved
         g = grad[self.start : self.end]
         G = g.reshape(X.shape[1], W.shape[1])  # (V, U)

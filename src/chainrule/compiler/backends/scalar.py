@@ -12,11 +12,15 @@ backend. Which Programs are thin: ``is_thin`` below.
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 from ... import _settings
 from ...engine import Value, op_error
 from ..ir import Program
 from . import numpy as numpy_backend
+
+if TYPE_CHECKING:
+    import numpy
 
 name = "scalar"
 
@@ -32,7 +36,7 @@ def is_thin(n_nodes: int, n_groups: int) -> bool:
     return n_groups > 0 and n_nodes < THIN * n_groups
 
 
-def prepare(program: Program, reference=None) -> ScalarReplay:
+def prepare(program: Program, reference: numpy_backend.NumpyProgram | None = None) -> ScalarReplay:
     """The node-by-node replay of ``program``, over the numpy backend's positions."""
     return ScalarReplay(reference or numpy_backend.prepare(program))
 
@@ -45,7 +49,7 @@ class ScalarReplay:
     and shared by every node that reads it: a long chain keeps about 100 bytes a node here.
     """
 
-    def __init__(self, reference):
+    def __init__(self, reference: numpy_backend.NumpyProgram) -> None:
         self.reference = reference
         self.outputs, self.checked = reference.outputs, reference.checked
         groups = reference.groups
@@ -61,7 +65,7 @@ class ScalarReplay:
     def layout(self) -> list[tuple]:
         return self.reference.layout()
 
-    def forward(self, data) -> bool:
+    def forward(self, data: numpy.ndarray) -> bool:
         values = data.tolist()  # Python floats: the scalar rules are eager's own arithmetic
         read = values.__getitem__  # (map with it reads a node's inputs without a Python loop)
         for position, rule, inputs in zip(itertools.count(self.first), self.rules, self.inputs):
@@ -72,7 +76,7 @@ class ScalarReplay:
         data[self.first :] = values[self.first :]
         return True
 
-    def backward(self, data, grad, needed) -> bool:
+    def backward(self, data: numpy.ndarray, grad: numpy.ndarray, needed: numpy.ndarray | None) -> bool:
         values, grads = data.tolist(), grad.tolist()
         read = values.__getitem__
         needed = needed.tolist() if needed is not None else None

@@ -16,16 +16,24 @@ the numpy backend, which raises eager's error or passes the nan/inf on as eager 
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from .. import native
 from ..ir import Program
 from ..native import Unavailable
 from . import numpy as numpy_backend
 
+if TYPE_CHECKING:
+    import numpy
+
+    from .numpy import NumpyProgram
+
 name = "table"
 
 
-def prepare(program: Program, compiler: bool = True, reference=None) -> TableProgram:
+def prepare(program: Program, compiler: bool = True, reference: NumpyProgram | None = None) -> TableProgram:
     """The table program for ``program``: its groups as the numpy backend forms them (a layer
     as one matrix product, a run of one-input nodes as a run), given as ``reference`` or made
     here. ``compiler`` False: only the program pip built is used, the C compiler never runs."""
@@ -49,7 +57,14 @@ class CProgram:
     ``reference`` is the numpy replay over the same positions, for the calls left to it.
     """
 
-    def __init__(self, program: Program, reference):
+    # Set when the program is run (_run, or TableProgram._run_table): the module pip built (or
+    # None), the table of groups, where the nodes start, and the C source.
+    _module: Any
+    table: numpy.ndarray
+    _first: int
+    source: str
+
+    def __init__(self, program: Program, reference: NumpyProgram) -> None:
         if program.size >= 2**31:
             raise Unavailable("the tape has more than 2**31 nodes")
         self._reference = reference
@@ -58,14 +73,14 @@ class CProgram:
         self._rows = rows
 
     @property
-    def reference(self):
+    def reference(self) -> NumpyProgram:
         return self._reference
 
     def layout(self) -> list[tuple]:
         """The groups as a Program lists them, each node where this program puts it."""
         return self._reference.layout()
 
-    def _run(self, library, *extra):
+    def _run(self, library: Any, *extra: Any) -> None:
         """Call this library's forward() and backward() on the tape's arrays, with these last
         arguments, through ctypes (the module pip built is called directly)."""
         self._module = None
@@ -75,7 +90,7 @@ class CProgram:
         self._extra = tuple(ctypes.c_long(x) if isinstance(x, int) else x for x in extra)
         self._no_mask = ctypes.c_void_p(None)
 
-    def forward(self, data) -> bool:
+    def forward(self, data: numpy.ndarray) -> bool:
         """Compute every node into ``data``; False when the numpy backend must redo the call."""
         if self._module is not None:
             return self._module.forward(data, self.idx, self.table, self._first) == 0
@@ -86,12 +101,12 @@ class CProgram:
         """Whether ``replay`` below can run (the program pip built does)."""
         return self._module is not None
 
-    def replay(self, data, pieces) -> bool:
+    def replay(self, data: numpy.ndarray, pieces: Sequence[numpy.ndarray]) -> bool:
         """``forward`` after copying the numbers of ``pieces`` (arrays) one after the other to the
         start of ``data``, in one call."""
         return self._module.replay(data, pieces, self.idx, self.table, self._first) == 0
 
-    def backward(self, data, grad, needed) -> bool:
+    def backward(self, data: numpy.ndarray, grad: numpy.ndarray, needed: numpy.ndarray | None) -> bool:
         """Add the gradients into ``grad``; False when the numpy backend must redo the pass."""
         if self._module is not None:
             return self._module.backward(data, grad, self.idx, needed, self.table, self._first) == 0
@@ -111,21 +126,23 @@ class CProgram:
 class TableProgram(CProgram):
     """A Program's groups as rows of the table program's table (see the module's docstring)."""
 
-    def __init__(self, program: Program, reference, compiler: bool = True):
+    _rules: list[Any]  # from_layout's: each group's op (the rest is in the table)
+
+    def __init__(self, program: Program, reference: NumpyProgram, compiler: bool = True) -> None:
         super().__init__(program, reference)
         rows = [(*row[:5], native._table_kind(row[5])) for row in self._rows]
         self._rows = None
         self._run_table(reference.np, rows, program.n_leaves, program.size, compiler)
 
     @classmethod
-    def from_layout(cls, program: Program):
+    def from_layout(cls, program: Program) -> TableProgram:
         """See prepare_thin."""
         if program.size >= 2**31 or native.prebuilt_tables() is None:
             raise Unavailable("the table program was not built with chainrule")
         import numpy as np
 
         self = cls.__new__(cls)
-        self._reference = None  # made from the table if a call needs it (see reference)
+        self._reference = None  # type: ignore[assignment]  # made from the table if a call needs it (see reference)
         self.outputs, self.checked = tuple(program.outputs), np.array(program.checked, dtype=np.intp)
         layout = program.layout
         every_row = b"".join(rows for _, _, _, rows, _ in layout)
@@ -139,7 +156,7 @@ class TableProgram(CProgram):
         return self
 
     @property
-    def reference(self):
+    def reference(self) -> NumpyProgram:
         if self._reference is None:  # from_layout's: plain groups, in the Program's order
             # (the numpy backend needs to know where the nodes start: every leaf counts as one)
             groups = Program(self._first, (), (), self.layout(), self.outputs, self.checked)
@@ -157,7 +174,9 @@ class TableProgram(CProgram):
             layout.append((rule, count, n, idx[at : at + count * n], None))
         return layout
 
-    def _run_table(self, np, table, first, size, compiler):
+    def _run_table(
+        self, np: ModuleType, table: list[tuple[Any, ...]], first: int, size: int, compiler: bool
+    ) -> None:
         """Run the table program on these groups: ``(rule, start, count, n_inputs, idx_offset,
         kind)``, ``kind`` as the table's last number (see native.ROW)."""
         codes = {}  # op -> the numbers of its forward and backward kernels (checked once an op)
