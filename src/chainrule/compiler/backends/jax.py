@@ -36,6 +36,7 @@ from ..native import Unavailable
 from . import numpy as numpy_backend
 
 name = "jax"
+_TINY = 2.2250738585072014e-308  # the smallest normal float64
 INSTALL = 'pip install "chainrule[jax]"'
 
 
@@ -146,11 +147,14 @@ def _op(jax, rule):
     if rule.vforward is None:
         raise Unavailable(f"the op {rule.name!r} has no vectorized forward (vforward) for JAX")
 
+    # ``probe`` is a number the op ignores; its gradient says whether every input gradient of
+    # the group was finite (0) or not (nan). Eager raises a backward domain error (x ** y's slope
+    # in y for x < 0) at the node, even where a later select (relu's) would drop the nan.
     @jax.custom_vjp
-    def apply(X):
+    def apply(X, probe):
         return rule.vforward(jnp, X)
 
-    def forward(X):
+    def forward(X, probe):
         out = rule.vforward(jnp, X)
         return out, (out, X)
 
@@ -160,7 +164,7 @@ def _op(jax, rule):
         if not (hasattr(grads, "shape") and grads.shape == X.shape):
             zero = jnp.zeros_like(g)
             grads = jnp.stack([zero if row is None else jnp.broadcast_to(row, g.shape) for row in grads])
-        return (grads,)
+        return grads, jnp.where(jnp.isfinite(grads).all(), 0.0, jnp.nan)
 
     apply.defvjp(forward, backward)
     return apply
@@ -173,9 +177,8 @@ def _take(jax, X):
     index, n = jax.lax.stop_gradient(X[0]), X.shape[0] - 1
     valid = (index == jnp.floor(index)) & (index >= -n) & (index < n)  # nan fails every test
     picked = jnp.where(valid, index, 0.0).astype(jnp.int64) % n
-    chosen = jnp.arange(n)[:, None] == picked[None, :]
-    # (a select, not a product: a nan in a row not picked stays out, its gradient is 0)
-    return jnp.where(chosen, X[1:], 0.0).sum(axis=0), valid.all()
+    # (a gather, not a sum of selected rows: -0.0 stays -0.0, a nan in a row not picked stays out)
+    return jnp.take_along_axis(X[1:], picked[None, :], axis=0)[0], valid.all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +248,7 @@ def _group_step(np, jax, where: _Layout, rule, start, positions, vectors, checke
             elif rule is ops.STOP_GRADIENT:
                 out = jax.lax.stop_gradient(X[0])
             else:
-                out = op(X)
+                out = op(X, shared[-1])  # (the probe: see _op)
         if must_be_finite:
             ok = ok & jnp.isfinite(out).all()
         return jax.lax.dynamic_update_slice(local, out, (at,)), ok
@@ -328,6 +331,7 @@ class _Mapped:
         jax, jnp = self.jax, self.jax.numpy
         arrays = (local, shared)
         rows, leaves = self.row_reader(arrays, jnp), self.leaf_reader(arrays, jnp)
+        leaves = jnp.concatenate([leaves, shared[-1:]])  # (the probe last, as in every shared: see _op)
         if self.mesh is not None:
             if self.padded:
                 rows = jnp.concatenate([rows, jnp.broadcast_to(rows[:1], (self.padded, rows.shape[1]))])
@@ -376,13 +380,14 @@ class JaxProgram:
         jnp = jax.numpy
 
         def outputs(inputs, constants, externals):
-            shared = jnp.concatenate([constants, externals])
+            shared = jnp.concatenate([constants, externals])  # (the externals end with the probe)
             local, ok = self.steps.run(inputs, shared)
             arrays = (local, shared)
             return self.read_outputs(arrays, jnp), (ok, self.read_indices(arrays, jnp))
 
         def value_and_grad(inputs, constants, externals):
-            """The outputs, and the gradients of the first with respect to the externals."""
+            """The outputs, and the gradients of the first with respect to the externals (and the
+            probe)."""
             out, pullback, aux = jax.vjp(lambda e: outputs(inputs, constants, e), externals, has_aux=True)
             (grads,) = pullback(jnp.ones_like(out))
             return out, aux, grads
@@ -412,11 +417,16 @@ class JaxProgram:
         return list(self.program.layout)
 
     def arguments(self, data):
-        """The JAX function's arguments for the leaves in ``data``."""
-        return data[: self.n_inputs], data[self.n_inputs : self.n_fixed], data[self.n_fixed : self.n_leaves]
+        """The JAX function's arguments for the leaves in ``data``: the inputs, the constants,
+        and the externals followed by the probe (see _op), 0."""
+        externals = self.np.append(data[self.n_fixed : self.n_leaves], 0.0)
+        return data[: self.n_inputs], data[self.n_inputs : self.n_fixed], externals
 
     def forward(self, data) -> bool:
         np = self.np
+        leaves = np.abs(data[: self.n_leaves])
+        if (leaves < _TINY).any() and leaves[leaves < _TINY].any():
+            return False  # a subnormal number: XLA on CPU reads it as 0 (see the module's docstring)
         gradients = len(self.unique_outputs) == 1 and _mode.get().recording
         with self.jax.enable_x64(True):
             if gradients:
@@ -441,14 +451,18 @@ class JaxProgram:
             kept = None
         with self.jax.enable_x64(True):
             if kept is not None:  # one output: its gradients for a seed of 1 came with the call
-                grads = np.asarray(kept[1]) * grad[self.unique_outputs[0]]
                 with self._lock:  # (kept for another backward through the same result)
                     self.pending[id(data)] = kept
-            else:
+            if kept is not None and grad[self.unique_outputs[0]] == 1.0:
+                grads = np.asarray(kept[1])
+            else:  # (another seed: scaling by it would round, or overflow, otherwise than eager)
                 grads = np.asarray(self.grad(*self.arguments(data), grad[self.unique_outputs]))
-        if not np.isfinite(grads).all():
+        if not np.isfinite(grads).all():  # (the probe's last: a group's non-finite gradient)
             return False
-        grad[self.n_fixed : self.n_leaves] += grads
+        grads = grads[:-1]
+        # Set, not added: grad is this pass's own, zero but for the seeds at the outputs, and the
+        # derivative through JAX counts a seed at an output that is an external as well.
+        grad[self.n_fixed : self.n_leaves] = grads
         return True
 
     def lower(self, data):
