@@ -132,13 +132,14 @@ def oracles_line(skipped_reports, slow_deselected: int) -> str:
     collected) it cost and how to install it; and how to run the slow tests a -m left out."""
     missing = []
     for name, pattern, how in ORACLES:
-        tests = files = 0
+        tests, file_paths = 0, set()
         for report in skipped_reports:
             if pattern.search(_skip_reason(report)):
-                if isinstance(report, pytest.CollectReport):
-                    files += 1
+                if isinstance(report, pytest.CollectReport):  # as a module and for its doctests
+                    file_paths.add(report.nodeid.split("::")[0])
                 else:
                     tests += 1
+        files = len(file_paths)
         if tests or files:
             counts = [f"{n} {word}{'s' * (n != 1)}" for n, word in ((tests, "test"), (files, "file")) if n]
             missing.append(f"{name} ({' and '.join(counts)} skipped: {how})")

@@ -11,10 +11,11 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 
-# A run in a folder of its own, with the suite's conftest and the same marker settings, so that
-# what is skipped and deselected is known here, whatever is installed on this machine.
+# A run in a folder of its own, with the suite's conftest and the same settings (a module is
+# collected twice, as tests and for its doctests), so that what is skipped and deselected is
+# known here, whatever is installed on this machine.
 INI = """[pytest]
-addopts = -m "not slow"
+addopts = --doctest-modules -m "not slow"
 markers =
     slow: slow tests
 """
