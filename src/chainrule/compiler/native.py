@@ -40,6 +40,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -183,6 +184,25 @@ def prebuilt_tables():
 def pure_python() -> bool:
     """Whether $CHAINRULE_PURE_PYTHON asks for Python alone: then no C is built or loaded."""
     return _settings.pure_python()
+
+
+# Compiling at run time takes a POSIX system, whose file owners and modes the cache's checks
+# read (below), and a C compiler that takes GCC's flags (FLAGS): GCC or Clang, which is cc on
+# Linux and macOS. Windows has neither (MSVC's cl spells its flags another way): there build()
+# says so, and compile runs long tapes on the table program pip built, the rest on numpy.
+RUNS_A_COMPILER = os.name == "posix"
+
+
+def compiler_problem() -> str | None:
+    """Why build() cannot compile a program on this system, or None when it can try."""
+    if not RUNS_A_COMPILER:
+        return (
+            f"the C backend compiles at run time only on Linux and macOS, not on {sys.platform} "
+            "(the table program pip built still runs long tapes)"
+        )
+    if c_compiler() is None:
+        return "no C compiler found (set CC, or install gcc or clang)"
+    return None
 
 
 def c_compiler() -> list[str] | None:
@@ -453,9 +473,11 @@ def build(source: str, symbols=("forward", "backward")) -> ctypes.CDLL:
     afresh and stored there. Unavailable, with the reason, when it cannot be."""
     if pure_python():
         raise Unavailable("CHAINRULE_PURE_PYTHON is set: no C is built or loaded")
+    if not RUNS_A_COMPILER:  # (before the cache's checks, which need POSIX)
+        raise Unavailable(compiler_problem())
     compiler = c_compiler()
     if compiler is None:
-        raise Unavailable("no C compiler found (set CC, or install gcc or clang)")
+        raise Unavailable(compiler_problem())
     key, folder = _cache_key(compiler, source), _private_folder()
     library = _loaded.get((folder, key))
     if library is None:
