@@ -30,9 +30,15 @@ import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 from . import __version__
 from .expression import ExpressionError
+
+if TYPE_CHECKING:  # (imported where they are used, so that `chainrule --help` stays fast)
+    from .datasets import Dataset
+    from .engine import Value
+    from .training import StepReport
 
 __all__ = ["build_parser", "describe_number", "format_number", "main"]
 
@@ -50,7 +56,9 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     """argparse, but an error is raised (and reported by ``main`` in one line), not printed with usage."""
 
-    def error(self, message):
+    commands: dict[str, argparse.ArgumentParser]  # each command's parser by name (build_parser sets it)
+
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
@@ -88,10 +96,16 @@ def _unrecognized(extras: list[str], command: argparse.ArgumentParser) -> str:
 # Argument types: each turns a string into a value or says why it cannot.
 
 
-def _number_type(convert: Callable[[str], float], accept: Callable[[float], bool], expected: str):
+_Number = TypeVar("_Number", int, float)
+
+
+def _number_type(
+    convert: Callable[[str], _Number], accept: Callable[[_Number], bool], expected: str
+) -> Callable[[str], _Number]:
     """An argparse ``type``: ``convert`` the text, then check the number with ``accept``."""
 
-    def parse(text: str):
+    def parse(text: str) -> _Number:
+        value: _Number | None
         try:
             value = convert(text)
         except ValueError:
@@ -137,7 +151,7 @@ _file = _path_type("a file name")
 # The parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     """The argument parser of the ``chainrule`` command and its commands (``parser.commands``).
 
     >>> args = build_parser().parse_args(["train", "moons", "--hidden", "8,8"])
@@ -327,7 +341,7 @@ class DrawingError(Exception):
     """The graph could not be drawn into the file the user named; the message says why."""
 
 
-def _draw(root, path: Path) -> None:
+def _draw(root: Value, path: Path) -> None:
     """``save_graph`` for the command line: any failure becomes one ``DrawingError`` line about ``path``."""
     from ._files import NotRegularFileError
     from .draw import GraphTooLargeError, GraphvizNotFoundError, GraphvizTimeoutError, save_graph
@@ -382,7 +396,7 @@ def _add_expression_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("values", metavar="NAME=VALUE", nargs="*", help="a value for each input, e.g. a=3")
 
 
-def _add_explore_command(commands) -> argparse.ArgumentParser:
+def _add_explore_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     explore = commands.add_parser(
         "explore",
         help="write an HTML page that steps through the backward pass of an expression",
@@ -520,11 +534,11 @@ def _remove_if_empty(created: list[Path]) -> None:
 class _ProgressBar:
     """The progress hook of ``train``: a tqdm bar with the loss and the accuracy of each step."""
 
-    def __init__(self, description: str):
+    def __init__(self, description: str) -> None:
         self.description = description
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar, made at the first report
 
-    def __call__(self, report) -> None:
+    def __call__(self, report: StepReport) -> None:
         if self.bar is None:  # the number of steps is known from the first report
             from tqdm import tqdm
 
@@ -628,9 +642,10 @@ def _train_and_write(args: argparse.Namespace, out: Path) -> int:
         _say(f"mean loss over the last {window} steps: {sum(result.losses[-window:]) / window:.4f}")
         _say("names sampled from the model: " + ", ".join(result.samples))
     else:
-        _say(_accuracy_line("train", result.train_accuracy, len(result.data.X_train)))
+        data = cast("Dataset", result.data)  # a classifier's, which has accuracies
+        _say(_accuracy_line("train", cast(float, result.train_accuracy), len(data.X_train)))
         if result.test_accuracy is not None:
-            _say(_accuracy_line("test", result.test_accuracy, len(result.data.X_test)))
+            _say(_accuracy_line("test", result.test_accuracy, len(data.X_test)))
 
     from .plots import plot_training
 
