@@ -8,6 +8,8 @@
 2.0
 """
 
+from typing import Any
+
 from . import autograd
 from .engine import (
     AnomalyError,
@@ -42,7 +44,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:  # one of the _LAZY names: a function, a class or an error type
     if name in _LAZY:
         import importlib
 
