@@ -8,7 +8,7 @@
 2.0
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import autograd
 from .engine import (
@@ -31,6 +31,12 @@ from .gradcheck import GradcheckError, gradcheck
 from .parameters import Parameter, Parameters, pack_parameters
 
 __version__ = "0.2.0"  # the one place: pyproject.toml and chainrule --version read it
+
+if TYPE_CHECKING:  # what a type checker sees of the names below, which load on first use
+    from .compiler import TraceWarning, compile
+    from .draw import draw_dot
+    from .explorer import explore
+    from .serialize import CheckpointError, load, save
 
 # Features with optional dependencies load on first use, so `import chainrule` stays light.
 _LAZY = {
