@@ -40,7 +40,7 @@ def test_a_second_copy_of_the_engine_runs_on_python_and_leaves_the_first_on_c(ru
 class Other:
     """Another class with the slots the C loops read, as a second copy of engine.py's Value has."""
 
-    __slots__ = ("data", "grad", "children", "_rule")
+    __slots__ = ("_data", "_grad", "children", "_rule")
 
 
 def test_graph_setup_serves_the_first_value_class_only():
@@ -57,7 +57,7 @@ def test_layout_setup_serves_the_first_value_class_only():
 
 
 def test_setup_still_refuses_a_class_without_the_slots():
-    with pytest.raises(TypeError, match=r"_graph.setup: int.data is not a slot"):
+    with pytest.raises(TypeError, match=r"_graph.setup: int._data is not a slot"):
         engine._graph.setup(int, engine._child_gradients, ops.OPS)
 
 

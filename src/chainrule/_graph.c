@@ -13,9 +13,10 @@
 
    A Parameter (parameters.py) is a Value in every way: these loops read and write its slots as any Value's.
 
-   While chainrule.compile traces in some thread (with the engine's hook: engine._hooked), its
-   ops run in Python, through engine.apply; node() then notes the Values the other threads make
-   (watch_other_threads), which the trace was never shown.
+   For the engine's hook (engine._hooked: chainrule.compile's trace), so that a traced function
+   runs on the fast ops as eager code does: record(nodes, constants) makes node() add, in this
+   thread, every node it makes to the list and every constant to the set; and while some thread
+   is hooked, node() notes the Values the other threads make (watch_other_threads).
 
    The gain is partly the loops and mostly the garbage collector. Python's cyclic collector
    walks every object that can hold others, again and again while a graph grows: that was three
@@ -80,7 +81,7 @@ static PyObject *setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         }
     PyTypeObject *type = (PyTypeObject *)args[0];
     Py_ssize_t data, grad, children, rule;
-    if (slot_offset("_graph.setup", type, "data", &data) || slot_offset("_graph.setup", type, "grad", &grad) ||
+    if (slot_offset("_graph.setup", type, "_data", &data) || slot_offset("_graph.setup", type, "_grad", &grad) ||
         slot_offset("_graph.setup", type, "children", &children) ||
         slot_offset("_graph.setup", type, "_rule", &rule))
         return NULL;
@@ -98,9 +99,13 @@ static void unwatch(PyObject *object) {
         PyObject_GC_UnTrack(object);
 }
 
-/* While some thread traces, the set of the ids of the Values that node() makes
-   (engine._made_in_other_threads). The tracing thread makes its nodes in Python (engine._make),
-   so these are the other threads': a trace was never shown them, so it refuses to use one. */
+/* While a hook records in this thread, the list and the set that node() adds what it makes to:
+   a computed node to the list, a constant (a leaf, rule None) to the set. A hook is installed
+   in one thread from start to end, so a thread-local is the right scope. */
+static _Thread_local PyObject *recorded_nodes, *recorded_constants;
+
+/* While some thread is hooked, the set of the ids of the Values that threads not recording make
+   (engine._made_in_other_threads): the hook was never shown them. */
 static PyObject *untraced_ids;
 
 static int note_untraced(PyObject *value) {
@@ -129,15 +134,19 @@ static PyObject *node(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     SLOT(value, at_rule) = Py_NewRef(args[1]);
     SLOT(value, at_children) = Py_NewRef(args[2]);
     unwatch(args[2]);
-    if (untraced_ids != NULL && note_untraced(value) < 0) {
+    int failed = recorded_nodes != NULL
+                     ? (args[1] == Py_None ? PySet_Add(recorded_constants, value)
+                                           : PyList_Append(recorded_nodes, value))
+                     : untraced_ids != NULL && note_untraced(value);
+    if (failed) {
         Py_DECREF(value);
         return NULL;
     }
     return value;
 }
 
-/* watch_other_threads(ids): node() adds the id of every Value it makes to the set ids;
-   watch_other_threads(None) stops. */
+/* watch_other_threads(ids): node() adds the id of every Value it makes in a thread that is not
+   recording to the set ids; watch_other_threads(None) stops. */
 static PyObject *watch_other_threads(PyObject *module, PyObject *ids) {
     if (ids != Py_None && !PySet_CheckExact(ids)) {
         PyErr_SetString(PyExc_TypeError, "_graph.watch_other_threads(ids: set), or (None)");
@@ -145,6 +154,27 @@ static PyObject *watch_other_threads(PyObject *module, PyObject *ids) {
     }
     Py_XSETREF(untraced_ids, ids == Py_None ? NULL : Py_NewRef(ids));
     Py_RETURN_NONE;
+}
+
+/* record(nodes, constants) starts recording in this thread; record(None, None) stops it. Either
+   returns the pair recorded into before, so that a caller can put it back. */
+static PyObject *record(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    int stop = nargs == 2 && args[0] == Py_None && args[1] == Py_None;
+    if (nargs != 2 || !(stop || (PyList_CheckExact(args[0]) && PySet_CheckExact(args[1])))) {
+        PyErr_SetString(PyExc_TypeError, "_graph.record(nodes: list, constants: set), or (None, None)");
+        return NULL;
+    }
+    PyObject *before = recorded_nodes == NULL ? Py_BuildValue("(OO)", Py_None, Py_None)
+                                              : PyTuple_Pack(2, recorded_nodes, recorded_constants);
+    if (before == NULL)
+        return NULL;
+    Py_CLEAR(recorded_nodes);
+    Py_CLEAR(recorded_constants);
+    if (!stop) {
+        recorded_nodes = Py_NewRef(args[0]);
+        recorded_constants = Py_NewRef(args[1]);
+    }
+    return before;
 }
 
 /* engine._depth_first: the same walk, with an explicit stack so that any depth works.
@@ -790,7 +820,9 @@ static PyMethodDef methods[] = {
      "engine._propagate_numbers(order, seed, add_to_grad), or None when unusual"},
     {"watch", watch, METH_O, "hand these nodes back to the garbage collector"},
     {"watch_other_threads", watch_other_threads, METH_O,
-     "watch_other_threads(ids): node() adds to the set ids every Value made in a thread not tracing"},
+     "watch_other_threads(ids): node() adds to the set ids every Value made in a thread not recording"},
+    {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
+     "record(nodes, constants): node() adds what it makes to them, in this thread; (None, None) stops"},
     {"read_data", (PyCFunction)(void (*)(void))read_data, METH_FASTCALL,
      "out[i] = values[i].data, or None when some data is not a float"},
     {"read_grads", (PyCFunction)(void (*)(void))read_grads, METH_FASTCALL,

@@ -27,6 +27,7 @@ import numbers
 import operator
 import threading
 from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from . import _settings, ops
 
@@ -39,7 +40,7 @@ from . import _settings, ops
 class _Mode:
     recording: bool = True
     anomaly: bool = False
-    hook: object = None  # an object shown the ops as they run, installed by _hooked (see below)
+    hook: _Hook | None = None  # shown the ops as they run (see _Hook)
 
 
 _mode = contextvars.ContextVar("chainrule_mode", default=_Mode())
@@ -74,17 +75,60 @@ class _ModeSwitch(contextlib.ContextDecorator):
         return False
 
 
-# The hook: one way in for code that must see the ops as they run (chainrule.compile's tracer is
-# the one chainrule has). Inside ``_hooked(hook)``, in this thread, every op goes through
-# ``apply`` (a mode switch turns the fast paths off), which shows each node it makes to
-# ``hook.record`` (or, under no_grad, ``hook.unrecorded``) and each number it makes a constant
-# to ``hook.constant``. The ops whose meaning is more than their number ask the hook instead of
-# running: ``detach``, ``take`` with a Value index, ``map_rows``, a backward pass, a node built
-# by hand, and library code that reads or writes numbers (an optimizer's step). The engine's
-# own code reads numbers from the slots directly, never through ``.data`` or ``.grad``, so a
-# hook that watches those attributes sees only the reads of the code it runs.
+class _Hook(Protocol):
+    """One way in for code that must see the ops as they run: ``_hooked(hook)`` installs it for
+    its thread (chainrule.compile's tracer is the one chainrule has). The ops whose meaning is
+    more than their number ask it instead of running. The engine's own code reads numbers by
+    the slots' own names, never as ``.data`` or ``.grad`` (see below the class), so a hook that
+    watches those sees only the reads of the code it runs."""
+
+    nodes: list  # what the fast ops make, added by _graph.node itself (with the C loops)
+    constants: set  # (their constants, leaves made from numbers)
+
+    def record(self, node: Value) -> None:
+        """``apply`` made ``node``."""
+
+    def unrecorded(self, node: Value) -> Value:
+        """``apply`` made ``node`` under ``no_grad``: what to return for it."""
+
+    def constant(self, value: Value) -> None:
+        """A number in an op became the leaf ``value``."""
+
+    def detached(self, value: Value) -> Value:
+        """``value.detach()``."""
+
+    def take(self, rows, index: Value):
+        """``take(rows, index)`` with a Value index."""
+
+    def map_rows(self, fn, rows) -> list:
+        """``map_rows(fn, *rows)``."""
+
+    def hand_made(self, children: tuple) -> None:
+        """A node is being built by hand, ``Value(data, children, ...)``: may refuse."""
+
+    def backward_pass(self, create_graph: bool) -> contextlib.AbstractContextManager:
+        """A backward pass (``propagate``) runs inside the context it returns: may refuse."""
+
+    def reading_numbers(self, what: str) -> None:
+        """Library code that reads or writes numbers (``what``) is about to: may refuse."""
+
+
+@contextlib.contextmanager
 def _hooked(hook):
-    return _ModeSwitch(recording=True, hook=hook)
+    if _graph is None:  # a mode switch, so that every op goes through apply
+        with _ModeSwitch(recording=True, hook=hook):
+            yield
+        return
+    # With the C loops (see the end of this file) the fast ops stay on, and _graph.node shows
+    # the hook every node it makes in this thread, adding it to ``hook.nodes`` (a constant,
+    # with no children, to ``hook.constants``).
+    token = _mode.set(replace(_mode.get(), recording=True, hook=hook))
+    before = _graph.record(hook.nodes, hook.constants)
+    try:
+        yield
+    finally:
+        _graph.record(*before)
+        _mode.reset(token)
 
 
 # While a hook is installed in some thread, the ids of the Values made in threads without one
@@ -188,15 +232,17 @@ class Value:
 
     # A node keeps only what backward needs in slots. Anything else a user sets (v.m = 0, a
     # label) goes to the instance dict, made only when the first such attribute is set.
-    __slots__ = ("data", "grad", "children", "_rule", "__dict__", "__weakref__")
+    __slots__ = ("_data", "_grad", "children", "_rule", "__dict__", "__weakref__")
+    data: float  # the public names of _data and _grad (given below the class)
+    grad: Any  # a float, a Value after backward(create_graph=True), or None as in PyTorch
     label = ""  # the default; Value(..., label="x") or v.label = "x" stores one in the dict
     # A node built by hand keeps its local gradients (a tuple) or its micrograd-style closure
     # here; every other node's backward comes from its op's rule, which reads the data.
     _local = None
 
     def __init__(self, data, _children=(), _op="", label="", *, children=None, local_grads=None):
-        self.data = _as_float(data)
-        self.grad = 0.0
+        self._data = _as_float(data)
+        self._grad = 0.0
         if label:
             self.label = label
         if children is not None:
@@ -223,7 +269,7 @@ class Value:
         if self._rule is ops.RELU:
             return "ReLU"
         if self._rule is ops.POW_CONSTANT:
-            c = self.children[1].data
+            c = self.children[1]._data
             return f"**{int(c) if c.is_integer() else c}"
         return self.op
 
@@ -289,7 +335,7 @@ class Value:
         # The fast ops, apply, the C loops and chainrule.compile all read the number in the
         # slot; a property in its place would be read by some of them and not others.
         super().__init_subclass__(**kwargs)
-        for name in ("data", "grad"):
+        for name in ("data", "grad", "_data", "_grad"):
             if name in cls.__dict__:
                 raise TypeError(
                     f"{cls.__name__} redefines {name!r}: a Value keeps its number and gradient in "
@@ -298,7 +344,7 @@ class Value:
 
     def __repr__(self):
         label = f", label={self.label!r}" if self.label else ""
-        return f"Value(data={_read_data(self)!r}, grad={_read_grad(self)!r}{label})"
+        return f"Value(data={self._data!r}, grad={self._grad!r}{label})"
 
     # Arithmetic. A plain number on either side becomes a constant leaf. The common ops take a
     # fast path when both sides are plain (a Value, a float or an int) and no mode is on: they
@@ -309,48 +355,48 @@ class Value:
             return _binary(ops.ADD, self, other)
         if type(other) in _PLAIN_NUMBERS:
             other = _constant(other)
-        return _node(self.data + other.data, ops.ADD, (self, other))
+        return _node(self._data + other._data, ops.ADD, (self, other))
 
     def __radd__(self, other):
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.ADD, other, self)
         other = _constant(other)
-        return _node(other.data + self.data, ops.ADD, (other, self))
+        return _node(other._data + self._data, ops.ADD, (other, self))
 
     def __sub__(self, other):
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.SUB, self, other)
         if type(other) in _PLAIN_NUMBERS:
             other = _constant(other)
-        return _node(self.data - other.data, ops.SUB, (self, other))
+        return _node(self._data - other._data, ops.SUB, (self, other))
 
     def __rsub__(self, other):
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.SUB, other, self)
         other = _constant(other)
-        return _node(other.data - self.data, ops.SUB, (other, self))
+        return _node(other._data - self._data, ops.SUB, (other, self))
 
     def __mul__(self, other):
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.MUL, self, other)
         if type(other) in _PLAIN_NUMBERS:
             other = _constant(other)
-        return _node(self.data * other.data, ops.MUL, (self, other))
+        return _node(self._data * other._data, ops.MUL, (self, other))
 
     def __rmul__(self, other):
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.MUL, other, self)
         other = _constant(other)
-        return _node(other.data * self.data, ops.MUL, (other, self))
+        return _node(other._data * self._data, ops.MUL, (other, self))
 
     def __truediv__(self, other):
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.DIV, self, other)
         if type(other) in _PLAIN_NUMBERS:
             other = _constant(other)
-        if other.data == 0.0:  # apply raises ZeroDivisionError, naming the operands
+        if other._data == 0.0:  # apply raises ZeroDivisionError, naming the operands
             return apply(ops.DIV, self, other)
-        return _node(self.data / other.data, ops.DIV, (self, other))
+        return _node(self._data / other._data, ops.DIV, (self, other))
 
     def __rtruediv__(self, other):
         return _binary(ops.DIV, other, self)
@@ -358,10 +404,10 @@ class Value:
     def __pow__(self, other):
         if isinstance(other, Value):
             return apply(ops.POW, self, other)
-        if _modes_open or type(other) not in _PLAIN or not self.data > 0.0:  # a positive base only
+        if _modes_open or type(other) not in _PLAIN or not self._data > 0.0:  # a positive base only
             return _binary(ops.POW_CONSTANT, self, other)
         c = float(other)
-        return _node(ops._pow(self.data, c), ops.POW_CONSTANT, (self, _constant(c)))
+        return _node(ops._pow(self._data, c), ops.POW_CONSTANT, (self, _constant(c)))
 
     def __rpow__(self, other):
         return _binary(ops.RPOW, other, self)
@@ -369,7 +415,7 @@ class Value:
     def __float__(self):
         """``float(v)`` is ``v.data``, as ``float(tensor)`` is in PyTorch (inside
         chainrule.compile it reads the number, and warns like a ``.data`` read)."""
-        return self.data
+        return self._data
 
     def __index__(self):
         # rows[v] would pick by the number v holds now, which chainrule.compile cannot replay
@@ -383,7 +429,7 @@ class Value:
     def __neg__(self):
         if _modes_open:
             return apply(ops.NEG, self)
-        return _node(-self.data, ops.NEG, (self,))
+        return _node(-self._data, ops.NEG, (self,))
 
     def __pos__(self):
         return self
@@ -392,27 +438,27 @@ class Value:
     def exp(self):
         if _modes_open:
             return apply(ops.EXP, self)
-        return _node(ops._exp(self.data), ops.EXP, (self,))
+        return _node(ops._exp(self._data), ops.EXP, (self,))
 
     def log(self):
-        if _modes_open or not self.data > 0.0:  # apply raises for x <= 0 and passes a nan on
+        if _modes_open or not self._data > 0.0:  # apply raises for x <= 0 and passes a nan on
             return apply(ops.LOG, self)
-        return _node(math.log(self.data), ops.LOG, (self,))
+        return _node(math.log(self._data), ops.LOG, (self,))
 
     def tanh(self):
         if _modes_open:
             return apply(ops.TANH, self)
-        return _node(math.tanh(self.data), ops.TANH, (self,))
+        return _node(math.tanh(self._data), ops.TANH, (self,))
 
     def sigmoid(self):
         if _modes_open:
             return apply(ops.SIGMOID, self)
-        return _node(ops._sigmoid(self.data), ops.SIGMOID, (self,))
+        return _node(ops._sigmoid(self._data), ops.SIGMOID, (self,))
 
     def relu(self):
         if _modes_open:
             return apply(ops.RELU, self)
-        x = self.data  # not `x > 0.0`: a nan and -0.0 pass through, as in ops.RELU
+        x = self._data  # not `x > 0.0`: a nan and -0.0 pass through, as in ops.RELU
         return _node(0.0 if x < 0.0 else x, ops.RELU, (self,))
 
     def softplus(self):
@@ -424,7 +470,7 @@ class Value:
         hook = _mode.get().hook
         if hook is not None:
             return hook.detached(self)
-        return Value(self.data, label=self.label)
+        return Value(self._data, label=self.label)
 
     def backward(self, gradient=1.0, create_graph: bool = False):
         """Add d(self)/d(node) * gradient to the ``grad`` of every node in self's graph.
@@ -456,11 +502,11 @@ class Value:
                 f"cannot copy or pickle {self!r}, made by {self.op!r}: only leaf Values can be, "
                 "as in PyTorch; copy a leaf with its number, Value(v.data), or v.detach()"
             )
-        grad = self.grad.data if isinstance(self.grad, Value) else self.grad
+        grad = self._grad._data if isinstance(self._grad, Value) else self._grad
         # Attributes a user set (p.m, p.v of an optimizer) come along, as a tensor's __dict__
         # does in PyTorch's deepcopy; copy.deepcopy copies them deeply, copy.copy shares them.
         attributes = {name: x for name, x in vars(self).items() if name != "label"}
-        return _restore_leaf, (self.data, grad, self.label), attributes or None
+        return _restore_leaf, (self._data, grad, self.label), attributes or None
 
 
 def _restore_leaf(data, grad, label):
@@ -470,11 +516,12 @@ def _restore_leaf(data, grad, label):
     return value
 
 
-# The slots that hold a Value's number and gradient, read and written directly: the engine's
-# own code goes through these wherever it may run under a hook (see _hooked), so that a hook
-# watching the ``.data`` and ``.grad`` attributes sees only the reads of other code.
-_read_data, _read_grad = Value.__dict__["data"].__get__, Value.__dict__["grad"].__get__
-_write_data, _write_grad = Value.__dict__["data"].__set__, Value.__dict__["grad"].__set__
+# ``data`` and ``grad`` are the public names of the slots ``_data`` and ``_grad``: the same
+# descriptors, so ``v.data`` costs what a slot costs. The engine itself always uses the slots'
+# own names; so a hook that watches the public names (with properties, as chainrule.compile
+# does) sees the reads of the code it runs, never the engine's.
+Value.data, Value.grad = Value.__dict__["_data"], Value.__dict__["_grad"]
+_read_data, _read_grad = operator.attrgetter("_data"), operator.attrgetter("_grad")
 
 
 # The fast path's pieces: which operand types it takes.
@@ -486,22 +533,16 @@ _new = object.__new__
 def _node(data, rule, children):
     """A computed Value, built without re-checking data that an op just produced."""
     value = _new(Value)
-    value.data = data
-    value.grad = 0.0
+    value._data = data
+    value._grad = 0.0
     value.children = children
     value._rule = rule
     return value
 
 
-def _make(data, rule, children):
-    """A computed Value for ``apply``, its numbers stored straight into their slots (see
-    ``_read_data``), so that a hook watching ``.data`` and ``.grad`` does not see them."""
-    value = _new(Value)
-    _write_data(value, data)
-    _write_grad(value, 0.0)
-    value.children = children
-    value._rule = rule
-    return value
+# apply's node maker: _node in Python even where _node is _graph.node, which shows the nodes it
+# makes to a hook itself (see the end of this file), while apply shows its own.
+_make = _node
 
 
 def _constant(x):
@@ -581,7 +622,7 @@ def _binary(rule, x, y):
 
 def _describe(values):
     return ", ".join(
-        f"Value(data={_read_data(v)!r}, label={v.label!r})" if v.label else f"Value(data={_read_data(v)!r})"
+        f"Value(data={v._data!r}, label={v.label!r})" if v.label else f"Value(data={v._data!r})"
         for v in values
     )
 
@@ -634,12 +675,11 @@ def dot(weights, inputs, bias) -> Value:
     # The fast path, as for Value.__add__.
     if not set(map(type, values)) <= _JUST_VALUES:
         values = [_constant(v) if type(v) in _PLAIN_NUMBERS else v for v in values]
-    data = list(map(_DATA, values))
+    data = list(map(_read_data, values))
     w, x = data[:n], data[n : 2 * n]
     return _node(ops.add_up(map(operator.mul, w, x)) + data[-1], ops.DOT, tuple(values))
 
 
-_DATA = operator.attrgetter("data")
 _JUST_VALUES = frozenset({Value})  # (and Parameter: see _fast_paths_take)
 
 
@@ -672,7 +712,7 @@ def sum_values(values) -> Value:
         return Value(0.0)
     if _modes_open:
         return apply(ops.SUM, *inputs)
-    return _node(ops.add_up(map(_DATA, inputs)), ops.SUM, tuple(inputs))
+    return _node(ops.add_up(map(_read_data, inputs)), ops.SUM, tuple(inputs))
 
 
 def take(rows, index):
@@ -692,7 +732,7 @@ def take(rows, index):
         hook = _mode.get().hook
         if hook is not None:
             return hook.take(rows, index)
-        index = index.data
+        index = index._data
     return rows[ops.take_index(index, len(rows))]
 
 
@@ -800,7 +840,7 @@ def backward(root: Value, gradient=1.0, create_graph: bool = False) -> None:
     with _one_pass_at_a_time:  # reading the grads and storing the totals is one step
         if not (create_graph or _mode.get().anomaly):
             order = topological_order(root)
-            if set(map(type, map(_GRAD, order))) <= _NUMBER_TYPES:  # else the careful path below
+            if set(map(type, map(_read_grad, order))) <= _NUMBER_TYPES:  # else the careful path below
                 _store_grads(order, _propagate_numbers(order, seed, add_to_grad=True))
                 return
         pending = _propagate(root, seed, create_graph)
@@ -820,7 +860,6 @@ def _store_grads(nodes, totals) -> None:
     collections.deque(map(setattr, nodes, itertools.repeat("grad"), totals), maxlen=0)
 
 
-_GRAD = operator.attrgetter("grad")
 _NUMBER_TYPES = frozenset({float, int})
 
 
@@ -833,9 +872,9 @@ def _accumulate(node: Value, g, create_graph: bool):
     """
     total = node.grad
     if create_graph and node.children:
-        g, create_graph = (g.data if isinstance(g, Value) else g), False
+        g, create_graph = (g._data if isinstance(g, Value) else g), False
         if isinstance(total, Value):
-            total = total.data
+            total = total._data
     if total is None:
         return g
     if create_graph:
@@ -852,7 +891,7 @@ def _check_gradient(gradient, create_graph: bool):
     if type(gradient) is float and not create_graph:  # the usual case, at once
         return gradient
     if isinstance(gradient, Value):
-        return gradient if create_graph else gradient.data
+        return gradient if create_graph else gradient._data
     if isinstance(gradient, numbers.Real) and not isinstance(gradient, bool):
         number = float(gradient)
         return Value(number) if create_graph else number
@@ -950,7 +989,7 @@ def _child_gradients(node: Value, g, create_graph: bool):
         if create_graph:  # the same rule on Values builds the gradient's graph
             grads = rule.backward(g, node, *children)
         else:
-            grads = rule.backward(g, node.data, *[c.data for c in children])
+            grads = rule.backward(g, node._data, *[c._data for c in children])
     except (ValueError, ZeroDivisionError) as error:
         raise op_error(rule, children, error, stage="backward of ") from None
     return zip(children, grads)
@@ -983,7 +1022,7 @@ def _add(total, g):
 
 
 def _check_finite(node, child, child_grad):
-    number = _read_data(child_grad) if isinstance(child_grad, Value) else child_grad
+    number = child_grad._data if isinstance(child_grad, Value) else child_grad
     if not math.isfinite(number):
         raise AnomalyError(
             f"detect_anomaly: backward of {node.op} produced gradient {number!r} "

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import engine
 from ._checks import check_integer, check_number
-from .engine import _DATA, _GRAD, Value
+from .engine import Value, _read_data, _read_grad
 
 if TYPE_CHECKING:
     import numpy
@@ -155,7 +155,7 @@ def _gathered(
     params, in_c = optimizer.params, engine._loops_in_c()
     g, data, has_grad = np.empty(len(params)), np.empty(len(params)), None
     if not (in_c and in_c.read_grads(params, g)):  # it reads them when all are floats
-        grads = list(map(_GRAD, params))
+        grads = list(map(_read_grad, params))
         if set(map(type, grads)) != {float}:  # a None, an int, a Value, or something wrong
             name = type(optimizer).__name__
             grads = [_gradient_number(name, i, p) for i, p in enumerate(params)]
@@ -163,7 +163,7 @@ def _gathered(
             grads = [0.0 if g is None else g for g in grads]
         g = np.array(grads, dtype=np.float64)
     if not (in_c and in_c.read_data(params, data)):
-        data = np.array(list(map(_DATA, params)), dtype=np.float64)
+        data = np.array(list(map(_read_data, params)), dtype=np.float64)
     with np.errstate(all="ignore"):
         return data, g + weight_decay * data, has_grad
 

@@ -221,7 +221,7 @@ class _CompiledValue(Value):
             if engine._graph and engine._graph.add_to_grads(nodes, tape.np.append(seed, shares)):
                 return  # the loop below, in C (see engine.py's end)
             grads = shares.tolist()
-            now = list(map(engine._GRAD, nodes))
+            now = list(map(engine._read_grad, nodes))
             if set(map(type, now)) <= engine._NUMBER_TYPES:  # the usual case: add them in one go
                 totals = list(map(operator.add, now, (seed, *grads)))
             else:

@@ -170,8 +170,8 @@ class _RowTracer(_Tracer):
 # The watch over .data and .grad. While any thread traces, Value's two number slots are
 # replaced by these properties (and float(v) by a reading twin); outside traces they are the
 # plain slots, so eager code pays nothing. In a thread that is not tracing they only read and
-# write. The engine never reads or writes numbers through them (engine._read_data and friends),
-# so in the tracing thread every read they see is the traced code's.
+# write. The engine never reads or writes numbers through them (it uses the slots' own names,
+# _data and _grad), so in the tracing thread every read they see is the traced code's.
 
 
 def _watched(slot, name):
@@ -183,13 +183,9 @@ def _watched(slot, name):
             hook.touched(value, name, writing=False)
         return get_slot(value)
 
-    def set(value, x, get_slot=slot.__get__, set_slot=slot.__set__, mode=_mode.get):
+    def set(value, x, set_slot=slot.__set__, mode=_mode.get):
         hook = mode().hook
         if hook is not None:
-            try:
-                get_slot(value)
-            except AttributeError:  # an empty slot: a Value being made (Value(2.0) in fn), not a write
-                return set_slot(value, x)
             hook.touched(value, name, writing=True)
         set_slot(value, x)
 
