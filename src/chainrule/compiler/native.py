@@ -42,7 +42,9 @@ import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .. import _settings, c_kernels, ops
 
@@ -82,7 +84,7 @@ LAYER = max(len(_FORWARD_KERNELS), len(_BACKWARD_KERNELS))  # a layer's kernel n
 TABLE_PROGRAM = _HERE / "table.c"
 # numbers per row of the table: kernel, start, count, inputs, offset, backward kernel, and a
 # layer's number of neurons, or -1 for a run of one-input nodes (see UNARY), else 0
-ROW = int(re.search(r"^#define ROW (\d+)$", TABLE_PROGRAM.read_text(), re.MULTILINE).group(1))
+ROW = int(re.search(r"^#define ROW (\d+)$", TABLE_PROGRAM.read_text(), re.MULTILINE).group(1))  # type: ignore[union-attr]
 
 
 def _kernels_for(rule):
@@ -96,7 +98,7 @@ def _kernels_for(rule):
 # The program: the kernels, then forward() and backward() for this tape.
 
 
-def program_source(groups, size: int, first: int) -> str:
+def program_source(groups: list[tuple[Any, ...]], size: int, first: int) -> str:
     """C source for a tape whose groups are ``(rule, start, count, n_inputs, idx_offset, kind)``.
 
     ``idx_offset`` is where the group's input positions start in ``idx``, node after node.
@@ -169,7 +171,7 @@ def prebuilt_tables():
     if engine._graph is None:  # no C extensions at all
         return None
     try:
-        from . import _tables
+        from . import _tables  # type: ignore[attr-defined]  # (a C extension: no stub)
     except ImportError:
         return None
     if c_kernels.HEADER.exists() and c_kernels.HEADER.read_text() != c_kernels.header_source():
@@ -221,7 +223,7 @@ def _cache_parts() -> tuple[Path, tuple[str, ...]]:
     """The cache folder as two parts: the folder the user names (or the XDG default), and the
     folders under it that are chainrule's own."""
     if _settings.cache_folder():
-        return Path(_settings.cache_folder()), ("c",)
+        return Path(_settings.cache_folder()), ("c",)  # type: ignore[arg-type]  # (set: see above)
     base = _settings.xdg_cache_home() or Path.home() / ".cache"
     return Path(base), ("chainrule", "c")
 
@@ -364,6 +366,7 @@ def _read_checked(folder: Path, name: str) -> bytes | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & _WRITABLE_BY_OTHERS:
             return None
+        chunks: list[bytes]
         chunks, size = [], 0
         while size <= _MOST_BYTES:
             chunk = os.read(fd, 1 << 20)
@@ -384,7 +387,7 @@ def _record(key: str, data: bytes) -> bytes:
     return f"{key} {hashlib.sha256(data).hexdigest()}\n".encode()
 
 
-def _load(folder: Path, key: str, data: bytes, symbols) -> ctypes.CDLL:
+def _load(folder: Path, key: str, data: bytes, symbols: Sequence[str]) -> ctypes.CDLL:
     """Load ``data``, a library's checked bytes, from a private copy (see the rules above);
     Unavailable if it does not load, lacks one of ``symbols`` or fails SELF_TEST (run when
     ``symbols`` names it)."""
@@ -408,13 +411,13 @@ def _load(folder: Path, key: str, data: bytes, symbols) -> ctypes.CDLL:
     return library
 
 
-def _check_symbols(library: ctypes.CDLL, key: str, symbols) -> None:
+def _check_symbols(library: ctypes.CDLL, key: str, symbols: Sequence[str]) -> None:
     missing = [name for name in symbols if not hasattr(library, name)]
     if missing:
         raise Unavailable(f"the library tape-{key[:24]}.so has no {', '.join(missing)}")
 
 
-def _from_cache(folder: Path, key: str, symbols) -> ctypes.CDLL | None:
+def _from_cache(folder: Path, key: str, symbols: Sequence[str]) -> ctypes.CDLL | None:
     """The library cached for ``key``, checked and loaded; None if there is none that passes."""
     name = f"tape-{key[:24]}"
     data, record = _read_checked(folder, name + ".so"), _read_checked(folder, name + ".sha256")
@@ -467,7 +470,7 @@ def _store(folder: Path, key: str, data: bytes) -> None:
             raise Unavailable(f"cannot store {target} in {folder}: {error}") from None
 
 
-def build(source: str, symbols=("forward", "backward")) -> ctypes.CDLL:
+def build(source: str, symbols: Sequence[str] = ("forward", "backward")) -> ctypes.CDLL:
     """The shared library built from ``source``, with the functions ``symbols``: from the cache
     when this user built it before and it passes the checks (see the rules above), else built
     afresh and stored there. Unavailable, with the reason, when it cannot be."""
@@ -518,7 +521,7 @@ def _in_a_run(np, group):
     return kernel in _UNARY_KERNELS and bool((np.diff(children[0]) == 1).all())
 
 
-def _table_kind(kind) -> int:
+def _table_kind(kind: tuple[Any, ...] | None) -> int:
     """A row's kind as the table's last number: a layer's number of neurons, -1 for a run, else 0."""
     if kind is None:
         return 0
@@ -530,11 +533,14 @@ def tape_rows(np, groups):
     program_source) and ``idx``: every group's input positions, node by node, in one int32
     array; a layer's are its three blocks of weight, input and bias positions instead, each as a
     pattern where it follows one (see f_layer), and a run's just where its inputs start."""
+    rows: list[tuple[Any, ...]]
     rows, blocks, offset = [], [], 0
     for group in groups:
         count = group.end - group.start
         if hasattr(group, "weights"):  # backends/numpy.py's _MatmulGroup: weights (m, U), inputs (m, V)
             (m, U), V = group.weights.shape, group.inputs.shape[1]
+            patterns: list[int]
+            listed: list[Any]
             patterns, listed = [], []  # as f_layer reads them
             for positions in (group.weights, group.inputs, group.bias.reshape(V, U)):
                 pattern = _pattern(np, positions)
