@@ -855,6 +855,15 @@ def backward(root: Value, gradient=1.0, create_graph: bool = False) -> None:
 _one_pass_at_a_time = threading.RLock()
 
 
+def _add_to_grads(nodes, shares) -> None:
+    """``node.grad += share`` for each node and its share (a float64 array), all or nothing, as
+    ``backward`` adds: for chainrule.compile's results, whose shares come from their tape."""
+    with _one_pass_at_a_time:
+        if _graph is not None and _graph.add_to_grads(nodes, shares):
+            return  # the loop below, in C (see the end of this file)
+        _store_grads(nodes, [_accumulate(node, g, False) for node, g in zip(nodes, shares.tolist())])
+
+
 def _store_grads(nodes, totals) -> None:
     # One loop in C: a KeyboardInterrupt cannot arrive between two of these assignments.
     collections.deque(map(setattr, nodes, itertools.repeat("grad"), totals), maxlen=0)

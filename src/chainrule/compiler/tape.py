@@ -9,7 +9,6 @@ is redone by the numpy backend (backends/numpy.py), which raises eager's errors.
 from __future__ import annotations
 
 import functools
-import operator
 
 from .. import engine, ops
 from ..engine import Value, _make, _mode
@@ -208,25 +207,11 @@ class _CompiledValue(Value):
         mode = _mode.get()
         if isinstance(gradient, Value) or mode.anomaly or mode.hook or not replay.tape.externals_are_leaves:
             return super().backward(gradient)  # while tracing, the engine's backward refuses
-        # The graph above the tape is just this node and the parameters (leaves), so do what
-        # the engine's backward would do without its general walk: one tape pass, then add,
-        # all or nothing as there (the totals first, then one store).
         seed = engine._check_gradient(gradient, False)
-        tape = replay.tape
-        shares = tape.backward(replay.data, replay.saved, position, seed)
-        with engine._one_pass_at_a_time:  # reading the grads and storing the totals is one step
-            # This node's gradient goes in the same C call as the parameters': a store of its own
-            # after that call could be interrupted (a KeyboardInterrupt) between the two.
-            nodes = (self, *self.children)
-            if engine._graph and engine._graph.add_to_grads(nodes, tape.np.append(seed, shares)):
-                return  # the loop below, in C (see engine.py's end)
-            grads = shares.tolist()
-            now = list(map(engine._read_grad, nodes))
-            if set(map(type, now)) <= engine._NUMBER_TYPES:  # the usual case: add them in one go
-                totals = list(map(operator.add, now, (seed, *grads)))
-            else:
-                totals = [engine._accumulate(node, g, False) for node, g in zip(nodes, (seed, *grads))]
-            engine._store_grads(nodes, totals)
+        shares = replay.tape.backward(replay.data, replay.saved, position, seed)
+        # The graph above the tape is just this node and the parameters (leaves): what the
+        # engine's backward would add, without its general walk, in one all-or-nothing step.
+        engine._add_to_grads((self, *self.children), replay.tape.np.append(seed, shares))
 
 
 def _takes_of_nodes(np, placed, n_leaves) -> tuple[bool, bool]:
