@@ -94,6 +94,56 @@ def test_every_module_imports(name):
     importlib.import_module(name)
 
 
+# The layers of the package, each module in one. A module may import from its own layer and
+# from the layers it is allowed: the core (the engine and what it needs) imports nothing else.
+LAYERS = {
+    "core": {
+        "engine",
+        "ops",
+        "parameters",
+        "autograd",
+        "c_kernels",
+        "_graph",
+        "_settings",
+        "_checks",
+        "_state",
+        "_files",
+    },
+    "nn": {"nn", "losses", "optim", "gpt", "serialize"},
+    "compile": {"compiler"},  # and every module under it
+    "tools": {"gradcheck", "functional", "draw", "explorer", "chains"},
+    "apps": {"cli", "training", "datasets", "plots", "expression", "info", "__main__", ""},
+}
+ALLOWED = {
+    "core": {"core"},
+    "nn": {"core", "nn"},
+    "compile": {"core", "compile"},
+    "tools": {"core", "tools"},
+    "apps": set(LAYERS),
+}
+
+
+def layer_of(module: str) -> str:
+    name = module.removeprefix("chainrule").removeprefix(".").split(".")[0]
+    return next(layer for layer, names in LAYERS.items() if name in names)
+
+
+def test_every_module_has_a_layer():
+    for module in modules():
+        assert layer_of(module) in LAYERS, module
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    graph = import_graph()
+    crossing = [
+        f"{importer} ({layer_of(importer)}) imports {imported} ({layer_of(imported)})"
+        for importer, imports in graph.items()
+        for imported in imports
+        if layer_of(imported) not in ALLOWED[layer_of(importer)]
+    ]
+    assert crossing == []
+
+
 def test_the_package_has_no_import_cycles():
     graph = import_graph()
     assert graph["chainrule.engine"] and graph["chainrule.serialize"]  # the graph was read
