@@ -44,13 +44,12 @@ def check_integer(where: str, name: str, value: Any, low: int = 1) -> int:
     return int(value)
 
 
-def check_number(where: str, name: str, value: Any, low: float = 0.0, *, strict: bool = False) -> float:
+def check_number(where: str, name: str, value: float, low: float = 0.0, *, strict: bool = False) -> float:
     """``value`` as a float, after checking that it is a finite real number >= ``low``
     (> ``low`` when ``strict``)."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise TypeError(f"{where}: {name} must be a number, got {value!r}")
-    # (typeshed's numbers.Real defines no comparison with a float, so mypy refuses both)
-    if not (math.isfinite(value) and (value > low if strict else value >= low)):  # type: ignore[operator]
+    if not (math.isfinite(value) and (value > low if strict else value >= low)):
         bound = f"> {low}" if strict else f">= {low}"
         raise ValueError(f"{where}: {name} must be a finite number {bound}, got {value!r}")
     return float(value)
