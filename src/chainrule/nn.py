@@ -190,7 +190,9 @@ class Layer(Module):
         """The outputs as a list, even when there is only one."""
         return [n(x) for n in self.neurons]
 
-    def __call__(self, x: Value | float | Sequence[Value | float]) -> Value | list[Value]:
+    # A Value, or a list of them for several outputs. The Any (typeshed's way for a type that
+    # depends on the arguments' values) leaves the caller, who knows which, free of narrowing it.
+    def __call__(self, x: Value | float | Sequence[Value | float]) -> Value | Any:
         out = self.outputs(x)
         return out[0] if len(out) == 1 else out  # micrograd's convention, which MLP relies on
 
@@ -280,13 +282,13 @@ class MLP(Module):
         self.activation = activation
         self.pack_parameters()
 
-    def __call__(self, x: Value | float | Sequence[Value | float]) -> Value | list[Value]:
+    def __call__(self, x: Value | float | Sequence[Value | float]) -> Value | Any:  # as Layer's
         # Every layer through its own __call__, as in micrograd and PyTorch, so a subclass that
         # overrides it, or a user's layer put into ``layers``, takes part. A layer with one
         # output returns a single Value, which the next layer's neurons take as their input.
         for layer in self.layers:
             x = layer(x)
-        return x  # type: ignore[return-value]  # a layer's output: an MLP has at least one
+        return x  # the last layer's output (an MLP has at least one layer)
 
     def parameters(self) -> list[Value]:
         return [p for layer in self.layers for p in layer.parameters()]
