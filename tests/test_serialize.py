@@ -1144,3 +1144,35 @@ def test_temporary_names_are_short_whatever_the_target(tmp_path):
     for name in ("m.json", "m" * 255, "é" * 127):
         temporary = _files.temporary_prefix(name)
         assert temporary.startswith(".") and len(os.fsencode(temporary)) < 64
+
+
+# ---------------------------------------------------------------------------------------------
+# Files written before the module registry (tests/data/, saved at commit baa7dd0 by the
+# hand-written save path) still load, to the same numbers, names, reprs and outputs.
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+with open(os.path.join(DATA, "expected.json"), encoding="utf-8") as _file:
+    EARLIER_CHECKPOINTS = json.load(_file)
+
+
+@pytest.mark.parametrize("name", sorted(EARLIER_CHECKPOINTS))
+def test_checkpoints_written_before_the_registry_still_load(name, tmp_path):
+    path = os.path.join(DATA, name)
+    expected = EARLIER_CHECKPOINTS[name]
+    with open(path, encoding="utf-8") as file:
+        document = json.load(file)
+    model = load(path)
+    assert repr(model) == expected["repr"]
+    assert len(model.parameters()) == expected["parameters"]
+    assert model.architecture() == document["architecture"]
+    assert model.state_dict() == document["state"]  # every name, in order, every number bit for bit
+    assert list(model.state_dict()) == list(document["state"])
+    if isinstance(model, GPT):
+        output = [z.data for z in model(4, 0, model.new_caches())]
+    else:
+        y = model([0.5, -1.25, 2.0][: 2 if name == "mlp.json" else 3])
+        output = [v.data for v in y] if isinstance(y, list) else [y.data]
+    assert output == expected["output"]
+    # Saving it again writes the same file, byte for byte.
+    save(model, tmp_path / name)
+    assert (tmp_path / name).read_bytes() == open(path, "rb").read()
