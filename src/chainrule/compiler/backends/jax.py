@@ -33,6 +33,7 @@ from ... import ops
 from ...engine import _mode
 from ..ir import Program
 from ..native import Unavailable
+from ..rewriting import can_raise
 from . import numpy as numpy_backend
 
 name = "jax"
@@ -89,49 +90,83 @@ def _devices(jax, devices):
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading a group's inputs: each position is a leaf the call gives (an input), a shared leaf (a
-# constant or an external: the same for every row of a map_rows call) or a computed node.
+# Where the numbers live in the JAX function: in segments, each its own array (the inputs; the
+# constants and externals, "shared": the same for every row of a map_rows call; each group's
+# nodes; each map_rows result), never one array of every node: reading a group's inputs is then
+# a slice of one segment, or a gather from a few, and its derivative adds into those alone.
 
 
-class _Layout:
-    """Where a Program's positions live in the arrays of the JAX function: the inputs and the
-    nodes in one array ``local`` (the inputs first), the constants and externals in ``shared``."""
+class _Segments:
+    """Each position's segment and place in it, as the steps are laid out."""
 
     def __init__(self, np, program: Program):
         self.np = np
-        self.n_inputs, self.n_leaves = program.n_inputs, program.n_leaves
-        self.n_local = program.n_inputs + program.n_nodes
+        self.segment = np.full(program.size, -1, dtype=np.intp)
+        self.offset = np.zeros(program.size, dtype=np.intp)
+        self.sizes = []
+        self.add(np.arange(program.n_inputs))  # 0: the inputs
+        self.add(np.arange(program.n_inputs, program.n_leaves))  # 1: shared (then the probe: see _op)
+        self.sizes[1] += 1
+
+    def add(self, positions) -> int:
+        """A new segment holding ``positions``, in that order; its number."""
+        number = len(self.sizes)
+        self.segment[positions] = number
+        self.offset[positions] = self.np.arange(len(positions))
+        self.sizes.append(len(positions))
+        return number
 
     def reader(self, positions):
-        """A function (local, shared) -> the numbers at ``positions`` (an array of any shape)."""
+        """A function (segments, jnp) -> the numbers at ``positions`` (an array of any shape)."""
         np = self.np
         positions = np.asarray(positions, dtype=np.intp)
-        shared = (positions >= self.n_inputs) & (positions < self.n_leaves)
-        local = np.where(positions < self.n_inputs, positions, positions - (self.n_leaves - self.n_inputs))
-        if shared.all():
-            return _gather(np, positions - self.n_inputs, 1)
-        if not shared.any():
-            return _gather(np, local, 0)
-        from_shared = _gather(np, np.where(shared, positions - self.n_inputs, 0), 1)
-        from_local = _gather(np, np.where(shared, 0, local), 0)
-        mask = shared
+        segment, offset = self.segment[positions], self.offset[positions]
+        assert (segment >= 0).all(), "a position read before it is computed"
+        used = np.unique(segment)
+        if len(used) == 0:
+            return lambda segments, jnp: jnp.zeros(positions.shape)
+        # A few runs of consecutive places (a sum over a group's nodes and a constant, say): slices.
+        flat_segment, flat_offset = segment.ravel(), offset.ravel()
+        breaks = np.flatnonzero((np.diff(flat_segment) != 0) | (np.diff(flat_offset) != 1)) + 1
+        if len(breaks) < _FEW_RUNS:
+            bounds = [0, *breaks.tolist(), len(flat_segment)]
+            runs = [
+                (int(flat_segment[a]), int(flat_offset[a]), int(flat_offset[a]) + b - a)
+                for a, b in zip(bounds, bounds[1:])
+            ]
+            shape = positions.shape
+            if len(runs) == 1:
+                ((s, low, high),) = runs
+                return lambda segments, jnp: segments[s][low:high].reshape(shape)
+            return lambda segments, jnp: jnp.concatenate(
+                [segments[s][low:high] for s, low, high in runs]
+            ).reshape(shape)
+        if len(used) == 1:
+            return _gather(np, int(used[0]), offset)
+        starts = np.concatenate([[0], np.cumsum([self.sizes[s] for s in used])])
+        index = starts[np.searchsorted(used, segment)] + offset
+        used = used.tolist()
 
-        def read(arrays, jnp):
-            return jnp.where(mask, from_shared(arrays, jnp), from_local(arrays, jnp))
+        def read(segments, jnp):
+            return jnp.concatenate([segments[s] for s in used])[index]
 
         return read
 
-    def local_position(self, position):
-        return position if position < self.n_inputs else position - (self.n_leaves - self.n_inputs)
+    def rows_reader(self, positions):
+        """A reader of a group's inputs (``positions``: a row per input, a column per node) that
+        reads row by row where the rows are few (each row then usually a slice of one segment)."""
+        if len(positions) > 8:
+            return self.reader(positions)
+        rows = [self.reader(row) for row in positions]
+        return lambda segments, jnp: jnp.stack([read(segments, jnp) for read in rows])
 
 
-def _gather(np, indices, which):
-    """Read ``indices`` of arrays[which]: a slice where they run in order, else a gather."""
-    flat = indices.ravel()
-    if len(flat) and np.array_equal(flat, np.arange(flat[0], flat[0] + len(flat))):
-        start, stop, shape = int(flat[0]), int(flat[0]) + len(flat), indices.shape
-        return lambda arrays, jnp: arrays[which][start:stop].reshape(shape)
-    return lambda arrays, jnp: arrays[which][indices]
+_FEW_RUNS = 16  # positions in at most this many runs of consecutive places are read as slices
+
+
+def _gather(np, segment, indices):
+    """Read ``indices`` of one segment."""
+    return lambda segments, jnp: segments[segment][indices]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,6 +205,35 @@ def _op(jax, rule):
     return apply
 
 
+@functools.cache
+def _op_that_cannot_raise(jax, rule):
+    """``rule`` as _op makes it, without the probe: for an op whose backward, like its forward,
+    raises nothing (eager passes a nan or inf on; a non-finite gradient of a parameter is left
+    to the numpy backend all the same)."""
+    jnp = jax.numpy
+    if rule.vforward is None:
+        raise Unavailable(f"the op {rule.name!r} has no vectorized forward (vforward) for JAX")
+
+    @jax.custom_vjp
+    def apply(X):
+        return rule.vforward(jnp, X)
+
+    def forward(X):
+        out = rule.vforward(jnp, X)
+        return out, (out, X)
+
+    def backward(saved, g):
+        out, X = saved
+        grads = rule.vbackward(jnp, g, out, X)
+        if not (hasattr(grads, "shape") and grads.shape == X.shape):
+            zero = jnp.zeros_like(g)
+            grads = jnp.stack([zero if row is None else jnp.broadcast_to(row, g.shape) for row in grads])
+        return (grads,)
+
+    apply.defvjp(forward, backward)
+    return apply
+
+
 def _take(jax, X):
     """take: each node's row picked by its index (X[0]); and whether every index was valid (an
     invalid one is left to the numpy backend, which raises eager's error)."""
@@ -189,74 +253,70 @@ class _Steps:
     """A Program's groups (those not run as a map_rows call) as JAX operations, in order."""
 
     def __init__(self, np, jax, program: Program, mapped=(), devices=None):
-        self.jax, self.layout = jax, _Layout(np, program)
-        checked = np.zeros(program.size, dtype=bool)
-        checked[np.asarray(program.checked, dtype=np.intp)] = True
-        skipped = {}  # first group of a map_rows call -> (its _Mapped, how many groups)
-        for record in mapped:
-            skipped[record.first_group] = (
-                _Mapped(np, jax, record, self.layout, devices),
-                len(record.row.layout),
-            )
+        self.jax = jax
+        self.segments = where = _Segments(np, program)
+        mapped = {record.first_group: record for record in mapped}
         self.steps = []
-        starts, g = program.starts(), 0
-        layout = program.layout
+        starts, layout, g = program.starts(), program.layout, 0
         while g < len(layout):
-            if g in skipped:
-                block, n_groups = skipped[g]
-                self.steps.append(block)
-                g += n_groups
+            if g in mapped:
+                self.steps.append(_Mapped(np, jax, mapped[g], where, devices))
+                g += len(mapped[g].row.layout)
                 continue
             rule, count, width, rows, vectors = layout[g]
-            start = starts[g]
             positions = np.frombuffer(rows, dtype=np.intp).reshape(count, width)
-            self.steps.append(_group_step(np, jax, self.layout, rule, start, positions, vectors, checked))
+            self.steps.append(_group_step(np, jax, where, rule, starts[g], positions, vectors))
             g += 1
 
     def run(self, inputs, shared):
-        """Every step in order: (the ``local`` array, whether nothing unusual happened)."""
-        jnp = self.jax.numpy
-        local = jnp.zeros(self.layout.n_local, dtype=jnp.float64)
-        local = local.at[: self.layout.n_inputs].set(inputs)
-        ok = jnp.bool_(True)
+        """Every step in order: (every segment's numbers, whether nothing unusual happened)."""
+        segments = [inputs, shared]
+        ok = self.jax.numpy.bool_(True)
         for step in self.steps:
-            local, ok = step(local, shared, ok)
-        return local, ok
+            ok = step(segments, ok)
+        return segments, ok
 
 
-def _group_step(np, jax, where: _Layout, rule, start, positions, vectors, checked):
+def _group_step(np, jax, where: _Segments, rule, start, positions, vectors):
     """One group (``count`` nodes at ``start``.., inputs at ``positions``, a row a node) as a
-    function (local, shared, ok) -> (local, ok)."""
+    function (segments, ok) -> ok that appends the group's numbers to the segments."""
     jnp = jax.numpy
     count = len(positions)
-    at = where.local_position(start)
-    must_be_finite = bool(checked[start : start + count].any())  # (an op that can raise)
+    must_be_finite = can_raise(rule)  # (/, log, the powers, take, ...: eager would raise on nan or inf)
     layer = _layer(np, where, positions, vectors) if vectors is not None else None
     if layer is None:
-        read = where.reader(positions.T)
-        op = None if rule in (ops.TAKE, ops.STOP_GRADIENT) else _op(jax, rule)
-
-    def step(local, shared, ok):
-        arrays = (local, shared)
-        if layer is not None:
-            out = layer(arrays, jnp)
+        read = where.rows_reader(positions.T)
+        # (only an op whose forward can raise has a backward that can: x ** y's slope in y)
+        if rule in (ops.TAKE, ops.STOP_GRADIENT):
+            op = None
+        elif must_be_finite:
+            op = _op(jax, rule)
         else:
-            X = read(arrays, jnp)
+            no_probe = _op_that_cannot_raise(jax, rule)
+            op = lambda X, probe: no_probe(X)  # noqa: E731
+    where.add(np.arange(start, start + count))
+
+    def step(segments, ok):
+        if layer is not None:
+            out = layer(segments, jnp)
+        else:
+            X = read(segments, jnp)
             if rule is ops.TAKE:
                 out, valid = _take(jax, X)
                 ok = ok & valid
             elif rule is ops.STOP_GRADIENT:
                 out = jax.lax.stop_gradient(X[0])
             else:
-                out = op(X, shared[-1])  # (the probe: see _op)
+                out = op(X, segments[1][-1])  # (the probe: see _op)
         if must_be_finite:
             ok = ok & jnp.isfinite(out).all()
-        return jax.lax.dynamic_update_slice(local, out, (at,)), ok
+        segments.append(out)
+        return ok
 
     return step
 
 
-def _layer(np, where: _Layout, positions, vectors):
+def _layer(np, where: _Segments, positions, vectors):
     """A group of dot nodes that pairs each of U weight vectors with each of V input vectors (a
     layer over a batch, or over one row inside map_rows) as one matrix product; else None."""
     count, width = positions.shape
@@ -281,39 +341,37 @@ def _layer(np, where: _Layout, positions, vectors):
     bias = where.reader(positions[:, 2 * n])
     in_order = np.array_equal(slot, np.arange(count))
 
-    def layer(arrays, jnp):
-        products = inputs(arrays, jnp) @ weights(arrays, jnp).T  # (V, U)
+    def layer(segments, jnp):
+        products = inputs(segments, jnp) @ weights(segments, jnp).T  # (V, U)
         products = products.reshape(-1) if in_order else products[x_of, w_of]
-        return products + bias(arrays, jnp)
+        return products + bias(segments, jnp)
 
     return layer
 
 
 class _Mapped:
     """A map_rows call: the row trace's steps under jax.vmap, over every row at once (split over
-    the devices, if several), its results written where the copies' outputs sit."""
+    the devices, if several); each of its results becomes a segment of the outer function."""
 
-    def __init__(self, np, jax, record, outer: _Layout, devices):
+    def __init__(self, np, jax, record, outer: _Segments, devices):
         self.jax = jax
         row = record.row
         self.row_steps = _Steps(np, jax, row)
         self.row_reader = outer.reader(record.rows)  # (R, k)
         self.leaf_reader = outer.reader(record.leaves)  # the row trace's constants and externals
-        self.R = len(record.rows)
-        # The row trace's outputs that are nodes, and where their copies sit in ``local``.
-        # (the copy for row r of a node of row group g sits at outer_starts[g] + r * count + i,
-        # i its place in the group: see mapping.replicate)
-        R, starts = self.R, row.starts()
-        self.outputs, self.targets = [], []
+        self.R = R = len(record.rows)
+        # The copy for row r of a node of row group g sits at outer_starts[g] + r * count + i,
+        # i its place in the group (see mapping.replicate).
+        starts, outputs = row.starts(), []
         for p in dict.fromkeys(row.outputs):
             if p < row.n_leaves:  # a row's own Value, a constant or a parameter: not copied
                 continue
             g = max(i for i, s in enumerate(starts) if s <= p)
-            count = row.layout[g][1]
             base = record.outer_starts[g] + (p - starts[g])
-            self.outputs.append(p)
-            self.targets.append(outer.local_position(base) + count * np.arange(R))
-        self.row_output_reader = self.row_steps.layout.reader(np.array(self.outputs, dtype=np.intp))
+            outputs.append(p)
+            outer.add(base + row.layout[g][1] * np.arange(R))
+        self.n_outputs = len(outputs)
+        self.row_output_reader = self.row_steps.segments.reader(np.array(outputs, dtype=np.intp))
         self.mesh = None
         if devices is not None and len(devices) > 1:
             from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -324,14 +382,13 @@ class _Mapped:
             self.padded = -R % len(devices)  # rows added (copies of the first) to split evenly
 
     def row(self, inputs, shared):
-        local, ok = self.row_steps.run(inputs, shared)
-        return self.row_output_reader((local, shared), self.jax.numpy), ok
+        segments, ok = self.row_steps.run(inputs, shared)
+        return self.row_output_reader(segments, self.jax.numpy), ok
 
-    def __call__(self, local, shared, ok):
+    def __call__(self, segments, ok):
         jax, jnp = self.jax, self.jax.numpy
-        arrays = (local, shared)
-        rows, leaves = self.row_reader(arrays, jnp), self.leaf_reader(arrays, jnp)
-        leaves = jnp.concatenate([leaves, shared[-1:]])  # (the probe last, as in every shared: see _op)
+        rows, leaves = self.row_reader(segments, jnp), self.leaf_reader(segments, jnp)
+        leaves = jnp.concatenate([leaves, segments[1][-1:]])  # (the probe last, as in every shared)
         if self.mesh is not None:
             if self.padded:
                 rows = jnp.concatenate([rows, jnp.broadcast_to(rows[:1], (self.padded, rows.shape[1]))])
@@ -340,10 +397,8 @@ class _Mapped:
         outputs, row_ok = jax.vmap(self.row, in_axes=(0, None))(rows, leaves)  # (R, outputs), (R,)
         if self.mesh is not None:
             outputs = jax.lax.with_sharding_constraint(outputs, self.split)[: self.R]
-        ok = ok & row_ok.all()
-        for i, target in enumerate(self.targets):
-            local = local.at[target].set(outputs[:, i], indices_are_sorted=True, unique_indices=True)
-        return local, ok
+        segments.extend(outputs.T)
+        return ok & row_ok.all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +420,7 @@ class JaxProgram:
         mapped = [_with_outer_starts(record, program) for record in program.mapped if _mappable(np, record)]
         with jax.enable_x64(True):
             self.steps = _Steps(np, jax, program, mapped, devices)
-            where = self.steps.layout
+            where = self.steps.segments
             self.read_outputs = where.reader(np.array(self.unique_outputs, dtype=np.intp))
             # The take indices that are nodes: written into data as well (the tape's choice of
             # which nodes a gradient reaches reads them; see Tape._needed_by).
@@ -381,9 +436,8 @@ class JaxProgram:
 
         def outputs(inputs, constants, externals):
             shared = jnp.concatenate([constants, externals])  # (the externals end with the probe)
-            local, ok = self.steps.run(inputs, shared)
-            arrays = (local, shared)
-            return self.read_outputs(arrays, jnp), (ok, self.read_indices(arrays, jnp))
+            segments, ok = self.steps.run(inputs, shared)
+            return self.read_outputs(segments, jnp), (ok, self.read_indices(segments, jnp))
 
         def value_and_grad(inputs, constants, externals):
             """The outputs, and the gradients of the first with respect to the externals (and the
