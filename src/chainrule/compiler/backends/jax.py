@@ -27,7 +27,7 @@ Only the externals' gradients are computed (the tape reads no other leaf's).
 from __future__ import annotations
 
 import functools
-import threading
+import weakref
 
 from ... import ops
 from ...engine import _mode
@@ -427,8 +427,9 @@ class JaxProgram:
             self.index_positions = _take_index_nodes(np, program)
             self.read_indices = where.reader(self.index_positions)
             self._compile()
-        self.pending = {}  # id(data) -> (data, the externals' gradients) of calls not yet backward
-        self._lock = threading.Lock()
+        # id(data) -> (a weak reference to data, the externals' gradients): a call's gradients,
+        # kept until its numbers (the result Values hold them) are gone.
+        self.pending = {}
 
     def _compile(self):
         jax = self.jax
@@ -493,21 +494,16 @@ class JaxProgram:
             if len(self.index_positions):
                 data[self.index_positions] = np.asarray(indices)
         if gradients:
-            with self._lock:
-                self.pending[id(data)] = (data, grads)
+            forget = functools.partial(_forget, self.pending, id(data))
+            self.pending[id(data)] = (weakref.ref(data, forget), grads)
         return True
 
     def backward(self, data, grad, needed) -> bool:
         np = self.np
-        with self._lock:
-            kept = self.pending.pop(id(data), None)
-        if kept is not None and kept[0] is not data:
-            kept = None
+        kept = self.pending.get(id(data))
         with self.jax.enable_x64(True):
-            if kept is not None:  # one output: its gradients for a seed of 1 came with the call
-                with self._lock:  # (kept for another backward through the same result)
-                    self.pending[id(data)] = kept
-            if kept is not None and grad[self.unique_outputs[0]] == 1.0:
+            # One output: its gradients for a seed of 1 came with the call.
+            if kept is not None and kept[0]() is data and grad[self.unique_outputs[0]] == 1.0:
                 grads = np.asarray(kept[1])
             else:  # (another seed: scaling by it would round, or overflow, otherwise than eager)
                 grads = np.asarray(self.grad(*self.arguments(data), grad[self.unique_outputs]))
@@ -524,6 +520,10 @@ class JaxProgram:
         the program, ``.compile()`` compiles it)."""
         with self.jax.enable_x64(True):
             return self.value_and_grad.lower(*self.arguments(data))
+
+
+def _forget(pending, key, _):
+    pending.pop(key, None)
 
 
 def _with_outer_starts(record, program: Program):
