@@ -213,7 +213,7 @@ def _load_layout_module():
     if engine._graph is None:  # CHAINRULE_PURE_PYTHON=1, or no C compiler: Python alone
         return None
     try:
-        from . import _layout  # type: ignore[attr-defined]  # (a C extension: no stub)
+        from . import _layout
     except ImportError:
         return None
     if not _layout.setup(Value):
