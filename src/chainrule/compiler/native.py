@@ -171,7 +171,7 @@ def prebuilt_tables():
     if engine._graph is None:  # no C extensions at all
         return None
     try:
-        from . import _tables  # type: ignore[attr-defined]  # (a C extension: no stub)
+        from . import _tables
     except ImportError:
         return None
     if c_kernels.HEADER.exists() and c_kernels.HEADER.read_text() != c_kernels.header_source():
