@@ -217,6 +217,14 @@ def build_parser() -> _Parser:
         action="store_true",
         help="run every step through the Value graph, without chainrule.compile (slower)",
     )
+    train.add_argument(
+        "--backend",
+        choices=["auto", "numpy", "c", "jax"],
+        help="chainrule.compile's backend for the steps (default auto); jax: XLA (needs jax installed)",
+    )
+    train.add_argument(
+        "--devices", type=_positive_int, metavar="N", help="--backend jax: split each batch over N devices"
+    )
     train.add_argument("--out", type=_folder, metavar="FOLDER", help="output folder (default runs/DATASET/)")
     train.set_defaults(run=run_train)
 
@@ -563,6 +571,11 @@ _MLP_FLAGS = {"hidden": "--hidden", "activation": "--activation", "batch_size": 
 def _check_options_fit_the_recipe(args: argparse.Namespace) -> None:
     from .training import RECIPES
 
+    if args.eager and (args.backend or args.devices):
+        raise UsageError("--backend and --devices choose how compiled steps run; --eager runs none")
+    if args.devices and args.backend != "jax":
+        raise UsageError("--devices N is for --backend jax")
+
     recipe = RECIPES[args.dataset]
     foreign = [
         flag
@@ -612,6 +625,8 @@ def _train_and_write(args: argparse.Namespace, out: Path) -> int:
                 samples=args.samples,
                 progress=progress,
                 compile=False if args.eager else None,
+                backend=args.backend,
+                devices=args.devices,
                 **mlp_options,
             )
     finally:
@@ -624,7 +639,9 @@ def _train_and_write(args: argparse.Namespace, out: Path) -> int:
 
     settings = result.settings
     if settings["compile"]:
-        how = f" (compiled; tracing took {result.trace_seconds:.2f} s)"
+        on = f", {args.backend}" if args.backend else ""
+        on += f" on {args.devices} devices" if args.devices else ""
+        how = f" (compiled{on}; tracing took {result.trace_seconds:.2f} s)"
     elif args.eager:
         how = " (eager)"
     else:

@@ -562,6 +562,8 @@ def train(
     alpha: float = 1e-4,
     progress: Callable[[StepReport], None] | None = None,
     compile: bool | None = None,
+    backend: str | None = None,
+    devices: int | None = None,
 ) -> TrainResult:
     """Train the recipe's model on ``dataset`` (a name from ``RECIPES``, or data) and return the result.
 
@@ -583,7 +585,9 @@ def train(
     - ``compile``: run each step through ``chainrule.compile`` (traced on the first step of
       each input structure, replayed after). None means yes when numpy is installed (and, for
       names, when compile can replay ``chainrule.take``). The numbers are the same as eager
-      mode's up to rounding; only the speed differs.
+      mode's up to rounding; only the speed differs. ``backend``: the compiled steps' backend
+      (see ``chainrule.compile``; None: its default), ``"jax"`` for XLA, with ``devices``
+      (a count) to split each batch's rows over several devices.
 
     Raises ``DivergedError`` if the loss stops being a finite number, at any step or after the
     last update (whose effect is checked too: finite weights, and a finite loss on the first
@@ -612,6 +616,8 @@ def train(
     lr = check_number("train", "lr", recipe.lrs[optimizer] if lr is None else lr, strict=True)
     own = recipe.check_options(data, given)
     compile = _use_compile(compile)
+    if (backend is not None or devices is not None) and not compile:
+        raise ValueError("train: backend and devices are for compiled steps, not eager ones")
     if samples is not None:
         data = recipe.subset(data, check_integer("train", "samples", samples))
     if not recipe.examples(data):
@@ -626,7 +632,7 @@ def train(
     if compile:
         from .compiler import compile as compile_fn
 
-        loss_fn = compile_fn(loss_fn)
+        loss_fn = compile_fn(loss_fn, backend=backend, devices=devices)
     batches = recipe.batches(data, settings, random.Random(seed))
 
     losses, accuracies = [], []

@@ -75,7 +75,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import _settings
-from ..engine import _mode, _read_data
+from ..engine import _mode
 from . import backends, native
 from .arguments import flatten_all
 from .backends.table import CProgram
@@ -187,11 +187,10 @@ class CompiledFunction:
         first if they are new), so that ``.as_text()`` shows the XLA program and its shardings."""
         if self.backend != "jax":
             raise ValueError(f'lower(): only backend="jax" has a lowered program, not {self.backend!r}')
-        tape, numbers_in = self._tape(args)
+        tape, _ = self._tape(args)
         if not hasattr(tape.backend, "lower"):  # (prepare failed and numpy runs it: see select)
             raise ValueError("lower(): this trace runs on the numpy backend, not on JAX")
-        externals = [_read_data(v) for v in tape.externals]  # the parameters' numbers, as a call reads them
-        return tape.backend.lower(self.np.concatenate([numbers_in, tape.constant_data, externals]))
+        return tape.backend.lower()
 
     def __call__(self, *args: Any) -> Any:  # what fn returns: a Value, or a structure of them
         if _mode.get().hook is not None:  # called inside another trace: let it see the ops

@@ -18,10 +18,14 @@ non-finite number in a node whose op can raise, a take index out of range, a non
 gradient. Everything runs in float64 inside ``jax.enable_x64``, which leaves the user's own
 ``jax_enable_x64`` setting as it was.
 
-A call with one output (a loss) computes the gradients of the parameters in the same XLA call
-as the loss, seeded with 1, and ``backward`` only scales them by its seed: a training step is one
-call into XLA. Where the graph is not recorded (``no_grad``) the call computes the value alone.
+A call computes the gradients of its first output (a loss) with respect to the parameters in
+the same XLA call, and the first ``backward()`` from that output with the seed 1 uses them: a
+training step is one call into XLA. Any other backward (another output, another seed) is one
+more call. Where the graph is not recorded (``no_grad``) the call computes the values alone.
 Only the externals' gradients are computed (the tape reads no other leaf's).
+
+XLA on CPU flushes subnormal numbers (below 2.2e-308) to zero: a call whose leaves hold one is
+left to the numpy backend; one that is only computed along the way comes out as 0.
 """
 
 from __future__ import annotations
@@ -444,7 +448,7 @@ class JaxProgram:
             """The outputs, and the gradients of the first with respect to the externals (and the
             probe)."""
             out, pullback, aux = jax.vjp(lambda e: outputs(inputs, constants, e), externals, has_aux=True)
-            (grads,) = pullback(jnp.ones_like(out))
+            (grads,) = pullback(jnp.zeros_like(out).at[0].set(1.0))
             return out, aux, grads
 
         def grad(inputs, constants, externals, seeds):
@@ -461,6 +465,11 @@ class JaxProgram:
         self.value = jax.jit(outputs, **options)
         self.value_and_grad = jax.jit(value_and_grad, **options)
         self.grad = jax.jit(grad, **options)
+        # A training step's call, compiled now (so that the trace's time includes XLA's); the
+        # others when first called.
+        shapes = (self.n_inputs, self.n_fixed - self.n_inputs, self.n_leaves - self.n_fixed + 1)
+        self.lowered = self.value_and_grad.lower(*(jax.ShapeDtypeStruct((n,), jnp.float64) for n in shapes))
+        self.value_and_grad = self.lowered.compile()
 
     @functools.cached_property
     def reference(self) -> numpy_backend.NumpyProgram:
@@ -482,7 +491,7 @@ class JaxProgram:
         leaves = np.abs(data[: self.n_leaves])
         if (leaves < _TINY).any() and leaves[leaves < _TINY].any():
             return False  # a subnormal number: XLA on CPU reads it as 0 (see the module's docstring)
-        gradients = len(self.unique_outputs) == 1 and _mode.get().recording
+        gradients = len(self.unique_outputs) > 0 and _mode.get().recording
         with self.jax.enable_x64(True):
             if gradients:
                 out, (ok, indices), grads = self.value_and_grad(*self.arguments(data))
@@ -502,11 +511,13 @@ class JaxProgram:
         np = self.np
         kept = self.pending.get(id(data))
         with self.jax.enable_x64(True):
-            # One output: its gradients for a seed of 1 came with the call.
-            if kept is not None and kept[0]() is data and grad[self.unique_outputs[0]] == 1.0:
+            # The first output's gradients for a seed of 1 came with the call (a loss, say, and
+            # the outputs it was computed from, as chainrule train's steps return them).
+            seeds = grad[self.unique_outputs]
+            if kept is not None and kept[0]() is data and seeds[0] == 1.0 and not seeds[1:].any():
                 grads = np.asarray(kept[1])
             else:  # (another seed: scaling by it would round, or overflow, otherwise than eager)
-                grads = np.asarray(self.grad(*self.arguments(data), grad[self.unique_outputs]))
+                grads = np.asarray(self.grad(*self.arguments(data), seeds))
         if not np.isfinite(grads).all():  # (the probe's last: a group's non-finite gradient)
             return False
         grads = grads[:-1]
@@ -515,11 +526,10 @@ class JaxProgram:
         grad[self.n_fixed : self.n_leaves] = grads
         return True
 
-    def lower(self, data):
-        """JAX's Lowered object for the call with the leaves in ``data`` (``.as_text()`` shows
-        the program, ``.compile()`` compiles it)."""
-        with self.jax.enable_x64(True):
-            return self.value_and_grad.lower(*self.arguments(data))
+    def lower(self):
+        """JAX's Lowered object of a call (the same for any numbers): ``.as_text()`` shows the
+        program and its shardings, ``.compile()`` compiles it."""
+        return self.lowered
 
 
 def _forget(pending, key, _):
