@@ -170,7 +170,7 @@ def _sum_chain(value: Value, start: Node, terms: list[Node], made: list[Node]) -
     return _stand_in(value, "+", (total, last), ((total, 1.0), (last, 1.0)), rule="+")
 
 
-_CHAINS: dict[ops.Op, Callable[[Value, list[Node], list[Node]], Node]] = {
+_CHAINS: dict[ops.Op | None, Callable[[Value, list[Node], list[Node]], Node]] = {
     ops.NEG: _negation,
     ops.SUB: _subtraction,
     ops.DIV: _division,

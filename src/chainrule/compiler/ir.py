@@ -39,7 +39,10 @@ import itertools
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    import numpy
 
 __all__ = ["Group", "Mapped", "Program"]
 
@@ -90,7 +93,7 @@ class Program:
     externals: tuple  # the other leaves it reads (Values made before the trace), next
     layout: Sequence[tuple]  # the groups, each a tuple in Group's field order (see above)
     outputs: tuple  # the results' positions
-    checked: Sequence[int] = ()  # positions of the nodes whose op can raise, in eager's order
+    checked: Sequence[int] | numpy.ndarray = ()  # positions of the nodes whose op can raise, in eager's order
     mapped: tuple = ()  # the map_rows calls whose copies the layout holds, as Mapped records
 
     @property
