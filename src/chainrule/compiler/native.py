@@ -208,7 +208,10 @@ def compiler_problem() -> str | None:
 
 
 def c_compiler() -> list[str] | None:
-    """The command of the C compiler to use: $CC if set, else cc, gcc or clang; None if none."""
+    """The command of the C compiler to use: $CC if set, else cc, gcc or clang; None if none,
+    or where build() compiles nothing (on Windows, even with a gcc: see compiler_problem)."""
+    if not RUNS_A_COMPILER:
+        return None
     if _settings.c_compiler():
         command = shlex.split(_settings.c_compiler())
         return command if command and shutil.which(command[0]) else None
