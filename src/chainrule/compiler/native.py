@@ -87,7 +87,7 @@ TABLE_PROGRAM = _HERE / "table.c"
 ROW = int(re.search(r"^#define ROW (\d+)$", TABLE_PROGRAM.read_text(), re.MULTILINE).group(1))  # type: ignore[union-attr]
 
 
-def _kernels_for(rule):
+def _kernels_for(rule: ops.Op) -> tuple[str, str]:
     names = _KERNEL_NAMES.get(rule.name)
     if names is None or ops.OPS.get(rule.name) is not rule or _BUILT_IN[rule.name] is not rule:
         raise Unavailable(f"the C backend has no kernel for the op {rule.name!r}")
