@@ -32,13 +32,19 @@ from __future__ import annotations
 
 import functools
 import weakref
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from ... import ops
 from ...engine import _mode
-from ..ir import Program
+from ..ir import Mapped, Program
 from ..native import Unavailable
 from ..rewriting import can_raise
 from . import numpy as numpy_backend
+
+if TYPE_CHECKING:
+    import numpy
 
 name = "jax"
 _TINY = 2.2250738585072014e-308  # the smallest normal float64
@@ -103,16 +109,16 @@ def _devices(jax, devices):
 class _Segments:
     """Each position's segment and place in it, as the steps are laid out."""
 
-    def __init__(self, np, program: Program):
+    def __init__(self, np: ModuleType, program: Program) -> None:
         self.np = np
         self.segment = np.full(program.size, -1, dtype=np.intp)
         self.offset = np.zeros(program.size, dtype=np.intp)
-        self.sizes = []
+        self.sizes: list[int] = []
         self.add(np.arange(program.n_inputs))  # 0: the inputs
         self.add(np.arange(program.n_inputs, program.n_leaves))  # 1: shared (then the probe: see _op)
         self.sizes[1] += 1
 
-    def add(self, positions) -> int:
+    def add(self, positions: numpy.ndarray) -> int:
         """A new segment holding ``positions``, in that order; its number."""
         number = len(self.sizes)
         self.segment[positions] = number
@@ -256,11 +262,18 @@ def _take(jax, X):
 class _Steps:
     """A Program's groups (those not run as a map_rows call) as JAX operations, in order."""
 
-    def __init__(self, np, jax, program: Program, mapped=(), devices=None):
+    def __init__(
+        self,
+        np: ModuleType,
+        jax: ModuleType,
+        program: Program,
+        mapped: Sequence[_MappedRecord] = (),
+        devices: Any = None,
+    ) -> None:
         self.jax = jax
         self.segments = where = _Segments(np, program)
-        mapped = {record.first_group: record for record in mapped}
-        self.steps = []
+        mapped = {record.first_group: record for record in mapped}  # type: ignore[assignment]  # (by first group)
+        self.steps: list[_Mapped | Callable[..., Any]] = []
         starts, layout, g = program.starts(), program.layout, 0
         while g < len(layout):
             if g in mapped:
@@ -281,7 +294,15 @@ class _Steps:
         return segments, ok
 
 
-def _group_step(np, jax, where: _Segments, rule, start, positions, vectors):
+def _group_step(
+    np: ModuleType,
+    jax: ModuleType,
+    where: _Segments,
+    rule: ops.Op,
+    start: int,
+    positions: numpy.ndarray,
+    vectors: Any,
+) -> Callable[..., Any]:
     """One group (``count`` nodes at ``start``.., inputs at ``positions``, a row a node) as a
     function (segments, ok) -> ok that appends the group's numbers to the segments."""
     jnp = jax.numpy
@@ -291,6 +312,7 @@ def _group_step(np, jax, where: _Segments, rule, start, positions, vectors):
     if layer is None:
         read = where.rows_reader(positions.T)
         # (only an op whose forward can raise has a backward that can: x ** y's slope in y)
+        op: Any  # (a function of (X, probe), or None for take and stop_gradient)
         if rule in (ops.TAKE, ops.STOP_GRADIENT):
             op = None
         elif must_be_finite:
@@ -320,7 +342,9 @@ def _group_step(np, jax, where: _Segments, rule, start, positions, vectors):
     return step
 
 
-def _layer(np, where: _Segments, positions, vectors):
+def _layer(
+    np: ModuleType, where: _Segments, positions: numpy.ndarray, vectors: Any
+) -> Callable[..., Any] | None:
     """A group of dot nodes that pairs each of U weight vectors with each of V input vectors (a
     layer over a batch, or over one row inside map_rows) as one matrix product; else None."""
     count, width = positions.shape
@@ -357,7 +381,9 @@ class _Mapped:
     """A map_rows call: the row trace's steps under jax.vmap, over every row at once (split over
     the devices, if several); each of its results becomes a segment of the outer function."""
 
-    def __init__(self, np, jax, record, outer: _Segments, devices):
+    def __init__(
+        self, np: ModuleType, jax: ModuleType, record: _MappedRecord, outer: _Segments, devices: Any
+    ) -> None:
         self.jax = jax
         row = record.row
         self.row_steps = _Steps(np, jax, row)
@@ -412,7 +438,7 @@ class _Mapped:
 class JaxProgram:
     """A Program as a jitted JAX function; see the module's docstring."""
 
-    def __init__(self, program: Program, jax, devices=None):
+    def __init__(self, program: Program, jax: ModuleType, devices: Any = None) -> None:
         import numpy as np
 
         self.np, self.jax, self.devices = np, jax, devices
@@ -433,7 +459,7 @@ class JaxProgram:
             self._compile()
         # id(data) -> (a weak reference to data, the externals' gradients): a call's gradients,
         # kept until its numbers (the result Values hold them) are gone.
-        self.pending = {}
+        self.pending: dict[int, tuple[weakref.ref, Any]] = {}
 
     def _compile(self):
         jax = self.jax
@@ -486,7 +512,7 @@ class JaxProgram:
         externals = self.np.append(data[self.n_fixed : self.n_leaves], 0.0)
         return data[: self.n_inputs], data[self.n_inputs : self.n_fixed], externals
 
-    def forward(self, data) -> bool:
+    def forward(self, data: numpy.ndarray) -> bool:
         np = self.np
         leaves = np.abs(data[: self.n_leaves])
         if (leaves < _TINY).any() and leaves[leaves < _TINY].any():
@@ -507,7 +533,7 @@ class JaxProgram:
             self.pending[id(data)] = (weakref.ref(data, forget), grads)
         return True
 
-    def backward(self, data, grad, needed) -> bool:
+    def backward(self, data: numpy.ndarray, grad: numpy.ndarray, needed: numpy.ndarray | None) -> bool:
         np = self.np
         kept = self.pending.get(id(data))
         with self.jax.enable_x64(True):
@@ -536,14 +562,14 @@ def _forget(pending, key, _):
     pending.pop(key, None)
 
 
-def _with_outer_starts(record, program: Program):
+def _with_outer_starts(record: Mapped, program: Program) -> _MappedRecord:
     """A Mapped record with, as ``outer_starts``, where each of its row groups' copies start."""
     starts = program.starts()
     n_groups = len(record.row.layout)
     return _MappedRecord(*record, starts[record.first_group : record.first_group + n_groups])
 
 
-def _mappable(np, record) -> bool:
+def _mappable(np: ModuleType, record: Mapped) -> bool:
     """Whether a map_rows call can run under vmap: not when a take in it picks by a computed
     index (the tape reads each such index from the call's numbers, and under vmap only the
     row trace's outputs come back)."""
@@ -558,7 +584,7 @@ class _MappedRecord:
         self.outer_starts = outer_starts
 
 
-def _take_index_nodes(np, program: Program):
+def _take_index_nodes(np: ModuleType, program: Program) -> numpy.ndarray:
     """The positions of the computed nodes that a take reads as its index."""
     found = set()
     for rule, count, width, rows, _ in program.layout:
