@@ -152,7 +152,8 @@ class _Segments:
                 [segments[s][low:high] for s, low, high in runs]
             ).reshape(shape)
         if len(used) == 1:
-            return _gather(np, int(used[0]), offset)
+            strided = _strided(np, int(used[0]), offset, self.sizes[int(used[0])])
+            return strided or _gather(np, int(used[0]), offset)
         starts = np.concatenate([[0], np.cumsum([self.sizes[s] for s in used])])
         index = starts[np.searchsorted(used, segment)] + offset
         used = used.tolist()
@@ -172,6 +173,24 @@ class _Segments:
 
 
 _FEW_RUNS = 16  # positions in at most this many runs of consecutive places are read as slices
+
+
+def _strided(np, segment, indices, size):
+    """Read ``indices`` of one segment as a strided slice where they lie evenly: a + i * step in
+    one dimension, a + i * step + j in two (a layer's weights, each neuron's vector followed by
+    its bias); else None. (A gather's derivative is a scatter, slow on CPU; a slice's is a pad.)"""
+    if indices.ndim == 1 and len(indices) > 1:
+        a, step = int(indices[0]), int(indices[1] - indices[0])
+        if step > 0 and np.array_equal(indices, a + step * np.arange(len(indices))):
+            stop = a + step * (len(indices) - 1) + 1
+            return lambda segments, jnp: segments[segment][a:stop:step]
+    if indices.ndim == 2 and indices.shape[0] > 1 and indices.shape[1] > 0:
+        rows, n = indices.shape
+        a, step = int(indices[0, 0]), int(indices[1, 0] - indices[0, 0])
+        expected = a + step * np.arange(rows)[:, None] + np.arange(n)[None, :]
+        if step >= n and a + step * rows <= size and np.array_equal(indices, expected):
+            return lambda segments, jnp: segments[segment][a : a + step * rows].reshape(rows, step)[:, :n]
+    return None
 
 
 def _gather(np, segment, indices):
