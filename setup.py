@@ -13,8 +13,9 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 # -ffp-contract=off (GCC, Clang): no fused multiply-add, so that a product rounds on its own, as
-# it does in Python and numpy: the tests compare the C loops with them bit for bit. MSVC does
-# not fuse under /fp:precise. The optimisation level comes last, so it wins over Python's own.
+# it does in Python and numpy: the tests compare the C loops with them bit for bit. MSVC (2022
+# and later) does not contract under /fp:precise, and without /arch:AVX2 it has no FMA to emit.
+# The optimisation level comes last, so it wins over Python's own.
 # MSVC compiles C in its C89-style mode, where C99's restrict is spelled __restrict.
 FLAGS = {
     "unix": ["-O2", "-ffp-contract=off"],  # GCC and Clang, on Linux and macOS
