@@ -485,16 +485,22 @@ class JaxProgram:
         jnp = jax.numpy
 
         def outputs(inputs, constants, externals):
+            """The outputs; and, for the host, one array (a transfer, not three): the outputs,
+            1 if nothing unusual happened (else 0), the take indices that are nodes."""
             shared = jnp.concatenate([constants, externals])  # (the externals end with the probe)
             segments, ok = self.steps.run(inputs, shared)
-            return self.read_outputs(segments, jnp), (ok, self.read_indices(segments, jnp))
+            out = self.read_outputs(segments, jnp)
+            return out, jnp.concatenate([out, ok.astype(out.dtype)[None], self.read_indices(segments, jnp)])
+
+        def value(inputs, constants, externals):
+            return outputs(inputs, constants, externals)[1]
 
         def value_and_grad(inputs, constants, externals):
-            """The outputs, and the gradients of the first with respect to the externals (and the
-            probe)."""
-            out, pullback, aux = jax.vjp(lambda e: outputs(inputs, constants, e), externals, has_aux=True)
+            """What value gives, and the gradients of the first output with respect to the
+            externals (and the probe)."""
+            out, pullback, packed = jax.vjp(lambda e: outputs(inputs, constants, e), externals, has_aux=True)
             (grads,) = pullback(jnp.zeros_like(out).at[0].set(1.0))
-            return out, aux, grads
+            return packed, grads
 
         def grad(inputs, constants, externals, seeds):
             _, pullback, _ = jax.vjp(lambda e: outputs(inputs, constants, e), externals, has_aux=True)
@@ -507,14 +513,15 @@ class JaxProgram:
 
             everywhere = NamedSharding(Mesh(self.np.array(self.devices), ("rows",)), PartitionSpec())
             options = {"in_shardings": everywhere, "out_shardings": everywhere}
-        self.value = jax.jit(outputs, **options)
+        self.value = jax.jit(value, **options)
         self.value_and_grad = jax.jit(value_and_grad, **options)
         self.grad = jax.jit(grad, **options)
-        # A training step's call, compiled now (so that the trace's time includes XLA's); the
-        # others when first called.
+        # A training step's call, compiled now (so that the trace's time includes XLA's) by a
+        # call on zeros: jax.jit's own calls dispatch in C++, several times faster than those
+        # of the object .lower().compile() gives. The other two are compiled when first called.
         shapes = (self.n_inputs, self.n_fixed - self.n_inputs, self.n_leaves - self.n_fixed + 1)
         self.lowered = self.value_and_grad.lower(*(jax.ShapeDtypeStruct((n,), jnp.float64) for n in shapes))
-        self.value_and_grad = self.lowered.compile()
+        jax.block_until_ready(self.value_and_grad(*(self.np.zeros(n) for n in shapes)))
 
     @functools.cached_property
     def reference(self) -> numpy_backend.NumpyProgram:
@@ -539,14 +546,15 @@ class JaxProgram:
         gradients = len(self.unique_outputs) > 0 and _mode.get().recording
         with self.jax.enable_x64(True):
             if gradients:
-                out, (ok, indices), grads = self.value_and_grad(*self.arguments(data))
+                packed, grads = self.value_and_grad(*self.arguments(data))
             else:
-                out, (ok, indices) = self.value(*self.arguments(data))
-            if not bool(ok):
-                return False
-            data[self.unique_outputs] = np.asarray(out)
-            if len(self.index_positions):
-                data[self.index_positions] = np.asarray(indices)
+                packed = self.value(*self.arguments(data))
+        packed = np.asarray(packed)  # the outputs, whether all went well, the take indices
+        n = len(self.unique_outputs)
+        if packed[n] != 1.0:
+            return False
+        data[self.unique_outputs] = packed[:n]
+        data[self.index_positions] = packed[n + 1 :]
         if gradients:
             forget = functools.partial(_forget, self.pending, id(data))
             self.pending[id(data)] = (weakref.ref(data, forget), grads)
