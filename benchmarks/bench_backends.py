@@ -7,8 +7,10 @@ one thread, as numpy's BLAS is here) where the graph is an MLP. The engines take
 turns in one process (ten steps in a row for the compiled functions, PyTorch and JAX, one for
 eager), so a noisy neighbour slows them alike; the table gives the median time per step, the
 ratios that matter, and the trace time of each backend (for C with the build by the C
-compiler: the benchmark starts from an empty cache). Where JAX is installed (``pip install jax
-jaxlib``; never a dependency), ``jax.jit`` of the same MLP step in float64 runs too.
+compiler: the benchmark starts from an empty cache). Where JAX is installed (``pip install
+"chainrule[jax]"``; never a dependency), two more columns for the MLPs: chainrule's own
+``backend="jax"`` (the tape as one XLA program) and a hand-written ``jax.jit`` of the same MLP
+step, both in float64.
 Every compiled step's loss and gradients are checked against eager's (1e-9 relative), after
 the timing: reading them is not part of a step. Each
 engine gets the data in its own form, made once outside the timing: tensors for PyTorch, jax
@@ -22,7 +24,14 @@ scalar RNN (h = tanh(w*h + u*x + b)) over a long sequence; a long chain of multi
 one parameter; a random graph that is deep rather than wide. Memory: what one eager forward
 graph holds, and what each compiled function keeps (its tape) relative to it.
 
-Run:  python benchmarks/bench_backends.py [--repeats 7] [--quick] [--large]
+Training steps (``--training``, and with ``--large``): the whole step of a training loop
+(optimizer ``zero_grad``, the compiled call, ``backward``, the optimizer's ``step``, SGD) with
+``backend="jax"``, against a hand-written ``jax.jit`` step of the same MLP that keeps its
+weights on the device and updates them there, at batch 10,000 (2-16-16-1) and at width 256
+(2-256-256-1, batch 100); and where chainrule's step spends its time: each phase, and the XLA
+call alone on arrays already on the device.
+
+Run:  python benchmarks/bench_backends.py [--repeats 7] [--quick] [--large] [--training]
 Peers: PyTorch (pip install torch==2.13.0 here) and JAX when installed; numpy and a C
 compiler for the compiled rows.
 """
@@ -132,7 +141,7 @@ class TorchMLP:
 class JaxMLP:
     """The same MLP and loss under jax.jit (float64), weights copied from chainrule."""
 
-    def __init__(self, model, X, y):
+    def __init__(self, model, X, y, lr=0.0):
         import jax
 
         jax.config.update("jax_enable_x64", True)
@@ -155,10 +164,22 @@ class JaxMLP:
             return jax.nn.relu(1 - y * h[:, 0]).mean()
 
         self.value_and_grad = jax.jit(jax.value_and_grad(loss))
+
+        def train_step(weights, X, y):  # SGD, the weights staying on the device
+            value, grads = jax.value_and_grad(loss)(weights, X, y)
+            return value, jax.tree.map(lambda w, g: w - lr * g, weights, grads)
+
+        self.jitted_train_step = jax.jit(train_step)
         self.step()  # compiles
+        self.train_step()
 
     def step(self):
         value, grads = self.value_and_grad(self.weights, self.X, self.y)
+        value.block_until_ready()
+        return lambda: (float(value), [])
+
+    def train_step(self):
+        value, self.weights = self.jitted_train_step(self.weights, self.X, self.y)
         value.block_until_ready()
         return lambda: (float(value), [])
 
@@ -267,9 +288,13 @@ def run_case(case, repeats: int, eager_repeats: int):
         except ImportError:
             pass
         try:
-            runners["jax"] = JaxMLP(model, *args).step
+            runners["jax.jit"] = JaxMLP(model, *args).step
         except ImportError:
             pass
+        else:  # chainrule's JAX backend, for the MLPs (a long chain would be an XLA op per node)
+            f = chainrule.compile(loss, backend="jax")
+            trace["jax"], _ = timed(lambda f=f: f(*arrays))
+            runners["jax"] = lambda f=f: compiled_step(f, params, arrays, optimizer)
     reference = eager_step(params, loss, args, optimizer)()
     times = {k: [] for k in ["eager", *runners]}
     for k in range(repeats):
@@ -295,7 +320,13 @@ def main(argv=None):
         action="store_true",
         help="add the large graphs (batch 10,000, width 256, depth 32: minutes, GBs while tracing)",
     )
+    parser.add_argument(
+        "--training", action="store_true", help="only the training steps, backend='jax' against jax.jit"
+    )
     args = parser.parse_args(argv)
+    if args.training:
+        training_steps(args.repeats)
+        return
     # A fresh cache, so that the C backend's trace time includes building with the C compiler.
     os.environ["CHAINRULE_CACHE"] = tempfile.mkdtemp(prefix="chainrule-bench-")
     if args.quick:
@@ -315,13 +346,13 @@ def main(argv=None):
         if args.large:
             cases[5:5] = [mlp_case(10_000, 16, 2), mlp_case(100, 256, 2), mlp_case(100, 16, 32)]
     print(
-        f"python {sys.version.split()[0]}, chainrule eager vs compiled (numpy, C, auto) vs PyTorch eager "
-        "float64 vs jax.jit"
+        f"python {sys.version.split()[0]}, chainrule eager vs compiled (numpy, C, auto, jax) vs PyTorch "
+        "eager float64 vs jax.jit"
     )
     print(
-        f"{'graph':<34}{'eager':>9}{'numpy':>8}{'C':>8}{'auto':>8}{'pytorch':>9}{'jax.jit':>9}"
-        f"{'best/eager':>11}{'best/torch':>11}{'best/jax':>9}{'trace np':>9}{'trace C':>8}{'trace auto':>11}"
-        f"{'graph MB':>9}{'tape np':>8}{'tape C':>7}{'tape auto':>10}"
+        f"{'graph':<34}{'eager':>9}{'numpy':>8}{'C':>8}{'auto':>8}{'jax':>8}{'pytorch':>9}{'jax.jit':>9}"
+        f"{'best/eager':>11}{'best/torch':>11}{'best/jax':>9}{'jax/jax.jit':>12}{'trace np':>9}{'trace C':>8}"
+        f"{'trace auto':>11}{'trace jax':>10}{'graph MB':>9}{'tape np':>8}{'tape C':>7}{'tape auto':>10}"
     )
     for case in cases:
         name, t, trace = run_case(case, args.repeats, eager_repeats=min(args.repeats, 3))
@@ -329,20 +360,106 @@ def main(argv=None):
         ms = {k: f"{v * 1e3:.3f}" for k, v in t.items()}
         best = min(t[backend] for backend in BACKENDS)
         torch_ratio = f"{best / t['pytorch']:.2f}" if "pytorch" in t else "-"
-        jax_ratio = f"{best / t['jax']:.2f}" if "jax" in t else "-"
-        times = "".join(f"{ms.get(k, '-'):>{w}}" for k, w in [("numpy", 8), ("c", 8), ("auto", 8)])
-        peers = f"{ms.get('pytorch', '-'):>9}{ms.get('jax', '-'):>9}"
+        jax_ratio = f"{best / t['jax.jit']:.2f}" if "jax.jit" in t else "-"
+        ours = f"{t['jax'] / t['jax.jit']:.2f}" if "jax" in t else "-"
+        times = "".join(
+            f"{ms.get(k, '-'):>{w}}" for k, w in [("numpy", 8), ("c", 8), ("auto", 8), ("jax", 8)]
+        )
+        peers = f"{ms.get('pytorch', '-'):>9}{ms.get('jax.jit', '-'):>9}"
         traces = f"{trace['numpy']:>8.2f}s{trace['c']:>7.2f}s{trace['auto']:>10.2f}s"
+        traces += f"{trace['jax']:>9.2f}s" if "jax" in trace else f"{'-':>10}"
         traces += f"{trace['loop']:>7.2f}s" if "loop" in trace else f"{'':>8}"
         tapes = f"{tape['numpy'] / graph:>8.2f}{tape['c'] / graph:>7.2f}{tape['auto'] / graph:>10.2f}"
         print(
             f"{name:<34}{ms['eager']:>9}{times}{peers}{best / t['eager']:>11.4f}{torch_ratio:>11}"
-            f"{jax_ratio:>9}{traces}{graph / 1e6:>9.1f}{tapes}"
+            f"{jax_ratio:>9}{ours:>12}{traces}{graph / 1e6:>9.1f}{tapes}"
         )
-    print("times in ms (median); best: the fastest compiled backend; best/x are time ratios, below 1 where")
-    print("compiled is faster; graph MB: one eager forward graph; tape: what a compiled function keeps,")
-    print("over the graph; trace: a compiled function's first call; (loop): auto's, with the model run")
-    print("on the rows in a plain loop instead of chainrule.map_rows")
+    print("times in ms (median); best: the fastest of chainrule's own backends (numpy, C, auto); best/x")
+    print("are time ratios, below 1 where compiled is faster; jax: chainrule's backend='jax' (MLPs only);")
+    print("jax/jax.jit: it against the hand-written step; graph MB: one eager forward graph; tape: what a")
+    print("compiled function keeps, over the graph; trace: a compiled function's first call (for jax with")
+    print("XLA's compilation); (loop): auto's, with the model run on the rows in a plain loop instead of")
+    print("chainrule.map_rows")
+    if args.large:
+        training_steps(args.repeats)
+
+
+def training_steps(repeats: int):
+    """The training step of backend='jax' against a hand-written jax.jit step, and where it goes."""
+    print()
+    print("training steps: zero_grad, compiled call, backward, SGD step; vs jax.jit (weights on the device)")
+    print(
+        f"{'graph':<34}{'jax.jit':>9}{'jax':>9}{'ratio':>7}{'zero_grad':>10}{'call':>8}{'(XLA)':>8}"
+        f"{'backward':>9}{'step':>8}"
+    )
+    for batch, width in [(10_000, 16), (100, 256)]:
+        name, t, each = _training_case(batch, width, repeats)
+        print(
+            f"{name:<34}{t['jax.jit'] * 1e3:>9.3f}{t['jax'] * 1e3:>9.3f}{t['jax'] / t['jax.jit']:>7.2f}"
+            f"{each['zero_grad']:>10.3f}{each['call']:>8.3f}{t['xla'] * 1e3:>8.3f}{each['backward']:>9.3f}"
+            f"{each['step']:>8.3f}"
+        )
+    print("times in ms (median); ratio: jax over jax.jit; the phases of chainrule's step: zero_grad (the")
+    print("parameters' .grad set to 0), call (reading the parameters' numbers, the XLA call with the")
+    print("gradients, the result), backward (the gradients added into .grad), step (SGD: every")
+    print("parameter's data and grad read and its data written); (XLA): the compiled call alone, on")
+    print("arrays already on the device")
+
+
+TRAINING_PHASES = ("zero_grad", "call", "backward", "step")
+
+
+def _training_case(batch: int, width: int, repeats: int):
+    """(name, median seconds per step of jax, jax.jit and the XLA call alone, median ms per phase
+    of chainrule's step) for the MLP 2-width-width-1 over ``batch`` rows."""
+    name, params, loss, args, model, _ = mlp_case(batch, width, 2)
+    arrays = [numpy.asarray(a, dtype=numpy.float64) for a in args]
+    f = chainrule.compile(loss, backend="jax")
+    f(*arrays)  # traced, and compiled by XLA
+    optimizer = SGD(params, lr=0.0)  # (every step's work, with the weights left as they are)
+    hand = JaxMLP(model, *args, lr=0.0)
+    spent = {phase: [] for phase in TRAINING_PHASES}
+
+    def chainrule_step():
+        t0 = time.perf_counter()
+        optimizer.zero_grad()
+        t1 = time.perf_counter()
+        out = f(*arrays)
+        t2 = time.perf_counter()
+        out.backward()
+        t3 = time.perf_counter()
+        optimizer.step()
+        t4 = time.perf_counter()
+        for phase, seconds in zip(TRAINING_PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            spent[phase].append(seconds)
+
+    times = {"jax": [], "jax.jit": [], "xla": []}
+    runs = [("jax", chainrule_step), ("jax.jit", hand.train_step), ("xla", _xla_call_alone(f, arrays))]
+    for k in range(repeats):
+        for engine, step in runs[k % 3 :] + runs[: k % 3]:
+            times[engine].append(timed(step, IN_A_ROW)[0])
+    t = {k: statistics.median(v) for k, v in times.items()}
+    return name, t, {phase: statistics.median(v) * 1e3 for phase, v in spent.items()}
+
+
+def _xla_call_alone(f, arrays):
+    """A function that runs the compiled XLA call of f's latest trace on arguments already on the
+    device: the part of a call that is XLA's."""
+    import jax
+
+    from chainrule.compiler.arguments import flatten_all
+
+    tape = f.last_tape
+    numbers = flatten_all(numpy, arrays)[1]
+    data = numpy.concatenate([numbers, tape.constant_data, [v.data for v in tape.externals]])
+    with jax.enable_x64(True):
+        on_device = [jax.device_put(a) for a in tape.backend.arguments(data)]
+
+    def call():
+        with jax.enable_x64(True):
+            jax.block_until_ready(tape.backend.value_and_grad(*on_device))
+
+    return call
 
 
 if __name__ == "__main__":
