@@ -256,7 +256,7 @@ def test_a_changed_gpt_cannot_be_described():
     random.seed(0)
     model = GPT(5, n_embd=4, n_head=2)
     model.blocks.append(Block(8, n_head=2))
-    with pytest.raises(NotImplementedError, match=r"blocks\[1\] is not the Block GPT builds"):
+    with pytest.raises(NotImplementedError, match=r"blocks\.1, a Block, is not what GPT\(vocab_size=5, "):
         model.architecture()
 
     class MyGPT(GPT):
@@ -275,9 +275,9 @@ GOOD = {"type": "GPT", "vocab_size": 4, "n_layer": 1, "n_head": 2, "n_embd": 4, 
         ({"n_embd": 5}, "n_embd=5 is not a multiple of n_head=2"),
         ({"vocab_size": 1}, "vocab_size must be at least 2"),
         ({"n_layer": 0}, "n_layer must be a positive integer"),
-        ({"block_size": 2.5}, "block_size must be a positive integer"),
+        ({"block_size": 2.5}, "block_size must be an integer, got 2.5"),
         ({"chars": "ab"}, "chars has 2 characters, but 4 tokens need 3"),
-        ({"chars": 7}, "chars must be a string, not a number"),
+        ({"chars": 7}, "chars must be a string of characters, not int"),
         ({"heads": 2}, "unexpected 'heads'"),
     ],
 )

@@ -413,3 +413,192 @@ def test_a_default_mlp_architecture_has_no_linear_output_key():
 def test_a_bad_bias_init_is_refused(bad):
     with pytest.raises(ValueError, match="bias_init"):
         MLP(2, [3, 1], bias_init=bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters found by walking the attributes, as torch.nn.Module finds them.
+
+
+class Affine(Module):
+    """A user's module that defines only __init__ and __call__: a weight vector, a scale, a bias."""
+
+    def __init__(self, n):
+        self.w = [Value(float(i + 1)) for i in range(n)]
+        self.sizes = [n, 1]  # numbers, not parameters
+        self.name = "affine"
+        self.scale = Value(2.0)
+        self.bias = Value(0.5)
+
+    def __call__(self, x):
+        return self.scale * sum((w * xi for w, xi in zip(self.w, x)), self.bias)
+
+
+class Stack(Module):
+    """Nested containers: a list of modules, a tuple, a list of lists of Values, a sub-module."""
+
+    def __init__(self):
+        self.first = Affine(2)
+        self.rest = [Affine(1), Affine(3)]
+        self.pair = (Value(7.0), Value(8.0))
+        self.grid = [[Value(1.0), Value(2.0)], [Value(3.0)]]
+        self.nothing = None
+
+
+def test_a_user_module_gets_its_parameters_by_walking_its_attributes():
+    a = Affine(3)
+    assert a.parameters() == [*a.w, a.scale, a.bias]  # the order the attributes were set in
+    assert [name for name, _ in a.named_parameters()] == ["w.0", "w.1", "w.2", "scale", "bias"]
+    assert list(a.state_dict()) == ["w", "scale", "bias"]
+    out = a([1.0, 1.0, 1.0])
+    out.backward()
+    assert a.scale.grad == 6.5 and [w.grad for w in a.w] == [2.0, 2.0, 2.0]
+    a.zero_grad()
+    assert all(p.grad == 0.0 for p in a.parameters())
+
+
+def test_nested_containers_are_walked_in_order_with_dotted_names():
+    s = Stack()
+    expected = [
+        *s.first.parameters(),
+        *s.rest[0].parameters(),
+        *s.rest[1].parameters(),
+        *s.pair,
+        *s.grid[0],
+        *s.grid[1],
+    ]
+    assert s.parameters() == expected and len(expected) == 4 + 3 + 5 + 2 + 3
+    assert list(s.state_dict()) == [
+        "first.w", "first.scale", "first.bias",
+        "rest.0.w", "rest.0.scale", "rest.0.bias",
+        "rest.1.w", "rest.1.scale", "rest.1.bias",
+        "pair", "grid.0", "grid.1",
+    ]  # fmt: skip
+    assert dict(s.named_parameters())["grid.1.0"] is s.grid[1][0]
+    state = s.state_dict()
+    state["rest.1.w"] = [9.0, 9.5, 10.0]
+    state["pair"] = [0.25, 0.75]
+    Stack().load_state_dict(state)  # a fresh one takes it: the names depend on the structure only
+    s.load_state_dict(state)
+    assert [w.data for w in s.rest[1].w] == [9.0, 9.5, 10.0] and s.pair[1].data == 0.75
+
+
+def _stack_by_hand(s):
+    """A Stack's parameters, listed by hand in its attributes' order."""
+    first = s.first.parameters() if "first" in vars(s) else []
+    rest = [p for module in s.rest for p in module.parameters()]
+    extra = [s.extra] if "extra" in vars(s) else []
+    return [*first, *rest, *s.pair, *s.grid[0], *s.grid[1], *extra]
+
+
+def test_the_walk_sees_every_change_to_attributes_and_lists():
+    s = Stack()
+    assert s.parameters() == _stack_by_hand(s)
+    changes = [
+        lambda: s.rest.append(Affine(1)),  # a list grows
+        lambda: s.rest.__setitem__(0, Affine(2)),  # an item is replaced, the length is the same
+        lambda: s.first.w.__setitem__(1, Value(5.0)),  # a weight inside a weight vector
+        lambda: setattr(s, "extra", Value(1.0)),  # a new attribute
+        lambda: delattr(s, "first"),  # a deleted one
+        lambda: s.grid[1].append(Value(4.0)),  # a list inside a list
+        lambda: setattr(s.rest[1], "scale", Value(3.0)),  # an attribute of a module inside
+    ]
+    for change in changes:
+        change()
+        assert s.parameters() == _stack_by_hand(s)
+        assert [p for _, p in s.named_parameters()] == _stack_by_hand(s)
+    assert s.parameters() is not s.parameters()  # a new list every time: changing it changes nothing
+    s.parameters().clear()
+    assert s.parameters() == _stack_by_hand(s)
+
+
+def test_a_module_that_holds_its_parent_is_walked_once():
+    parent = Affine(1)
+    parent.child = Affine(1)
+    parent.child.parent = parent  # a back reference must not loop
+    child = parent.child
+    assert parent.parameters() == [*parent.w, parent.scale, parent.bias, *child.w, child.scale, child.bias]
+    assert child.parameters() == [*child.w, child.scale, child.bias, *parent.w, parent.scale, parent.bias]
+
+
+def test_a_numpy_array_attribute_is_no_parameter_and_no_trouble():
+    np = pytest.importorskip("numpy")
+    a = Affine(2)
+    a.table = [np.zeros(3), np.ones(2)]
+    assert len(a.parameters()) == 4
+    a.table[0] = np.zeros(3)  # a different array: comparing it with the old one is ambiguous
+    assert len(a.parameters()) == 4
+
+
+def test_copies_and_pickles_walk_their_own_parameters():
+    import copy
+    import pickle
+
+    random.seed(13)
+    model = MLP(2, [3, 1])
+    model.parameters()  # walked (and kept) before the copy
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        ours, theirs = model.parameters(), clone.parameters()
+        assert [p.data for p in ours] == [p.data for p in theirs]
+        assert not {id(p) for p in ours} & {id(p) for p in theirs}
+        assert clone.state_dict() == model.state_dict()
+
+
+def test_parameters_keep_the_hand_written_orders():
+    # The order every module listed by hand before the walk (micrograd's for Neuron, Layer, MLP).
+    random.seed(14)
+    model = MLP(3, [4, 2])
+    by_hand = [p for layer in model.layers for n in layer.neurons for p in n.w + [n.b]]
+    assert model.parameters() == by_hand
+    assert model.pack_parameters().members == tuple(by_hand)
+
+
+# ---------------------------------------------------------------------------------------------
+# The checkpoint registry
+
+
+class Gain(Module, checkpoint=True):
+    """A user's module registered for checkpoints: its arguments are read from its attributes."""
+
+    arguments = ("n", "start")
+    optional_arguments = {"start": 1.0}
+
+    def __init__(self, n, start=1.0):
+        self.n, self.start = n, start
+        self.g = [Value(start) for _ in range(n)]
+
+    def __call__(self, x):
+        return [g * xi for g, xi in zip(self.g, x)]
+
+
+def test_a_registered_user_module_round_trips_through_a_checkpoint(tmp_path):
+    import chainrule
+
+    gain = Gain(3)
+    gain.g[1].data = 4.0
+    assert gain.architecture() == {"type": "Gain", "n": 3}  # start left out: it has its default
+    assert Gain(2, start=0.5).architecture() == {"type": "Gain", "n": 2, "start": 0.5}
+    chainrule.save(gain, tmp_path / "gain.json")
+    loaded = chainrule.load(tmp_path / "gain.json")
+    assert type(loaded) is Gain and [g.data for g in loaded.g] == [1.0, 4.0, 1.0]
+    gain.g.append(Value(1.0))  # no longer what Gain(3) builds
+    with pytest.raises(NotImplementedError, match=r"Gain cannot describe its architecture \(g is not what"):
+        gain.architecture()
+
+
+def test_two_module_types_cannot_share_a_checkpoint_name():
+    with pytest.raises(ValueError, match="'Gain' is already registered"):
+
+        class Gain(Module, checkpoint=True):
+            pass
+
+
+def test_a_changed_mlp_says_which_part_differs():
+    random.seed(15)
+    model = MLP(2, [3, 1])
+    model.layers[1].neurons[0] = Neuron(3, activation="tanh")
+    with pytest.raises(NotImplementedError, match=r"layers\.1\.neurons\.0, a Neuron, is not what MLP\("):
+        model.architecture()
+    model = MLP(2, [3, 1])
+    model.layers[0].neurons[2].w.append(Value(0.0))
+    with pytest.raises(NotImplementedError, match=r"layers\.0\.neurons\.2\.w is not what MLP\("):
+        model.architecture()

@@ -13,13 +13,14 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chainrule
-from chainrule import CheckpointError, Value, _files, load, save, serialize
+from chainrule import CheckpointError, Value, _files, load, nn, save, serialize
 from chainrule.gpt import GPT
 from chainrule.nn import MLP, Layer, Module, Neuron
 
@@ -215,12 +216,27 @@ def test_from_architecture_leaves_the_global_random_state_alone():
         ({"type": "MLP", "nin": 2, "activation": "relu"}, "the MLP architecture is missing 'nouts'"),
         ({"type": "MLP", "nin": 2, "nouts": [1], "activation": "relu", "x": 1}, "has unexpected 'x'"),
         ({"type": "MLP", "nin": 0, "nouts": [1], "activation": "relu"}, "nin must be a positive integer"),
-        ({"type": "MLP", "nin": 2.0, "nouts": [1], "activation": "relu"}, "nin must be a positive integer"),
-        ({"type": "MLP", "nin": True, "nouts": [1], "activation": "relu"}, "nin must be a positive integer"),
+        ({"type": "MLP", "nin": 2.0, "nouts": [1], "activation": "relu"}, "nin must be an integer, got 2.0"),
+        (
+            {"type": "MLP", "nin": True, "nouts": [1], "activation": "relu"},
+            "nin must be an integer, got True",
+        ),
         ({"type": "MLP", "nin": 2, "nouts": [], "activation": "relu"}, "nouts must be a non-empty list"),
-        ({"type": "MLP", "nin": 2, "nouts": [4, -1], "activation": "relu"}, "nouts must be a non-empty list"),
+        (
+            {"type": "MLP", "nin": 2, "nouts": [4, -1], "activation": "relu"},
+            "size in nouts must be a positive",
+        ),
+        (
+            {"type": "MLP", "nin": 2, "nouts": "16", "activation": "relu"},
+            "nouts must be a list of layer sizes",
+        ),
         ({"type": "MLP", "nin": 2, "nouts": [1], "activation": "gelu"}, "activation must be one of"),
-        ({"type": "Neuron", "nin": 2, "nonlin": 1, "activation": "relu"}, "nonlin must be true or false"),
+        ({"type": "Neuron", "nin": 2, "nonlin": 1, "activation": "relu"}, "nonlin must be True or False"),
+        (
+            {"type": "Layer", "nin": 2, "nout": 0, "nonlin": True, "activation": "relu"},
+            "nout must be a positive",
+        ),
+        ({"type": "Neuron", "nin": 2, "nonlin": True}, "the Neuron architecture is missing 'activation'"),
     ],
 )
 def test_from_architecture_refuses_anything_off_the_whitelist(architecture, message):
@@ -530,10 +546,15 @@ def test_an_architecture_bigger_than_its_state_is_refused_before_building(saved)
     rewrite(saved, architecture={"type": "MLP", "nin": 1000, "nouts": [100, 1], "activation": "relu"})
     assert_refused(saved, "needs 100201 parameters, but its state holds only 337")  # 100*1001 + 101
     # Past the parameter limit, the limit is what the message names.
-    rewrite(saved, architecture={"type": "MLP", "nin": 10**12, "nouts": [10**6, 1], "activation": "relu"})
-    assert_refused(
-        saved, "has 1000000000002000001 parameters, more than the limit of", "MAX_CHECKPOINT_PARAMETERS"
-    )
+    rewrite(saved, architecture={"type": "MLP", "nin": 10**12, "nouts": [1], "activation": "relu"})
+    assert_refused(saved, "has 1000000000001 parameters, more than the limit of", "MAX_CHECKPOINT_PARAMETERS")
+    # A million neurons: the skeleton stops at its 338th weight vector or bias (each is a
+    # parameter at least), more than the state's 337 numbers, so the refusal is quick.
+    for nin in (2, 10**12):
+        rewrite(saved, architecture={"type": "MLP", "nin": nin, "nouts": [10**6, 1], "activation": "relu"})
+        start = time.monotonic()
+        assert_refused(saved, "needs more parameters than the 337 its state holds")
+        assert time.monotonic() - start < 1
 
 
 def test_a_state_for_a_different_size_is_refused(saved, tmp_path):
@@ -678,7 +699,9 @@ def test_load_follows_a_symlink_to_a_regular_file(saved, tmp_path):
 def test_the_size_limit_is_generous_for_real_models():
     # MLP(784, [256, 256, 10]), an MNIST model far larger than a scalar engine trains
     # comfortably, needs about 270,000 numbers of at most 25 characters each.
-    parameters = serialize._mlp_parameter_count(784, [256, 256, 10])
+    parameters = serialize._parameter_count(
+        {"type": "MLP", "nin": 784, "nouts": [256, 256, 10], "activation": "relu"}
+    )
     assert serialize.MAX_CHECKPOINT_BYTES >= 25 * parameters
 
 
@@ -732,12 +755,12 @@ def crafted(tmp_path, architecture, state):
 
 @pytest.fixture
 def nothing_built(monkeypatch):
-    """Make building any Value fail the test: a refusal must come from the file alone."""
+    """Make building any weight fail the test: a refusal must come from the file and a skeleton."""
 
     def refuse(*args, **kwargs):
         raise AssertionError("load built a module for a checkpoint it should refuse")
 
-    monkeypatch.setattr(Neuron, "__init__", refuse)
+    monkeypatch.setattr(nn, "Parameter", refuse)
 
 
 N = 20_000  # big enough that building first would be slow to notice, small enough to stay fast
@@ -767,7 +790,11 @@ def test_a_state_that_does_not_fit_is_refused_before_building(tmp_path, nothing_
 def test_a_huge_architecture_is_refused_from_its_declared_size(tmp_path, nothing_built):
     architecture = {"type": "MLP", "nin": 10**6, "nouts": [10**6], "activation": "relu"}
     path = crafted(tmp_path, architecture, {"layers.0.neurons.0.w": [0.0] * 100, "layers.0.neurons.0.b": 0.0})
-    expected = f"has 1000001000000 parameters, more than the limit of {serialize.MAX_CHECKPOINT_PARAMETERS}"
+    with pytest.raises(CheckpointError, match="needs more parameters than the 101 its state holds"):
+        load(path)
+    architecture = {"type": "MLP", "nin": 10**6, "nouts": [10**6, 1], "activation": "relu"}
+    path = crafted(tmp_path, architecture, {f"layers.0.neurons.{i}.w": [0.0] * 100 for i in range(4000)})
+    expected = f"has more parameters than the limit of {serialize.MAX_CHECKPOINT_PARAMETERS}"
     with pytest.raises(CheckpointError, match=expected):
         load(path)
 

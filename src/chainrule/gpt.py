@@ -34,12 +34,12 @@ from typing import Any
 from . import ops
 from ._checks import check_integer
 from .engine import Value, logsumexp, no_grad, sum_values, take
-from .nn import Block, CausalSelfAttention, Embedding, KVCache, Linear, Module, RMSNorm, _cannot_describe
+from .nn import Block, CausalSelfAttention, Embedding, KVCache, Linear, Module, RMSNorm
 
 __all__ = ["GPT", "decode", "encode", "sample", "sequence_loss"]
 
 
-class GPT(Module):
+class GPT(Module, checkpoint=True):
     """A GPT over ``vocab_size`` tokens with a context of ``block_size`` positions.
 
     Sizes as in the scripts' default run: ``n_layer=1`` block, ``n_head=4`` heads,
@@ -55,7 +55,18 @@ class GPT(Module):
     >>> logits = model(26, 0, caches)             # the boundary token at position 0
     >>> len(logits), len(model.parameters())      # 2*27*16 + 16*16 + 12*16*16
     (27, 4192)
+
+    Its parameters are listed in the order its parts are made: token embeddings, position
+    embeddings, the head (the RMSNorm has none), then the blocks. A checkpoint keeps its sizes
+    and characters:
+
+    >>> GPT(3, n_embd=8, block_size=4, chars="ab").architecture()      # doctest: +NORMALIZE_WHITESPACE
+    {'type': 'GPT', 'vocab_size': 3, 'n_layer': 1, 'n_head': 4, 'n_embd': 8, 'block_size': 4,
+     'chars': 'ab'}
     """
+
+    arguments = ("vocab_size", "n_layer", "n_head", "n_embd", "block_size", "chars")
+    optional_arguments = {"chars": None}  # left out when there are none
 
     def __init__(
         self,
@@ -102,54 +113,11 @@ class GPT(Module):
             x = block(x, cache)
         return self.lm_head(x)
 
-    def _parts(self) -> list[tuple[str, Module]]:
-        parts: list[tuple[str, Module]] = [
-            ("token_embedding", self.token_embedding),
-            ("position_embedding", self.position_embedding),
-        ]
-        parts.append(("lm_head", self.lm_head))
-        return parts + [(f"blocks.{i}", block) for i, block in enumerate(self.blocks)]
-
-    def parameters(self) -> list[Value]:
-        return [p for _, part in self._parts() for p in part.parameters()]
-
-    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
-        return [e for name, part in self._parts() for e in part.state_entries(f"{prefix}{name}.")]
-
-    def architecture(self) -> dict:
-        """The model's sizes (and characters), for checkpoints.
-
-        >>> GPT(3, n_embd=8, block_size=4, chars="ab").architecture()      # doctest: +NORMALIZE_WHITESPACE
-        {'type': 'GPT', 'vocab_size': 3, 'n_layer': 1, 'n_head': 4, 'n_embd': 8, 'block_size': 4,
-         'chars': 'ab'}
-        """
-        if type(self) is not GPT:
-            raise _cannot_describe(self)
-        built = {"type": "Block", "n_embd": self.n_embd, "n_head": self.n_head}
-        for i, block in enumerate(self.blocks):  # a user may have replaced a block
-            if type(block) is not Block or _block_sizes(block) != built:
-                raise _cannot_describe(self, f" (blocks[{i}] is not the Block GPT builds)")
-        architecture = {
-            "type": "GPT",
-            "vocab_size": self.vocab_size,
-            "n_layer": len(self.blocks),
-            "n_head": self.n_head,
-            "n_embd": self.n_embd,
-            "block_size": self.block_size,
-        }
-        if self.chars is not None:
-            architecture["chars"] = self.chars
-        return architecture
-
     def __repr__(self) -> str:
         return (
             f"GPT({self.vocab_size}, n_layer={len(self.blocks)}, n_head={self.n_head}, "
             f"n_embd={self.n_embd}, block_size={self.block_size})"
         )
-
-
-def _block_sizes(block: Block) -> dict:
-    return {"type": "Block", "n_embd": block.attention.n_embd, "n_head": block.attention.n_head}
 
 
 def chars_problem(chars: object, vocab_size: int) -> str | None:

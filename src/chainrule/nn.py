@@ -19,8 +19,10 @@ from __future__ import annotations
 import math
 import numbers
 import random
-from collections.abc import Iterable, Sequence
-from typing import Any, cast
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import repeat
+from typing import Any, ClassVar, TypeVar, cast
 
 from ._checks import check_flag, check_integer, check_number
 from ._state import CheckpointError, state_problems
@@ -37,13 +39,87 @@ from .parameters import Parameter, Parameters, pack_parameters
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
 BIAS_INITS = ("zero", "uniform")
+_M = TypeVar("_M", bound="Module")
 
 
 class Module:
-    """Anything with parameters: they can be listed and their gradients reset."""
+    """Anything with parameters, found by walking its attributes, as torch.nn.Module finds its own.
+
+    A module's parameters are the Values among its attributes, taken in the order the
+    attributes were first set (``vars(module)``): a Value, a list or tuple of Values (one
+    weight vector), another Module, or a list or tuple of these, nested to any depth. Each
+    gets a dotted name, the one its checkpoint uses: ``w`` and ``b`` in a Neuron,
+    ``layers.0.neurons.3.w`` in an MLP, ``weight.0`` for the first row of a weight matrix.
+    So a module defines only ``__init__`` and ``__call__``:
+
+    >>> class Scale(Module):
+    ...     def __init__(self, s):
+    ...         self.s = Value(s)
+    ...     def __call__(self, x):
+    ...         return self.s * x
+    >>> class Net(Module):
+    ...     def __init__(self):
+    ...         self.scales = [Scale(2.0), Scale(3.0)]
+    ...         self.offset = Value(1.0)
+    >>> [name for name, p in Net().named_parameters()]
+    ['scales.0.s', 'scales.1.s', 'offset']
+
+    A module whose class writes its own ``parameters()`` is asked for them instead (and its
+    state names number them: ``0``, ``1``, ...). The walk is kept between calls and done
+    again once an attribute of a module it went through, or a list it went through, has
+    changed, so ``parameters()`` in a training loop costs a comparison of those and a copy.
+    """
+
+    # The walk is kept in a slot, not among the attributes it walks; "__dict__" keeps
+    # subclasses free to set any attribute, "__weakref__" lets them be weakly referenced.
+    __slots__ = ("__dict__", "__weakref__", "_walked")
+
+    # What rebuilds the module from a checkpoint: the constructor's arguments, each read from
+    # the attribute of the same name, in the order the architecture lists them. Arguments
+    # that have their value in ``optional_arguments`` are left out of the architecture, so
+    # that it reads as it did before they existed.
+    arguments: ClassVar[tuple[str, ...]] = ()
+    optional_arguments: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, checkpoint: bool = False, **kwargs: Any) -> None:
+        """``class Mine(Module, checkpoint=True)`` lets checkpoints hold ``Mine`` (by its name)."""
+        super().__init_subclass__(**kwargs)
+        if checkpoint:
+            _register(cls)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # copy.copy, copy.deepcopy and pickle: the attributes only; a copy walks its own objects.
+        return self.__dict__
+
+    def _walk(self) -> _Walk:
+        walk = getattr(self, "_walked", None)
+        if walk is None or not walk.current():
+            walk = self._walked = _Walk(self)
+        return walk
 
     def parameters(self) -> list[Value]:
-        return []
+        """The parameters, in the order of the attributes that hold them (micrograd's order for MLP).
+
+        >>> import random; random.seed(0)
+        >>> n = Neuron(2)
+        >>> n.parameters() == n.w + [n.b]
+        True
+        """
+        return list(self._walk().parameters)
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Value]]:
+        """``(name, parameter)`` pairs in ``parameters()`` order; a vector's numbers are ``w.0``, ``w.1``...
+
+        >>> import random; random.seed(0)
+        >>> [name for name, p in Neuron(2).named_parameters()]
+        ['w.0', 'w.1', 'b']
+        """
+        for name, entry in self.state_entries(prefix):
+            if isinstance(entry, list):
+                for i, p in enumerate(entry):
+                    yield f"{name}.{i}", p
+            else:
+                yield name, entry
 
     def zero_grad(self) -> None:
         zero_grads(self.parameters())  # p.grad = 0.0 for every parameter p
@@ -60,6 +136,8 @@ class Module:
         >>> len(group), model.parameters()[4].data == group.data[4]
         (13, True)
         """
+        if _skeleton_in_progress() is not None:  # a skeleton has no Parameters to pack
+            return None
         return pack_parameters(self.parameters())
 
     # Checkpoints. A module names its numbers in ``state_entries``; ``state_dict`` reads them
@@ -69,10 +147,13 @@ class Module:
     def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
         """The named parameters, as ``(name, Value)`` or ``(name, list of Values)`` pairs.
 
-        Neuron, Layer and MLP give dotted names such as ``"layers.0.neurons.3.w"``; this
-        default, for other modules, numbers the parameters: ``"0"``, ``"1"``, ...
+        A weight vector (a list of Values) is one entry, named by its path through the
+        modules: ``"layers.0.neurons.3.w"``. A module whose class writes its own
+        ``parameters()`` numbers them instead: ``"0"``, ``"1"``, ...
         """
-        return [(f"{prefix}{i}", p) for i, p in enumerate(self.parameters())]
+        if type(self).parameters is not Module.parameters:
+            return [(f"{prefix}{i}", p) for i, p in enumerate(self.parameters())]
+        return [(prefix + name, entry) for name, entry in self._walk().entries]
 
     def state_dict(self) -> dict[str, float | list[float]]:
         """The parameters' data by name, as plain floats (a list for a weight vector).
@@ -103,8 +184,7 @@ class Module:
         """
         _reading_numbers("load_state_dict()")
         entries = dict(self.state_entries())
-        shapes = {name: len(e) if isinstance(e, list) else None for name, e in entries.items()}
-        problems = state_problems(state, shapes)
+        problems = state_problems(state, state_shapes(entries.items()))
         if problems:
             raise CheckpointError(f"the state does not fit {self!r}: " + "; ".join(problems))
         for name, entry in entries.items():
@@ -115,21 +195,260 @@ class Module:
                 entry.data = float(state[name])
 
     def architecture(self) -> dict[str, Any]:
-        """What the module is, as a JSON-ready dict from which ``chainrule.save``/``load`` rebuild it."""
-        raise _cannot_describe(self)
+        """What the module is, as a JSON-ready dict from which ``chainrule.save``/``load`` rebuild it.
+
+        It is the module's type name and its ``arguments``; only a type registered for
+        checkpoints (``Neuron``, ``Layer``, ``MLP``, ``GPT``, or ``class Mine(Module,
+        checkpoint=True)``), as its constructor built it, can describe itself: a module whose
+        parts were replaced raises ``NotImplementedError`` saying which part differs.
+
+        >>> MLP(2, [16, 16, 1]).architecture()
+        {'type': 'MLP', 'nin': 2, 'nouts': [16, 16, 1], 'activation': 'relu'}
+        """
+        cls = type(self)
+        if CHECKPOINT_TYPES.get(cls.__name__) is not cls:
+            raise _cannot_describe(self)
+        arguments = {}
+        try:
+            for name in cls.arguments:
+                value = getattr(self, name)
+                if name not in cls.optional_arguments or value != cls.optional_arguments[name]:
+                    arguments[name] = list(value) if isinstance(value, list) else value  # a copy
+            built = skeleton(cls, arguments)
+        except (AttributeError, TypeError, ValueError) as error:  # an argument changed or deleted
+            raise _cannot_describe(self, f" ({error})") from None
+        # A checkpoint keeps only the arguments, so the module must be exactly what the
+        # constructor builds from them: a user may have replaced, added or changed parts.
+        difference = _first_difference(self._walk().structure, built._walk().structure)
+        if difference is not None:
+            call = ", ".join(f"{name}={value!r}" for name, value in arguments.items())
+            raise _cannot_describe(self, f" ({difference} is not what {cls.__name__}({call}) builds)")
+        return {"type": cls.__name__, **arguments}
 
 
 def _cannot_describe(module: object, why: str = "") -> NotImplementedError:
-    # A checkpoint rebuilds a module from its type name and sizes alone, so a subclass (whose
-    # __call__ may differ) or a user's own layer would come back as something else.
+    # A checkpoint rebuilds a module from its type name and arguments alone, so a subclass
+    # (whose __call__ may differ) or a user's own layer would come back as something else.
+    kinds = list(CHECKPOINT_TYPES)
+    names = ", ".join(kinds[:-1]) + " and " + kinds[-1] if len(kinds) > 1 else "".join(kinds)
     return NotImplementedError(
         f"{type(module).__name__} cannot describe its architecture{why}; "
-        "checkpoints support Neuron, Layer, MLP and GPT as they are built (not subclasses or changed copies)"
+        f"checkpoints support {names} as they are built (not subclasses or changed copies)"
     )
 
 
-class Neuron(Module):
-    """``activation(w . x + b)``, with weights drawn uniformly from [-1, 1] as in micrograd."""
+# ---------------------------------------------------------------------------------------------
+# The module types a checkpoint may name: nothing else can be built from a file.
+
+CHECKPOINT_TYPES: dict[str, type[Module]] = {}
+
+
+def _register(cls: type[Module]) -> None:
+    known = CHECKPOINT_TYPES.get(cls.__name__)
+    if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(
+            f"a module type named {cls.__name__!r} is already registered for checkpoints "
+            f"({known.__module__}.{known.__qualname__})"
+        )
+    CHECKPOINT_TYPES[cls.__name__] = cls
+
+
+# ---------------------------------------------------------------------------------------------
+# The walk. It goes through ``vars(module)`` in order, and records what it found (the
+# parameters and the named entries), the structure (each module's type and arguments, each
+# entry's shape, each list's length: what ``architecture`` compares) and, to tell later whether
+# it still holds, the attributes of every module and the items of every list it went through.
+
+
+class _Walk:
+    __slots__ = ("cacheable", "entries", "held", "parameters", "seen", "structure")
+
+    def __init__(self, module: Module) -> None:
+        self.cacheable = True
+        self.parameters: list[Value] = []
+        self.entries: list[tuple[str, Any]] = []
+        self.structure: list[tuple[Any, ...]] = []
+        self.seen: list[dict[str, Any] | list[Any]] = []  # the modules' __dict__s and the lists
+        self._visit_module(module, "", {id(module)})
+        self.held = [x.copy() for x in self.seen]
+
+    def current(self) -> bool:
+        """Whether every module and list it went through holds what it held.
+
+        ``==`` on the lists of dicts and lists compares each item's identity first, in C, at
+        about a nanosecond an item; a Value or a Module equals only itself (an int equals an
+        equal int, which changes no parameter).
+        """
+        try:
+            return self.cacheable and self.seen == self.held
+        except Exception:  # an item whose == cannot answer (a numpy array): walk again
+            return False
+
+    def _visit_module(self, module: Module, prefix: str, ancestors: set[int]) -> None:
+        cls = type(module)
+        arguments = tuple([getattr(module, name, _MISSING) for name in cls.arguments])
+        self.structure.append(("module", prefix[:-1], cls, arguments))
+        attributes = vars(module)
+        self.seen.append(attributes)
+        for name, x in attributes.items():
+            if type(x) not in _PLAIN:
+                self._visit(x, prefix + name, ancestors)
+
+    def _visit(self, x: object, name: str, ancestors: set[int]) -> None:
+        if isinstance(x, Value):
+            self.parameters.append(x)
+            self._entry(name, x, None)
+        elif isinstance(x, Module):
+            if id(x) in ancestors:  # a module that holds its parent: its parameters are listed already
+                return
+            if _lists_its_own(type(x)):  # ask it, every time: what it holds is its own business
+                self.cacheable = False
+                self.parameters += x.parameters()
+                self.entries += x.state_entries(name + ".")
+                self.structure.append(("own", name, type(x)))
+            else:
+                self._visit_module(x, name + ".", ancestors | {id(x)})
+        elif isinstance(x, (list, tuple)):
+            if isinstance(x, list):
+                self.seen.append(x)
+            if x and all(map(isinstance, x, repeat(Value))):  # a weight vector: one entry
+                entry = x if isinstance(x, list) else list(x)
+                self.parameters += entry
+                self._entry(name, entry, len(entry))
+            else:
+                for i, item in enumerate(x):
+                    if type(item) not in _PLAIN:
+                        self._visit(item, f"{name}.{i}", ancestors)
+                self.structure.append(("items", name, len(x)))
+        elif isinstance(x, _StandIn):
+            self._entry(name, x, x.length)
+
+    def _entry(self, name: str, entry: Any, shape: int | None) -> None:
+        self.entries.append((name, entry))
+        self.structure.append(("entry", name, shape))
+
+
+_MISSING = object()
+_PLAIN = frozenset({int, float, str, bool, type(None)})  # attributes that hold no parameter
+
+
+def _lists_its_own(cls: type[Module]) -> bool:
+    """Whether a module class writes its own ``parameters()`` or ``state_entries()``."""
+    return cls.parameters is not Module.parameters or cls.state_entries is not Module.state_entries
+
+
+def _first_difference(structure: list[tuple[Any, ...]], built: list[tuple[Any, ...]]) -> str | None:
+    """Where a module's structure first differs from that of the module its constructor builds."""
+    for i, item in enumerate(structure):
+        if i >= len(built) or item != built[i]:
+            kind, name = item[0], item[1] or "the module"
+            if kind in ("module", "own"):
+                return f"{name}, a {item[2].__name__},"
+            return f"{name}, of {item[2]} items," if kind == "items" else name
+    return None if len(structure) == len(built) else "a part it lacks"
+
+
+def state_shapes(entries: Iterable[tuple[str, Any]]) -> dict[str, int | None]:
+    """Each entry's shape, as ``state_problems`` takes them: a list's length, or None for one number."""
+    shapes: dict[str, int | None] = {}
+    for name, entry in entries:
+        if isinstance(entry, _StandIn):
+            shapes[name] = entry.length
+        else:
+            shapes[name] = len(entry) if isinstance(entry, list) else None
+    return shapes
+
+
+# ---------------------------------------------------------------------------------------------
+# Skeletons. Loading a checkpoint checks its state against the names and shapes of the module
+# it names before building it, and saving one checks that the module is what its constructor
+# builds. Both build a skeleton: the constructor run with a stand-in for each weight vector
+# (one object, whatever its length) and each single weight, drawing no random numbers. Its
+# cost is bounded by ``limit`` stand-ins, so a file naming a model of 10**18 weights is
+# refused at once.
+
+
+class _StandIn:
+    """A skeleton's weight vector of ``length`` numbers, or single weight (``length`` None)."""
+
+    __slots__ = ("length",)
+
+    def __init__(self, length: int | None) -> None:
+        self.length = length
+
+
+class SkeletonTooBig(Exception):
+    """A skeleton that would need more stand-ins than its limit (so more parameters too)."""
+
+
+class _Skeleton:
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.made = 0
+
+    def stand_in(self, length: int | None) -> _StandIn:
+        self.made += 1
+        if self.limit is not None and self.made > self.limit:
+            raise SkeletonTooBig(f"more than {self.limit}")
+        return _StandIn(length)
+
+
+_building = threading.local()  # .skeleton while a skeleton is built in this thread
+
+
+def _skeleton_in_progress() -> _Skeleton | None:
+    return getattr(_building, "skeleton", None)
+
+
+def skeleton(cls: type[_M], arguments: dict[str, Any], limit: int | None = None) -> _M:
+    """``cls(**arguments)``, with stand-ins for its weights: its ``state_entries`` give the shapes.
+
+    The constructor checks the arguments as usual (``TypeError``, ``ValueError``); more than
+    ``limit`` weight vectors and single weights raise ``SkeletonTooBig``.
+
+    >>> bones = skeleton(Layer, {"nin": 1000, "nout": 2})
+    >>> state_shapes(bones.state_entries())
+    {'neurons.0.w': 1000, 'neurons.0.b': None, 'neurons.1.w': 1000, 'neurons.1.b': None}
+    """
+    outer = _skeleton_in_progress()
+    _building.skeleton = _Skeleton(limit)
+    try:
+        return cls(**arguments)
+    finally:
+        _building.skeleton = outer
+
+
+def _vector(n: int, draw: Callable[[], float]) -> list[Value]:
+    """``n`` new Parameters, each starting at ``draw()`` (a stand-in, in a skeleton)."""
+    bones = _skeleton_in_progress()
+    if bones is not None:
+        return bones.stand_in(n)  # type: ignore[return-value]  # (only the walk looks at it)
+    return [Parameter(draw()) for _ in range(n)]
+
+
+def _scalar(draw: Callable[[], float]) -> Value:
+    bones = _skeleton_in_progress()
+    if bones is not None:
+        return bones.stand_in(None)  # type: ignore[return-value]
+    return Parameter(draw())
+
+
+def _uniform() -> float:
+    return random.uniform(-1, 1)
+
+
+def _zero() -> float:
+    return 0.0
+
+
+class Neuron(Module, checkpoint=True):
+    """``activation(w . x + b)``, with weights drawn uniformly from [-1, 1] as in micrograd.
+
+    >>> Neuron(3, nonlin=False).architecture()
+    {'type': 'Neuron', 'nin': 3, 'nonlin': False, 'activation': 'linear'}
+    """
+
+    arguments = ("nin", "nonlin", "activation")
 
     def __init__(
         self, nin: int, nonlin: bool = True, activation: str = "relu", bias_init: str = "zero"
@@ -140,9 +459,10 @@ class Neuron(Module):
             raise ValueError(f"Neuron: activation must be one of {ACTIVATIONS}, got {activation!r}")
         if bias_init not in BIAS_INITS:
             raise ValueError(f"Neuron: bias_init must be one of {BIAS_INITS}, got {bias_init!r}")
-        self.w: list[Value] = [Parameter(random.uniform(-1, 1)) for _ in range(nin)]
+        self.w = _vector(nin, _uniform)
         # micrograd starts the bias at 0; the lecture draws it after the weights, like them.
-        self.b = Parameter(random.uniform(-1, 1) if bias_init == "uniform" else 0.0)
+        self.b = _scalar(_uniform if bias_init == "uniform" else _zero)
+        self.nin = nin
         self.nonlin = nonlin
         self.activation = activation if nonlin else "linear"
         self.pack_parameters()
@@ -158,32 +478,24 @@ class Neuron(Module):
             return act
         return getattr(act, self.activation)()
 
-    def parameters(self) -> list[Value]:
-        return self.w + [self.b]
-
-    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
-        return [(f"{prefix}w", self.w), (f"{prefix}b", self.b)]
-
-    def architecture(self) -> dict[str, Any]:
-        """The neuron's size and activation, for checkpoints.
-
-        >>> Neuron(3, nonlin=False).architecture()
-        {'type': 'Neuron', 'nin': 3, 'nonlin': False, 'activation': 'linear'}
-        """
-        if type(self) is not Neuron:
-            raise _cannot_describe(self)
-        return {"type": "Neuron", "nin": len(self.w), "nonlin": self.nonlin, "activation": self.activation}
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self.w)}, activation={self.activation!r})"
 
 
-class Layer(Module):
-    """``nout`` neurons that share the same inputs."""
+class Layer(Module, checkpoint=True):
+    """``nout`` neurons that share the same inputs.
+
+    >>> Layer(3, 2, activation="tanh").architecture()
+    {'type': 'Layer', 'nin': 3, 'nout': 2, 'nonlin': True, 'activation': 'tanh'}
+    """
+
+    arguments = ("nin", "nout", "nonlin", "activation")
 
     def __init__(self, nin: int, nout: int, **kwargs: Any) -> None:
         nout = check_integer("Layer", "nout", nout)
         self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
+        first = self.neurons[0]  # every neuron is built with the same arguments
+        self.nin, self.nout, self.nonlin, self.activation = first.nin, nout, first.nonlin, first.activation
         self.pack_parameters()
 
     def outputs(self, x: Value | float | Sequence[Value | float]) -> list[Value]:
@@ -196,36 +508,6 @@ class Layer(Module):
         out = self.outputs(x)
         return out[0] if len(out) == 1 else out  # micrograd's convention, which MLP relies on
 
-    def parameters(self) -> list[Value]:
-        return [p for n in self.neurons for p in n.parameters()]
-
-    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
-        return [
-            entry for i, n in enumerate(self.neurons) for entry in n.state_entries(f"{prefix}neurons.{i}.")
-        ]
-
-    def architecture(self) -> dict[str, Any]:
-        """The layer's sizes and activation, for checkpoints.
-
-        >>> Layer(3, 2, activation="tanh").architecture()
-        {'type': 'Layer', 'nin': 3, 'nout': 2, 'nonlin': True, 'activation': 'tanh'}
-        """
-        if type(self) is not Layer or not self.neurons:
-            raise _cannot_describe(self)
-        # Layer(nin, nout, ...) builds every neuron with the same arguments; a checkpoint can
-        # only rebuild a layer whose neurons (which a user may have replaced) still agree.
-        neurons = [_described(n, f"neurons[{i}]") for i, n in enumerate(self.neurons)]
-        if any(n != neurons[0] for n in neurons):
-            raise _cannot_describe(self, " (its neurons differ in size or activation)")
-        n = neurons[0]
-        return {
-            "type": "Layer",
-            "nin": n["nin"],
-            "nout": len(neurons),
-            "nonlin": n["nonlin"],
-            "activation": n["activation"],
-        }
-
     def __repr__(self) -> str:
         n = self.neurons[0] if self.neurons else None
         if not isinstance(n, Neuron):  # a layer whose neurons a user replaced
@@ -233,17 +515,7 @@ class Layer(Module):
         return f"{type(self).__name__}({len(n.w)}, {len(self.neurons)}, activation={n.activation!r})"
 
 
-def _described(module: object, where: str) -> dict[str, Any]:
-    """``module.architecture()``, with an error that says where in its container it sits."""
-    if not isinstance(module, Module):
-        raise NotImplementedError(f"{where} is a {type(module).__name__}, not a chainrule.nn Module")
-    try:
-        return module.architecture()
-    except NotImplementedError as error:
-        raise NotImplementedError(f"{where}: {error}") from None
-
-
-class MLP(Module):
+class MLP(Module, checkpoint=True):
     """A multi-layer perceptron: every layer but the last has the activation; the last is linear.
 
     ``linear_output=False`` puts the activation on the last layer too, and ``bias_init="uniform"``
@@ -256,6 +528,9 @@ class MLP(Module):
     'tanh'
     """
 
+    arguments = ("nin", "nouts", "activation", "linear_output")
+    optional_arguments = {"linear_output": True}  # left out by default, so older checkpoints read the same
+
     def __init__(
         self,
         nin: int,
@@ -265,8 +540,8 @@ class MLP(Module):
         linear_output: bool = True,
         bias_init: str = "zero",
     ) -> None:
-        nin = check_integer("MLP", "nin", nin)
-        nouts = _layer_sizes(nouts)
+        self.nin = nin = check_integer("MLP", "nin", nin)
+        self.nouts = nouts = _layer_sizes(nouts)
         self.linear_output = check_flag("MLP", "linear_output", linear_output)
         sizes, last = [nin] + nouts, len(nouts) - 1
         self.layers = [
@@ -290,55 +565,13 @@ class MLP(Module):
             x = layer(x)
         return x  # the last layer's output (an MLP has at least one layer)
 
-    def parameters(self) -> list[Value]:
-        return [p for layer in self.layers for p in layer.parameters()]
-
-    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
-        return [
-            entry
-            for i, layer in enumerate(self.layers)
-            for entry in layer.state_entries(f"{prefix}layers.{i}.")
-        ]
-
-    def architecture(self) -> dict[str, Any]:
-        """The network's sizes and activation, for checkpoints.
-
-        >>> MLP(2, [16, 16, 1]).architecture()
-        {'type': 'MLP', 'nin': 2, 'nouts': [16, 16, 1], 'activation': 'relu'}
-        """
-        if type(self) is not MLP or not self.layers:
-            raise _cannot_describe(self)
-        layers = [_described(layer, f"layers[{i}]") for i, layer in enumerate(self.layers)]
-        nin, nouts = layers[0]["nin"], [layer["nout"] for layer in layers]
-        # A checkpoint keeps only (nin, nouts, activation), so the layers must be exactly the
-        # ones MLP(nin, nouts, activation) builds: sizes that chain, the activation on every
-        # hidden layer and a linear last layer. A user may have replaced or added layers.
-        sizes, last = [nin] + nouts, len(nouts) - 1
-        built = [
-            {
-                "type": "Layer",
-                "nin": sizes[i],
-                "nout": sizes[i + 1],
-                "nonlin": i != last or not self.linear_output,
-                "activation": self.activation if i != last or not self.linear_output else "linear",
-            }
-            for i in range(len(nouts))
-        ]
-        if layers != built:
-            raise _cannot_describe(self, f" (its layers are not the ones MLP({nin}, {nouts}) builds)")
-        architecture = {"type": "MLP", "nin": nin, "nouts": nouts, "activation": self.activation}
-        if not self.linear_output:  # left out by default, so older checkpoints read the same
-            architecture["linear_output"] = False
-        return architecture
-
     def __repr__(self) -> str:
         try:
-            architecture = self.architecture()
+            self.architecture()
         except NotImplementedError:  # changed or custom layers: show them all
             return f"{type(self).__name__}(layers={self.layers!r})"
-        nin, nouts = architecture["nin"], architecture["nouts"]
         last = "" if self.linear_output else ", linear_output=False"
-        return f"MLP({nin}, {nouts}, activation={self.activation!r}{last})"
+        return f"MLP({self.nin}, {self.nouts}, activation={self.activation!r}{last})"
 
 
 def _layer_sizes(nouts: Iterable[int]) -> list[int]:
@@ -364,8 +597,13 @@ def _layer_sizes(nouts: Iterable[int]) -> list[int]:
 INIT_STD = 0.08  # the scripts' initial weights: N(0, 0.08^2)
 
 
+def _gaussian(std: float) -> Callable[[], float]:
+    return lambda: random.gauss(0.0, std)
+
+
 def _gaussian_rows(rows: int, cols: int, std: float) -> list[list[Value]]:
-    return [[Parameter(random.gauss(0.0, std)) for _ in range(cols)] for _ in range(rows)]
+    draw = _gaussian(std)
+    return [_vector(cols, draw) for _ in range(rows)]
 
 
 def _check_length(where: str, x: Iterable[Value | float], n: int) -> list[Value | float]:
@@ -373,11 +611,6 @@ def _check_length(where: str, x: Iterable[Value | float], n: int) -> list[Value 
     if len(x) != n:
         raise ValueError(f"{where}: expected a vector of {n} numbers, got {len(x)}")
     return x
-
-
-def _rows_entries(prefix: str, rows: list[list[Value]]) -> list[tuple[str, Value | list[Value]]]:
-    """A weight matrix's checkpoint entries: one list of numbers per row, ``weight.0``, ``weight.1``..."""
-    return [(f"{prefix}weight.{i}", row) for i, row in enumerate(rows)]
 
 
 def softmax(logits: Iterable[Value | float]) -> list[Value]:
@@ -413,14 +646,10 @@ class Embedding(Module):
         self.weight = _gaussian_rows(self.num, self.dim, INIT_STD)
         self.pack_parameters()
 
+    arguments = ("num", "dim")
+
     def __call__(self, index: int | Value) -> list[Value]:
         return take(self.weight, index)
-
-    def parameters(self) -> list[Value]:
-        return [p for row in self.weight for p in row]
-
-    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
-        return _rows_entries(prefix, self.weight)
 
     def __repr__(self) -> str:
         return f"Embedding({self.num}, {self.dim})"
@@ -443,22 +672,14 @@ class Linear(Module):
         self.nin = check_integer("Linear", "nin", nin)
         self.nout = check_integer("Linear", "nout", nout)
         self.weight = _gaussian_rows(self.nout, self.nin, INIT_STD)
-        self.bias: list[Value] | None = (
-            [Parameter(0.0) for _ in range(self.nout)] if check_flag("Linear", "bias", bias) else None
-        )
+        with_bias = check_flag("Linear", "bias", bias)
+        self.bias: list[Value] | None = _vector(self.nout, _zero) if with_bias else None
         self.pack_parameters()
 
     def __call__(self, x: Iterable[Value | float]) -> list[Value]:
         x = _check_length("Linear", x, self.nin)
         biases = self.bias if self.bias is not None else [0.0] * self.nout
         return [dot(row, x, b) for row, b in zip(self.weight, biases)]
-
-    def parameters(self) -> list[Value]:
-        return [p for row in self.weight for p in row] + (self.bias or [])
-
-    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
-        entries = _rows_entries(prefix, self.weight)
-        return entries + ([(f"{prefix}bias", self.bias)] if self.bias is not None else [])
 
     def __repr__(self) -> str:
         return f"Linear({self.nin}, {self.nout}, bias={self.bias is not None})"
@@ -473,6 +694,8 @@ class RMSNorm(Module):
     >>> [round(v.data, 4) for v in norm([Value(3.0), Value(-4.0)])]      # rms of (3, -4) is 3.5355
     [0.8485, -1.1314]
     """
+
+    arguments = ("dim", "eps")
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         self.dim = check_integer("RMSNorm", "dim", dim)
@@ -521,6 +744,8 @@ class CausalSelfAttention(Module):
     (8, 3)
     """
 
+    arguments = ("n_embd", "n_head")
+
     def __init__(self, n_embd: int, n_head: int) -> None:
         n_embd = check_integer("CausalSelfAttention", "n_embd", n_embd)
         n_head = check_integer("CausalSelfAttention", "n_head", n_head)
@@ -544,15 +769,6 @@ class CausalSelfAttention(Module):
             weights = softmax(scores)
             heads += [dot(weights, [v[j] for v in cache.values], 0.0) for j in range(lo, hi)]
         return self.out(heads)
-
-    def _layers(self) -> list[tuple[str, Linear]]:
-        return [("query", self.query), ("key", self.key), ("value", self.value), ("out", self.out)]
-
-    def parameters(self) -> list[Value]:
-        return [p for _, layer in self._layers() for p in layer.parameters()]
-
-    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
-        return [e for name, layer in self._layers() for e in layer.state_entries(f"{prefix}{name}.")]
 
     def __repr__(self) -> str:
         return f"CausalSelfAttention({self.n_embd}, n_head={self.n_head})"
@@ -581,16 +797,6 @@ class Block(Module):
         x = [a + b for a, b in zip(attended, x)]
         hidden = [h.relu() for h in self.mlp_up(self.mlp_norm(x))]
         return [a + b for a, b in zip(self.mlp_down(hidden), x)]
-
-    def parameters(self) -> list[Value]:
-        return self.attention.parameters() + self.mlp_up.parameters() + self.mlp_down.parameters()
-
-    def state_entries(self, prefix: str = "") -> list[tuple[str, Value | list[Value]]]:
-        return (
-            self.attention.state_entries(f"{prefix}attention.")
-            + self.mlp_up.state_entries(f"{prefix}mlp_up.")
-            + self.mlp_down.state_entries(f"{prefix}mlp_down.")
-        )
 
     def __repr__(self) -> str:
         return f"Block({self.attention.n_embd}, n_head={self.attention.n_head})"

@@ -1,8 +1,9 @@
 """Checkpoints: save a module to a JSON file, and load it back as a new module.
 
 A checkpoint is plain JSON text, never a pickle, so loading one cannot run code: the file
-names its module type, which must be one of a short whitelist (Neuron, Layer, MLP, GPT), and
-holds only numbers, strings and booleans. Version 1 of the format looks like this::
+names its module type, which must be one of a short whitelist (Neuron, Layer, MLP, GPT: the
+types registered for checkpoints), and holds only numbers, strings and booleans. Version 1 of
+the format looks like this::
 
     {
       "format": "chainrule-checkpoint",
@@ -50,14 +51,14 @@ import errno
 import json
 import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, NamedTuple, NoReturn
 
-from ._checks import is_flag, is_integer
+from ._checks import is_integer
 from ._files import NotRegularFileError, refuse_special_file, write_atomically
 from ._state import CheckpointError, list_keys, state_problems
-from .gpt import GPT, chars_problem
-from .nn import ACTIVATIONS, MLP, Layer, Module, Neuron
+from .gpt import GPT  # noqa: F401 (registers GPT for checkpoints)
+from .nn import CHECKPOINT_TYPES, Module, SkeletonTooBig, skeleton, state_shapes
 
 __all__ = [
     "FORMAT",
@@ -91,176 +92,79 @@ _TOP_LEVEL_KEYS = ("format", "version", "architecture", "state")
 
 
 # ---------------------------------------------------------------------------------------------
-# Architectures: the whitelist of module types a checkpoint may name, and how to build each.
+# Architectures. A checkpoint may name only a module type registered for checkpoints
+# (``nn.CHECKPOINT_TYPES``: Neuron, Layer, MLP and GPT, and a user's ``class Mine(Module,
+# checkpoint=True)``); the type lists its constructor's arguments, and its constructor checks
+# them. Before a module is built for real, a skeleton of it (``nn.skeleton``: the constructor
+# with one stand-in object per weight vector, drawing no random numbers) gives the names and
+# shapes of its state and its number of parameters, from the module's own walk.
 
 
-def _positive_int(x: Any) -> bool:
-    return is_integer(x) and x >= 1
+class _Skeleton(NamedTuple):
+    """A skeleton's state shapes and its number of parameters (None: more than the limit of stand-ins)."""
+
+    shapes: dict[str, int | None]
+    parameter_count: int | None
 
 
-def _field_problem(key: str, value: object) -> str | None:
-    if key in ("nin", "nout", *_GPT_SIZES) and not _positive_int(value):
-        return f"{key} must be a positive integer, not {value!r}"
-    if key == "nouts" and not (isinstance(value, list) and value and all(map(_positive_int, value))):
-        return f"nouts must be a non-empty list of positive integers, not {value!r}"
-    if key in ("nonlin", "linear_output") and not is_flag(value):
-        return f"{key} must be true or false, not {value!r}"
-    if key == "activation" and value not in ACTIVATIONS:
-        return f"activation must be one of {', '.join(ACTIVATIONS)}, not {value!r}"
-    if key == "chars" and not isinstance(value, str):
-        return f"chars must be a string, not {_json_type(value)}"
-    return None
-
-
-def _mlp_parameter_count(nin: int, nouts: list[int]) -> int:
-    sizes = [nin, *nouts]
-    return sum(nout * (n + 1) for n, nout in zip(sizes[:-1], nouts, strict=True))
-
-
-# The names and shapes each type's state_entries() will have, worked out from the architecture
-# alone, so that load can check a file's state before building anything. They mirror the
-# state_entries methods in nn.py (a test checks that they agree).
-
-
-def _neuron_shapes(nin: int, prefix: str = "") -> dict[str, int | None]:
-    return {f"{prefix}w": nin, f"{prefix}b": None}
-
-
-def _layer_shapes(nin: int, nout: int, prefix: str = "") -> dict[str, int | None]:
-    shapes = {}
-    for j in range(nout):
-        shapes.update(_neuron_shapes(nin, f"{prefix}neurons.{j}."))
-    return shapes
-
-
-def _mlp_shapes(nin: int, nouts: list[int]) -> dict[str, int | None]:
-    shapes, sizes = {}, [nin, *nouts]
-    for i, (n, nout) in enumerate(zip(sizes[:-1], nouts, strict=True)):
-        shapes.update(_layer_shapes(n, nout, f"layers.{i}."))
-    return shapes
-
-
-_GPT_SIZES = ("vocab_size", "n_layer", "n_head", "n_embd", "block_size")
-
-
-def _rows_shapes(prefix: str, rows: int, cols: int) -> dict[str, int | None]:
-    return {f"{prefix}weight.{i}": cols for i in range(rows)}
-
-
-def _gpt_shapes(a: dict) -> dict[str, int | None]:
-    """The entries of GPT.state_entries: a list of numbers per row of every weight matrix."""
-    vocab, embd = a["vocab_size"], a["n_embd"]
-    shapes = _rows_shapes("token_embedding.", vocab, embd)
-    shapes.update(_rows_shapes("position_embedding.", a["block_size"], embd))
-    shapes.update(_rows_shapes("lm_head.", vocab, embd))
-    for i in range(a["n_layer"]):
-        for name in ("query", "key", "value", "out"):
-            shapes.update(_rows_shapes(f"blocks.{i}.attention.{name}.", embd, embd))
-        shapes.update(_rows_shapes(f"blocks.{i}.mlp_up.", 4 * embd, embd))
-        shapes.update(_rows_shapes(f"blocks.{i}.mlp_down.", embd, 4 * embd))
-    return shapes
-
-
-def _gpt_problem(a: dict) -> str | None:
-    """What GPT's constructor would refuse among fields that are each fine alone."""
-    if a["vocab_size"] < 2:
-        return f"vocab_size must be at least 2, not {a['vocab_size']!r}"
-    if a["n_embd"] % a["n_head"]:
-        return f"n_embd={a['n_embd']} is not a multiple of n_head={a['n_head']}"
-    return chars_problem(a.get("chars"), a["vocab_size"])
-
-
-class _Type(NamedTuple):
-    fields: tuple[str, ...]
-    parameter_count: Callable[[dict], int]
-    shapes: Callable[[dict], dict[str, int | None]]
-    build: Callable[[dict], Module]
-    optional: tuple[str, ...] = ()  # fields that may be left out, for their default
-    problem: Callable[[dict], str | None] = lambda a: None  # fields that do not fit together
-
-
-# Each type's fields, its number of parameters, its state's shapes and its constructor.
-# Nothing outside this table can be built from a file.
-_TYPES: dict[str, _Type] = {
-    "Neuron": _Type(
-        ("nin", "nonlin", "activation"),
-        lambda a: a["nin"] + 1,
-        lambda a: _neuron_shapes(a["nin"]),
-        lambda a: Neuron(a["nin"], nonlin=a["nonlin"], activation=a["activation"]),
-    ),
-    "Layer": _Type(
-        ("nin", "nout", "nonlin", "activation"),
-        lambda a: a["nout"] * (a["nin"] + 1),
-        lambda a: _layer_shapes(a["nin"], a["nout"]),
-        lambda a: Layer(a["nin"], a["nout"], nonlin=a["nonlin"], activation=a["activation"]),
-    ),
-    "MLP": _Type(
-        ("nin", "nouts", "activation"),
-        lambda a: _mlp_parameter_count(a["nin"], a["nouts"]),
-        lambda a: _mlp_shapes(a["nin"], a["nouts"]),
-        lambda a: MLP(
-            a["nin"], a["nouts"], activation=a["activation"], linear_output=a.get("linear_output", True)
-        ),
-        optional=("linear_output",),
-    ),
-    "GPT": _Type(
-        _GPT_SIZES,
-        lambda a: (
-            2 * a["vocab_size"] * a["n_embd"]
-            + a["block_size"] * a["n_embd"]
-            + 12 * a["n_layer"] * a["n_embd"] ** 2
-        ),
-        _gpt_shapes,
-        lambda a: GPT(**{key: a[key] for key in _GPT_SIZES}, chars=a.get("chars")),
-        optional=("chars",),
-        problem=_gpt_problem,
-    ),
-}
-
-
-def _architecture_problem(architecture: object) -> str | None:
-    """Why ``architecture`` does not describe a module a checkpoint may hold, or None."""
+def _constructor_arguments(architecture: object) -> tuple[type[Module], dict[str, Any]]:
+    """The module type an architecture names and the arguments to build it with, or a CheckpointError."""
     if not isinstance(architecture, dict):
-        return f"the architecture must be a JSON object, not {_json_type(architecture)}"
+        raise CheckpointError(f"the architecture must be a JSON object, not {_json_type(architecture)}")
     kind = architecture.get("type")
-    if not isinstance(kind, str) or kind not in _TYPES:
-        return f"the architecture type {kind!r} is not one a checkpoint may hold ({', '.join(_TYPES)})"
-    fields, optional = _TYPES[kind].fields, _TYPES[kind].optional
-    missing = [key for key in fields if key not in architecture]
-    unexpected = [key for key in architecture if key != "type" and key not in fields + optional]
+    if not isinstance(kind, str) or kind not in CHECKPOINT_TYPES:
+        raise CheckpointError(
+            f"the architecture type {kind!r} is not one a checkpoint may hold ({', '.join(CHECKPOINT_TYPES)})"
+        )
+    cls = CHECKPOINT_TYPES[kind]
+    optional = cls.optional_arguments
+    missing = [key for key in cls.arguments if key not in architecture and key not in optional]
+    unexpected = [key for key in architecture if key != "type" and key not in cls.arguments]
     if missing:
-        return f"the {kind} architecture is missing {list_keys(missing)}"
+        raise CheckpointError(f"the {kind} architecture is missing {list_keys(missing)}")
     if unexpected:
-        return f"the {kind} architecture has unexpected {list_keys(unexpected)}"
-    for key in [*fields, *(key for key in optional if key in architecture)]:
-        problem = _field_problem(key, architecture[key])
-        if problem:
-            return f"in the {kind} architecture, {problem}"
-    problem = _TYPES[kind].problem(architecture)
-    if problem:
-        return f"in the {kind} architecture, {problem}"
-    return None
+        raise CheckpointError(f"the {kind} architecture has unexpected {list_keys(unexpected)}")
+    return cls, {key: architecture.get(key, optional.get(key)) for key in cls.arguments}
+
+
+def _refused_by_constructor(kind: str, error: Exception) -> CheckpointError:
+    # The constructor says "MLP: nin must be ..."; the message names the architecture instead.
+    message = str(error).removeprefix(f"{kind}: ")
+    return CheckpointError(f"in the {kind} architecture, {message}")
+
+
+def _skeleton(architecture: object, limit: int | None = None) -> _Skeleton:
+    """The state shapes and parameter count of the module ``architecture`` describes, without building it."""
+    cls, arguments = _constructor_arguments(architecture)
+    try:
+        bones = skeleton(cls, arguments, limit)
+    except SkeletonTooBig:
+        return _Skeleton({}, None)
+    except (TypeError, ValueError) as error:
+        raise _refused_by_constructor(cls.__name__, error) from None
+    shapes = state_shapes(bones.state_entries())
+    return _Skeleton(shapes, sum(1 if n is None else n for n in shapes.values()))
 
 
 def from_architecture(architecture: dict) -> Module:
     """Build a fresh module from a dict made by ``Module.architecture()``.
 
-    Only Neuron, Layer, MLP and GPT can be built; anything else raises ``CheckpointError``. The
-    new module's weights are random, as from its constructor, but the global ``random``
-    state is left as it was.
+    Only the types registered for checkpoints can be built (Neuron, Layer, MLP and GPT);
+    anything else, and arguments the constructor refuses, raise ``CheckpointError``. The new
+    module's weights are random, as from its constructor, but the global ``random`` state is
+    left as it was.
 
     >>> from_architecture({"type": "MLP", "nin": 2, "nouts": [16, 16, 1], "activation": "relu"})
     MLP(2, [16, 16, 1], activation='relu')
     """
-    problem = _architecture_problem(architecture)
-    if problem:
-        raise CheckpointError(problem)
-    build = _TYPES[architecture["type"]].build
+    cls, arguments = _constructor_arguments(architecture)
     # The constructors draw initial weights from the global random module; loading a model
     # should not shift the random numbers a user's program sees next.
     random_state = random.getstate()
     try:
-        return build(architecture)
+        return cls(**arguments)
+    except (TypeError, ValueError) as error:
+        raise _refused_by_constructor(cls.__name__, error) from None
     finally:
         random.setstate(random_state)
 
@@ -275,14 +179,13 @@ def architecture_shapes(architecture: dict) -> dict[str, int | None]:
     >>> architecture_shapes({"type": "Layer", "nin": 3, "nout": 2, "nonlin": True, "activation": "relu"})
     {'neurons.0.w': 3, 'neurons.0.b': None, 'neurons.1.w': 3, 'neurons.1.b': None}
     """
-    problem = _architecture_problem(architecture)
-    if problem:
-        raise CheckpointError(problem)
-    return _TYPES[architecture["type"]].shapes(architecture)
+    return _skeleton(architecture).shapes
 
 
 def _parameter_count(architecture: dict) -> int:
-    return _TYPES[architecture["type"]].parameter_count(architecture)
+    count = _skeleton(architecture).parameter_count
+    assert count is not None  # (no limit, so it was counted)
+    return count
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,12 +297,11 @@ def save(module: Module, path: str | os.PathLike) -> None:
         architecture = module.architecture()
     except NotImplementedError as error:
         raise TypeError(f"save: {error}") from None
-    problem = _architecture_problem(architecture)
-    if problem is None and _parameter_count(architecture) > MAX_CHECKPOINT_PARAMETERS:
-        problem = _too_many_parameters(_parameter_count(architecture))
-    if problem:  # never write a file that load would refuse
-        raise CheckpointError(f"cannot save {module!r}: {problem}")
+    # architecture() has checked that the module is what its constructor builds from it, so
+    # its state is the one load will expect; never write a file that load would refuse.
     state = module.state_dict()
+    if _state_size(state) > MAX_CHECKPOINT_PARAMETERS:
+        raise CheckpointError(f"cannot save {module!r}: {_too_many_parameters(_state_size(state))}")
     shapes = {name: len(v) if isinstance(v, list) else None for name, v in state.items()}
     problems = state_problems(state, shapes)
     if problems:
@@ -471,7 +373,7 @@ def _check_header(document: object, path: str) -> None:
         raise CheckpointError(f"checkpoint {path} is missing key 'version'")
     version = document["version"]
     if version != VERSION or isinstance(version, bool):
-        newer = _positive_int(version) and version > VERSION
+        newer = is_integer(version) and version > VERSION
         written_by = ", written by a newer chainrule" if newer else ""
         raise CheckpointError(
             f"checkpoint {path} has format version {version!r}{written_by}; "
@@ -485,9 +387,11 @@ def _check_header(document: object, path: str) -> None:
         raise CheckpointError(f"checkpoint {path} has unexpected key(s) {list_keys(unexpected)}")
 
 
-def _too_many_parameters(count: int) -> str:
+def _too_many_parameters(count: int | None) -> str:
+    """``count`` None: a skeleton that stopped at the limit of stand-ins, so more parameters still."""
+    has = f"has {count} parameters, more than" if count is not None else "has more parameters than"
     return (
-        f"its architecture has {count} parameters, more than the limit of {MAX_CHECKPOINT_PARAMETERS} "
+        f"its architecture {has} the limit of {MAX_CHECKPOINT_PARAMETERS} "
         "(chainrule.serialize.MAX_CHECKPOINT_PARAMETERS; raise it to load a bigger model)"
     )
 
@@ -537,25 +441,33 @@ def load(path: str | os.PathLike) -> Module:
     document = _parse(raw, path)
     _check_header(document, path)
     architecture, state = document["architecture"], document["state"]
-    problem = _architecture_problem(architecture)
-    if problem:
-        raise CheckpointError(f"checkpoint {path}: {problem}")
-    needed = _parameter_count(architecture)
-    if needed > MAX_CHECKPOINT_PARAMETERS:
-        raise CheckpointError(f"checkpoint {path}: {_too_many_parameters(needed)}")
+    try:
+        _constructor_arguments(architecture)
+    except CheckpointError as error:
+        raise CheckpointError(f"checkpoint {path}: {error}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: 'state' should be a JSON object, not {_json_type(state)}")
-    # Refuse a model bigger than the file could fill, so that a damaged architecture
-    # ("nin": 1000000000000) fails at once. This also bounds the list of names and shapes
-    # worked out next by the count of numbers the file really holds.
+    # Refuse a model bigger than the limit or than the file could fill, so that a damaged
+    # architecture ("nin": 1000000000000) fails at once: its skeleton stops after as many
+    # stand-ins (each one weight or more) as either allows.
     held = _state_size(state)
+    try:
+        shapes, needed = _skeleton(architecture, limit=min(MAX_CHECKPOINT_PARAMETERS, held))
+    except CheckpointError as error:
+        raise CheckpointError(f"checkpoint {path}: {error}") from None
+    if needed is None and held < MAX_CHECKPOINT_PARAMETERS:
+        raise CheckpointError(
+            f"checkpoint {path}: its architecture needs more parameters than the {held} its state holds"
+        )
+    if needed is None or needed > MAX_CHECKPOINT_PARAMETERS:
+        raise CheckpointError(f"checkpoint {path}: {_too_many_parameters(needed)}")
     if needed > held:
         raise CheckpointError(
             f"checkpoint {path}: its architecture needs {needed} parameters, but its state holds only {held}"
         )
     # Check every name and shape before building anything: a file whose state does not fit
     # must not cost the time and memory of building the model it names.
-    problems = state_problems(state, architecture_shapes(architecture))
+    problems = state_problems(state, shapes)
     if problems:
         raise CheckpointError(
             f"checkpoint {path}: the state does not fit its {architecture['type']} architecture: "
