@@ -90,7 +90,7 @@ if TYPE_CHECKING:
 __all__ = ["compile", "CompiledFunction", "TraceWarning", "BACKENDS"]
 
 
-BACKENDS = backends.NAMES  # ("numpy", "c", "auto")
+BACKENDS = backends.NAMES  # ("numpy", "c", "auto", "jax")
 
 
 def compile(

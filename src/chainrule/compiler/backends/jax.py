@@ -101,9 +101,10 @@ def _devices(jax, devices):
 
 # ---------------------------------------------------------------------------------------------
 # Where the numbers live in the JAX function: in segments, each its own array (the inputs; the
-# constants and externals, "shared": the same for every row of a map_rows call; each group's
-# nodes; each map_rows result), never one array of every node: reading a group's inputs is then
-# a slice of one segment, or a gather from a few, and its derivative adds into those alone.
+# constants; the externals, then the probe: these two the same for every row of a map_rows
+# call; each group's nodes; each map_rows result), never one array of every node: reading a
+# group's inputs is then a slice of one segment, or a gather from a few, and its derivative adds
+# into those alone (the constants' never: they are not differentiated).
 
 
 class _Segments:
@@ -115,8 +116,9 @@ class _Segments:
         self.offset = np.zeros(program.size, dtype=np.intp)
         self.sizes: list[int] = []
         self.add(np.arange(program.n_inputs))  # 0: the inputs
-        self.add(np.arange(program.n_inputs, program.n_leaves))  # 1: shared (then the probe: see _op)
-        self.sizes[1] += 1
+        self.add(np.arange(program.n_inputs, program.n_fixed))  # 1: the constants
+        self.add(np.arange(program.n_fixed, program.n_leaves))  # 2: the externals, then the probe (see _op)
+        self.sizes[2] += 1
 
     def add(self, positions: numpy.ndarray) -> int:
         """A new segment holding ``positions``, in that order; its number."""
@@ -135,9 +137,14 @@ class _Segments:
         used = np.unique(segment)
         if len(used) == 0:
             return lambda segments, jnp: jnp.zeros(positions.shape)
-        # A few runs of consecutive places (a sum over a group's nodes and a constant, say): slices.
+        # One run of consecutive places, or evenly spaced ones (a layer's weights): one slice.
         flat_segment, flat_offset = segment.ravel(), offset.ravel()
         breaks = np.flatnonzero((np.diff(flat_segment) != 0) | (np.diff(flat_offset) != 1)) + 1
+        if len(used) == 1 and len(breaks) > 0:
+            strided = _strided(np, int(used[0]), offset, self.sizes[int(used[0])])
+            if strided is not None:
+                return strided
+        # A few runs of consecutive places (a sum over a group's nodes and a constant, say): slices.
         if len(breaks) < _FEW_RUNS:
             bounds = [0, *breaks.tolist(), len(flat_segment)]
             runs = [
@@ -152,8 +159,7 @@ class _Segments:
                 [segments[s][low:high] for s, low, high in runs]
             ).reshape(shape)
         if len(used) == 1:
-            strided = _strided(np, int(used[0]), offset, self.sizes[int(used[0])])
-            return strided or _gather(np, int(used[0]), offset)
+            return _gather(np, int(used[0]), offset)
         starts = np.concatenate([[0], np.cumsum([self.sizes[s] for s in used])])
         index = starts[np.searchsorted(used, segment)] + offset
         used = used.tolist()
@@ -304,9 +310,9 @@ class _Steps:
             self.steps.append(_group_step(np, jax, where, rule, starts[g], positions, vectors))
             g += 1
 
-    def run(self, inputs, shared):
+    def run(self, inputs, constants, externals):
         """Every step in order: (every segment's numbers, whether nothing unusual happened)."""
-        segments = [inputs, shared]
+        segments = [inputs, constants, externals]
         ok = self.jax.numpy.bool_(True)
         for step in self.steps:
             ok = step(segments, ok)
@@ -352,7 +358,7 @@ def _group_step(
             elif rule is ops.STOP_GRADIENT:
                 out = jax.lax.stop_gradient(X[0])
             else:
-                out = op(X, segments[1][-1])  # (the probe: see _op)
+                out = op(X, segments[2][-1])  # (the probe: see _op)
         if must_be_finite:
             ok = ok & jnp.isfinite(out).all()
         segments.append(out)
@@ -407,7 +413,9 @@ class _Mapped:
         row = record.row
         self.row_steps = _Steps(np, jax, row)
         self.row_reader = outer.reader(record.rows)  # (R, k)
-        self.leaf_reader = outer.reader(record.leaves)  # the row trace's constants and externals
+        n_constants = len(row.constants)  # (the row trace's constants, then its externals)
+        self.constant_reader = outer.reader(record.leaves[:n_constants])
+        self.external_reader = outer.reader(record.leaves[n_constants:])
         self.R = R = len(record.rows)
         # The copy for row r of a node of row group g sits at outer_starts[g] + r * count + i,
         # i its place in the group (see mapping.replicate).
@@ -430,20 +438,23 @@ class _Mapped:
             self.replicated = NamedSharding(self.mesh, PartitionSpec())
             self.padded = -R % len(devices)  # rows added (copies of the first) to split evenly
 
-    def row(self, inputs, shared):
-        segments, ok = self.row_steps.run(inputs, shared)
+    def row(self, inputs, constants, externals):
+        segments, ok = self.row_steps.run(inputs, constants, externals)
         return self.row_output_reader(segments, self.jax.numpy), ok
 
     def __call__(self, segments, ok):
         jax, jnp = self.jax, self.jax.numpy
-        rows, leaves = self.row_reader(segments, jnp), self.leaf_reader(segments, jnp)
-        leaves = jnp.concatenate([leaves, segments[1][-1:]])  # (the probe last, as in every shared)
+        rows, constants = self.row_reader(segments, jnp), self.constant_reader(segments, jnp)
+        externals = jnp.concatenate(
+            [self.external_reader(segments, jnp), segments[2][-1:]]
+        )  # (the probe last)
         if self.mesh is not None:
             if self.padded:
                 rows = jnp.concatenate([rows, jnp.broadcast_to(rows[:1], (self.padded, rows.shape[1]))])
             rows = jax.lax.with_sharding_constraint(rows, self.split)
-            leaves = jax.lax.with_sharding_constraint(leaves, self.replicated)
-        outputs, row_ok = jax.vmap(self.row, in_axes=(0, None))(rows, leaves)  # (R, outputs), (R,)
+            externals = jax.lax.with_sharding_constraint(externals, self.replicated)
+        # (R, outputs), (R,):
+        outputs, row_ok = jax.vmap(self.row, in_axes=(0, None, None))(rows, constants, externals)
         if self.mesh is not None:
             outputs = jax.lax.with_sharding_constraint(outputs, self.split)[: self.R]
         segments.extend(outputs.T)
@@ -487,8 +498,7 @@ class JaxProgram:
         def outputs(inputs, constants, externals):
             """The outputs; and, for the host, one array (a transfer, not three): the outputs,
             1 if nothing unusual happened (else 0), the take indices that are nodes."""
-            shared = jnp.concatenate([constants, externals])  # (the externals end with the probe)
-            segments, ok = self.steps.run(inputs, shared)
+            segments, ok = self.steps.run(inputs, constants, externals)  # (externals: then the probe)
             out = self.read_outputs(segments, jnp)
             return out, jnp.concatenate([out, ok.astype(out.dtype)[None], self.read_indices(segments, jnp)])
 
