@@ -157,3 +157,13 @@ def test_the_reason_names_a_missing_compiler(monkeypatch):
     monkeypatch.setenv("CC", "/nonexistent/cc")
     expected = "no C compiler found" if native.RUNS_A_COMPILER else "only on Linux and macOS"
     assert expected in native.compiler_problem()
+
+
+def test_chainrule_info_reports_the_cache_where_no_compiler_can_run(monkeypatch):
+    """Windows, say: the cache's checks read POSIX owners, so info says why instead of crashing."""
+    from chainrule import info
+
+    monkeypatch.setattr(native, "RUNS_A_COMPILER", False)
+    monkeypatch.delattr(native.os, "getuid", raising=False)  # as on Windows
+    text = info.format_info(info.gather_info())
+    assert "only on Linux and macOS" in text

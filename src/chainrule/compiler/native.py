@@ -335,6 +335,8 @@ def check_cache_folder(make: bool = False) -> Path:
     """The cache folder, checked against the rules above; Unavailable, saying which folder and
     why, if it breaks one. ``make``: make it first if missing; else (``chainrule info``) only
     the folders on its path that exist are checked, and nothing is made."""
+    if not RUNS_A_COMPILER:  # the checks read POSIX owners and modes
+        raise Unavailable(compiler_problem())
     base, own = _cache_parts()
     folder = base.joinpath(*own)
     try:
