@@ -709,7 +709,8 @@ def _uncovered_stretches(spans, width):
     return sorted([*gaps, width - covered], reverse=True)
 
 
-@pytest.mark.parametrize("steps", [3, 300])  # untrained: long random names; trained: short ones
+# untrained: long random names; trained (slow: about 5 s): short ones
+@pytest.mark.parametrize("steps", [3, pytest.param(300, marks=pytest.mark.slow)])
 def test_the_names_picture_has_no_empty_column(steps):
     # docs/names.png had a third of its width for ten short names, centred: about a tenth of
     # the picture blank on either side of them. Measured on the drawn figure, in pixels.

@@ -242,7 +242,9 @@ def test_compiled_program_before_a_call_is_an_error():
 # Conformance: every backend against the numpy reference
 
 
-@pytest.mark.parametrize("name", list(PREPARERS))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "generated C" else n for n in PREPARERS]
+)  # (generated C compiles each program: about 5 s)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10**6), scale=st.floats(-2, 2))
 def test_every_backend_gives_the_references_numbers_on_random_programs(name, seed, scale):

@@ -30,6 +30,7 @@ def test_notebook_is_stored_without_outputs():
         assert cell.outputs == [] and cell.execution_count is None
 
 
+@pytest.mark.slow  # a Jupyter kernel and a training run: about 5 s
 def test_notebook_runs_and_the_network_learns(tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

@@ -323,6 +323,7 @@ def run_program(program, x):
     return [nodes[i] for i in returned]
 
 
+@pytest.mark.slow  # 60 programs on each of 12 backend, replay and layout mixes: about 8 s
 @pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
