@@ -292,6 +292,24 @@ def test_gradients_of_smooth_graphs_match_finite_differences(steps, x):
         assert abs((up - down) / (2 * h) - g) <= 1e-5 * max(1.0, abs(g))
 
 
+def test_an_op_of_your_own_that_jax_cannot_trace_runs_on_numpy_after_a_warning(jax):
+    from chainrule import engine, ops
+
+    # vforward calls numpy itself: a JAX tracer cannot go through it
+    cube = ops.defop(
+        "cube_with_numpy",
+        lambda x: x**3,
+        lambda g, out, x: (3 * g * x * x,),
+        lambda np_, X: np.power(X[0], 3),
+    )
+    w = Value(2.0)
+    f = chainrule.compile(lambda x: engine.apply(cube, w * x[0]), backend="jax")
+    with pytest.warns(RuntimeWarning, match="could not compile the op.s. cube_with_numpy"):
+        out = f([1.5])
+    out.backward()
+    assert (out.data, w.grad) == (27.0, 40.5)  # eager's: (2 * 1.5) ** 3 and 3 * 3 ** 2 * 1.5
+
+
 # ---------------------------------------------------------------------------------------------
 # map_rows as jax.vmap
 

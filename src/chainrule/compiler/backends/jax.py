@@ -486,7 +486,17 @@ class JaxProgram:
             # which nodes a gradient reaches reads them; see Tape._needed_by).
             self.index_positions = _take_index_nodes(np, program)
             self.read_indices = where.reader(self.index_positions)
-            self._compile()
+            try:
+                self._compile()
+            except Exception as error:
+                # An op of the user's own whose vectorized rule is not JAX-traceable (it calls
+                # numpy itself, say): that trace runs on numpy, after a warning (see select).
+                own = {rule.name for rule, *_ in program.layout if rule not in ops.BUILT_IN}
+                if not own:
+                    raise
+                raise Unavailable(
+                    f"the jax backend could not compile the op(s) {', '.join(sorted(own))} ({error})"
+                ) from None
         # id(data) -> (a weak reference to data, the externals' gradients): a call's gradients,
         # kept until its numbers (the result Values hold them) are gone.
         self.pending: dict[int, tuple[weakref.ref, Any]] = {}
