@@ -314,6 +314,28 @@ def test_an_op_of_your_own_that_jax_cannot_trace_runs_on_numpy_after_a_warning(j
 # map_rows as jax.vmap
 
 
+def test_two_map_rows_calls_with_constants_and_several_results_per_row(jax):
+    w, b = Value(0.3), Value(-0.7)
+
+    def row(x, y):
+        h = (w * x + b * y + 0.5).tanh()  # a constant inside the row's function
+        return h * 2.0, (h - y).sigmoid()
+
+    def fn(X, Y):
+        first = map_rows(row, X, Y)
+        second = map_rows(lambda pair: (pair[0] * pair[1] * w).exp(), first)
+        return sum(second) + sum(a - c for a, c in first) * b
+
+    f = chainrule.compile(fn, backend="jax")
+    rng = random.Random(4)
+    for _ in range(3):
+        X, Y = [rng.uniform(-2, 2) for _ in range(7)], [rng.uniform(-2, 2) for _ in range(7)]
+        got = loss_and_grads(f, [w, b], X, Y)
+        want = loss_and_grads(fn, [w, b], [Value(x) for x in X], [Value(y) for y in Y])
+        assert close(got[0], want[0]) and all(close(g, e) for g, e in zip(got[1], want[1]))
+    assert f.last_tape.backend.program.mapped  # (the rows did run under vmap)
+
+
 def test_the_xla_program_does_not_grow_with_the_batch(jax):
     sizes = []
     for batch in (10, 1000):
