@@ -210,16 +210,19 @@ def _gather(np, segment, indices):
 
 
 @functools.cache
-def _op(jax, rule):
-    """``rule`` as a JAX function of X (a row per input, a column per node) with eager's
-    derivative."""
+def _op(jax: ModuleType, rule: ops.Op, check: bool) -> Callable[..., Any]:
+    """``rule`` as a JAX function of X (a row per input, a column per node) and ``probe``, with
+    eager's derivative.
+
+    ``probe`` is a number the op ignores. With ``check`` (for an op that can raise: only those
+    have a backward that can, x ** y's slope in y for x < 0), its gradient says whether every
+    input gradient of the group was finite (0) or not (nan): eager raises such an error at the
+    node, even where a later select (relu's) would drop the nan. Without, it is 0.
+    """
     jnp = jax.numpy
     if rule.vforward is None:
         raise Unavailable(f"the op {rule.name!r} has no vectorized forward (vforward) for JAX")
 
-    # ``probe`` is a number the op ignores; its gradient says whether every input gradient of
-    # the group was finite (0) or not (nan). Eager raises a backward domain error (x ** y's slope
-    # in y for x < 0) at the node, even where a later select (relu's) would drop the nan.
     @jax.custom_vjp
     def apply(X, probe):
         return rule.vforward(jnp, X)
@@ -234,36 +237,9 @@ def _op(jax, rule):
         if not (hasattr(grads, "shape") and grads.shape == X.shape):
             zero = jnp.zeros_like(g)
             grads = jnp.stack([zero if row is None else jnp.broadcast_to(row, g.shape) for row in grads])
+        if not check:
+            return grads, jnp.zeros((), dtype=grads.dtype)
         return grads, jnp.where(jnp.isfinite(grads).all(), 0.0, jnp.nan)
-
-    apply.defvjp(forward, backward)
-    return apply
-
-
-@functools.cache
-def _op_that_cannot_raise(jax, rule):
-    """``rule`` as _op makes it, without the probe: for an op whose backward, like its forward,
-    raises nothing (eager passes a nan or inf on; a non-finite gradient of a parameter is left
-    to the numpy backend all the same)."""
-    jnp = jax.numpy
-    if rule.vforward is None:
-        raise Unavailable(f"the op {rule.name!r} has no vectorized forward (vforward) for JAX")
-
-    @jax.custom_vjp
-    def apply(X):
-        return rule.vforward(jnp, X)
-
-    def forward(X):
-        out = rule.vforward(jnp, X)
-        return out, (out, X)
-
-    def backward(saved, g):
-        out, X = saved
-        grads = rule.vbackward(jnp, g, out, X)
-        if not (hasattr(grads, "shape") and grads.shape == X.shape):
-            zero = jnp.zeros_like(g)
-            grads = jnp.stack([zero if row is None else jnp.broadcast_to(row, g.shape) for row in grads])
-        return (grads,)
 
     apply.defvjp(forward, backward)
     return apply
@@ -336,15 +312,8 @@ def _group_step(
     layer = _layer(np, where, positions, vectors) if vectors is not None else None
     if layer is None:
         read = where.rows_reader(positions.T)
-        # (only an op whose forward can raise has a backward that can: x ** y's slope in y)
         op: Any  # (a function of (X, probe), or None for take and stop_gradient)
-        if rule in (ops.TAKE, ops.STOP_GRADIENT):
-            op = None
-        elif must_be_finite:
-            op = _op(jax, rule)
-        else:
-            no_probe = _op_that_cannot_raise(jax, rule)
-            op = lambda X, probe: no_probe(X)  # noqa: E731
+        op = None if rule in (ops.TAKE, ops.STOP_GRADIENT) else _op(jax, rule, check=must_be_finite)
     where.add(np.arange(start, start + count))
 
     def step(segments, ok):
