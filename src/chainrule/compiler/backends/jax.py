@@ -1,8 +1,8 @@
 """The JAX backend: a Program as one XLA program, compiled by ``jax.jit``, on CPU, GPU or TPU.
 
 ``compile(fn, backend="jax")``. The Program's groups become one function of three float64
-arrays (the inputs, the constants, the externals), built from the ops' own vectorized rules
-(``vforward(jnp, X)``, with each op's ``vbackward`` as its derivative through
+arrays (the inputs, the constants, the externals and a probe: see _op), built from the ops' own
+vectorized rules (``vforward(jnp, X)``, with each op's ``vbackward`` as its derivative through
 ``jax.custom_vjp``, so a kink such as relu's at 0 gets eager's slope, not JAX's), and
 ``jax.jit`` compiles it once per trace. Each ``map_rows`` call (a ``Mapped`` record of the
 Program, see ir.py) runs the function traced on one row under ``jax.vmap``, instead of its
