@@ -303,7 +303,7 @@ def test_a_damaged_library_in_the_cache_is_rebuilt():
 
 
 def test_an_unknown_backend_is_a_value_error():
-    with pytest.raises(ValueError, match="backend must be one of numpy, c, auto, got 'cuda'"):
+    with pytest.raises(ValueError, match="backend must be one of numpy, c, auto, jax, got 'cuda'"):
         chainrule.compile(lambda x: x, backend="cuda")
 
 

@@ -31,7 +31,8 @@ def test_the_opening_names_graphviz_and_the_pytorch_cross_checks():
 
 def test_the_license_that_pyproject_promises_is_there():
     # (read as text: tomllib is Python 3.11+, and chainrule supports 3.10)
-    assert 'license = { text = "MIT" }' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'license = "MIT"' in pyproject and 'license-files = ["LICENSE"]' in pyproject
     license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert license_text.startswith("MIT License\n")
     assert "Copyright (c) 2026 the chainrule authors" in license_text
