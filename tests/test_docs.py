@@ -72,6 +72,8 @@ def skip_without_what_it_needs(block: str) -> None:
         pytest.importorskip("sklearn")
     if "compile" in block or ".numpy()" in block:
         pytest.importorskip("numpy")
+    if 'backend="jax"' in block:
+        pytest.importorskip("jax")  # an optional extra: pip install "chainrule[jax]"
 
 
 def run_block(block: str, cwd: Path) -> subprocess.CompletedProcess:
