@@ -6,6 +6,7 @@ import random
 import pytest
 
 from chainrule import Value
+from chainrule.gpt import GPT
 from chainrule.nn import MLP, Layer, Module, Neuron
 
 
@@ -602,3 +603,18 @@ def test_a_changed_mlp_says_which_part_differs():
     model.layers[0].neurons[2].w.append(Value(0.0))
     with pytest.raises(NotImplementedError, match=r"layers\.0\.neurons\.2\.w is not what MLP\("):
         model.architecture()
+
+
+def test_a_parent_takes_its_parts_walks_with_the_same_result_as_walking_them():
+    random.seed(16)
+    fresh, warmed = Stack(), Stack()
+    for part in [warmed.first, *warmed.rest]:
+        part.parameters()  # each part walked (and its walk kept) before the parent
+    warmed.rest[1].w[0] = Value(9.0)  # one part changed since: walked again
+    fresh.rest[1].w[0] = Value(9.0)
+    assert list(warmed.state_dict()) == list(fresh.state_dict())
+    assert warmed.parameters() == _stack_by_hand(warmed)
+    gpt_parts = GPT(5, n_layer=2, n_head=2, n_embd=4, block_size=3)
+    names = [name for name, _ in gpt_parts.named_parameters()]
+    assert names[:2] == ["token_embedding.weight.0.0", "token_embedding.weight.0.1"]
+    assert "blocks.1.attention.out.weight.3.3" in names and len(names) == len(gpt_parts.parameters())

@@ -64,8 +64,10 @@ class Module:
     >>> [name for name, p in Net().named_parameters()]
     ['scales.0.s', 'scales.1.s', 'offset']
 
-    A module whose class writes its own ``parameters()`` is asked for them instead (and its
-    state names number them: ``0``, ``1``, ...). The walk is kept between calls and done
+    Every Value counts, a Parameter or not (micrograd's modules hold plain Values), so keep
+    results such as a last output out of the attributes; dicts and other objects are not
+    walked. A module whose class writes its own ``parameters()`` is asked for them instead (and
+    its state names number them: ``0``, ``1``, ...). The walk is kept between calls and done
     again once an attribute of a module it went through, or a list it went through, has
     changed, so ``parameters()`` in a training loop costs a comparison of those and a copy.
     """
@@ -82,7 +84,14 @@ class Module:
     optional_arguments: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, checkpoint: bool = False, **kwargs: Any) -> None:
-        """``class Mine(Module, checkpoint=True)`` lets checkpoints hold ``Mine`` (by its name)."""
+        """``class Mine(Module, checkpoint=True)`` lets checkpoints hold ``Mine`` (by its name).
+
+        Its ``arguments`` name what its constructor takes, read back from its attributes.
+        ``load`` runs the constructor twice: once for a skeleton, whose weight vectors made by
+        nn's own helpers are one stand-in each, and once for real; a registered type that
+        makes its Values itself has them made in the skeleton too, so only register types
+        whose size a file cannot blow up.
+        """
         super().__init_subclass__(**kwargs)
         if checkpoint:
             _register(cls)
@@ -153,7 +162,8 @@ class Module:
         """
         if type(self).parameters is not Module.parameters:
             return [(f"{prefix}{i}", p) for i, p in enumerate(self.parameters())]
-        return [(prefix + name, entry) for name, entry in self._walk().entries]
+        entries = self._walk().entries
+        return [(prefix + name, entry) for name, entry in entries] if prefix else list(entries)
 
     def state_dict(self) -> dict[str, float | list[float]]:
         """The parameters' data by name, as plain floats (a list for a weight vector).
@@ -219,7 +229,7 @@ class Module:
             raise _cannot_describe(self, f" ({error})") from None
         # A checkpoint keeps only the arguments, so the module must be exactly what the
         # constructor builds from them: a user may have replaced, added or changed parts.
-        difference = _first_difference(self._walk().structure, built._walk().structure)
+        difference = _first_difference(self._walk().structure(), built._walk().structure())
         if difference is not None:
             call = ", ".join(f"{name}={value!r}" for name, value in arguments.items())
             raise _cannot_describe(self, f" ({difference} is not what {cls.__name__}({call}) builds)")
@@ -261,16 +271,17 @@ def _register(cls: type[Module]) -> None:
 
 
 class _Walk:
-    __slots__ = ("cacheable", "entries", "held", "parameters", "seen", "structure")
+    __slots__ = ("cacheable", "entries", "held", "marks", "modules", "parameters", "seen")
 
     def __init__(self, module: Module) -> None:
         self.cacheable = True
         self.parameters: list[Value] = []
         self.entries: list[tuple[str, Any]] = []
-        self.structure: list[tuple[Any, ...]] = []
+        self.marks: list[tuple[int, tuple[Any, ...]]] = []  # (len(entries) then, a module or list)
         self.seen: list[dict[str, Any] | list[Any]] = []  # the modules' __dict__s and the lists
+        self.held: list[dict[str, Any] | list[Any]] = []  # copies of them, as they were
+        self.modules: set[int] = set()  # the ids of the modules it went through
         self._visit_module(module, "", {id(module)})
-        self.held = [x.copy() for x in self.seen]
 
     def current(self) -> bool:
         """Whether every module and list it went through holds what it held.
@@ -284,12 +295,24 @@ class _Walk:
         except Exception:  # an item whose == cannot answer (a numpy array): walk again
             return False
 
+    def structure(self) -> list[tuple[Any, ...]]:
+        """Every module (type and arguments), list (length) and entry (shape), in walk order."""
+        structure: list[tuple[Any, ...]] = []
+        done = 0
+        for at, mark in [*self.marks, (len(self.entries), None)]:
+            shapes = state_shapes(self.entries[done:at])
+            structure += [("entry", name, shape) for name, shape in shapes.items()]
+            structure += [mark] if mark is not None else []
+            done = at
+        return structure
+
     def _visit_module(self, module: Module, prefix: str, ancestors: set[int]) -> None:
         cls = type(module)
         arguments = tuple([getattr(module, name, _MISSING) for name in cls.arguments])
-        self.structure.append(("module", prefix[:-1], cls, arguments))
+        self.marks.append((len(self.entries), ("module", prefix[:-1], cls, arguments)))
+        self.modules.add(id(module))
         attributes = vars(module)
-        self.seen.append(attributes)
+        self._see(attributes)
         for name, x in attributes.items():
             if type(x) not in _PLAIN:
                 self._visit(x, prefix + name, ancestors)
@@ -297,35 +320,57 @@ class _Walk:
     def _visit(self, x: object, name: str, ancestors: set[int]) -> None:
         if isinstance(x, Value):
             self.parameters.append(x)
-            self._entry(name, x, None)
+            self.entries.append((name, x))
         elif isinstance(x, Module):
             if id(x) in ancestors:  # a module that holds its parent: its parameters are listed already
                 return
             if _lists_its_own(type(x)):  # ask it, every time: what it holds is its own business
                 self.cacheable = False
+                self.marks.append((len(self.entries), ("own", name, type(x))))
                 self.parameters += x.parameters()
                 self.entries += x.state_entries(name + ".")
-                self.structure.append(("own", name, type(x)))
+                return
+            walk = getattr(x, "_walked", None)
+            if walk is not None and walk.modules.isdisjoint(ancestors) and walk.current():
+                self._take(walk, name + ".")  # the part's own walk, still current: as good as a new one
             else:
                 self._visit_module(x, name + ".", ancestors | {id(x)})
         elif isinstance(x, (list, tuple)):
             if isinstance(x, list):
-                self.seen.append(x)
+                self._see(x)
             if x and all(map(isinstance, x, repeat(Value))):  # a weight vector: one entry
                 entry = x if isinstance(x, list) else list(x)
                 self.parameters += entry
-                self._entry(name, entry, len(entry))
-            else:
-                for i, item in enumerate(x):
-                    if type(item) not in _PLAIN:
-                        self._visit(item, f"{name}.{i}", ancestors)
-                self.structure.append(("items", name, len(x)))
+                self.entries.append((name, entry))
+                return
+            for i, item in enumerate(x):
+                if type(item) is list and item and all(map(isinstance, item, repeat(Value))):
+                    # A row of a weight matrix, the commonest item: the branch above, inline.
+                    self._see(item)
+                    self.parameters += item
+                    self.entries.append((f"{name}.{i}", item))
+                elif type(item) is _StandIn:  # a skeleton's row
+                    self.entries.append((f"{name}.{i}", item))
+                elif type(item) not in _PLAIN:
+                    self._visit(item, f"{name}.{i}", ancestors)
+            self.marks.append((len(self.entries), ("items", name, len(x))))
         elif isinstance(x, _StandIn):
-            self._entry(name, x, x.length)
+            self.entries.append((name, x))
 
-    def _entry(self, name: str, entry: Any, shape: int | None) -> None:
-        self.entries.append((name, entry))
-        self.structure.append(("entry", name, shape))
+    def _see(self, x: dict[str, Any] | list[Any]) -> None:
+        self.seen.append(x)
+        self.held.append(x.copy())
+
+    def _take(self, walk: _Walk, prefix: str) -> None:
+        """Add a part's walk, its names under ``prefix``: what walking the part would add."""
+        done = len(self.entries)
+        for at, (kind, name, *rest) in walk.marks:
+            self.marks.append((done + at, (kind, prefix + name if name else prefix[:-1], *rest)))
+        self.entries += [(prefix + name, entry) for name, entry in walk.entries]
+        self.parameters += walk.parameters
+        self.seen += walk.seen
+        self.held += walk.held  # (never changed: a walk that no longer holds is made anew)
+        self.modules |= walk.modules
 
 
 _MISSING = object()
@@ -350,13 +395,10 @@ def _first_difference(structure: list[tuple[Any, ...]], built: list[tuple[Any, .
 
 def state_shapes(entries: Iterable[tuple[str, Any]]) -> dict[str, int | None]:
     """Each entry's shape, as ``state_problems`` takes them: a list's length, or None for one number."""
-    shapes: dict[str, int | None] = {}
-    for name, entry in entries:
-        if isinstance(entry, _StandIn):
-            shapes[name] = entry.length
-        else:
-            shapes[name] = len(entry) if isinstance(entry, list) else None
-    return shapes
+    return {
+        name: entry.length if type(entry) is _StandIn else len(entry) if isinstance(entry, list) else None
+        for name, entry in entries
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,11 +428,11 @@ class _Skeleton:
         self.limit = limit
         self.made = 0
 
-    def stand_in(self, length: int | None) -> _StandIn:
-        self.made += 1
+    def stand_ins(self, count: int, length: int | None) -> list[_StandIn]:
+        self.made += count
         if self.limit is not None and self.made > self.limit:
             raise SkeletonTooBig(f"more than {self.limit}")
-        return _StandIn(length)
+        return [_StandIn(length) for _ in range(count)]
 
 
 _building = threading.local()  # .skeleton while a skeleton is built in this thread
@@ -422,14 +464,14 @@ def _vector(n: int, draw: Callable[[], float]) -> list[Value]:
     """``n`` new Parameters, each starting at ``draw()`` (a stand-in, in a skeleton)."""
     bones = _skeleton_in_progress()
     if bones is not None:
-        return bones.stand_in(n)  # type: ignore[return-value]  # (only the walk looks at it)
+        return bones.stand_ins(1, n)[0]  # type: ignore[return-value]  # (only the walk looks at it)
     return [Parameter(draw()) for _ in range(n)]
 
 
 def _scalar(draw: Callable[[], float]) -> Value:
     bones = _skeleton_in_progress()
     if bones is not None:
-        return bones.stand_in(None)  # type: ignore[return-value]
+        return bones.stand_ins(1, None)[0]  # type: ignore[return-value]
     return Parameter(draw())
 
 
@@ -597,13 +639,11 @@ def _layer_sizes(nouts: Iterable[int]) -> list[int]:
 INIT_STD = 0.08  # the scripts' initial weights: N(0, 0.08^2)
 
 
-def _gaussian(std: float) -> Callable[[], float]:
-    return lambda: random.gauss(0.0, std)
-
-
 def _gaussian_rows(rows: int, cols: int, std: float) -> list[list[Value]]:
-    draw = _gaussian(std)
-    return [_vector(cols, draw) for _ in range(rows)]
+    bones = _skeleton_in_progress()
+    if bones is not None:
+        return bones.stand_ins(rows, cols)  # type: ignore[return-value]  # (see _vector)
+    return [[Parameter(random.gauss(0.0, std)) for _ in range(cols)] for _ in range(rows)]
 
 
 def _check_length(where: str, x: Iterable[Value | float], n: int) -> list[Value | float]:
