@@ -26,10 +26,17 @@ import math
 import numbers
 import operator
 import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from . import _settings, ops
+
+# An operand of arithmetic: a Value or a real number (else the op returns NotImplemented). Any,
+# since the fast paths tell the two apart by type(), which a type checker does not follow.
+_Operand = Any
+_Row = TypeVar("_Row")  # what take picks: a Value, or a row of them
+_Result = TypeVar("_Result")  # what map_rows' function returns for a row
 
 # ---------------------------------------------------------------------------------------------
 # Modes: whether ops record a graph, and whether nan/inf should stop the program.
@@ -50,26 +57,26 @@ _mode = contextvars.ContextVar("chainrule_mode", default=_Mode())
 # ``Value.__add__``). Appending and popping are single steps in C, so no lock is needed, and
 # none can be left held: a Ctrl-C that lands inside a switch's exit can leave an entry too
 # many, never too few, and later ops then take the general path (slower, the same numbers).
-_modes_open = []
+_modes_open: list[bool] = []
 
 
 class _ModeSwitch(contextlib.ContextDecorator):
     """Change fields of the mode inside a ``with`` block or a decorated function."""
 
-    def __init__(self, **changes):
+    def __init__(self, **changes: Any) -> None:
         self._changes = changes
-        self._tokens = []
+        self._tokens: list[contextvars.Token[_Mode]] = []
 
-    def _recreate_cm(self):
+    def _recreate_cm(self) -> _ModeSwitch:
         # A decorated function gets a fresh switch per call, so threads never share tokens.
         return _ModeSwitch(**self._changes)
 
-    def __enter__(self):
+    def __enter__(self) -> _ModeSwitch:
         _modes_open.append(True)
         self._tokens.append(_mode.set(replace(_mode.get(), **self._changes)))
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> Literal[False]:
         _mode.reset(self._tokens.pop())
         _modes_open.pop()
         return False
@@ -97,10 +104,10 @@ class _Hook(Protocol):
     def detached(self, value: Value) -> Value:
         """``value.detach()``."""
 
-    def take(self, rows, index: Value):
+    def take(self, rows: Sequence[Any], index: Value) -> Any:
         """``take(rows, index)`` with a Value index."""
 
-    def map_rows(self, fn, rows) -> list:
+    def map_rows(self, fn: Callable[..., Any], rows: tuple[Iterable[Any], ...]) -> list[Any]:
         """``map_rows(fn, *rows)``."""
 
     def hand_made(self, children: tuple) -> None:
@@ -114,7 +121,7 @@ class _Hook(Protocol):
 
 
 @contextlib.contextmanager
-def _hooked(hook):
+def _hooked(hook: _Hook) -> Iterator[None]:
     if _graph is None:  # a mode switch, so that every op goes through apply
         with _ModeSwitch(recording=True, hook=hook):
             yield
@@ -137,7 +144,7 @@ def _hooked(hook):
 _made_in_other_threads = None
 
 
-def _note_unhooked(value):
+def _note_unhooked(value: Value) -> None:
     if _made_in_other_threads is not None and _mode.get().hook is None:
         _made_in_other_threads.add(id(value))
 
@@ -150,7 +157,7 @@ def _reading_numbers(what: str) -> None:
         hook.reading_numbers(what)
 
 
-def no_grad():
+def no_grad() -> _ModeSwitch:
     """Ops inside record no graph: their results are leaves with no children.
 
     Works as a context manager and as a decorator, like ``torch.no_grad``.
@@ -164,7 +171,7 @@ def no_grad():
     return _ModeSwitch(recording=False)
 
 
-def enable_grad():
+def enable_grad() -> _ModeSwitch:
     """Turn graph recording back on inside a ``no_grad`` block."""
     return _ModeSwitch(recording=True)
 
@@ -174,7 +181,7 @@ def is_grad_enabled() -> bool:
     return _mode.get().recording
 
 
-def detect_anomaly():
+def detect_anomaly() -> _ModeSwitch:
     """Inside this block, the first nan or inf made by an op, forward or backward, raises.
 
     >>> from chainrule import Value, detect_anomaly, AnomalyError
@@ -196,7 +203,7 @@ class AnomalyError(FloatingPointError):
 # Value
 
 
-def _as_float(data):
+def _as_float(data: object) -> float:
     """Check that ``data`` is a real number and return it as a float."""
     if type(data) is float:
         return data
@@ -233,14 +240,27 @@ class Value:
     # A node keeps only what backward needs in slots. Anything else a user sets (v.m = 0, a
     # label) goes to the instance dict, made only when the first such attribute is set.
     __slots__ = ("_data", "_grad", "children", "_rule", "__dict__", "__weakref__")
+    _data: float
+    _grad: Any  # (see grad)
+    children: tuple[Value, ...]
+    _rule: Any  # the ops.Op that made it; None for a leaf
     data: float  # the public names of _data and _grad (given below the class)
     grad: Any  # a float, a Value after backward(create_graph=True), or None as in PyTorch
     label = ""  # the default; Value(..., label="x") or v.label = "x" stores one in the dict
     # A node built by hand keeps its local gradients (a tuple) or its micrograd-style closure
     # here; every other node's backward comes from its op's rule, which reads the data.
-    _local = None
+    _local: Any = None
 
-    def __init__(self, data, _children=(), _op="", label="", *, children=None, local_grads=None):
+    def __init__(
+        self,
+        data: float,
+        _children: Iterable[Value] = (),
+        _op: str | Sequence[float] = "",
+        label: str = "",
+        *,
+        children: Iterable[Value] | None = None,
+        local_grads: Sequence[float] | None = None,
+    ) -> None:
         self._data = _as_float(data)
         self._grad = 0.0
         if label:
@@ -248,7 +268,7 @@ class Value:
         if children is not None:
             _children = children
         if not isinstance(_op, str):  # the GPT scripts' Value(data, children, local_grads)
-            _op, local_grads = "", _op
+            _op, local_grads = "", _op  # type: ignore[assignment]
         if not _children and not _op and local_grads is None:
             self.children, self._rule = (), None
         else:
@@ -274,21 +294,21 @@ class Value:
         return self.op
 
     @property
-    def _prev(self) -> set:
+    def _prev(self) -> set[Value]:
         """micrograd's name for the children, as a set (micrograd's ``x**2`` leaves out the 2)."""
         if self._rule is ops.POW_CONSTANT:
             return {self.children[0]}
         return set(self.children)
 
     @property
-    def _children(self) -> tuple:
+    def _children(self) -> tuple[Value, ...]:
         """The GPT scripts' name for the children, in order (their ``x**c`` leaves out the c)."""
         if self._rule is ops.POW_CONSTANT:
             return self.children[:1]
         return self.children
 
     @property
-    def _local_grads(self) -> tuple:
+    def _local_grads(self) -> tuple[float, ...]:
         """The GPT scripts' d(self)/d(child) for each of ``_children``, as numbers.
 
         >>> x, y = Value(3.0), Value(4.0)
@@ -306,7 +326,7 @@ class Value:
         return tuple(local[: len(self._children)])  # x ** c: the constant c has none
 
     @property
-    def _backward(self):
+    def _backward(self) -> Callable[[], None]:
         """The lecture's one-node backward step: add this node's share into its children's ``grad``.
 
         Every computed Value has one; ``out._backward = closure`` sets it for a node made with
@@ -319,7 +339,7 @@ class Value:
         return functools.partial(_backward_step, self)
 
     @_backward.setter
-    def _backward(self, closure):
+    def _backward(self, closure: Callable[[], None]) -> None:
         if not callable(closure):
             raise TypeError(f"_backward must be a function of no arguments, got {closure!r}")
         if not self.children:
@@ -331,7 +351,7 @@ class Value:
             )
         self._local = closure
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         # The fast ops, apply, the C loops and chainrule.compile all read the number in the
         # slot; a property in its place would be read by some of them and not others.
         super().__init_subclass__(**kwargs)
@@ -342,7 +362,7 @@ class Value:
                     f"its own slots, which every op reads directly; keep yours in another attribute"
                 )
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         label = f", label={self.label!r}" if self.label else ""
         return f"Value(data={self._data!r}, grad={self._grad!r}{label})"
 
@@ -350,46 +370,46 @@ class Value:
     # fast path when both sides are plain (a Value, a float or an int) and no mode is on: they
     # build the node directly. Everything else goes through ``apply``, which does the same
     # more generally. Either way backward runs the op's rule on the data (see ops.py).
-    def __add__(self, other):
+    def __add__(self, other: _Operand) -> Value:
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.ADD, self, other)
         if type(other) in _PLAIN_NUMBERS:
             other = _constant(other)
         return _node(self._data + other._data, ops.ADD, (self, other))
 
-    def __radd__(self, other):
+    def __radd__(self, other: _Operand) -> Value:
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.ADD, other, self)
         other = _constant(other)
         return _node(other._data + self._data, ops.ADD, (other, self))
 
-    def __sub__(self, other):
+    def __sub__(self, other: _Operand) -> Value:
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.SUB, self, other)
         if type(other) in _PLAIN_NUMBERS:
             other = _constant(other)
         return _node(self._data - other._data, ops.SUB, (self, other))
 
-    def __rsub__(self, other):
+    def __rsub__(self, other: _Operand) -> Value:
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.SUB, other, self)
         other = _constant(other)
         return _node(other._data - self._data, ops.SUB, (other, self))
 
-    def __mul__(self, other):
+    def __mul__(self, other: _Operand) -> Value:
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.MUL, self, other)
         if type(other) in _PLAIN_NUMBERS:
             other = _constant(other)
         return _node(self._data * other._data, ops.MUL, (self, other))
 
-    def __rmul__(self, other):
+    def __rmul__(self, other: _Operand) -> Value:
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.MUL, other, self)
         other = _constant(other)
         return _node(other._data * self._data, ops.MUL, (other, self))
 
-    def __truediv__(self, other):
+    def __truediv__(self, other: _Operand) -> Value:
         if _modes_open or type(other) not in _PLAIN:
             return _binary(ops.DIV, self, other)
         if type(other) in _PLAIN_NUMBERS:
@@ -398,10 +418,10 @@ class Value:
             return apply(ops.DIV, self, other)
         return _node(self._data / other._data, ops.DIV, (self, other))
 
-    def __rtruediv__(self, other):
+    def __rtruediv__(self, other: _Operand) -> Value:
         return _binary(ops.DIV, other, self)
 
-    def __pow__(self, other):
+    def __pow__(self, other: _Operand) -> Value:
         if isinstance(other, Value):
             return apply(ops.POW, self, other)
         if _modes_open or type(other) not in _PLAIN or not self._data > 0.0:  # a positive base only
@@ -409,15 +429,15 @@ class Value:
         c = float(other)
         return _node(ops._pow(self._data, c), ops.POW_CONSTANT, (self, _constant(c)))
 
-    def __rpow__(self, other):
+    def __rpow__(self, other: _Operand) -> Value:
         return _binary(ops.RPOW, other, self)
 
-    def __float__(self):
+    def __float__(self) -> float:
         """``float(v)`` is ``v.data``, as ``float(tensor)`` is in PyTorch (inside
         chainrule.compile it reads the number, and warns like a ``.data`` read)."""
         return self._data
 
-    def __index__(self):
+    def __index__(self) -> int:
         # rows[v] would pick by the number v holds now, which chainrule.compile cannot replay
         # (it would keep picking the first call's row); take() can.
         raise TypeError(
@@ -426,60 +446,60 @@ class Value:
             "which a compiled function replays with each new index"
         )
 
-    def __neg__(self):
+    def __neg__(self) -> Value:
         if _modes_open:
             return apply(ops.NEG, self)
         return _node(-self._data, ops.NEG, (self,))
 
-    def __pos__(self):
+    def __pos__(self) -> Value:
         return self
 
     # Functions
-    def exp(self):
+    def exp(self) -> Value:
         if _modes_open:
             return apply(ops.EXP, self)
         return _node(ops._exp(self._data), ops.EXP, (self,))
 
-    def log(self):
+    def log(self) -> Value:
         if _modes_open or not self._data > 0.0:  # apply raises for x <= 0 and passes a nan on
             return apply(ops.LOG, self)
         return _node(math.log(self._data), ops.LOG, (self,))
 
-    def tanh(self):
+    def tanh(self) -> Value:
         if _modes_open:
             return apply(ops.TANH, self)
         return _node(math.tanh(self._data), ops.TANH, (self,))
 
-    def sigmoid(self):
+    def sigmoid(self) -> Value:
         if _modes_open:
             return apply(ops.SIGMOID, self)
         return _node(ops._sigmoid(self._data), ops.SIGMOID, (self,))
 
-    def relu(self):
+    def relu(self) -> Value:
         if _modes_open:
             return apply(ops.RELU, self)
         x = self._data  # not `x > 0.0`: a nan and -0.0 pass through, as in ops.RELU
         return _node(0.0 if x < 0.0 else x, ops.RELU, (self,))
 
-    def softplus(self):
+    def softplus(self) -> Value:
         """log(1 + exp(self)), finite for any input; its derivative is the sigmoid."""
         return apply(ops.SOFTPLUS, self)
 
-    def detach(self):
+    def detach(self) -> Value:
         """A new leaf with the same data, cut off from this value's graph."""
         hook = _mode.get().hook
         if hook is not None:
             return hook.detached(self)
         return Value(self._data, label=self.label)
 
-    def backward(self, gradient=1.0, create_graph: bool = False):
+    def backward(self, gradient: float | Value = 1.0, create_graph: bool = False) -> None:
         """Add d(self)/d(node) * gradient to the ``grad`` of every node in self's graph.
 
         With ``create_graph=True`` the gradients are Values that can be differentiated again.
         """
         backward(self, gradient, create_graph)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         """How ``copy.copy``, ``copy.deepcopy`` and ``pickle`` copy a Value.
 
         As in PyTorch, only a leaf (a parameter, an input, a constant) can be copied: its data,
@@ -509,7 +529,7 @@ class Value:
         return _restore_leaf, (self._data, grad, self.label), attributes or None
 
 
-def _restore_leaf(data, grad, label):
+def _restore_leaf(data: float, grad: Any, label: str) -> Value:
     """A leaf Value with this data, grad and label: how a copied or pickled Value comes back."""
     value = Value(data, label=label)
     value.grad = grad
@@ -530,7 +550,7 @@ _PLAIN_NUMBERS = frozenset({float, int})
 _new = object.__new__
 
 
-def _node(data, rule, children):
+def _node(data: float, rule: ops.Op | None, children: tuple[Value, ...]) -> Value:
     """A computed Value, built without re-checking data that an op just produced."""
     value = _new(Value)
     value._data = data
@@ -545,12 +565,14 @@ def _node(data, rule, children):
 _make = _node
 
 
-def _constant(x):
+def _constant(x: float) -> Value:
     """A leaf for a plain number (float or int) on the fast path."""
     return _node(x if type(x) is float else _as_float(x), None, ())
 
 
-def _hand_made_node(children, op_name, local_grads):
+def _hand_made_node(
+    children: Iterable[Value], op_name: str, local_grads: Sequence[float] | None
+) -> tuple[tuple[Value, ...], ops.Op, tuple[float, ...] | None]:
     """Check the parts of a node built with the constructor; return (children, rule, local)."""
     if isinstance(children, str):
         raise TypeError(
@@ -597,12 +619,12 @@ def _backward_step(node: Value) -> None:
         child.grad = child_grad if child.grad is None else child.grad + child_grad
 
 
-def _as_value(x):
+def _as_value(x: object) -> Value | None:
     """``x`` if it is a Value, a constant leaf if it is a real number, else None."""
     if isinstance(x, Value):
         return x
     if isinstance(x, numbers.Real):
-        constant = Value(x)
+        constant = Value(x)  # type: ignore[arg-type]  # (a numbers.Real: _as_float takes it)
         hook = _mode.get().hook
         if hook is not None:
             hook.constant(constant)
@@ -610,7 +632,7 @@ def _as_value(x):
     return None
 
 
-def _binary(rule, x, y):
+def _binary(rule: ops.Op, x: object, y: object) -> Value:
     if not isinstance(x, Value):
         x = _as_value(x)
     if not isinstance(y, Value):
@@ -620,7 +642,7 @@ def _binary(rule, x, y):
     return apply(rule, x, y)
 
 
-def _describe(values):
+def _describe(values: Iterable[Value]) -> str:
     return ", ".join(
         f"Value(data={v._data!r}, label={v.label!r})" if v.label else f"Value(data={v._data!r})"
         for v in values
@@ -653,12 +675,12 @@ def apply(rule: ops.Op, *inputs: Value) -> Value:
     return node
 
 
-def op_error(rule: ops.Op, inputs, error: Exception, stage: str = "") -> Exception:
+def op_error(rule: ops.Op, inputs: Iterable[Value], error: Exception, stage: str = "") -> Exception:
     """The error to raise when ``rule`` fails on ``inputs``: same type, naming the op and operands."""
     return type(error)(f"{stage}{rule.name} of {_describe(inputs)}: {error}")
 
 
-def dot(weights, inputs, bias) -> Value:
+def dot(weights: Iterable[_Operand], inputs: Iterable[_Operand], bias: _Operand) -> Value:
     """``sum(w * x for w, x in zip(weights, inputs)) + bias`` as one graph node.
 
     >>> from chainrule import Value
@@ -683,14 +705,14 @@ def dot(weights, inputs, bias) -> Value:
 _JUST_VALUES = frozenset({Value})  # (and Parameter: see _fast_paths_take)
 
 
-def _fast_paths_take(value_type: type) -> None:
+def _fast_paths_take(value_type: type[Value]) -> None:
     """Let the fast paths take this subclass of Value as they take Value: parameters.py calls
     it for Parameter, a Value in every way (so this module need not import that one)."""
     global _PLAIN, _JUST_VALUES
     _PLAIN, _JUST_VALUES = _PLAIN | {value_type}, _JUST_VALUES | {value_type}
 
 
-def _as_values(values, where: str) -> list[Value]:
+def _as_values(values: Iterable[_Operand], where: str) -> list[Value]:
     values = list(values)
     if all(map(isinstance, values, itertools.repeat(Value))):  # the usual case, checked in C
         return values
@@ -698,10 +720,10 @@ def _as_values(values, where: str) -> list[Value]:
     for x, v in zip(values, converted):
         if v is None:
             raise TypeError(f"{where}: inputs must be Values or real numbers, not {type(x).__name__}")
-    return converted
+    return converted  # type: ignore[return-value]  # (no None: refused above)
 
 
-def sum_values(values) -> Value:
+def sum_values(values: Iterable[Value | float]) -> Value:
     """The sum of many Values (or numbers) as one graph node, instead of a chain of ``+``.
 
     >>> sum_values([Value(1.0), 2, Value(3.0)]).data
@@ -715,7 +737,7 @@ def sum_values(values) -> Value:
     return _node(ops.add_up(map(_read_data, inputs)), ops.SUM, tuple(inputs))
 
 
-def take(rows, index):
+def take(rows: Sequence[_Row], index: float | Value) -> _Row:
     """``rows[index]``: the row (or the one Value) that ``index`` picks.
 
     Eagerly this is plain indexing. It exists for ``chainrule.compile``: an index that picks
@@ -736,7 +758,7 @@ def take(rows, index):
     return rows[ops.take_index(index, len(rows))]
 
 
-def map_rows(fn, *rows) -> list:
+def map_rows(fn: Callable[..., _Result], *rows: Iterable[Any]) -> list[_Result]:
     """``[fn(*row) for row in zip(*rows)]``: ``fn`` applied to every row of a batch.
 
     Eagerly this is the plain loop. It exists for ``chainrule.compile``, which runs ``fn`` on
@@ -759,7 +781,7 @@ def map_rows(fn, *rows) -> list:
     return list(map(fn, *rows))
 
 
-def logsumexp(values) -> Value:
+def logsumexp(values: Iterable[Value | float]) -> Value:
     """``log(sum(exp(v) for v in values))`` as one node, finite even for logits of +-1000.
 
     >>> round(logsumexp([Value(1000.0), Value(1000.0)]).data - 1000.0, 6)   # log 2
@@ -793,15 +815,16 @@ def topological_order(*roots: Value) -> list[Value]:
         return _depth_first_with_a_stack(roots)
 
 
-def _depth_first(roots) -> list[Value]:
-    order, visited = [], set()
+def _depth_first(roots: Iterable[Value]) -> list[Value]:
+    order: list[Value] = []
+    visited: set[Value] = set()
     for root in roots:
         if root not in visited:
             _visit(root, visited, order)
     return order
 
 
-def _visit(node, visited, order):
+def _visit(node: Value, visited: set[Value], order: list[Value]) -> None:
     visited.add(node)
     for child in node.children:
         if child not in visited:
@@ -809,11 +832,12 @@ def _visit(node, visited, order):
     order.append(node)
 
 
-def _depth_first_with_a_stack(roots) -> list[Value]:
+def _depth_first_with_a_stack(roots: Sequence[Value]) -> list[Value]:
     # The same walk, with the call stack made explicit: a node is pushed back under a ``None``
     # marker before its children, and placed when the marker comes off the stack.
-    order, visited = [], set()
-    stack = list(reversed(roots))
+    order: list[Value] = []
+    visited: set[Value] = set()
+    stack: list[Any] = list(reversed(roots))  # Values, and None markers
     while stack:
         node = stack.pop()
         if node is None:
@@ -826,7 +850,7 @@ def _depth_first_with_a_stack(roots) -> list[Value]:
     return order
 
 
-def backward(root: Value, gradient=1.0, create_graph: bool = False) -> None:
+def backward(root: Value, gradient: float | Value = 1.0, create_graph: bool = False) -> None:
     """Backpropagate from ``root``: add d(root)/d(node) * gradient to every node's ``grad``.
 
     All or nothing: the new totals are worked out first and then stored in one step, so if
@@ -855,7 +879,7 @@ def backward(root: Value, gradient=1.0, create_graph: bool = False) -> None:
 _one_pass_at_a_time = threading.RLock()
 
 
-def _add_to_grads(nodes, shares) -> None:
+def _add_to_grads(nodes: Sequence[Value], shares: Any) -> None:
     """``node.grad += share`` for each node and its share (a float64 array), all or nothing, as
     ``backward`` adds: for chainrule.compile's results, whose shares come from their tape."""
     with _one_pass_at_a_time:
@@ -864,7 +888,7 @@ def _add_to_grads(nodes, shares) -> None:
         _store_grads(nodes, [_accumulate(node, g, False) for node, g in zip(nodes, shares.tolist())])
 
 
-def _store_grads(nodes, totals) -> None:
+def _store_grads(nodes: Iterable[Value], totals: Iterable[Any]) -> None:
     # One loop in C: a KeyboardInterrupt cannot arrive between two of these assignments.
     collections.deque(map(setattr, nodes, itertools.repeat("grad"), totals), maxlen=0)
 
@@ -872,7 +896,7 @@ def _store_grads(nodes, totals) -> None:
 _NUMBER_TYPES = frozenset({float, int})
 
 
-def _accumulate(node: Value, g, create_graph: bool):
+def _accumulate(node: Value, g: Any, create_graph: bool) -> Any:
     """What ``node.grad`` becomes once ``g`` is added to it.
 
     With ``create_graph`` only a leaf keeps a gradient with a graph, as in PyTorch; a computed
@@ -895,7 +919,7 @@ def _accumulate(node: Value, g, create_graph: bool):
     raise TypeError(f"the grad of {_describe([node])} must be a number, a Value or None; got {total!r}")
 
 
-def _check_gradient(gradient, create_graph: bool):
+def _check_gradient(gradient: object, create_graph: bool) -> Any:  # a float; a Value with create_graph
     """The seed of a backward pass as a float, or as a Value when building a graph."""
     if type(gradient) is float and not create_graph:  # the usual case, at once
         return gradient
@@ -907,7 +931,7 @@ def _check_gradient(gradient, create_graph: bool):
     raise TypeError(f"backward: gradient must be a real number or a Value, got {gradient!r}")
 
 
-def propagate(root: Value, gradient=1.0, create_graph: bool = False) -> dict:
+def propagate(root: Value, gradient: float | Value = 1.0, create_graph: bool = False) -> dict[Value, Any]:
     """This pass's d(root)/d(node) * gradient for every node reached, in a new dict.
 
     Each node's gradient is gathered in the dict, starting from zero, and only passed on
@@ -923,7 +947,7 @@ def propagate(root: Value, gradient=1.0, create_graph: bool = False) -> dict:
         return _propagate(root, seed, create_graph)
 
 
-def _propagate(root: Value, seed, create_graph: bool) -> dict:
+def _propagate(root: Value, seed: Any, create_graph: bool) -> dict[Value, Any]:
     order = topological_order(root)
     if create_graph and _graph is not None:
         _graph.watch(order)  # a gradient's graph may point back at these nodes: a cycle
@@ -946,7 +970,7 @@ def _propagate(root: Value, seed, create_graph: bool) -> dict:
     return pending
 
 
-def _propagate_numbers(order: list[Value], seed: float, add_to_grad: bool) -> list:
+def _propagate_numbers(order: list[Value], seed: float, add_to_grad: bool) -> list[float]:
     """``propagate`` for the common case, first order with no checks: each node's share, in order.
 
     The shares are gathered in a list, one place per node of ``order``, found by the node's
@@ -974,7 +998,7 @@ def _propagate_numbers(order: list[Value], seed: float, add_to_grad: bool) -> li
     return shares
 
 
-def _place_of(place: dict, child: Value, node: Value) -> int:
+def _place_of(place: dict[int, int], child: Value, node: Value) -> int:
     i = place.get(id(child))
     if i is None:  # only a closure that replaced some node's children could have done this
         raise RuntimeError(
@@ -984,7 +1008,7 @@ def _place_of(place: dict, child: Value, node: Value) -> int:
     return i
 
 
-def _child_gradients(node: Value, g, create_graph: bool):
+def _child_gradients(node: Value, g: Any, create_graph: bool) -> Iterable[tuple[Value, Any]]:
     """(child, g * d(node)/d(child)) for each child of ``node``: the chain rule at one node."""
     rule, children = node._rule, node.children
     if rule.backward is None:  # a node built by hand: its stored local gradients or closure
@@ -1004,7 +1028,7 @@ def _child_gradients(node: Value, g, create_graph: bool):
     return zip(children, grads)
 
 
-def _run_closure(node: Value, closure, g) -> list:
+def _run_closure(node: Value, closure: Callable[[], None], g: Any) -> list[tuple[Value, Any]]:
     """Run a lecture-style ``_backward`` closure and return what it added to each child.
 
     The closure reads ``node.grad`` and adds into its children's ``grad``; so for the length
@@ -1025,12 +1049,12 @@ def _run_closure(node: Value, closure, g) -> list:
             child.grad = child_grad
 
 
-def _add(total, g):
+def _add(total: Any, g: Any) -> Any:
     """total + g, without a needless ``0.0 + g`` node when nothing has been gathered yet."""
     return g if type(total) is float and total == 0.0 else total + g
 
 
-def _check_finite(node, child, child_grad):
+def _check_finite(node: Value, child: Value, child_grad: Any) -> None:
     number = child_grad._data if isinstance(child_grad, Value) else child_grad
     if not math.isfinite(number):
         raise AnomalyError(
@@ -1039,7 +1063,7 @@ def _check_finite(node, child, child_grad):
         )
 
 
-def zero_grads(values) -> None:
+def zero_grads(values: Iterable[Value]) -> None:
     """``v.grad = 0.0`` for every Value in the list: what ``zero_grad()`` does."""
     _reading_numbers("zero_grad()")
     in_c = _loops_in_c()
@@ -1049,7 +1073,7 @@ def zero_grads(values) -> None:
         v.grad = 0.0
 
 
-def _loops_in_c():
+def _loops_in_c() -> Any:  # _graph (a C extension), or None
     """The C loops over many Values (see below), or None: when they are not built, and under a
     hook, whose watch over ``.data`` and ``.grad`` they would go around."""
     return _graph if _graph is not None and _mode.get().hook is None else None
@@ -1063,7 +1087,7 @@ def _loops_in_c():
 # CHAINRULE_PURE_PYTHON=1 runs on the Python above alone.
 
 
-def _load_graph_module():
+def _load_graph_module() -> Any:
     if _settings.pure_python():
         return None
     try:

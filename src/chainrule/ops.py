@@ -49,6 +49,7 @@ import math
 import numbers
 import sys
 from operator import add, mul
+from typing import Any
 
 
 class C:
@@ -257,7 +258,7 @@ def _pow_base_grad(g, x, y):
     return g * (y * x ** (y - 1.0))
 
 
-def _finite_ratio(g, x) -> bool:
+def _finite_ratio(g: Any, x: Any) -> bool:  # (floats, or Values when a gradient's graph is built)
     """Whether g / x is a finite number (1 / x of a subnormal x overflows)."""
     g, x = _data(g), _data(x)
     return x != 0.0 and math.isfinite(g) and math.isfinite(1.0 / x)
@@ -290,7 +291,7 @@ def _rpow_backward(g, out, c, y):
     return None, _pow_exponent_grad(g, out, c)
 
 
-def take_index(index, n: int) -> int:
+def take_index(index: float, n: int) -> int:
     """``index`` as a position in ``n`` rows, checked as list indexing checks it (negatives count
     from the end), with the error ``chainrule.take`` raises eagerly and on a compiled replay."""
     if isinstance(index, bool) or not isinstance(index, numbers.Real) or not _is_whole(index):
@@ -300,7 +301,7 @@ def take_index(index, n: int) -> int:
     return int(index) % n
 
 
-def _is_whole(x) -> bool:
+def _is_whole(x: float) -> bool:
     try:
         return x == int(x)
     except (ValueError, OverflowError):  # nan, inf

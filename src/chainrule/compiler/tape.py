@@ -9,6 +9,9 @@ is redone by the numpy backend (backends/numpy.py), which raises eager's errors.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
 
 from .. import engine, ops
 from ..engine import Value, _make, _mode
@@ -21,7 +24,7 @@ from .ir import Program
 class Tape:
     """A traced graph, flattened for replay: its Program, and the backend that runs it."""
 
-    def __init__(self, program: Program, result_structure, backend="numpy"):
+    def __init__(self, program: Program, result_structure: Any, backend: Any = "numpy") -> None:
         import numpy as np
 
         self.np = np
@@ -47,7 +50,7 @@ class Tape:
             and not (index_is_node or self.takes_pick_nodes)
             and (not len(program.checked) or _every_node_used(np, placed, self.n_leaves, output_positions))
         )
-        self.cones = {}  # output position -> which nodes its gradient reaches
+        self.cones: dict[int, Any] = {}  # output position -> which nodes its gradient reaches
         # The backend may put nodes in another order (a layer's): from here on, its positions.
         self.backend = backends.select(backend, program)
         self.output_positions = list(self.backend.outputs)
@@ -109,7 +112,7 @@ class Tape:
         if self.in_one_call and not anomaly:
             # On the table program pip built: the inputs, the constants and the parameters'
             # numbers copied into data, and every node computed, in one call.
-            if self.backend.replay(data, (flat, self.constant_data, external_data)):
+            if self.backend.replay(data, (flat, self.constant_data, external_data)):  # type: ignore[attr-defined]
                 return data, None
             return data, self.reference.run_forward(data, anomaly)  # (the leaves are in place)
         data[: self.n_inputs] = flat
@@ -200,7 +203,7 @@ class _CompiledValue(Value):
 
     __slots__ = ()
 
-    def backward(self, gradient=1.0, create_graph: bool = False):
+    def backward(self, gradient: float | Value = 1.0, create_graph: bool = False) -> None:
         if create_graph:
             raise NotImplementedError("backward(create_graph=True) through a compiled function")
         replay, position = self._rule.backward.args
@@ -214,7 +217,7 @@ class _CompiledValue(Value):
         engine._add_to_grads((self, *self.children), replay.tape.np.append(seed, shares))
 
 
-def _takes_of_nodes(np, placed, n_leaves) -> tuple[bool, bool]:
+def _takes_of_nodes(np: ModuleType, placed: Sequence[tuple[Any, ...]], n_leaves: int) -> tuple[bool, bool]:
     """Whether a take of the layout ``placed`` has a computed node as its index, and whether
     one has a computed node among its rows. (Leaves, a model's embedding table or an index
     given as an argument, pass nothing on whether they are reached or not.)"""

@@ -6,6 +6,8 @@ import contextlib
 import itertools
 import threading
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 from .. import engine, ops
 from ..engine import Value, _make, _mode
@@ -32,7 +34,7 @@ class _Tracer:
     def __init__(self, inputs, backend="numpy"):
         self.inputs = set(inputs)  # the leaves standing for the arguments (and map_rows' results)
         self.constants = set()
-        self.nodes = []  # every node computed while tracing, in the order made
+        self.nodes: list[Value] = []  # every node computed while tracing, in the order made
         self.record = self.nodes.append
         self._traced, self._traced_up_to = set(), 0  # the nodes as a set, made when first asked
         self.backend = backend
@@ -270,7 +272,9 @@ def _refuse_other_threads(tape, made_in_other_threads):
         )
 
 
-def trace(fn, structure, numbers_in, backend="numpy") -> Tape:
+def trace(
+    fn: Callable[..., Any], structure: tuple[Any, ...], numbers_in: list[float], backend: Any = "numpy"
+) -> Tape:
     """Run ``fn`` on leaf Values standing for the input numbers and record its tape."""
     # New leaves, as Value(x) makes them, but in one C loop where the engine's C part is built.
     none, empty = itertools.repeat(None), itertools.repeat(())
@@ -281,7 +285,7 @@ def trace(fn, structure, numbers_in, backend="numpy") -> Tape:
     tracer.bool_inputs = {id(v) for v, is_bool in zip(inputs, bool_leaves(structure)) if is_bool}
     with engine._hooked(tracer), _watching_slots() as made_in_other_threads:
         result = fn(*args)
-    outputs = []
+    outputs: list[Value] = []
     result_structure = _flatten_result(result, outputs)
     if not tracer.blocks:
         tape = Tape(program(inputs, tracer.constants, outputs, tracer.nodes), result_structure, backend)
