@@ -21,7 +21,7 @@ import numbers
 import random
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any, ClassVar, TypeVar, cast
 
 from ._checks import check_flag, check_integer, check_number
@@ -100,10 +100,12 @@ class Module:
         # copy.copy, copy.deepcopy and pickle: the attributes only; a copy walks its own objects.
         return self.__dict__
 
-    def _walk(self) -> _Walk:
+    def _walk(self, named: bool = False) -> _Walk:
+        # The walk kept is unnamed (parameters only) unless names were asked for since the
+        # last change: a model in a training loop keeps little more than its parameter list.
         walk = getattr(self, "_walked", None)
-        if walk is None or not walk.current():
-            walk = self._walked = _Walk(self)
+        if walk is None or (named and not walk.named) or not walk.current():
+            walk = self._walked = _Walk(self, named)
         return walk
 
     def parameters(self) -> list[Value]:
@@ -162,8 +164,8 @@ class Module:
         """
         if type(self).parameters is not Module.parameters:
             return [(f"{prefix}{i}", p) for i, p in enumerate(self.parameters())]
-        entries = self._walk().entries
-        return [(prefix + name, entry) for name, entry in entries] if prefix else list(entries)
+        entries = self._walk(named=True).entries
+        return [(prefix + name, entry) for name, entry in entries] if prefix else entries
 
     def state_dict(self) -> dict[str, float | list[float]]:
         """The parameters' data by name, as plain floats (a list for a weight vector).
@@ -229,7 +231,7 @@ class Module:
             raise _cannot_describe(self, f" ({error})") from None
         # A checkpoint keeps only the arguments, so the module must be exactly what the
         # constructor builds from them: a user may have replaced, added or changed parts.
-        difference = _first_difference(self._walk().structure(), built._walk().structure())
+        difference = _first_difference(self._walk(named=True), built._walk(named=True))
         if difference is not None:
             call = ", ".join(f"{name}={value!r}" for name, value in arguments.items())
             raise _cannot_describe(self, f" ({difference} is not what {cls.__name__}({call}) builds)")
@@ -264,16 +266,21 @@ def _register(cls: type[Module]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The walk. It goes through ``vars(module)`` in order, and records what it found (the
-# parameters and the named entries), the structure (each module's type and arguments, each
-# entry's shape, each list's length: what ``architecture`` compares) and, to tell later whether
-# it still holds, the attributes of every module and the items of every list it went through.
+# The walk. It goes through ``vars(module)`` in order and records the parameters it found
+# and, to tell later whether it still holds, the attributes of every module and the items of
+# every list it went through. A named walk (for ``state_entries`` and ``architecture``) also
+# records each entry's name and where each module and list begins and ends: the structure
+# that ``architecture`` compares with a skeleton's.
 
 
 class _Walk:
-    __slots__ = ("cacheable", "entries", "held", "marks", "modules", "parameters", "seen")
+    """One walk of a module. A named walk also records the entries with their names and marks
+    where each module and list begins and ends."""
 
-    def __init__(self, module: Module) -> None:
+    __slots__ = ("cacheable", "entries", "held", "marks", "modules", "named", "parameters", "seen")
+
+    def __init__(self, module: Module, named: bool) -> None:
+        self.named = named
         self.cacheable = True
         self.parameters: list[Value] = []
         self.entries: list[tuple[str, Any]] = []
@@ -308,8 +315,9 @@ class _Walk:
 
     def _visit_module(self, module: Module, prefix: str, ancestors: set[int]) -> None:
         cls = type(module)
-        arguments = tuple([getattr(module, name, _MISSING) for name in cls.arguments])
-        self.marks.append((len(self.entries), ("module", prefix[:-1], cls, arguments)))
+        if self.named:
+            arguments = tuple([getattr(module, name, _MISSING) for name in cls.arguments])
+            self.marks.append((len(self.entries), ("module", prefix[:-1], cls, arguments)))
         self.modules.add(id(module))
         attributes = vars(module)
         self._see(attributes)
@@ -318,55 +326,62 @@ class _Walk:
                 self._visit(x, prefix + name, ancestors)
 
     def _visit(self, x: object, name: str, ancestors: set[int]) -> None:
+        named = self.named
         if isinstance(x, Value):
             self.parameters.append(x)
-            self.entries.append((name, x))
+            if named:
+                self.entries.append((name, x))
         elif isinstance(x, Module):
             if id(x) in ancestors:  # a module that holds its parent: its parameters are listed already
                 return
             if _lists_its_own(type(x)):  # ask it, every time: what it holds is its own business
                 self.cacheable = False
-                self.marks.append((len(self.entries), ("own", name, type(x))))
                 self.parameters += x.parameters()
-                self.entries += x.state_entries(name + ".")
+                if named:
+                    self.marks.append((len(self.entries), ("own", name, type(x))))
+                    self.entries += x.state_entries(name + ".")
                 return
             walk = getattr(x, "_walked", None)
-            if walk is not None and walk.modules.isdisjoint(ancestors) and walk.current():
-                self._take(walk, name + ".")  # the part's own walk, still current: as good as a new one
+            if not named and walk is not None and walk.modules.isdisjoint(ancestors) and walk.current():
+                self._take(walk)  # the part's own walk, still current: as good as a new one
             else:
                 self._visit_module(x, name + ".", ancestors | {id(x)})
         elif isinstance(x, (list, tuple)):
-            if isinstance(x, list):
-                self._see(x)
-            if x and all(map(isinstance, x, repeat(Value))):  # a weight vector: one entry
-                entry = x if isinstance(x, list) else list(x)
-                self.parameters += entry
-                self.entries.append((name, entry))
-                return
-            for i, item in enumerate(x):
-                if type(item) is list and item and all(map(isinstance, item, repeat(Value))):
-                    # A row of a weight matrix, the commonest item: the branch above, inline.
-                    self._see(item)
-                    self.parameters += item
-                    self.entries.append((f"{name}.{i}", item))
-                elif type(item) is _StandIn:  # a skeleton's row
-                    self.entries.append((f"{name}.{i}", item))
-                elif type(item) not in _PLAIN:
-                    self._visit(item, f"{name}.{i}", ancestors)
-            self.marks.append((len(self.entries), ("items", name, len(x))))
+            self._visit_list(x, name, ancestors)
         elif isinstance(x, _StandIn):
             self.entries.append((name, x))
+
+    def _visit_list(self, x: list[Any] | tuple[Any, ...], name: str, ancestors: set[int]) -> None:
+        if isinstance(x, list):
+            self._see(x)
+        if x and all(map(isinstance, x, repeat(Value))):  # a weight vector: one entry
+            entry = x if isinstance(x, list) else list(x)
+            self.parameters += entry
+            if self.named:
+                self.entries.append((name, entry))
+            return
+        if x and _is_matrix(x):  # the rows of a weight matrix, an entry each: all at once, in C
+            rows = cast("list[list[Value]]", x)
+            self.seen += rows
+            self.held += [row.copy() for row in rows]
+            self.parameters += chain.from_iterable(rows)
+            if self.named:
+                self.entries += [(f"{name}.{i}", row) for i, row in enumerate(rows)]
+        elif x and set(map(type, x)) == {_StandIn}:  # a skeleton's weight matrix
+            self.entries += [(f"{name}.{i}", row) for i, row in enumerate(x)]
+        else:
+            for i, item in enumerate(x):
+                if type(item) not in _PLAIN:
+                    self._visit(item, f"{name}.{i}", ancestors)
+        if self.named:
+            self.marks.append((len(self.entries), ("items", name, len(x))))
 
     def _see(self, x: dict[str, Any] | list[Any]) -> None:
         self.seen.append(x)
         self.held.append(x.copy())
 
-    def _take(self, walk: _Walk, prefix: str) -> None:
-        """Add a part's walk, its names under ``prefix``: what walking the part would add."""
-        done = len(self.entries)
-        for at, (kind, name, *rest) in walk.marks:
-            self.marks.append((done + at, (kind, prefix + name if name else prefix[:-1], *rest)))
-        self.entries += [(prefix + name, entry) for name, entry in walk.entries]
+    def _take(self, walk: _Walk) -> None:
+        """Add what walking a part again would add: its walk's parameters and what it went through."""
         self.parameters += walk.parameters
         self.seen += walk.seen
         self.held += walk.held  # (never changed: a walk that no longer holds is made anew)
@@ -374,6 +389,15 @@ class _Walk:
 
 
 _MISSING = object()
+
+
+def _is_matrix(x: list[Any] | tuple[Any, ...]) -> bool:
+    """Whether ``x`` is a list of non-empty lists of Values (the checks run in C, not per row)."""
+    return (
+        set(map(type, x)) == {list} and all(x) and all(map(isinstance, chain.from_iterable(x), repeat(Value)))
+    )
+
+
 _PLAIN = frozenset({int, float, str, bool, type(None)})  # attributes that hold no parameter
 
 
@@ -382,8 +406,12 @@ def _lists_its_own(cls: type[Module]) -> bool:
     return cls.parameters is not Module.parameters or cls.state_entries is not Module.state_entries
 
 
-def _first_difference(structure: list[tuple[Any, ...]], built: list[tuple[Any, ...]]) -> str | None:
+def _first_difference(walk: _Walk, built_walk: _Walk) -> str | None:
     """Where a module's structure first differs from that of the module its constructor builds."""
+    shapes, built_shapes = state_shapes(walk.entries), state_shapes(built_walk.entries)
+    if walk.marks == built_walk.marks and shapes == built_shapes and list(shapes) == list(built_shapes):
+        return None  # the same modules and lists, and the same entries in the same order
+    structure, built = walk.structure(), built_walk.structure()
     for i, item in enumerate(structure):
         if i >= len(built) or item != built[i]:
             kind, name = item[0], item[1] or "the module"
@@ -432,7 +460,7 @@ class _Skeleton:
         self.made += count
         if self.limit is not None and self.made > self.limit:
             raise SkeletonTooBig(f"more than {self.limit}")
-        return [_StandIn(length) for _ in range(count)]
+        return [_StandIn(length)] * count  # one object stands in for them all
 
 
 _building = threading.local()  # .skeleton while a skeleton is built in this thread
