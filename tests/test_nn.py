@@ -618,3 +618,21 @@ def test_a_parent_takes_its_parts_walks_with_the_same_result_as_walking_them():
     names = [name for name, _ in gpt_parts.named_parameters()]
     assert names[:2] == ["token_embedding.weight.0.0", "token_embedding.weight.0.1"]
     assert "blocks.1.attention.out.weight.3.3" in names and len(names) == len(gpt_parts.parameters())
+
+
+def test_describing_a_module_draws_no_random_numbers_and_builds_no_weights(monkeypatch):
+    from chainrule import nn
+
+    random.seed(17)
+    model = MLP(2, [3, 1], activation="tanh")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a Parameter was built")
+
+    monkeypatch.setattr(nn, "Parameter", refuse)  # the skeleton architecture() compares with has none
+    random.seed(5)
+    expected = random.random()
+    random.seed(5)
+    assert model.architecture()["nouts"] == [3, 1]
+    assert repr(model) == "MLP(2, [3, 1], activation='tanh')"
+    assert random.random() == expected
