@@ -67,14 +67,9 @@ class Module:
     Every Value counts, a Parameter or not (micrograd's modules hold plain Values), so keep
     results such as a last output out of the attributes; dicts and other objects are not
     walked. A module whose class writes its own ``parameters()`` is asked for them instead (and
-    its state names number them: ``0``, ``1``, ...). The walk is kept between calls and done
-    again once an attribute of a module it went through, or a list it went through, has
-    changed, so ``parameters()`` in a training loop costs a comparison of those and a copy.
+    its state names number them: ``0``, ``1``, ...). The walk is done afresh at every call: it
+    costs about what the list it returns does (10 us for micrograd's MLP 2-16-16-1).
     """
-
-    # The walk is kept in a slot, not among the attributes it walks; "__dict__" keeps
-    # subclasses free to set any attribute, "__weakref__" lets them be weakly referenced.
-    __slots__ = ("__dict__", "__weakref__", "_walked")
 
     # What rebuilds the module from a checkpoint: the constructor's arguments, each read from
     # the attribute of the same name, in the order the architecture lists them. Arguments
@@ -96,17 +91,8 @@ class Module:
         if checkpoint:
             _register(cls)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # copy.copy, copy.deepcopy and pickle: the attributes only; a copy walks its own objects.
-        return self.__dict__
-
     def _walk(self, named: bool = False) -> _Walk:
-        # The walk kept is unnamed (parameters only) unless names were asked for since the
-        # last change: a model in a training loop keeps little more than its parameter list.
-        walk = getattr(self, "_walked", None)
-        if walk is None or (named and not walk.named) or not walk.current():
-            walk = self._walked = _Walk(self, named)
-        return walk
+        return _Walk(self, named)
 
     def parameters(self) -> list[Value]:
         """The parameters, in the order of the attributes that hold them (micrograd's order for MLP).
@@ -277,30 +263,14 @@ class _Walk:
     """One walk of a module. A named walk also records the entries with their names and marks
     where each module and list begins and ends."""
 
-    __slots__ = ("cacheable", "entries", "held", "marks", "modules", "named", "parameters", "seen")
+    __slots__ = ("entries", "marks", "named", "parameters")
 
     def __init__(self, module: Module, named: bool) -> None:
         self.named = named
-        self.cacheable = True
         self.parameters: list[Value] = []
         self.entries: list[tuple[str, Any]] = []
         self.marks: list[tuple[int, tuple[Any, ...]]] = []  # (len(entries) then, a module or list)
-        self.seen: list[dict[str, Any] | list[Any]] = []  # the modules' __dict__s and the lists
-        self.held: list[dict[str, Any] | list[Any]] = []  # copies of them, as they were
-        self.modules: set[int] = set()  # the ids of the modules it went through
         self._visit_module(module, "", {id(module)})
-
-    def current(self) -> bool:
-        """Whether every module and list it went through holds what it held.
-
-        ``==`` on the lists of dicts and lists compares each item's identity first, in C, at
-        about a nanosecond an item; a Value or a Module equals only itself (an int equals an
-        equal int, which changes no parameter).
-        """
-        try:
-            return self.cacheable and self.seen == self.held
-        except Exception:  # an item whose == cannot answer (a numpy array): walk again
-            return False
 
     def structure(self) -> list[tuple[Any, ...]]:
         """Every module (type and arguments), list (length) and entry (shape), in walk order."""
@@ -318,10 +288,7 @@ class _Walk:
         if self.named:
             arguments = tuple([getattr(module, name, _MISSING) for name in cls.arguments])
             self.marks.append((len(self.entries), ("module", prefix[:-1], cls, arguments)))
-        self.modules.add(id(module))
-        attributes = vars(module)
-        self._see(attributes)
-        for name, x in attributes.items():
+        for name, x in vars(module).items():
             if type(x) not in _PLAIN:
                 self._visit(x, prefix + name, ancestors)
 
@@ -334,26 +301,19 @@ class _Walk:
         elif isinstance(x, Module):
             if id(x) in ancestors:  # a module that holds its parent: its parameters are listed already
                 return
-            if _lists_its_own(type(x)):  # ask it, every time: what it holds is its own business
-                self.cacheable = False
+            if _lists_its_own(type(x)):  # ask it: what it holds is its own business
                 self.parameters += x.parameters()
                 if named:
                     self.marks.append((len(self.entries), ("own", name, type(x))))
                     self.entries += x.state_entries(name + ".")
                 return
-            walk = getattr(x, "_walked", None)
-            if not named and walk is not None and walk.modules.isdisjoint(ancestors) and walk.current():
-                self._take(walk)  # the part's own walk, still current: as good as a new one
-            else:
-                self._visit_module(x, name + ".", ancestors | {id(x)})
+            self._visit_module(x, name + ".", ancestors | {id(x)})
         elif isinstance(x, (list, tuple)):
             self._visit_list(x, name, ancestors)
         elif isinstance(x, _StandIn):
             self.entries.append((name, x))
 
     def _visit_list(self, x: list[Any] | tuple[Any, ...], name: str, ancestors: set[int]) -> None:
-        if isinstance(x, list):
-            self._see(x)
         if x and all(map(isinstance, x, repeat(Value))):  # a weight vector: one entry
             entry = x if isinstance(x, list) else list(x)
             self.parameters += entry
@@ -362,8 +322,6 @@ class _Walk:
             return
         if x and _is_matrix(x):  # the rows of a weight matrix, an entry each: all at once, in C
             rows = cast("list[list[Value]]", x)
-            self.seen += rows
-            self.held += [row.copy() for row in rows]
             self.parameters += chain.from_iterable(rows)
             if self.named:
                 self.entries += [(f"{name}.{i}", row) for i, row in enumerate(rows)]
@@ -375,17 +333,6 @@ class _Walk:
                     self._visit(item, f"{name}.{i}", ancestors)
         if self.named:
             self.marks.append((len(self.entries), ("items", name, len(x))))
-
-    def _see(self, x: dict[str, Any] | list[Any]) -> None:
-        self.seen.append(x)
-        self.held.append(x.copy())
-
-    def _take(self, walk: _Walk) -> None:
-        """Add what walking a part again would add: its walk's parameters and what it went through."""
-        self.parameters += walk.parameters
-        self.seen += walk.seen
-        self.held += walk.held  # (never changed: a walk that no longer holds is made anew)
-        self.modules |= walk.modules
 
 
 _MISSING = object()
