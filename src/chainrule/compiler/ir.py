@@ -64,8 +64,8 @@ class Group(NamedTuple):
         """One line: where the group's nodes sit, the op, and the range of positions it reads."""
         import numpy as np  # (the compiler needs it anyway)
 
-        inputs = np.frombuffer(self.rows, dtype=np.intp)
-        low, high = (int(inputs.min()), int(inputs.max())) if len(inputs) else (None, None)
+        inputs = np.frombuffer(self.rows, dtype=np.intp).tolist()
+        low, high = (min(inputs), max(inputs)) if inputs else (None, None)
         reads = "-" if low is None else str(low) if low == high else f"{low}..{high}"
         each = f"{self.width} input{'s' if self.width != 1 else ''} each"
         where = str(start) if self.count == 1 else f"{start}..{start + self.count - 1}"
