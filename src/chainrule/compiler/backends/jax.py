@@ -384,7 +384,16 @@ class _Mapped:
         self.row_reader = outer.reader(record.rows)  # (R, k)
         n_constants = len(row.constants)  # (the row trace's constants, then its externals)
         self.constant_reader = outer.reader(record.leaves[:n_constants])
-        self.external_reader = outer.reader(record.leaves[n_constants:])
+        externals = np.asarray(record.leaves[n_constants:], dtype=np.intp)
+        # The common case, a model's parameters: the outer function's externals, in their order
+        # (then the row function takes that segment as it is, the probe last, and the
+        # gradients add into it directly, not through a copy of it).
+        self.all_externals = bool(
+            (outer.segment[externals] == 2).all()
+            and np.array_equal(outer.offset[externals], np.arange(len(externals)))
+            and len(externals) == outer.sizes[2] - 1
+        )
+        self.external_reader = outer.reader(externals)
         self.R = R = len(record.rows)
         # The copy for row r of a node of row group g sits at outer_starts[g] + r * count + i,
         # i its place in the group (see mapping.replicate).
@@ -414,9 +423,10 @@ class _Mapped:
     def __call__(self, segments, ok):
         jax, jnp = self.jax, self.jax.numpy
         rows, constants = self.row_reader(segments, jnp), self.constant_reader(segments, jnp)
-        externals = jnp.concatenate(
-            [self.external_reader(segments, jnp), segments[2][-1:]]
-        )  # (the probe last)
+        if self.all_externals:
+            externals = segments[2]  # (the probe last)
+        else:
+            externals = jnp.concatenate([self.external_reader(segments, jnp), segments[2][-1:]])
         if self.mesh is not None:
             if self.padded:
                 rows = jnp.concatenate([rows, jnp.broadcast_to(rows[:1], (self.padded, rows.shape[1]))])
