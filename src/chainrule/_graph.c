@@ -52,7 +52,6 @@ static const char *const known_names[KNOWN_RULES] = {"+", "-", "*", "/", "neg", 
                                                      "tanh", "sigmoid", "relu", "sum", "dot", "**"};
 static PyObject *known_rules[KNOWN_RULES];
 
-static int is_value(PyObject *object) { return PyObject_TypeCheck(object, value_type); }
 
 /* Release the references in an array of n (some may be NULL), and free it. */
 static void release_all(PyObject **objects, Py_ssize_t n) {
@@ -67,6 +66,43 @@ static void release_all(PyObject **objects, Py_ssize_t n) {
         PyErr_SetString(PyExc_RuntimeError, "_graph: call setup(Value, child_gradients) first"); \
         return result;                                                                   \
     }
+
+/* The subclasses of Value whose numbers live elsewhere (engine.py's numbers_elsewhere: the
+   parameters inside chainrule.on_device, whose numbers are on a device). Their slots are not
+   their numbers, so for these loops they are not Values: each loop returns None on meeting one,
+   and engine.py's Python runs instead, reading them through their properties. */
+#define MAX_ELSEWHERE 8
+static PyTypeObject *elsewhere[MAX_ELSEWHERE];
+static int n_elsewhere;
+
+static int is_value(PyObject *object) {
+    PyTypeObject *type = Py_TYPE(object);
+    if (type == value_type)
+        return 1;
+    if (value_type == NULL || !PyType_IsSubtype(type, value_type))
+        return 0;
+    for (int i = 0; i < n_elsewhere; i++)
+        if (type == elsewhere[i])
+            return 0;
+    return 1;
+}
+
+static PyObject *numbers_elsewhere(PyObject *module, PyObject *type) {
+    NEEDS_SETUP(NULL)
+    if (!PyType_Check(type) || !PyType_IsSubtype((PyTypeObject *)type, value_type)) {
+        PyErr_SetString(PyExc_TypeError, "_graph.numbers_elsewhere(a subclass of Value)");
+        return NULL;
+    }
+    for (int i = 0; i < n_elsewhere; i++)
+        if ((PyObject *)elsewhere[i] == type)
+            Py_RETURN_NONE;
+    if (n_elsewhere == MAX_ELSEWHERE) {
+        PyErr_SetString(PyExc_RuntimeError, "_graph.numbers_elsewhere: too many such classes");
+        return NULL;
+    }
+    elsewhere[n_elsewhere++] = (PyTypeObject *)Py_NewRef(type); /* kept for the process's life */
+    Py_RETURN_NONE;
+}
 
 static PyObject *setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyType_Check(args[0]) || !PyCallable_Check(args[1]) || !PyDict_CheckExact(args[2])) {
@@ -814,6 +850,8 @@ static PyObject *add_to_grads(PyObject *module, PyObject *const *args, Py_ssize_
 static PyMethodDef methods[] = {
     {"setup", (PyCFunction)(void (*)(void))setup, METH_FASTCALL,
      "setup(Value, child_gradients, rules): True, or False when it serves another Value class"},
+    {"numbers_elsewhere", numbers_elsewhere, METH_O,
+     "numbers_elsewhere(cls): the loops treat this subclass's objects as unusual (None)"},
     {"node", (PyCFunction)(void (*)(void))node, METH_FASTCALL, "engine._node, unwatched by the collector"},
     {"depth_first", depth_first, METH_O, "engine._depth_first(roots), or None when unusual"},
     {"propagate_numbers", (PyCFunction)(void (*)(void))propagate_numbers, METH_FASTCALL,

@@ -351,10 +351,18 @@ class Value:
             )
         self._local = closure
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, numbers_elsewhere: bool = False, **kwargs: Any) -> None:
         # The fast ops, apply, the C loops and chainrule.compile all read the number in the
-        # slot; a property in its place would be read by some of them and not others.
+        # slot; a property in its place would be read by some of them and not others. Except
+        # in a class made for that, with numbers_elsewhere=True (the parameters inside
+        # chainrule.on_device): the C loops then leave its objects to the Python, and the fast
+        # paths (which take only the exact types in _PLAIN) send them through apply; both read
+        # its numbers by name, through its properties.
         super().__init_subclass__(**kwargs)
+        if numbers_elsewhere:
+            if _graph is not None:
+                _graph.numbers_elsewhere(cls)
+            return
         for name in ("data", "grad", "_data", "_grad"):
             if name in cls.__dict__:
                 raise TypeError(

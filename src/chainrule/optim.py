@@ -56,8 +56,10 @@ LearningRate = float | Callable[[int], float]
 class Optimizer:
     """The shared part of every optimizer: the parameter list, the learning rate, the step count.
 
-    A subclass writes the update in ``_update(lr)``; ``step()`` works out the learning rate
-    for this step, calls ``_update`` and counts the step. ``lr`` is a number or a function
+    A subclass writes the update over arrays in ``_arrays`` (numpy, or jax.numpy inside
+    ``chainrule.on_device``) and one parameter at a time in ``_update_one_by_one`` (without
+    numpy), or the whole step in ``_update(lr)``; ``step()`` works out the learning rate for
+    this step, runs the update and counts the step. ``lr`` is a number or a function
     that maps the 0-based step index ``k`` to the learning rate of step ``k``.
 
     >>> from chainrule import Value
@@ -88,8 +90,14 @@ class Optimizer:
         self.lr = lr
         self.step_count = 0
 
+    # Set by chainrule.on_device while this optimizer's parameters live on a device: what
+    # zero_grad and step hand their work to there (see compiler/devices.py).
+    _device: Any = None
+
     def zero_grad(self) -> None:
         """Set every parameter's gradient to 0; call it before each ``backward``."""
+        if self._device is not None and self._device.zero_grad(self):
+            return
         engine.zero_grads(self.params)
 
     def current_lr(self) -> float:
@@ -106,11 +114,41 @@ class Optimizer:
         """Update every parameter from its current gradient."""
         engine._reading_numbers(f"{type(self).__name__}.step()")
         lr = self.current_lr()  # checked before any parameter changes
-        self._update(lr)
+        if self._device is None or not self._device.step(self, lr):
+            self._update(lr)
         self.step_count += 1
 
     def _update(self, lr: float) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must define _update(lr)")
+        """The step: with numpy, every parameter at once through ``_arrays``; else one by one."""
+        np = _numpy()
+        if np is None:
+            return self._update_one_by_one(lr)
+        data, g, has_grad = _gathered(self, np)
+        state = {name: _view(np, kept) for name, kept in self._state.items()}
+        with np.errstate(all="ignore"):  # overflow gives inf, as Python's float arithmetic does
+            new, state = self._arrays(np, data, g, state, lr, has_grad)
+        for name, updated in state.items():
+            _update_state(np, self._state[name], updated, has_grad)
+        _write_data(self, new, has_grad)
+
+    # A subclass gives its update twice: over arrays, in ``_arrays`` (numpy here, jax.numpy on a
+    # device), and one parameter at a time, in ``_update_one_by_one`` (without numpy); and its
+    # per-parameter state, in ``_state``.
+    _state: dict[str, array.array] = {}
+
+    def _arrays(
+        self, np: ModuleType, data: Any, g: Any, state: dict[str, Any], lr: Any, has_grad: Any = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """``(new data, new state)`` from the parameters' ``data``, their gradients ``g`` and the
+        state's arrays; ``has_grad`` as ``_gathered`` gives it (None: every parameter has one)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _update(lr), or _arrays and _update_one_by_one")
+
+    def _update_one_by_one(self, lr: float) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define _update(lr), or _arrays and _update_one_by_one")
+
+    def _on_device_too(self) -> bool:
+        """Whether ``_arrays`` can run on a device (traced by JAX, with no error to raise)."""
+        return True
 
 
 def _gradient_number(optimizer: str, i: int, p: Value) -> float | None:
@@ -144,9 +182,9 @@ _NUMPY: Any = False  # not looked for yet; then numpy, or None
 
 
 def _gathered(
-    optimizer: Optimizer, np: ModuleType, weight_decay: float
+    optimizer: Optimizer, np: ModuleType
 ) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray | None]:
-    """``(data, g, has_grad)``: every parameter's data and decayed gradient as float64 arrays.
+    """``(data, g, has_grad)``: every parameter's data and gradient as float64 arrays.
 
     ``has_grad`` marks the parameters whose grad is not None, or is None when all of them have
     one (the common case, which then reads the grads without a Python call per parameter).
@@ -164,8 +202,7 @@ def _gathered(
         g = np.array(grads, dtype=np.float64)
     if not (in_c and in_c.read_data(params, data)):
         data = np.array(list(map(_read_data, params)), dtype=np.float64)
-    with np.errstate(all="ignore"):
-        return data, g + weight_decay * data, has_grad
+    return data, g, has_grad
 
 
 # An optimizer's state (a momentum, Adam's running means and step counts) has one number per
@@ -245,27 +282,22 @@ class SGD(Optimizer):
         self.weight_decay = check_number("SGD", "weight_decay", weight_decay)
         # The momentum of each parameter, and whether it has one yet (from its first gradient).
         self._momenta, self._started = _state("d", len(self.params)), _state("b", len(self.params))
+        self._state = {"momenta": self._momenta, "started": self._started}
 
     @property
     def buffers(self) -> list[float | None]:
         """The momentum of each parameter; None until the parameter's first gradient."""
+        if self._device is not None:
+            self._device.state_home(self)
         return [b if started else None for b, started in zip(self._momenta, self._started)]
 
-    def _update(self, lr: float) -> None:
-        np = _numpy()
-        if np is None:
-            return self._update_one_by_one(lr)
-        data, g, has_grad = _gathered(self, np, self.weight_decay)
+    def _arrays(self, np, data, g, state, lr, has_grad=None):
+        g = g + self.weight_decay * data
         if self.momentum:
-            started = _view(np, self._started).astype(bool)
-            with np.errstate(all="ignore"):
-                # a parameter's first gradient starts its momentum: b = g, then b = momentum * b + g
-                g = np.where(started, self.momentum * _view(np, self._momenta) + g, g)
-            _update_state(np, self._momenta, g, has_grad)
-            _update_state(np, self._started, np.ones(len(g), dtype=np.int8), has_grad)
-        with np.errstate(all="ignore"):  # overflow gives inf, as Python's float arithmetic does
-            new = data - lr * g
-        _write_data(self, new, has_grad)
+            # a parameter's first gradient starts its momentum: b = g, then b = momentum * b + g
+            g = np.where(state["started"] != 0, self.momentum * state["momenta"] + g, g)
+            state = {"momenta": g, "started": np.ones_like(state["started"])}
+        return data - lr * g, state
 
     def _update_one_by_one(self, lr: float) -> None:
         grads = _decayed_gradients(self, self.weight_decay)
@@ -326,48 +358,49 @@ class Adam(Optimizer):
         self._m, self._v = _state("d", n), _state("d", n)  # running means of g and of g * g
         # Steps taken by each parameter: one whose grad is None skips a step, as in PyTorch.
         self._t = _state("q", n)
+        self._state = {"m": self._m, "v": self._v, "t": self._t}
 
     @property
     def m(self) -> list[float]:
         """The running mean of each parameter's gradient."""
+        if self._device is not None:
+            self._device.state_home(self)
         return self._m.tolist()
 
     @property
     def v(self) -> list[float]:
         """The running mean of each parameter's squared gradient."""
+        if self._device is not None:
+            self._device.state_home(self)
         return self._v.tolist()
 
     @property
     def t(self) -> list[int]:
         """The steps each parameter has taken."""
+        if self._device is not None:
+            self._device.state_home(self)
         return self._t.tolist()
 
-    def _update(self, lr: float) -> None:
-        np = _numpy()
-        if np is None:
-            return self._update_one_by_one(lr)
+    def _arrays(self, np, data, g, state, lr, has_grad=None):
         beta1, beta2 = self.betas
-        data, g, has_grad = _gathered(self, np, self.weight_decay)
-        t = _view(np, self._t) + 1
-        with np.errstate(all="ignore"):  # overflow gives inf, as Python's float arithmetic does
-            m = beta1 * _view(np, self._m) + (1.0 - beta1) * g
-            v = beta2 * _view(np, self._v) + (1.0 - beta2) * g * g
-            m_hat = m / (1.0 - beta1**t)
-            v_hat = v / (1.0 - beta2**t)
-            denominator = np.sqrt(v_hat) + self.eps
-            if not denominator.all():  # eps = 0 and a zero gradient so far: the scalar loop's error
-                zero = np.flatnonzero(
-                    denominator == 0.0 if has_grad is None else (denominator == 0.0) & has_grad
+        g = g + self.weight_decay * data
+        t = state["t"] + 1
+        m = beta1 * state["m"] + (1.0 - beta1) * g
+        v = beta2 * state["v"] + (1.0 - beta2) * g * g
+        m_hat = m / (1.0 - beta1**t)  # undo the pull towards the zero start
+        v_hat = v / (1.0 - beta2**t)
+        denominator = np.sqrt(v_hat) + self.eps
+        if self.eps <= 0.0 and not denominator.all():  # a zero gradient so far: the scalar loop's error
+            zero = np.flatnonzero(denominator == 0.0 if has_grad is None else (denominator == 0.0) & has_grad)
+            if len(zero):
+                raise ZeroDivisionError(
+                    f"Adam: params[{zero[0]}] has had only zero gradients and eps is 0, "
+                    "so its step would divide by zero"
                 )
-                if len(zero):
-                    raise ZeroDivisionError(
-                        f"Adam: params[{zero[0]}] has had only zero gradients and eps is 0, "
-                        "so its step would divide by zero"
-                    )
-            new = data - lr * m_hat / denominator
-        for state, updated in ((self._t, t), (self._m, m), (self._v, v)):
-            _update_state(np, state, updated, has_grad)
-        _write_data(self, new, has_grad)
+        return data - lr * m_hat / denominator, {"m": m, "v": v, "t": t}
+
+    def _on_device_too(self) -> bool:
+        return self.eps > 0.0  # (else a step may have to raise, which the host checks)
 
     def _update_one_by_one(self, lr: float) -> None:
         beta1, beta2 = self.betas
