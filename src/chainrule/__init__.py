@@ -33,7 +33,7 @@ from .parameters import Parameter, Parameters, pack_parameters
 __version__ = "0.2.0"  # the one place: pyproject.toml and chainrule --version read it
 
 if TYPE_CHECKING:  # what a type checker sees of the names below, which load on first use
-    from .compiler import TraceWarning, compile
+    from .compiler import TraceWarning, compile, on_device
     from .draw import draw_dot
     from .explorer import explore
     from .serialize import CheckpointError, load, save
@@ -47,6 +47,7 @@ _LAZY = {
     "explore": "explorer",
     "compile": "compiler",
     "TraceWarning": "compiler",
+    "on_device": "compiler",
 }
 
 
@@ -83,6 +84,7 @@ __all__ = [
     "load",
     "logsumexp",
     "no_grad",
+    "on_device",
     "pack_parameters",
     "save",
     "sum_values",

@@ -79,6 +79,7 @@ from ..engine import _mode
 from . import backends, native
 from .arguments import flatten_all
 from .backends.table import CProgram
+from .devices import on_device
 from .ir import Program
 from .tracing import TraceWarning, trace
 
@@ -87,7 +88,7 @@ if TYPE_CHECKING:
 
     from .tape import Tape
 
-__all__ = ["compile", "CompiledFunction", "TraceWarning", "BACKENDS"]
+__all__ = ["compile", "CompiledFunction", "TraceWarning", "BACKENDS", "on_device"]
 
 
 BACKENDS = backends.NAMES  # ("numpy", "c", "auto", "jax")

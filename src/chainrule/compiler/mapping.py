@@ -157,7 +157,7 @@ def _replay_copies(block, backend):
     copies = Program(len(flat_rows), block.constants, block.externals, placed, outputs=(), checked=checked)
     # (a one-off replay while tracing: the table program serves it best whatever the backend)
     tape = Tape(copies, None, "numpy" if backend == "numpy" else "auto")
-    data, _ = tape.replay(np.array(list(map(engine._read_data, flat_rows)), dtype=np.float64))
+    data = tape.replay(np.array(list(map(engine._read_data, flat_rows)), dtype=np.float64))[0]
     rows = np.arange(R)
     return {
         p: data[first[p - block.n_leaves] + rows * stride[p - block.n_leaves]]

@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import engine, ops
 from ..engine import Value, _make, _mode
-from . import backends
+from . import backends, devices
 from .arguments import _unflatten_result
 from .backends.numpy import _DOMAIN_ERRORS, NumpyProgram
 from .ir import Program
@@ -57,6 +57,9 @@ class Tape:
         self.checked = self.backend.checked  # nodes that can raise, in eager's order
         # Whether a call can run as one C call (see _replay_into).
         self.in_one_call = getattr(self.backend, "in_one_call", False)
+        # Whether the backend can read the parameters where chainrule.on_device keeps them.
+        self.reads_devices = getattr(self.backend, "reads_devices", False)
+        self.placed_cache: dict = {}  # (see devices.placed)
 
     @property
     def program(self) -> Program:
@@ -90,10 +93,15 @@ class Tape:
         return _unflatten_result(self.result_structure, results)
 
     def replay(self, flat):
-        """Every node's number, for these input numbers; and what backward needs (see backward)."""
+        """Every node's number, for these input numbers; what backward needs (see backward);
+        and where the parameters were, when on a device (see devices.py), else None."""
         data = self.np.empty(self.size)
         try:
-            return self._replay_into(data, flat)
+            if self.reads_devices and not _mode.get().anomaly:
+                placed = devices.placed(self.external_tuple, self.placed_cache) if self.externals else None
+                if placed is not None:
+                    return (*self._replay_on_device(data, flat, placed), placed)
+            return (*self._replay_into(data, flat), None)
         except _DOMAIN_ERRORS:
             # Replay runs the nodes by depth, eager in the order made: of the nodes that fail,
             # report the one eager meets first (the leaves are in data by now).
@@ -125,10 +133,28 @@ class Tape:
             saved = self.reference.run_forward(data, anomaly)
         return data, saved
 
+    def _replay_on_device(self, data, flat, placed):
+        """_replay_into, with the parameters read where they are, on a device."""
+        data[: self.n_inputs] = flat
+        data[self.n_inputs : self.n_fixed] = self.constant_data
+        if self.backend.forward(data, placed):
+            return data, None  # (data lacks the parameters' numbers: see _complete)
+        data[self.n_fixed : self.n_leaves] = placed.on_the_host()
+        return data, self.reference.run_forward(data, False)
+
+    def _complete(self, data):
+        """The parameters' numbers into ``data``, if its call read them on a device."""
+        if self.reads_devices:
+            numbers = self.backend.externals_of(data)  # type: ignore[attr-defined]
+            if numbers is not None:
+                data[self.n_fixed : self.n_leaves] = numbers
+
     def backward(self, data, saved, position, g):
         """The gradient of node ``position`` (seeded with g) with respect to every external,
         as an array (a view into this pass's gradients)."""
         np = self.np
+        if saved is None:
+            self._complete(data)
         grad = np.zeros(self.size)
         grad[position] = g
         needed = self._needed_by(position, data)
@@ -176,10 +202,10 @@ class Tape:
 class _Replay:
     """The numbers of one compiled call, kept for its backward pass."""
 
-    __slots__ = ("tape", "data", "saved")
+    __slots__ = ("tape", "data", "saved", "placed")
 
-    def __init__(self, tape, data, saved):
-        self.tape, self.data, self.saved = tape, data, saved
+    def __init__(self, tape, data, saved, placed):
+        self.tape, self.data, self.saved, self.placed = tape, data, saved, placed
 
     def result(self, index, position):
         value = float(self.data[position])
@@ -211,6 +237,17 @@ class _CompiledValue(Value):
         if isinstance(gradient, Value) or mode.anomaly or mode.hook or not replay.tape.externals_are_leaves:
             return super().backward(gradient)  # while tracing, the engine's backward refuses
         seed = engine._check_gradient(gradient, False)
+        if replay.placed is not None and replay.saved is None:
+            # The parameters live on a device (chainrule.on_device): their gradients are added
+            # there, this result's own here.
+            backend = replay.tape.backend
+            seeds = replay.tape.np.zeros(len(backend.unique_outputs))
+            seeds[backend.unique_outputs.index(position)] = seed
+            grads = backend.device_gradients(replay.data, seeds)
+            if grads is not None:
+                engine._add_to_grads((self,), replay.tape.np.array([seed]))
+                replay.placed.add_grad(grads)
+                return
         shares = replay.tape.backward(replay.data, replay.saved, position, seed)
         # The graph above the tape is just this node and the parameters (leaves): what the
         # engine's backward would add, without its general walk, in one all-or-nothing step.

@@ -101,8 +101,8 @@ def _devices(jax, devices):
 
 # ---------------------------------------------------------------------------------------------
 # Where the numbers live in the JAX function: in segments, each its own array (the inputs; the
-# constants; the externals, then the probe: these two the same for every row of a map_rows
-# call; each group's nodes; each map_rows result), never one array of every node: reading a
+# constants; the externals; the probe: these two the same for every row of a map_rows call;
+# each group's nodes; each map_rows result), never one array of every node: reading a
 # group's inputs is then a slice of one segment, or a gather from a few, and its derivative adds
 # into those alone (the constants' never: they are not differentiated).
 
@@ -117,8 +117,8 @@ class _Segments:
         self.sizes: list[int] = []
         self.add(np.arange(program.n_inputs))  # 0: the inputs
         self.add(np.arange(program.n_inputs, program.n_fixed))  # 1: the constants
-        self.add(np.arange(program.n_fixed, program.n_leaves))  # 2: the externals, then the probe (see _op)
-        self.sizes[2] += 1
+        self.add(np.arange(program.n_fixed, program.n_leaves))  # 2: the externals
+        self.sizes.append(1)  # 3: the probe (see _op), at no position
 
     def add(self, positions: numpy.ndarray) -> int:
         """A new segment holding ``positions``, in that order; its number."""
@@ -286,9 +286,9 @@ class _Steps:
             self.steps.append(_group_step(np, jax, where, rule, starts[g], positions, vectors))
             g += 1
 
-    def run(self, inputs, constants, externals):
+    def run(self, inputs, constants, externals, probe):
         """Every step in order: (every segment's numbers, whether nothing unusual happened)."""
-        segments = [inputs, constants, externals]
+        segments = [inputs, constants, externals, probe[None]]
         ok = self.jax.numpy.bool_(True)
         for step in self.steps:
             ok = step(segments, ok)
@@ -327,7 +327,7 @@ def _group_step(
             elif rule is ops.STOP_GRADIENT:
                 out = jax.lax.stop_gradient(X[0])
             else:
-                out = op(X, segments[2][-1])  # (the probe: see _op)
+                out = op(X, segments[3][0])  # (the probe: see _op)
         if must_be_finite:
             ok = ok & jnp.isfinite(out).all()
         segments.append(out)
@@ -364,6 +364,9 @@ def _layer(
     in_order = np.array_equal(slot, np.arange(count))
 
     def layer(segments, jnp):
+        if V == 1 and in_order:  # one input vector (a layer inside map_rows): a vector times a
+            # matrix, which vmap makes the matrix product over the rows that a hand-written layer is
+            return inputs(segments, jnp)[0] @ weights(segments, jnp).T + bias(segments, jnp)
         products = inputs(segments, jnp) @ weights(segments, jnp).T  # (V, U)
         products = products.reshape(-1) if in_order else products[x_of, w_of]
         return products + bias(segments, jnp)
@@ -386,12 +389,12 @@ class _Mapped:
         self.constant_reader = outer.reader(record.leaves[:n_constants])
         externals = np.asarray(record.leaves[n_constants:], dtype=np.intp)
         # The common case, a model's parameters: the outer function's externals, in their order
-        # (then the row function takes that segment as it is, the probe last, and the
-        # gradients add into it directly, not through a copy of it).
+        # (then the row function takes that segment as it is, and the gradients add into it
+        # directly, not through a copy of it).
         self.all_externals = bool(
             (outer.segment[externals] == 2).all()
             and np.array_equal(outer.offset[externals], np.arange(len(externals)))
-            and len(externals) == outer.sizes[2] - 1
+            and len(externals) == outer.sizes[2]
         )
         self.external_reader = outer.reader(externals)
         self.R = R = len(record.rows)
@@ -416,24 +419,23 @@ class _Mapped:
             self.replicated = NamedSharding(self.mesh, PartitionSpec())
             self.padded = -R % len(devices)  # rows added (copies of the first) to split evenly
 
-    def row(self, inputs, constants, externals):
-        segments, ok = self.row_steps.run(inputs, constants, externals)
+    def row(self, inputs, constants, externals, probe):
+        segments, ok = self.row_steps.run(inputs, constants, externals, probe)
         return self.row_output_reader(segments, self.jax.numpy), ok
 
     def __call__(self, segments, ok):
         jax, jnp = self.jax, self.jax.numpy
         rows, constants = self.row_reader(segments, jnp), self.constant_reader(segments, jnp)
-        if self.all_externals:
-            externals = segments[2]  # (the probe last)
-        else:
-            externals = jnp.concatenate([self.external_reader(segments, jnp), segments[2][-1:]])
+        externals = segments[2] if self.all_externals else self.external_reader(segments, jnp)
         if self.mesh is not None:
             if self.padded:
                 rows = jnp.concatenate([rows, jnp.broadcast_to(rows[:1], (self.padded, rows.shape[1]))])
             rows = jax.lax.with_sharding_constraint(rows, self.split)
             externals = jax.lax.with_sharding_constraint(externals, self.replicated)
         # (R, outputs), (R,):
-        outputs, row_ok = jax.vmap(self.row, in_axes=(0, None, None))(rows, constants, externals)
+        outputs, row_ok = jax.vmap(self.row, in_axes=(0, None, None, None))(
+            rows, constants, externals, segments[3][0]
+        )
         if self.mesh is not None:
             outputs = jax.lax.with_sharding_constraint(outputs, self.split)[: self.R]
         segments.extend(outputs.T)
@@ -451,6 +453,9 @@ class JaxProgram:
         import numpy as np
 
         self.np, self.jax, self.devices = np, jax, devices
+        # Whether a call can read the parameters where chainrule.on_device keeps them (see
+        # devices.py): on one device (a mesh of several takes them from the host).
+        self.reads_devices = devices is None
         self.program = program
         self.outputs = tuple(program.outputs)
         self.checked = np.array(program.checked, dtype=np.intp)
@@ -476,35 +481,42 @@ class JaxProgram:
                 raise Unavailable(
                     f"the jax backend could not compile the op(s) {', '.join(sorted(own))} ({error})"
                 ) from None
-        # id(data) -> (a weak reference to data, the externals' gradients): a call's gradients,
-        # kept until its numbers (the result Values hold them) are gone.
+        # id(data) -> (a weak reference to data, (the externals' gradients, the externals)): what
+        # a call's backward needs, kept until its numbers (the result Values hold them) are gone.
         self.pending: dict[int, tuple[weakref.ref, Any]] = {}
 
     def _compile(self):
         jax = self.jax
         jnp = jax.numpy
+        n = len(self.unique_outputs)
 
-        def outputs(inputs, constants, externals):
-            """The outputs; and, for the host, one array (a transfer, not three): the outputs,
+        def outputs(inputs, constants, externals, probe):
+            """The outputs; and, for the host, one array (a transfer, not several): the outputs,
             1 if nothing unusual happened (else 0), the take indices that are nodes."""
-            segments, ok = self.steps.run(inputs, constants, externals)  # (externals: then the probe)
+            segments, ok = self.steps.run(inputs, constants, externals, probe)
             out = self.read_outputs(segments, jnp)
             return out, jnp.concatenate([out, ok.astype(out.dtype)[None], self.read_indices(segments, jnp)])
 
-        def value(inputs, constants, externals):
-            return outputs(inputs, constants, externals)[1]
+        def value(inputs, constants, externals, probe):
+            return outputs(inputs, constants, externals, probe)[1]
 
-        def value_and_grad(inputs, constants, externals):
-            """What value gives, and the gradients of the first output with respect to the
-            externals (and the probe)."""
-            out, pullback, packed = jax.vjp(lambda e: outputs(inputs, constants, e), externals, has_aux=True)
-            (grads,) = pullback(jnp.zeros_like(out).at[0].set(1.0))
+        def gradients(inputs, constants, externals, probe, seeds):
+            """What value gives, with 1 (else 0) after the outputs if the gradients of the
+            outputs (seeded with ``seeds``) with respect to the externals are all finite (the
+            probe's is nan otherwise: see _op); and those gradients."""
+            out, pullback, packed = jax.vjp(
+                lambda e, p: outputs(inputs, constants, e, p), externals, probe, has_aux=True
+            )
+            grads, probe_grad = pullback(seeds)
+            # (x * 0 is 0 for a finite x and nan for nan and inf: one sum tells, which costs
+            # less than an all() over the gradients on CPU)
+            finite = (jnp.sum(grads * 0.0) == 0.0) & jnp.isfinite(probe_grad)
+            packed = jnp.concatenate([packed[: n + 1], finite.astype(packed.dtype)[None], packed[n + 1 :]])
             return packed, grads
 
-        def grad(inputs, constants, externals, seeds):
-            _, pullback, _ = jax.vjp(lambda e: outputs(inputs, constants, e), externals, has_aux=True)
-            (grads,) = pullback(seeds)
-            return grads
+        def value_and_grad(inputs, constants, externals, probe):
+            """gradients, for the first output with the seed 1: a loss's."""
+            return gradients(inputs, constants, externals, probe, jnp.zeros(n).at[0].set(1.0))
 
         options = {}
         if self.devices is not None:
@@ -514,12 +526,12 @@ class JaxProgram:
             options = {"in_shardings": everywhere, "out_shardings": everywhere}
         self.value = jax.jit(value, **options)
         self.value_and_grad = jax.jit(value_and_grad, **options)
-        self.grad = jax.jit(grad, **options)
+        self.grad = jax.jit(gradients, **options)
         # A training step's call, compiled now (so that the trace's time includes XLA's) by a
         # call on zeros: jax.jit's own calls dispatch in C++, several times faster than those
         # of the object .lower().compile() gives. The other two are compiled when first called.
-        shapes = (self.n_inputs, self.n_fixed - self.n_inputs, self.n_leaves - self.n_fixed + 1)
-        self.lowered = self.value_and_grad.lower(*(jax.ShapeDtypeStruct((n,), jnp.float64) for n in shapes))
+        shapes = ((self.n_inputs,), (self.n_fixed - self.n_inputs,), (self.n_leaves - self.n_fixed,), ())
+        self.lowered = self.value_and_grad.lower(*(jax.ShapeDtypeStruct(n, jnp.float64) for n in shapes))
         jax.block_until_ready(self.value_and_grad(*(self.np.zeros(n) for n in shapes)))
 
     @functools.cached_property
@@ -531,52 +543,71 @@ class JaxProgram:
     def layout(self) -> list[tuple]:
         return list(self.program.layout)
 
-    def arguments(self, data):
-        """The JAX function's arguments for the leaves in ``data``: the inputs, the constants,
-        and the externals followed by the probe (see _op), 0."""
-        externals = self.np.append(data[self.n_fixed : self.n_leaves], 0.0)
-        return data[: self.n_inputs], data[self.n_inputs : self.n_fixed], externals
-
-    def forward(self, data: numpy.ndarray) -> bool:
+    def forward(self, data: numpy.ndarray, on_device: Any = None) -> bool:
+        """Every node's number into ``data``; False when the call must be left to the numpy
+        backend. With ``on_device`` (devices.placed's answer), the externals are read there, and
+        ``data`` gets them only if the call is left to numpy, or its backward is."""
         np = self.np
-        leaves = np.abs(data[: self.n_leaves])
+        leaves = np.abs(data[: self.n_inputs] if on_device is not None else data[: self.n_leaves])
         if (leaves < _TINY).any() and leaves[leaves < _TINY].any():
             return False  # a subnormal number: XLA on CPU reads it as 0 (see the module's docstring)
         gradients = len(self.unique_outputs) > 0 and _mode.get().recording
         with self.jax.enable_x64(True):
-            if gradients:
-                packed, grads = self.value_and_grad(*self.arguments(data))
+            if on_device is None:
+                externals = data[self.n_fixed : self.n_leaves]
             else:
-                packed = self.value(*self.arguments(data))
+                externals = on_device.externals()
+                if on_device.has_tiny():
+                    return False
+            arguments = (data[: self.n_inputs], data[self.n_inputs : self.n_fixed], externals, 0.0)
+            if gradients:
+                packed, grads = self.value_and_grad(*arguments)
+            else:
+                packed = self.value(*arguments)
         packed = np.asarray(packed)  # the outputs, whether all went well, the take indices
         n = len(self.unique_outputs)
         if packed[n] != 1.0:
             return False
         data[self.unique_outputs] = packed[:n]
-        data[self.index_positions] = packed[n + 1 :]
-        if gradients:
+        data[self.index_positions] = packed[n + 1 + gradients :]
+        if gradients or on_device is not None:
+            grads = grads if gradients and packed[n + 1] == 1.0 else None
             forget = functools.partial(_forget, self.pending, id(data))
-            self.pending[id(data)] = (weakref.ref(data, forget), grads)
+            self.pending[id(data)] = (weakref.ref(data, forget), (grads, externals, on_device is not None))
         return True
 
-    def backward(self, data: numpy.ndarray, grad: numpy.ndarray, needed: numpy.ndarray | None) -> bool:
-        np = self.np
+    def externals_of(self, data: numpy.ndarray) -> Any:
+        """The externals' numbers of the call whose numbers are ``data``, when it read them on a
+        device (``data`` then lacks them): as it read them. Else None."""
         kept = self.pending.get(id(data))
-        with self.jax.enable_x64(True):
-            # The first output's gradients for a seed of 1 came with the call (a loss, say, and
-            # the outputs it was computed from, as chainrule train's steps return them).
-            seeds = grad[self.unique_outputs]
-            if kept is not None and kept[0]() is data and seeds[0] == 1.0 and not seeds[1:].any():
-                grads = np.asarray(kept[1])
-            else:  # (another seed: scaling by it would round, or overflow, otherwise than eager)
-                grads = np.asarray(self.grad(*self.arguments(data), seeds))
-        if not np.isfinite(grads).all():  # (the probe's last: a group's non-finite gradient)
+        if kept is None or kept[0]() is not data or not kept[1][2]:
+            return None
+        return self.np.asarray(kept[1][1])
+
+    def backward(self, data: numpy.ndarray, grad: numpy.ndarray, needed: numpy.ndarray | None) -> bool:
+        grads = self.device_gradients(data, grad[self.unique_outputs])
+        if grads is None:
             return False
-        grads = grads[:-1]
         # Set, not added: grad is this pass's own, zero but for the seeds at the outputs, and the
         # derivative through JAX counts a seed at an output that is an external as well.
-        grad[self.n_fixed : self.n_leaves] = grads
+        grad[self.n_fixed : self.n_leaves] = self.np.asarray(grads)
         return True
+
+    def device_gradients(self, data: numpy.ndarray, seeds: numpy.ndarray) -> Any:
+        """The externals' gradients (a jax array), seeded at the outputs with ``seeds``, of the
+        call whose numbers are ``data``; None where one is not finite (or the call is unknown):
+        the numpy backend then redoes it, raising eager's error or passing the nan on."""
+        kept = self.pending.get(id(data))
+        if kept is None or kept[0]() is not data:
+            return None
+        grads, externals, _ = kept[1]
+        if grads is not None and seeds[0] == 1.0 and not seeds[1:].any():
+            return grads  # (the first output's, for the seed 1, came with the call)
+        # Another seed: scaling by it would round, or overflow, otherwise than eager.
+        arguments = (data[: self.n_inputs], data[self.n_inputs : self.n_fixed], externals, 0.0)
+        with self.jax.enable_x64(True):
+            packed, grads = self.grad(*arguments, seeds)
+        return grads if self.np.asarray(packed)[len(seeds) + 1] == 1.0 else None
 
     def lower(self):
         """JAX's Lowered object of a call (the same for any numbers): ``.as_text()`` shows the
