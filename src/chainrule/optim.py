@@ -291,7 +291,9 @@ class SGD(Optimizer):
             self._device.state_home(self)
         return [b if started else None for b, started in zip(self._momenta, self._started)]
 
-    def _arrays(self, np, data, g, state, lr, has_grad=None):
+    def _arrays(
+        self, np: ModuleType, data: Any, g: Any, state: dict[str, Any], lr: Any, has_grad: Any = None
+    ) -> tuple[Any, dict[str, Any]]:
         g = g + self.weight_decay * data
         if self.momentum:
             # a parameter's first gradient starts its momentum: b = g, then b = momentum * b + g
@@ -381,7 +383,9 @@ class Adam(Optimizer):
             self._device.state_home(self)
         return self._t.tolist()
 
-    def _arrays(self, np, data, g, state, lr, has_grad=None):
+    def _arrays(
+        self, np: ModuleType, data: Any, g: Any, state: dict[str, Any], lr: Any, has_grad: Any = None
+    ) -> tuple[Any, dict[str, Any]]:
         beta1, beta2 = self.betas
         g = g + self.weight_decay * data
         t = state["t"] + 1

@@ -60,13 +60,14 @@ def on_device(*holders: Any, device: Any = None) -> Iterator[None]:
     >>> model = nn.MLP(2, [4, 1])
     >>> optimizer = SGD(model.parameters(), lr=0.1)
     >>> fast = chainrule.compile(lambda x: model(x), backend="jax")
-    >>> before = model.layers[0].neurons[0].w[0].data
+    >>> bias = model.layers[-1].neurons[0].b      # the output's own: its gradient is 1
+    >>> before = bias.data
     >>> with chainrule.on_device(model, optimizer):
     ...     optimizer.zero_grad()
     ...     fast([1.0, 2.0]).backward()
     ...     optimizer.step()
-    >>> model.layers[0].neurons[0].w[0].data != before
-    True
+    >>> round(bias.data - before, 12)
+    -0.1
     """
     jax = jax_backend.load()
     values, optimizers = _collect(holders)
@@ -94,12 +95,12 @@ def _collect(holders: Iterable[Any]) -> tuple[list[Value], list[Any]]:
                 f"on_device: expected modules, optimizers or lists of Values, got {type(holder).__name__}"
             )
         for v in found:
+            if id(v) in _where:
+                raise ValueError(f"on_device: {v!r} is on a device already (on_device blocks do not nest)")
             if type(v) not in _TWINS:
                 raise TypeError(
                     f"on_device: a parameter must be a Value or a Parameter, got {type(v).__name__}: {v!r}"
                 )
-            if id(v) in _where:
-                raise ValueError(f"on_device: {v!r} is on a device already (on_device blocks do not nest)")
             if v.children:
                 raise ValueError(f"on_device: {v!r} is a computed Value, not a parameter (a leaf)")
             values.setdefault(id(v), v)
@@ -129,7 +130,7 @@ class _Placement:
         self.tiny = False  # whether the numbers last put on the device hold a subnormal one
         self.zeros = None  # an array of zeros there (jax arrays never change: one serves all)
         grads = [v._grad for v in values]
-        self.host = {"data": np.array([v._data for v in values], dtype=np.float64), "grad": None}
+        self.host: dict[str, Any] = {"data": np.array([v._data for v in values], dtype=np.float64), "grad": None}
         self.on_device: dict[str, Any] = {"data": None, "grad": None}
         self.optimizers = optimizers
         self.state: dict[int, dict[str, Any]] = {}  # id(optimizer) -> its state's arrays on the device

@@ -137,7 +137,7 @@ class Tape:
         """_replay_into, with the parameters read where they are, on a device."""
         data[: self.n_inputs] = flat
         data[self.n_inputs : self.n_fixed] = self.constant_data
-        if self.backend.forward(data, placed):
+        if self.backend.forward(data, placed):  # type: ignore[call-arg]  # (the jax backend's)
             return data, None  # (data lacks the parameters' numbers: see _complete)
         data[self.n_fixed : self.n_leaves] = placed.on_the_host()
         return data, self.reference.run_forward(data, False)

@@ -1,0 +1,269 @@
+"""chainrule.on_device: parameters kept on JAX's device between steps.
+
+The oracle for every number is eager chainrule (no compile, no device), itself checked against
+sympy, finite differences and PyTorch elsewhere: a run inside on_device must give its numbers.
+"""
+
+import math
+import random
+import warnings
+
+import pytest
+
+jax = pytest.importorskip("jax")
+np = pytest.importorskip("numpy")
+
+import chainrule  # noqa: E402
+from chainrule import Parameter, Value, map_rows, nn  # noqa: E402
+from chainrule.optim import SGD, Adam  # noqa: E402
+
+
+def make(seed=0, rows=12):
+    random.seed(seed)
+    model = nn.MLP(2, [5, 4, 1])
+    rng = random.Random(seed + 1)
+    X = [[rng.uniform(-1, 1), rng.uniform(-1, 1)] for _ in range(rows)]
+    y = [1.0 if a * b > 0 else -1.0 for a, b in X]
+
+    def loss(X, y):
+        scores = map_rows(model, X)
+        return sum((1 + -yi * s).relu() for yi, s in zip(y, scores)) * (1.0 / len(y))
+
+    return model, np.array(X), np.array(y), loss
+
+
+def eager_loss(model, X, y):
+    scores = [model([Value(a), Value(b)]) for a, b in X.tolist()]
+    return sum((1 + -yi * s).relu() for yi, s in zip(y.tolist(), scores)) * (1.0 / len(y))
+
+
+def train(optimizer_class, options, steps, device, compiled=True):
+    model, X, y, loss = make()
+    optimizer = optimizer_class(model.parameters(), **options)
+    fast = chainrule.compile(loss, backend="jax") if compiled else None
+    losses = []
+    block = chainrule.on_device(model, optimizer) if device else _nothing()
+    with block:
+        for _ in range(steps):
+            optimizer.zero_grad()
+            out = fast(X, y) if compiled else eager_loss(model, X, y)
+            out.backward()
+            losses.append(out.data)
+            optimizer.step()
+    return model, optimizer, losses
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        return False
+
+
+OPTIMIZERS = [
+    (SGD, {"lr": 0.1}),
+    (SGD, {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01}),
+    (Adam, {"lr": 0.02}),
+    (Adam, {"lr": lambda k: 0.02 / (k + 1), "betas": (0.8, 0.99), "weight_decay": 0.001}),
+]
+
+
+@pytest.mark.parametrize("optimizer_class, options", OPTIMIZERS)
+def test_training_on_the_device_gives_eagers_numbers(optimizer_class, options):
+    model, optimizer, losses = train(optimizer_class, options, 8, device=True)
+    eager_model, eager_optimizer, eager_losses = train(optimizer_class, options, 8, device=False, compiled=False)
+    assert losses == pytest.approx(eager_losses, rel=1e-10, abs=1e-12)
+    for p, q in zip(model.parameters(), eager_model.parameters()):
+        assert type(p) is Parameter  # home again, in its own class
+        assert p.data == pytest.approx(q.data, rel=1e-10, abs=1e-12)
+        assert p.grad == pytest.approx(q.grad, rel=1e-10, abs=1e-12)
+    state = "buffers" if optimizer_class is SGD else "m"
+    ours, theirs = getattr(optimizer, state), getattr(eager_optimizer, state)
+    for a, b in zip(ours, theirs):
+        assert (a is None and b is None) or a == pytest.approx(b, rel=1e-9, abs=1e-12)
+    assert optimizer._device is None and optimizer.step_count == 8
+
+
+def test_the_optimizers_state_reads_current_inside_the_block():
+    model, X, y, loss = make()
+    optimizer = Adam(model.parameters(), lr=0.01)
+    fast = chainrule.compile(loss, backend="jax")
+    with chainrule.on_device(model, optimizer):
+        for _ in range(3):
+            optimizer.zero_grad()
+            fast(X, y).backward()
+            optimizer.step()
+        assert optimizer.t == [3] * len(model.parameters())
+        inside = optimizer.m
+    assert optimizer.m == inside and any(inside)
+
+
+def test_reading_and_writing_a_parameter_inside_the_block():
+    model, X, y, loss = make()
+    params = model.parameters()
+    optimizer = SGD(params, lr=0.1)
+    fast = chainrule.compile(loss, backend="jax")
+    with chainrule.on_device(model, optimizer):
+        optimizer.zero_grad()
+        fast(X, y).backward()
+        optimizer.step()
+        # Reads see the device's numbers: the eager loss, the compiled loss and a by-hand
+        # update all agree with the same run on the host (below).
+        seen = [p.data for p in params]
+        grads = [p.grad for p in params]
+        assert float(params[0]) == seen[0] and repr(params[0]).startswith("Value(data=")
+        eager_now = eager_loss(model, X, y).data
+        assert fast(X, y).data == pytest.approx(eager_now, rel=1e-12)
+        # A write is seen by the next compiled call, the optimizer and eager ops alike.
+        params[0].data = 0.5
+        params[1].data -= 0.25
+        assert params[0].data == 0.5
+        assert fast(X, y).data == pytest.approx(eager_loss(model, X, y).data, rel=1e-12)
+        state = model.state_dict()
+    host_model, _, _, _ = make()
+    host_optimizer = SGD(host_model.parameters(), lr=0.1)
+    host_optimizer.zero_grad()
+    eager_loss(host_model, X, y).backward()
+    host_optimizer.step()
+    assert seen == pytest.approx([p.data for p in host_model.parameters()], rel=1e-12, abs=1e-15)
+    assert grads == pytest.approx([p.grad for p in host_model.parameters()], rel=1e-10, abs=1e-14)
+    assert params[0].data == 0.5 and state == model.state_dict()
+
+
+def test_eager_backward_and_micrograds_update_loop_inside_the_block():
+    model, X, y, _ = make()
+    params = model.parameters()
+    host_model, _, _, _ = make()
+    with chainrule.on_device(model):
+        for p in params:
+            p.grad = 0.0
+        eager_loss(model, X, y).backward()  # the C loops leave these parameters to the Python
+        for p in params:
+            p.data -= 0.1 * p.grad
+    for p in host_model.parameters():
+        p.grad = 0.0
+    eager_loss(host_model, X, y).backward()
+    for p in host_model.parameters():
+        p.data -= 0.1 * p.grad
+    assert [p.data for p in params] == [p.data for p in host_model.parameters()]
+    assert [p.grad for p in params] == [p.grad for p in host_model.parameters()]
+
+
+def test_a_module_zero_grad_and_another_backend_inside_the_block():
+    model, X, y, loss = make()
+    optimizer = SGD(model.parameters(), lr=0.1)
+    on_jax = chainrule.compile(loss, backend="jax")
+    on_auto = chainrule.compile(loss)  # reads the parameters through their properties
+    with chainrule.on_device(model, optimizer):
+        on_jax(X, y).backward()
+        optimizer.step()
+        model.zero_grad()  # engine.zero_grads: its C loop leaves them to the Python
+        assert all(p.grad == 0.0 for p in model.parameters())
+        on_auto(X, y).backward()
+        from_auto = [p.grad for p in model.parameters()]
+        model.zero_grad()
+        on_jax(X, y).backward()
+        from_jax = [p.grad for p in model.parameters()]
+    assert from_jax == pytest.approx(from_auto, rel=1e-10, abs=1e-14)
+
+
+def test_an_optimizer_over_some_of_the_parameters():
+    model, X, y, loss = make()
+    params = model.parameters()
+    first = params[: len(params) // 2]
+    optimizer = SGD(first, lr=0.1)
+    fast = chainrule.compile(loss, backend="jax")
+    before = [p.data for p in params]
+    with chainrule.on_device(model, optimizer):
+        for p in params:
+            p.grad = 3.0
+        optimizer.zero_grad()
+        assert [p.grad for p in params] == [0.0] * len(first) + [3.0] * (len(params) - len(first))
+        fast(X, y).backward()
+        grads = [p.grad for p in params]
+        optimizer.step()
+    after = [p.data for p in params]
+    assert after[len(first) :] == before[len(first) :]
+    n = len(first)
+    assert after[:n] == pytest.approx([b - 0.1 * g for b, g in zip(before[:n], grads[:n])], rel=1e-12)
+
+
+def test_a_gradient_the_device_cannot_hold_sends_the_parameters_home():
+    model, X, y, loss = make()
+    optimizer = SGD(model.parameters(), lr=0.1)
+    fast = chainrule.compile(loss, backend="jax")
+    params = model.parameters()
+    with chainrule.on_device(model, optimizer):
+        fast(X, y).backward()
+        with pytest.warns(RuntimeWarning, match="back on the host"):
+            params[0].grad = None
+        assert type(params[0]) is Parameter and optimizer._device is None
+        optimizer.step()  # PyTorch's rule: a parameter whose grad is None is not moved
+    assert params[0].grad is None
+
+
+def test_domain_errors_are_eagers_on_the_device():
+    w = Value(2.0)
+    fast = chainrule.compile(lambda x: (w * x[0]).log(), backend="jax")
+    assert fast([1.0]).data == pytest.approx(math.log(2.0))
+    with chainrule.on_device([w]):
+        w.data = -1.0
+        with pytest.raises(ValueError) as raised:
+            fast([1.0])
+        with pytest.raises(ValueError) as eager:
+            (w * Value(1.0)).log()
+    assert str(raised.value) == str(eager.value)
+    assert w.data == -1.0 and type(w) is Value
+
+
+def test_the_block_ends_cleanly_after_an_error():
+    model, X, y, loss = make()
+    optimizer = SGD(model.parameters(), lr=0.1)
+    with pytest.raises(KeyError), chainrule.on_device(model, optimizer):
+        optimizer.zero_grad()
+        chainrule.compile(loss, backend="jax")(X, y).backward()
+        optimizer.step()
+        raise KeyError("stop")
+    assert all(type(p) is Parameter for p in model.parameters())
+    assert optimizer._device is None
+    assert all(p.grad != 0.0 for p in model.parameters()[:3])
+
+
+def test_what_on_device_refuses():
+    model, *_ = make()
+    with pytest.raises(TypeError, match="modules, optimizers or lists"):
+        with chainrule.on_device(3):
+            pass
+    with pytest.raises(ValueError, match="no parameters"):
+        with chainrule.on_device([]):
+            pass
+    a = Value(1.0)
+    with pytest.raises(ValueError, match="computed Value"):
+        with chainrule.on_device([a * 2]):
+            pass
+
+    class Mine(Value):
+        pass
+
+    with pytest.raises(TypeError, match="a Value or a Parameter, got Mine"):
+        with chainrule.on_device([Mine(1.0)]):
+            pass
+    with chainrule.on_device(model):
+        with pytest.raises(ValueError, match="on a device already"):
+            with chainrule.on_device(model):
+                pass
+    assert all(type(p) is Parameter for p in model.parameters())
+
+
+def test_no_warning_in_a_plain_training_block():
+    model, X, y, loss = make()
+    optimizer = SGD(model.parameters(), lr=0.1)
+    fast = chainrule.compile(loss, backend="jax")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with chainrule.on_device(model, optimizer):
+            for _ in range(2):
+                optimizer.zero_grad()
+                fast(X, y).backward()
+                optimizer.step()
