@@ -26,7 +26,8 @@ graph holds, and what each compiled function keeps (its tape) relative to it.
 
 Training steps (``--training``, and with ``--large``): the whole step of a training loop
 (optimizer ``zero_grad``, the compiled call, ``backward``, the optimizer's ``step``, SGD) with
-``backend="jax"``, against a hand-written ``jax.jit`` step of the same MLP that keeps its
+``backend="jax"`` inside ``chainrule.on_device(model, optimizer)`` (the parameters stay on the
+device between steps), against a hand-written ``jax.jit`` step of the same MLP that keeps its
 weights on the device and updates them there, at batch 10,000 (2-16-16-1) and at width 256
 (2-256-256-1, batch 100); and where chainrule's step spends its time: each phase, and the XLA
 call alone on arrays already on the device.
@@ -399,11 +400,10 @@ def training_steps(repeats: int):
             f"{each['zero_grad']:>10.3f}{each['call']:>8.3f}{t['xla'] * 1e3:>8.3f}{each['backward']:>9.3f}"
             f"{each['step']:>8.3f}"
         )
-    print("times in ms (median); ratio: jax over jax.jit; the phases of chainrule's step: zero_grad (the")
-    print("parameters' .grad set to 0), call (reading the parameters' numbers, the XLA call with the")
-    print("gradients, the result), backward (the gradients added into .grad), step (SGD: every")
-    print("parameter's data and grad read and its data written); (XLA): the compiled call alone, on")
-    print("arrays already on the device")
+    print("times in ms (median); ratio: jax over jax.jit; chainrule's step runs inside chainrule.on_device,")
+    print("its phases: zero_grad (the gradients set to 0 on the device), call (the XLA call with the")
+    print("gradients, and the result), backward (the gradients added on the device), step (SGD's")
+    print("update, compiled, on the device); (XLA): the compiled call alone, on arrays on the device")
 
 
 TRAINING_PHASES = ("zero_grad", "call", "backward", "step")
