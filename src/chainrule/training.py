@@ -40,6 +40,7 @@ images about 0.25 s (two minutes for the 500 steps).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -635,9 +636,50 @@ def train(
         loss_fn = compile_fn(loss_fn, backend=backend, devices=devices)
     batches = recipe.batches(data, settings, random.Random(seed))
 
-    losses, accuracies = [], []
-    first_batch = None
+    losses: list[float] = []
+    accuracies: list[float] = []
     start = time.perf_counter()
+    with _parameters_kept(model, opt, backend, devices):
+        first_batch = _steps(recipe, loss_fn, opt, batches, steps, losses, accuracies, progress)
+    seconds = time.perf_counter() - start
+    _check_the_last_update(model, loss_fn, first_batch, losses[0], lr)
+
+    settings["samples"] = len(recipe.examples(data))
+    report = {"train_accuracy": None, "test_accuracy": None, **recipe.report(model, data, settings)}
+    return TrainResult(
+        model=model,
+        data=data,
+        losses=losses,
+        accuracies=accuracies,
+        seconds=seconds,
+        trace_seconds=loss_fn.trace_seconds if compile else 0.0,  # type: ignore[attr-defined]  # (compiled)
+        settings=settings,
+        **report,
+    )
+
+
+def _parameters_kept(model: Any, opt: Any, backend: str | None, devices: Any) -> Any:
+    """Where the parameters stay between steps: on JAX's device for ``backend="jax"`` on one
+    device (chainrule.on_device), else where they are."""
+    if backend == "jax" and devices is None:
+        from .compiler import on_device
+
+        return on_device(model, opt)
+    return contextlib.nullcontext()
+
+
+def _steps(
+    recipe: Any,
+    loss_fn: Any,
+    opt: Any,
+    batches: Any,
+    steps: int,
+    losses: list[float],
+    accuracies: list[float],
+    progress: Any,
+) -> Any:
+    """The training loop: ``steps`` steps, their losses and accuracies appended; the first batch's inputs."""
+    first_batch = None
     for step in range(steps):
         inputs, batch = next(batches)
         if first_batch is None:
@@ -654,18 +696,4 @@ def train(
             accuracies.append(batch_accuracy)
         if progress is not None:
             progress(StepReport(step + 1, steps, losses[-1], batch_accuracy))
-    seconds = time.perf_counter() - start
-    _check_the_last_update(model, loss_fn, first_batch, losses[0], lr)  # type: ignore[arg-type]  # (steps >= 1)
-
-    settings["samples"] = len(recipe.examples(data))
-    report = {"train_accuracy": None, "test_accuracy": None, **recipe.report(model, data, settings)}
-    return TrainResult(
-        model=model,
-        data=data,
-        losses=losses,
-        accuracies=accuracies,
-        seconds=seconds,
-        trace_seconds=loss_fn.trace_seconds if compile else 0.0,  # type: ignore[attr-defined]  # (compiled)
-        settings=settings,
-        **report,
-    )
+    return first_batch
