@@ -54,6 +54,7 @@ def on_device(*holders: Any, device: Any = None) -> Iterator[None]:
     then, and its steps, run on the device) or a list of Values. ``device`` is a jax device
     (JAX's default when None).
 
+    >>> import pytest; jax = pytest.importorskip("jax")   # (the example needs jax)
     >>> import chainrule
     >>> from chainrule import nn
     >>> from chainrule.optim import SGD
