@@ -211,10 +211,15 @@ class _Placement:
             self.changed_there("grad", zeros)
             return True
 
-    def add_grad(self, grads: Any, index: Any) -> None:
-        """``.grad += grads`` for the parameters at ``index`` (None: all), on the device."""
-        with self.lock, self.jax.enable_x64(True):
-            self.changed_there("grad", _add(self.jax)(self.there("grad"), grads, index))
+    def add_grad(self, grads: Any, index: Any, summed: Any = None) -> None:
+        """``.grad += grads`` for the parameters at ``index`` (None: all), on the device.
+        ``summed``, if given, is (the gradients there, those plus these) as a compiled call
+        computed them: the sum itself, while the gradients there are still those."""
+        with self.lock:
+            if summed is not None and self.on_device["grad"] is summed[0]:
+                return self.changed_there("grad", summed[1])
+            with self.jax.enable_x64(True):
+                self.changed_there("grad", _add(self.jax)(self.there("grad"), grads, index))
 
     def step(self, optimizer: Any, lr: float) -> bool:
         """The optimizer's step on the device: False (the host then steps) once home, or for
@@ -334,8 +339,12 @@ class _Placed:
         numbers = self.placement.on_the_host("data")
         return numbers if self.index is None else numbers[self.index]
 
-    def add_grad(self, grads: Any) -> None:
-        self.placement.add_grad(grads, self.index)
+    def grad(self) -> Any:
+        """All the gradients there (where ``index`` places these externals')."""
+        return self.placement.there("grad")
+
+    def add_grad(self, grads: Any, summed: Any = None) -> None:
+        self.placement.add_grad(grads, self.index, summed)
 
 
 def placed(externals: Any, cache: dict) -> _Placed | None:

@@ -518,6 +518,13 @@ class JaxProgram:
             """gradients, for the first output with the seed 1: a loss's."""
             return gradients(inputs, constants, externals, probe, jnp.zeros(n).at[0].set(1.0))
 
+        def value_and_grad_into(inputs, constants, externals, probe, grad, index):
+            """value_and_grad, and ``grad`` (the parameters' gradients where chainrule.on_device
+            keeps them) with these gradients added at ``index`` (None: all, in order): what
+            backward() will store there, computed in the same call."""
+            packed, grads = value_and_grad(inputs, constants, externals, probe)
+            return packed, grads, (grad + grads if index is None else grad.at[index].add(grads))
+
         options = {}
         if self.devices is not None:
             from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -527,6 +534,7 @@ class JaxProgram:
         self.value = jax.jit(value, **options)
         self.value_and_grad = jax.jit(value_and_grad, **options)
         self.grad = jax.jit(gradients, **options)
+        self.value_and_grad_into = jax.jit(value_and_grad_into)
         # A training step's call, compiled now (so that the trace's time includes XLA's) by a
         # call on zeros: jax.jit's own calls dispatch in C++, several times faster than those
         # of the object .lower().compile() gives. The other two are compiled when first called.
@@ -560,7 +568,12 @@ class JaxProgram:
                 if on_device.has_tiny():
                     return False
             arguments = (data[: self.n_inputs], data[self.n_inputs : self.n_fixed], externals, 0.0)
-            if gradients:
+            summed = None
+            if gradients and on_device is not None:
+                before = on_device.grad()
+                packed, grads, after = self.value_and_grad_into(*arguments, before, on_device.index)
+                summed = before, after
+            elif gradients:
                 packed, grads = self.value_and_grad(*arguments)
             else:
                 packed = self.value(*arguments)
@@ -573,7 +586,7 @@ class JaxProgram:
         if gradients or on_device is not None:
             grads = grads if gradients and packed[n + 1] == 1.0 else None
             forget = functools.partial(_forget, self.pending, id(data))
-            self.pending[id(data)] = (weakref.ref(data, forget), (grads, externals, on_device is not None))
+            self.pending[id(data)] = (weakref.ref(data, forget), (grads, externals, on_device is not None, summed))
         return True
 
     def externals_of(self, data: numpy.ndarray) -> Any:
@@ -585,7 +598,7 @@ class JaxProgram:
         return self.np.asarray(kept[1][1])
 
     def backward(self, data: numpy.ndarray, grad: numpy.ndarray, needed: numpy.ndarray | None) -> bool:
-        grads = self.device_gradients(data, grad[self.unique_outputs])
+        grads, _ = self.device_gradients(data, grad[self.unique_outputs])
         if grads is None:
             return False
         # Set, not added: grad is this pass's own, zero but for the seeds at the outputs, and the
@@ -593,21 +606,23 @@ class JaxProgram:
         grad[self.n_fixed : self.n_leaves] = self.np.asarray(grads)
         return True
 
-    def device_gradients(self, data: numpy.ndarray, seeds: numpy.ndarray) -> Any:
+    def device_gradients(self, data: numpy.ndarray, seeds: numpy.ndarray) -> tuple[Any, Any]:
         """The externals' gradients (a jax array), seeded at the outputs with ``seeds``, of the
-        call whose numbers are ``data``; None where one is not finite (or the call is unknown):
-        the numpy backend then redoes it, raising eager's error or passing the nan on."""
+        call whose numbers are ``data`` (None where one is not finite, or the call is unknown:
+        the numpy backend then redoes it, raising eager's error or passing the nan on); and,
+        for a call on parameters on a device with its own seeds, the pair (the gradients there
+        when it ran, those plus these), else None."""
         kept = self.pending.get(id(data))
         if kept is None or kept[0]() is not data:
-            return None
-        grads, externals, _ = kept[1]
+            return None, None
+        grads, externals, _, summed = kept[1]
         if grads is not None and seeds[0] == 1.0 and not seeds[1:].any():
-            return grads  # (the first output's, for the seed 1, came with the call)
+            return grads, summed  # (the first output's, for the seed 1, came with the call)
         # Another seed: scaling by it would round, or overflow, otherwise than eager.
         arguments = (data[: self.n_inputs], data[self.n_inputs : self.n_fixed], externals, 0.0)
         with self.jax.enable_x64(True):
             packed, grads = self.grad(*arguments, seeds)
-        return grads if self.np.asarray(packed)[len(seeds) + 1] == 1.0 else None
+        return (grads if self.np.asarray(packed)[len(seeds) + 1] == 1.0 else None), None
 
     def lower(self):
         """JAX's Lowered object of a call (the same for any numbers): ``.as_text()`` shows the
