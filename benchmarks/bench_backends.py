@@ -454,9 +454,10 @@ def _xla_call_alone(f, arrays):
 
     tape = f.last_tape
     numbers = flatten_all(numpy, arrays)[1]
-    leaves = (numbers, tape.constant_data, numpy.array([v.data for v in tape.externals]), numpy.zeros(()))
+    externals = tape.backend.split(numpy.array([v.data for v in tape.externals]))
+    leaves = (numbers, tape.constant_data, externals, numpy.zeros(()))
     with jax.enable_x64(True):
-        on_device = [jax.device_put(a) for a in leaves]
+        on_device = jax.device_put(leaves)
 
     def call():
         with jax.enable_x64(True):

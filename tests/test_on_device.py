@@ -267,3 +267,25 @@ def test_no_warning_in_a_plain_training_block():
                 optimizer.zero_grad()
                 fast(X, y).backward()
                 optimizer.step()
+
+
+def test_changing_an_optimizers_settings_inside_the_block():
+    # The compiled update reads the momentum when it is made: a new momentum makes a new one,
+    # and the state it needs, as the same steps on the host do.
+    runs = []
+    for device in (True, False):
+        model, X, y, loss = make()
+        optimizer = SGD(model.parameters(), lr=0.1)
+        fast = chainrule.compile(loss, backend="jax")
+        block = chainrule.on_device(model, optimizer) if device else _nothing()
+        with block:
+            for step in range(4):
+                if step == 2:
+                    optimizer.momentum = 0.5
+                optimizer.zero_grad()
+                fast(X, y).backward()
+                optimizer.step()
+        runs.append(([p.data for p in model.parameters()], optimizer.buffers))
+    (ours, our_buffers), (host, host_buffers) = runs
+    assert ours == pytest.approx(host, rel=1e-12, abs=1e-15)
+    assert our_buffers == pytest.approx(host_buffers, rel=1e-12, abs=1e-15)

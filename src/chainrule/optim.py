@@ -150,6 +150,10 @@ class Optimizer:
         """Whether ``_arrays`` can run on a device (traced by JAX, with no error to raise)."""
         return True
 
+    def _state_in_use(self) -> list[str]:
+        """The names of the state ``_arrays`` reads and changes with these settings."""
+        return list(self._state)
+
 
 def _gradient_number(optimizer: str, i: int, p: Value) -> float | None:
     """The gradient of ``params[i]`` as a float; None when its ``grad`` is None (PyTorch skips those).
@@ -290,6 +294,9 @@ class SGD(Optimizer):
         if self._device is not None:
             self._device.state_home(self)
         return [b if started else None for b, started in zip(self._momenta, self._started)]
+
+    def _state_in_use(self) -> list[str]:
+        return list(self._state) if self.momentum else []
 
     def _arrays(
         self, np: ModuleType, data: Any, g: Any, state: dict[str, Any], lr: Any, has_grad: Any = None

@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from ..engine import Value
@@ -118,25 +118,33 @@ _where: dict[int, tuple[_Placement, int]] = {}
 
 
 class _Placement:
-    """The numbers and gradients of some parameters, each kept on the device, the host or both:
-    an array there is None when the other side holds newer numbers."""
+    """The numbers and gradients of some parameters, each kept on the device, the host or both.
+
+    On the host they are one array each, in the placement's order (``values``); on the device, a
+    tuple of arrays each, that array split at ``bounds``: the pieces a compiled call takes (see
+    backends/jax.py, _external_pieces), each layer's weights and bias an array of their own. The
+    first call that reads all of them in another order or other pieces rearranges them so (see
+    ``placed``). An array is None on the side that does not hold the newest numbers.
+    """
 
     def __init__(self, jax: Any, values: list[Value], device: Any, optimizers: list[Any]) -> None:
         import numpy as np
 
-        self.jax, self.np, self.values = jax, np, values
+        self.jax, self.np, self.values, self.n = jax, np, values, len(values)
         self.device = device if device is not None else jax.devices()[0]
         self.lock = threading.RLock()
         self.home = False
+        self.bounds = np.zeros(0, dtype=np.intp)  # (one piece, until a call asks for others)
+        self.version = 0  # (one more each time the order or the pieces change)
         self.tiny = False  # whether the numbers last put on the device hold a subnormal one
-        self.zeros = None  # an array of zeros there (jax arrays never change: one serves all)
+        self.zeros: Any = None  # zeros in the pieces there (jax arrays never change: they serve all)
         grads = [v._grad for v in values]
         self.host: dict[str, Any] = {"data": np.array([v._data for v in values], dtype=np.float64), "grad": None}
         self.on_device: dict[str, Any] = {"data": None, "grad": None}
         self.optimizers = optimizers
         self.state: dict[int, dict[str, Any]] = {}  # id(optimizer) -> its state's arrays on the device
         self.steps: dict[Any, Any] = {}  # the optimizers' updates, compiled
-        self.index_of: dict[int, Any] = {}  # id(optimizer) -> the places of its parameters (None: all)
+        self.places_of: dict[int, Any] = {}  # id(optimizer) -> the places of its parameters here
         if not all(type(g) in (float, int) for g in grads):
             warnings.warn(
                 "on_device: a parameter's grad is None or a Value, which the device does not hold; "
@@ -152,29 +160,57 @@ class _Placement:
                 _where[id(v)] = (self, i)
                 v.__class__ = _TWINS[type(v)]
             for optimizer in optimizers:
-                self.index_of[id(optimizer)] = self.places(optimizer.params)
                 optimizer._device = self
+            self._optimizers_placed()
 
     # -- where the numbers are --
 
     def places(self, values: Iterable[Value]) -> Any:
-        """The places of these parameters here (an index array), None when they are all of them
-        in order; a ValueError when one is not here."""
+        """The places of these parameters here (an index array); a ValueError when one is not here."""
         np = self.np
-        places = np.array([_where.get(id(v), (None, -1))[1] for v in values], dtype=np.intp)
-        if (places < 0).any() or any(_where[id(v)][0] is not self for v in values):
-            raise ValueError("on_device: a parameter of this optimizer is not on the device")
-        return None if np.array_equal(places, np.arange(len(self.values))) else places
+        found = [_where.get(id(v)) for v in values]
+        if any(f is None or f[0] is not self for f in found):
+            raise ValueError("on_device: a parameter is not among these")
+        return np.array([f[1] for f in found], dtype=np.intp)  # type: ignore[index]
+
+    def _optimizers_placed(self) -> None:
+        for optimizer in self.optimizers:
+            self.places_of[id(optimizer)] = self.places(optimizer.params)
+
+    def covers(self, optimizer: Any) -> bool:
+        """Whether the optimizer's parameters are all of these (in any order)."""
+        return len(self.places_of[id(optimizer)]) == self.n
+
+    def arrange(self, order: Any, bounds: Any) -> None:
+        """Put the parameters in ``order`` (their places now, in the new order; None: as they
+        are) and the device's arrays in pieces split at ``bounds``."""
+        with self.lock:
+            np = self.np
+            data, grad = self.on_the_host("data"), self.on_the_host("grad")
+            for optimizer in self.optimizers:
+                self.state_home(optimizer)
+            self.state.clear()
+            if order is not None:
+                self.host = {"data": data[order], "grad": grad[order]}
+                self.values = [self.values[i] for i in order.tolist()]
+                for i, v in enumerate(self.values):
+                    _where[id(v)] = (self, i)
+                self._optimizers_placed()
+            self.bounds = np.asarray(bounds, dtype=np.intp)
+            self.on_device = {"data": None, "grad": None}
+            self.zeros = None
+            self.steps.clear()
+            self.version += 1
 
     def on_the_host(self, which: str) -> Any:
-        """The numbers (``which``: "data" or "grad") as a numpy array on the host, current."""
+        """The numbers (``which``: "data" or "grad") as one numpy array on the host, current."""
         with self.lock:
             if self.host[which] is None:
-                self.host[which] = self.np.array(self.on_device[which], dtype=self.np.float64)
+                self.host[which] = _joined(self.np, self.on_device[which])
             return self.host[which]
 
     def there(self, which: str) -> Any:
-        """The numbers as a jax array on the device, current."""
+        """The numbers as a tuple of jax arrays (the pieces) on the device, current."""
         with self.lock:
             if self.on_device[which] is None:
                 host = self.host[which]
@@ -182,8 +218,12 @@ class _Placement:
                     tiny = self.np.abs(host) < _TINY
                     self.tiny = bool(tiny.any() and host[tiny].any())
                 with self.jax.enable_x64(True):
-                    self.on_device[which] = self.jax.device_put(host, self.device)
+                    self.on_device[which] = self.put(host)
             return self.on_device[which]
+
+    def put(self, numbers: Any) -> tuple:
+        """Numbers in this order onto the device, in the pieces."""
+        return tuple(self.jax.device_put(piece, self.device) for piece in self.np.split(numbers, self.bounds))
 
     def changed_there(self, which: str, numbers: Any) -> None:
         """The device computed new numbers: the host's copy is old."""
@@ -203,23 +243,30 @@ class _Placement:
         with self.lock:
             if self.home:
                 return False
-            index = self.index_of[id(optimizer)]
-            with self.jax.enable_x64(True):
-                if self.zeros is None:
-                    self.zeros = self.jax.device_put(self.np.zeros(len(self.values)), self.device)
-                zeros = self.zeros if index is None else _set(self.jax)(self.there("grad"), index, 0.0)
-            self.changed_there("grad", zeros)
+            if not self.covers(optimizer):  # (some of them: on the host, sent when next needed)
+                self.on_the_host("grad")[self.places_of[id(optimizer)]] = 0.0
+                self.on_device["grad"] = None
+                return True
+            if self.zeros is None:
+                with self.jax.enable_x64(True):
+                    self.zeros = self.put(self.np.zeros(self.n))
+            self.changed_there("grad", self.zeros)
             return True
 
-    def add_grad(self, grads: Any, index: Any, summed: Any = None) -> None:
-        """``.grad += grads`` for the parameters at ``index`` (None: all), on the device.
-        ``summed``, if given, is (the gradients there, those plus these) as a compiled call
-        computed them: the sum itself, while the gradients there are still those."""
+    def add_grad(self, grads: Any, index: Any = None, summed: Any = None) -> None:
+        """``.grad += grads``: ``grads`` the pieces here (``index`` None), or one array for the
+        parameters at ``index``. ``summed``, if given, is (the gradients there, those plus
+        these) as a compiled call computed them: the sum itself, while the gradients there are
+        still those."""
         with self.lock:
             if summed is not None and self.on_device["grad"] is summed[0]:
                 return self.changed_there("grad", summed[1])
-            with self.jax.enable_x64(True):
-                self.changed_there("grad", _add(self.jax)(self.there("grad"), grads, index))
+            if index is None:
+                with self.jax.enable_x64(True):
+                    return self.changed_there("grad", _add(self.jax)(self.there("grad"), tuple(grads)))
+            host = self.on_the_host("grad")
+            host[index] += self.np.asarray(grads)
+            self.on_device["grad"] = None
 
     def step(self, optimizer: Any, lr: float) -> bool:
         """The optimizer's step on the device: False (the host then steps) once home, or for
@@ -227,26 +274,45 @@ class _Placement:
         with self.lock:
             if self.home or not optimizer._on_device_too():
                 return False
-            jax, np = self.jax, self.np
+            jax = self.jax
             key = (id(optimizer), _settings_of(optimizer))
+            places = None if self.covers(optimizer) else self.places_of[id(optimizer)]
             if key not in self.steps:
-                self.steps[key] = _compiled_update(jax, optimizer, self.index_of[id(optimizer)])
+                self.steps[key] = _compiled_update(jax, optimizer, places, self.bounds)
+            kept = self.state.get(id(optimizer))
+            if kept is not None and sorted(kept) != sorted(optimizer._state_in_use()):  # (new settings)
+                self.state_home(optimizer)
+                del self.state[id(optimizer)]
             with jax.enable_x64(True):
                 if id(optimizer) not in self.state:
-                    self.state[id(optimizer)] = {
-                        name: jax.device_put(np.frombuffer(kept, dtype=_DTYPES[kept.typecode]), self.device)
-                        for name, kept in optimizer._state.items()
-                    }
+                    self.state[id(optimizer)] = self._state_there(optimizer)
                 data, state = self.steps[key](self.there("data"), self.there("grad"), self.state[id(optimizer)], lr)
             self.changed_there("data", data)
             self.state[id(optimizer)] = state
             return True
+
+    def _state_there(self, optimizer: Any) -> dict[str, Any]:
+        """The optimizer's state on the device: in the pieces, in this order, for an optimizer
+        of all these parameters; else one array each, in its own order."""
+        state = {}
+        for name in optimizer._state_in_use():
+            kept = optimizer._state[name]
+            numbers = self.np.frombuffer(kept, dtype=_DTYPES[kept.typecode])
+            if self.covers(optimizer):
+                here = self.np.empty_like(numbers)
+                here[self.places_of[id(optimizer)]] = numbers
+                state[name] = self.put(here)
+            else:
+                state[name] = self.jax.device_put(numbers.copy(), self.device)
+        return state
 
     def state_home(self, optimizer: Any) -> None:
         """The optimizer's state, as the device has it, into its own arrays on the host."""
         with self.lock:
             for name, numbers in self.state.get(id(optimizer), {}).items():
                 kept = optimizer._state[name]
+                if self.covers(optimizer):
+                    numbers = _joined(self.np, numbers)[self.places_of[id(optimizer)]]
                 self.np.frombuffer(kept, dtype=_DTYPES[kept.typecode])[:] = self.np.asarray(numbers)
 
     def go_home(self, reason: str = "") -> None:
@@ -267,6 +333,11 @@ class _Placement:
             self.home = True
 
 
+def _joined(np: Any, pieces: Sequence[Any]) -> Any:
+    """Pieces (jax or numpy arrays) as one new numpy array."""
+    return np.concatenate([np.asarray(piece) for piece in pieces]) if len(pieces) else np.zeros(0)
+
+
 _DTYPES = {"d": "float64", "q": "int64", "b": "int8"}
 
 
@@ -282,15 +353,20 @@ def _settings_of(optimizer: Any) -> tuple:
     )
 
 
-def _compiled_update(jax: Any, optimizer: Any, index: Any) -> Any:
-    """The optimizer's ``_arrays`` on jax.numpy, compiled: (data, grad, state, lr) -> (data, state)."""
+def _compiled_update(jax: Any, optimizer: Any, places: Any, bounds: Any) -> Any:
+    """The optimizer's ``_arrays`` on jax.numpy, compiled: (data, grad, state, lr) -> (data,
+    state), data and grad in pieces. For an optimizer of all the parameters (``places`` None)
+    the update runs piece by piece (it works number by number), its state in the same pieces;
+    else on the numbers at ``places``, its state one array each."""
     jnp = jax.numpy
 
     def update(data, grad, state, lr):
-        if index is None:
-            return optimizer._arrays(jnp, data, grad, state, lr)
-        new, state = optimizer._arrays(jnp, data[index], grad[index], state, lr)
-        return data.at[index].set(new), state
+        if places is None:
+            new = [optimizer._arrays(jnp, d, g, {k: s[i] for k, s in state.items()}, lr) for i, (d, g) in enumerate(zip(data, grad))]
+            return tuple(d for d, _ in new), {k: tuple(s[k] for _, s in new) for k in state}
+        flat = jnp.concatenate(data)
+        changed, state = optimizer._arrays(jnp, flat[places], jnp.concatenate(grad)[places], state, lr)
+        return tuple(jnp.split(flat.at[places].set(changed), bounds)), state
 
     return jax.jit(update)
 
@@ -300,18 +376,8 @@ _JITTED: dict[str, Any] = {}
 
 def _add(jax: Any) -> Any:
     if "add" not in _JITTED:
-
-        def add(grad, grads, index):
-            return grad + grads if index is None else grad.at[index].add(grads)
-
-        _JITTED["add"] = jax.jit(add)
+        _JITTED["add"] = jax.jit(lambda grad, grads: tuple(a + b for a, b in zip(grad, grads)))
     return _JITTED["add"]
-
-
-def _set(jax: Any) -> Any:
-    if "set" not in _JITTED:
-        _JITTED["set"] = jax.jit(lambda grad, index, x: grad.at[index].set(x))
-    return _JITTED["set"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,47 +386,66 @@ def _set(jax: Any) -> Any:
 
 
 class _Placed:
-    """A compiled call's externals, all on one device: their numbers there, and their gradients
-    added there."""
+    """A compiled call's externals, all on one device: their numbers there, in the call's
+    pieces, and their gradients added there."""
 
-    __slots__ = ("placement", "index")
+    __slots__ = ("placement", "index", "bounds", "same_pieces")
 
-    def __init__(self, placement: _Placement, index: Any) -> None:
-        self.placement, self.index = placement, index
+    def __init__(self, placement: _Placement, index: Any, bounds: Any) -> None:
+        self.placement, self.index, self.bounds = placement, index, bounds
+        # Whether the call's pieces are the placement's own (else they are made from the host).
+        self.same_pieces = index is None and placement.np.array_equal(placement.bounds, bounds)
 
     def externals(self) -> Any:
-        numbers = self.placement.there("data")
-        return numbers if self.index is None else numbers[self.index]
+        if self.same_pieces:
+            return self.placement.there("data")
+        return tuple(self.placement.np.split(self.on_the_host(), self.bounds))
 
     def has_tiny(self) -> bool:
+        if not self.same_pieces:
+            numbers = self.on_the_host()
+            tiny = self.placement.np.abs(numbers) < _TINY
+            return bool(tiny.any() and numbers[tiny].any())
+        self.placement.there("data")
         return self.placement.tiny
 
     def on_the_host(self) -> Any:
+        """The numbers, in the call's order, as one array on the host."""
         numbers = self.placement.on_the_host("data")
-        return numbers if self.index is None else numbers[self.index]
+        return numbers.copy() if self.index is None else numbers[self.index]
 
     def grad(self) -> Any:
-        """All the gradients there (where ``index`` places these externals')."""
+        """The gradients there, in the same pieces (only if ``same_pieces``)."""
         return self.placement.there("grad")
 
     def add_grad(self, grads: Any, summed: Any = None) -> None:
-        self.placement.add_grad(grads, self.index, summed)
+        if self.same_pieces:
+            return self.placement.add_grad(grads, None, summed)
+        index = self.index if self.index is not None else self.placement.np.arange(self.placement.n)
+        self.placement.add_grad(_joined(self.placement.np, grads), index)
 
 
-def placed(externals: Any, cache: dict) -> _Placed | None:
+def placed(externals: Any, cache: dict, bounds: Any) -> _Placed | None:
     """Where these Values are (a _Placed), when they are all on one device and it is not going
-    home; else None. ``cache`` keeps the answer for the last placement asked about."""
+    home; else None. A call that reads all of them, in another order or other pieces
+    (``bounds``), first rearranges them so. ``cache`` keeps the answer for the last placement
+    asked about, while it stays as it was."""
     found = _where.get(id(externals[0]))
     if found is None or found[0].home:
         return None
     placement = found[0]
-    if cache.get("placement") is not placement:
+    if cache.get("placement") is not placement or cache.get("version") != placement.version:
         try:
             index = placement.places(externals)
         except ValueError:
             return None  # (some are not there: the call reads them all on the host)
+        if len(index) == placement.n:
+            in_order = placement.np.array_equal(index, placement.np.arange(placement.n))
+            if not (in_order and placement.np.array_equal(placement.bounds, bounds)):
+                placement.arrange(None if in_order else index, bounds)
+            index = None
         cache.clear()
-        cache.update(placement=placement, placed=_Placed(placement, index))
+        cache.update(placement=placement, version=placement.version, placed=_Placed(placement, index, bounds))
     return cache["placed"]
 
 

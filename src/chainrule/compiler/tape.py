@@ -59,6 +59,8 @@ class Tape:
         self.in_one_call = getattr(self.backend, "in_one_call", False)
         # Whether the backend can read the parameters where chainrule.on_device keeps them.
         self.reads_devices = getattr(self.backend, "reads_devices", False)
+        if self.reads_devices:  # (in the order of its function's pieces)
+            self.device_externals = self.backend.device_order(self.external_tuple)  # type: ignore[attr-defined]
         self.placed_cache: dict = {}  # (see devices.placed)
 
     @property
@@ -98,7 +100,11 @@ class Tape:
         data = self.np.empty(self.size)
         try:
             if self.reads_devices and not _mode.get().anomaly:
-                placed = devices.placed(self.external_tuple, self.placed_cache) if self.externals else None
+                placed = (
+                    devices.placed(self.device_externals, self.placed_cache, self.backend.bounds)  # type: ignore[attr-defined]
+                    if self.externals
+                    else None
+                )
                 if placed is not None:
                     return (*self._replay_on_device(data, flat, placed), placed)
             return (*self._replay_into(data, flat), None)
@@ -139,7 +145,7 @@ class Tape:
         data[self.n_inputs : self.n_fixed] = self.constant_data
         if self.backend.forward(data, placed):  # type: ignore[call-arg]  # (the jax backend's)
             return data, None  # (data lacks the parameters' numbers: see _complete)
-        data[self.n_fixed : self.n_leaves] = placed.on_the_host()
+        data[self.n_fixed : self.n_leaves] = self.backend.joined([placed.on_the_host()])  # type: ignore[attr-defined]
         return data, self.reference.run_forward(data, False)
 
     def _complete(self, data):

@@ -101,8 +101,9 @@ def _devices(jax, devices):
 
 # ---------------------------------------------------------------------------------------------
 # Where the numbers live in the JAX function: in segments, each its own array (the inputs; the
-# constants; the externals; the probe: these two the same for every row of a map_rows call;
-# each group's nodes; each map_rows result), never one array of every node: reading a
+# constants; the externals, in pieces (see _external_pieces); the probe: these two the same for
+# every row of a map_rows call; each group's nodes; each map_rows result), never one array of
+# every node: reading a
 # group's inputs is then a slice of one segment, or a gather from a few, and its derivative adds
 # into those alone (the constants' never: they are not differentiated).
 
@@ -110,15 +111,19 @@ def _devices(jax, devices):
 class _Segments:
     """Each position's segment and place in it, as the steps are laid out."""
 
-    def __init__(self, np: ModuleType, program: Program) -> None:
+    def __init__(self, np: ModuleType, program: Program, pieces: Sequence[Any] | None = None) -> None:
         self.np = np
         self.segment = np.full(program.size, -1, dtype=np.intp)
         self.offset = np.zeros(program.size, dtype=np.intp)
         self.sizes: list[int] = []
+        self.externals = np.arange(program.n_fixed, program.n_leaves)  # (their positions)
         self.add(np.arange(program.n_inputs))  # 0: the inputs
         self.add(np.arange(program.n_inputs, program.n_fixed))  # 1: the constants
-        self.add(np.arange(program.n_fixed, program.n_leaves))  # 2: the externals
-        self.sizes.append(1)  # 3: the probe (see _op), at no position
+        # 2, 3, ...: the externals, a segment a piece (their places among the externals)
+        pieces = [np.arange(len(self.externals))] if pieces is None else pieces
+        self.external_segments = [self.add(self.externals[piece]) for piece in pieces]
+        self.probe = len(self.sizes)  # then the probe (see _op), at no position
+        self.sizes.append(1)
 
     def add(self, positions: numpy.ndarray) -> int:
         """A new segment holding ``positions``, in that order; its number."""
@@ -270,15 +275,16 @@ class _Steps:
         program: Program,
         mapped: Sequence[_MappedRecord] = (),
         devices: Any = None,
+        pieces: Sequence[Any] | None = None,
     ) -> None:
         self.jax = jax
-        self.segments = where = _Segments(np, program)
+        self.segments = where = _Segments(np, program, pieces)
         mapped = {record.first_group: record for record in mapped}  # type: ignore[assignment]  # (by first group)
         self.steps: list[_Mapped | Callable[..., Any]] = []
         starts, layout, g = program.starts(), program.layout, 0
         while g < len(layout):
             if g in mapped:
-                self.steps.append(_Mapped(np, jax, mapped[g], where, devices))
+                self.steps.append(_Mapped(np, jax, mapped[g], where, devices, pieces))
                 g += len(mapped[g].row.layout)
                 continue
             rule, count, width, rows, vectors = layout[g]
@@ -287,8 +293,9 @@ class _Steps:
             g += 1
 
     def run(self, inputs, constants, externals, probe):
-        """Every step in order: (every segment's numbers, whether nothing unusual happened)."""
-        segments = [inputs, constants, externals, probe[None]]
+        """Every step in order (``externals``: a tuple of pieces): (every segment's numbers,
+        whether nothing unusual happened)."""
+        segments = [inputs, constants, *externals, probe[None]]
         ok = self.jax.numpy.bool_(True)
         for step in self.steps:
             ok = step(segments, ok)
@@ -327,7 +334,7 @@ def _group_step(
             elif rule is ops.STOP_GRADIENT:
                 out = jax.lax.stop_gradient(X[0])
             else:
-                out = op(X, segments[3][0])  # (the probe: see _op)
+                out = op(X, segments[where.probe][0])  # (the probe: see _op)
         if must_be_finite:
             ok = ok & jnp.isfinite(out).all()
         segments.append(out)
@@ -341,6 +348,33 @@ def _layer(
 ) -> Callable[..., Any] | None:
     """A group of dot nodes that pairs each of U weight vectors with each of V input vectors (a
     layer over a batch, or over one row inside map_rows) as one matrix product; else None."""
+    parts = _layer_parts(np, positions, vectors)
+    if parts is None:
+        return None
+    n, U, V, w_of, x_of, first_w, first_x, slot = parts
+    count = len(positions)
+    weights = where.reader(positions[first_w, :n])  # (U, n)
+    inputs = where.reader(positions[first_x, n : 2 * n])  # (V, n)
+    bias = where.reader(positions[:, 2 * n])
+    in_order = np.array_equal(slot, np.arange(count))
+
+    def layer(segments, jnp):
+        if V == 1 and in_order:  # one input vector (a layer inside map_rows): a vector times a
+            # matrix, which vmap makes the matrix product over the rows that a hand-written layer is
+            return inputs(segments, jnp)[0] @ weights(segments, jnp).T + bias(segments, jnp)
+        products = inputs(segments, jnp) @ weights(segments, jnp).T  # (V, U)
+        products = products.reshape(-1) if in_order else products[x_of, w_of]
+        return products + bias(segments, jnp)
+
+    return layer
+
+
+def _layer_parts(np: ModuleType, positions: numpy.ndarray, vectors: Any) -> tuple | None:
+    """How a group of dot nodes is a layer (see _layer): (n, U, V, each node's weight vector
+    and input vector, the first node of each, each node's place among the V x U products);
+    else None."""
+    if vectors is None:
+        return None
     count, width = positions.shape
     n = width // 2
     if n == 0:
@@ -358,20 +392,45 @@ def _layer(
         and np.array_equal(positions[:, n : 2 * n], positions[first_x[x_of], n : 2 * n])
     ):
         return None
-    weights = where.reader(positions[first_w, :n])  # (U, n)
-    inputs = where.reader(positions[first_x, n : 2 * n])  # (V, n)
-    bias = where.reader(positions[:, 2 * n])
-    in_order = np.array_equal(slot, np.arange(count))
+    return n, U, V, w_of, x_of, first_w, first_x, slot
 
-    def layer(segments, jnp):
-        if V == 1 and in_order:  # one input vector (a layer inside map_rows): a vector times a
-            # matrix, which vmap makes the matrix product over the rows that a hand-written layer is
-            return inputs(segments, jnp)[0] @ weights(segments, jnp).T + bias(segments, jnp)
-        products = inputs(segments, jnp) @ weights(segments, jnp).T  # (V, U)
-        products = products.reshape(-1) if in_order else products[x_of, w_of]
-        return products + bias(segments, jnp)
 
-    return layer
+def _external_pieces(np: ModuleType, program: Program, mapped: Sequence[_MappedRecord]) -> list:
+    """The externals in pieces, each an array of their places among them: every layer's weight
+    matrix (row by row) and its bias, each a piece of its own, as the layer reads them; then the
+    other externals in one piece, in their order.
+
+    A model lists its parameters neuron by neuron, each neuron's bias after its weights. Kept
+    in one vector in that order, a layer's weights are every other stretch of it: reading them
+    copies them out, and their gradients are added back into the whole vector. As pieces, each
+    weight matrix and bias is an array of its own, which XLA reads as it is, as a hand-written
+    JAX model's weights are."""
+    n_externals = program.n_leaves - program.n_fixed
+    taken = np.zeros(n_externals, dtype=bool)
+    pieces = []
+
+    def take_layers(layout, n_fixed, n_leaves):
+        for rule, count, width, rows, vectors in layout:
+            positions = np.frombuffer(rows, dtype=np.intp).reshape(count, width)
+            parts = _layer_parts(np, positions, vectors)
+            if parts is None:
+                continue
+            n, first_w = parts[0], parts[5]
+            for piece in (positions[first_w, :n].ravel(), positions[first_w, 2 * n]):
+                if ((piece >= n_fixed) & (piece < n_leaves)).all():
+                    piece = piece - n_fixed
+                    if len(np.unique(piece)) == len(piece) and not taken[piece].any():
+                        taken[piece] = True
+                        pieces.append(piece)
+
+    take_layers(program.layout, program.n_fixed, program.n_leaves)
+    externals = np.arange(program.n_fixed, program.n_leaves)
+    for record in mapped:  # (a row function that reads every external, in order: the same)
+        row = record.row
+        if np.array_equal(np.asarray(record.leaves[len(row.constants) :]), externals):
+            take_layers(row.layout, row.n_fixed, row.n_leaves)
+    rest = np.flatnonzero(~taken)
+    return [*pieces, rest] if len(rest) or not pieces else pieces
 
 
 class _Mapped:
@@ -379,23 +438,27 @@ class _Mapped:
     the devices, if several); each of its results becomes a segment of the outer function."""
 
     def __init__(
-        self, np: ModuleType, jax: ModuleType, record: _MappedRecord, outer: _Segments, devices: Any
+        self,
+        np: ModuleType,
+        jax: ModuleType,
+        record: _MappedRecord,
+        outer: _Segments,
+        devices: Any,
+        pieces: Sequence[Any] | None = None,
     ) -> None:
         self.jax = jax
         row = record.row
-        self.row_steps = _Steps(np, jax, row)
-        self.row_reader = outer.reader(record.rows)  # (R, k)
         n_constants = len(row.constants)  # (the row trace's constants, then its externals)
-        self.constant_reader = outer.reader(record.leaves[:n_constants])
         externals = np.asarray(record.leaves[n_constants:], dtype=np.intp)
         # The common case, a model's parameters: the outer function's externals, in their order
-        # (then the row function takes that segment as it is, and the gradients add into it
-        # directly, not through a copy of it).
-        self.all_externals = bool(
-            (outer.segment[externals] == 2).all()
-            and np.array_equal(outer.offset[externals], np.arange(len(externals)))
-            and len(externals) == outer.sizes[2]
-        )
+        # (then the row function takes their pieces as they are, and the gradients add into
+        # them directly, not through a copy).
+        self.all_externals = np.array_equal(externals, outer.externals)
+        self.outer_pieces = outer.external_segments
+        self.outer_probe = outer.probe
+        self.row_steps = _Steps(np, jax, row, pieces=pieces if self.all_externals else None)
+        self.row_reader = outer.reader(record.rows)  # (R, k)
+        self.constant_reader = outer.reader(record.leaves[:n_constants])
         self.external_reader = outer.reader(externals)
         self.R = R = len(record.rows)
         # The copy for row r of a node of row group g sits at outer_starts[g] + r * count + i,
@@ -426,7 +489,10 @@ class _Mapped:
     def __call__(self, segments, ok):
         jax, jnp = self.jax, self.jax.numpy
         rows, constants = self.row_reader(segments, jnp), self.constant_reader(segments, jnp)
-        externals = segments[2] if self.all_externals else self.external_reader(segments, jnp)
+        if self.all_externals:
+            externals = tuple(segments[s] for s in self.outer_pieces)
+        else:
+            externals = (self.external_reader(segments, jnp),)
         if self.mesh is not None:
             if self.padded:
                 rows = jnp.concatenate([rows, jnp.broadcast_to(rows[:1], (self.padded, rows.shape[1]))])
@@ -434,7 +500,7 @@ class _Mapped:
             externals = jax.lax.with_sharding_constraint(externals, self.replicated)
         # (R, outputs), (R,):
         outputs, row_ok = jax.vmap(self.row, in_axes=(0, None, None, None))(
-            rows, constants, externals, segments[3][0]
+            rows, constants, externals, segments[self.outer_probe][0]
         )
         if self.mesh is not None:
             outputs = jax.lax.with_sharding_constraint(outputs, self.split)[: self.R]
@@ -462,8 +528,14 @@ class JaxProgram:
         self.n_inputs, self.n_fixed, self.n_leaves = program.n_inputs, program.n_fixed, program.n_leaves
         self.unique_outputs = list(dict.fromkeys(program.outputs))
         mapped = [_with_outer_starts(record, program) for record in program.mapped if _mappable(np, record)]
+        # The externals in pieces (see _external_pieces): in the order of the pieces (None: as
+        # in the Program), split at ``bounds``.
+        self.pieces = _external_pieces(np, program, mapped)
+        order = np.concatenate(self.pieces).astype(np.intp)
+        self.order = None if np.array_equal(order, np.arange(len(order))) else order
+        self.bounds = np.cumsum([len(piece) for piece in self.pieces])[:-1]
         with jax.enable_x64(True):
-            self.steps = _Steps(np, jax, program, mapped, devices)
+            self.steps = _Steps(np, jax, program, mapped, devices, self.pieces)
             where = self.steps.segments
             self.read_outputs = where.reader(np.array(self.unique_outputs, dtype=np.intp))
             # The take indices that are nodes: written into data as well (the tape's choice of
@@ -510,7 +582,7 @@ class JaxProgram:
             grads, probe_grad = pullback(seeds)
             # (x * 0 is 0 for a finite x and nan for nan and inf: one sum tells, which costs
             # less than an all() over the gradients on CPU)
-            finite = (jnp.sum(grads * 0.0) == 0.0) & jnp.isfinite(probe_grad)
+            finite = (sum(jnp.sum(g * 0.0) for g in grads) == 0.0) & jnp.isfinite(probe_grad)
             packed = jnp.concatenate([packed[: n + 1], finite.astype(packed.dtype)[None], packed[n + 1 :]])
             return packed, grads
 
@@ -518,12 +590,12 @@ class JaxProgram:
             """gradients, for the first output with the seed 1: a loss's."""
             return gradients(inputs, constants, externals, probe, jnp.zeros(n).at[0].set(1.0))
 
-        def value_and_grad_into(inputs, constants, externals, probe, grad, index):
+        def value_and_grad_into(inputs, constants, externals, probe, grad):
             """value_and_grad, and ``grad`` (the parameters' gradients where chainrule.on_device
-            keeps them) with these gradients added at ``index`` (None: all, in order): what
-            backward() will store there, computed in the same call."""
+            keeps them, in the same pieces) with these gradients added: what backward() will
+            store there, computed in the same call."""
             packed, grads = value_and_grad(inputs, constants, externals, probe)
-            return packed, grads, (grad + grads if index is None else grad.at[index].add(grads))
+            return packed, grads, tuple(a + b for a, b in zip(grad, grads))
 
         options = {}
         if self.devices is not None:
@@ -538,9 +610,9 @@ class JaxProgram:
         # A training step's call, compiled now (so that the trace's time includes XLA's) by a
         # call on zeros: jax.jit's own calls dispatch in C++, several times faster than those
         # of the object .lower().compile() gives. The other two are compiled when first called.
-        shapes = ((self.n_inputs,), (self.n_fixed - self.n_inputs,), (self.n_leaves - self.n_fixed,), ())
-        self.lowered = self.value_and_grad.lower(*(jax.ShapeDtypeStruct(n, jnp.float64) for n in shapes))
-        jax.block_until_ready(self.value_and_grad(*(self.np.zeros(n) for n in shapes)))
+        shapes = ((self.n_inputs,), (self.n_fixed - self.n_inputs,), [(len(p),) for p in self.pieces], ())
+        self.lowered = self.value_and_grad.lower(*_tree(lambda n: jax.ShapeDtypeStruct(n, jnp.float64), shapes))
+        jax.block_until_ready(self.value_and_grad(*_tree(self.np.zeros, shapes)))
 
     @functools.cached_property
     def reference(self) -> numpy_backend.NumpyProgram:
@@ -562,16 +634,16 @@ class JaxProgram:
         gradients = len(self.unique_outputs) > 0 and _mode.get().recording
         with self.jax.enable_x64(True):
             if on_device is None:
-                externals = data[self.n_fixed : self.n_leaves]
+                externals = self.split(data[self.n_fixed : self.n_leaves])
             else:
                 externals = on_device.externals()
                 if on_device.has_tiny():
                     return False
             arguments = (data[: self.n_inputs], data[self.n_inputs : self.n_fixed], externals, 0.0)
             summed = None
-            if gradients and on_device is not None:
+            if gradients and on_device is not None and on_device.same_pieces:
                 before = on_device.grad()
-                packed, grads, after = self.value_and_grad_into(*arguments, before, on_device.index)
+                packed, grads, after = self.value_and_grad_into(*arguments, before)
                 summed = before, after
             elif gradients:
                 packed, grads = self.value_and_grad(*arguments)
@@ -595,7 +667,27 @@ class JaxProgram:
         kept = self.pending.get(id(data))
         if kept is None or kept[0]() is not data or not kept[1][2]:
             return None
-        return self.np.asarray(kept[1][1])
+        return self.joined(kept[1][1])
+
+    # The externals' numbers in the JAX function's pieces, and back.
+
+    def split(self, numbers: Any) -> tuple:
+        """Numbers of the externals (in the Program's order) as the function's pieces."""
+        return tuple(self.np.split(numbers if self.order is None else numbers[self.order], self.bounds))
+
+    def joined(self, pieces: Sequence[Any]) -> numpy.ndarray:
+        """The function's pieces (jax or numpy arrays) as one array, in the Program's order."""
+        np = self.np
+        numbers = np.concatenate([np.asarray(piece) for piece in pieces]) if len(pieces) else np.zeros(0)
+        if self.order is None:
+            return numbers
+        out = np.empty_like(numbers)
+        out[self.order] = numbers
+        return out
+
+    def device_order(self, externals: Sequence[Any]) -> tuple:
+        """The externals in the order of the function's pieces."""
+        return tuple(externals) if self.order is None else tuple(externals[i] for i in self.order.tolist())
 
     def backward(self, data: numpy.ndarray, grad: numpy.ndarray, needed: numpy.ndarray | None) -> bool:
         grads, _ = self.device_gradients(data, grad[self.unique_outputs])
@@ -603,7 +695,7 @@ class JaxProgram:
             return False
         # Set, not added: grad is this pass's own, zero but for the seeds at the outputs, and the
         # derivative through JAX counts a seed at an output that is an external as well.
-        grad[self.n_fixed : self.n_leaves] = self.np.asarray(grads)
+        grad[self.n_fixed : self.n_leaves] = self.joined(grads)
         return True
 
     def device_gradients(self, data: numpy.ndarray, seeds: numpy.ndarray) -> tuple[Any, Any]:
@@ -628,6 +720,11 @@ class JaxProgram:
         """JAX's Lowered object of a call (the same for any numbers): ``.as_text()`` shows the
         program and its shardings, ``.compile()`` compiles it."""
         return self.lowered
+
+
+def _tree(f, shapes):
+    """``shapes`` (a tuple of shapes, or of lists of shapes) with ``f`` of each shape, lists as tuples."""
+    return tuple(tuple(map(f, s)) if isinstance(s, list) else f(s) for s in shapes)
 
 
 def _forget(pending, key, _):
