@@ -289,3 +289,25 @@ def test_changing_an_optimizers_settings_inside_the_block():
     (ours, our_buffers), (host, host_buffers) = runs
     assert ours == pytest.approx(host, rel=1e-12, abs=1e-15)
     assert our_buffers == pytest.approx(host_buffers, rel=1e-12, abs=1e-15)
+
+
+def test_gradients_that_change_between_a_call_and_its_backward():
+    # A call computes .grad plus its gradients ahead of backward(); a .grad changed in between
+    # (by hand, or by another call's backward) must still get exactly its own gradients added.
+    results = []
+    for device in (True, False):
+        model, X, y, loss = make()
+        params = model.parameters()
+        fast = chainrule.compile(loss, backend="jax")
+        block = chainrule.on_device(model) if device else _nothing()
+        with block:
+            for p in params:
+                p.grad = 0.0
+            first, second = fast(X, y), fast(X[:6] * 2.0, y[:6])
+            params[0].grad = 1.5
+            second.backward()
+            first.backward()
+            first2 = fast(X, y)
+            first2.backward(2.0)  # (another seed: its gradients are computed on their own)
+        results.append([p.grad for p in params])
+    assert results[0] == pytest.approx(results[1], rel=1e-12, abs=1e-15)

@@ -253,14 +253,19 @@ class _Placement:
             self.changed_there("grad", self.zeros)
             return True
 
-    def add_grad(self, grads: Any, index: Any = None, summed: Any = None) -> None:
-        """``.grad += grads``: ``grads`` the pieces here (``index`` None), or one array for the
-        parameters at ``index``. ``summed``, if given, is (the gradients there, those plus
-        these) as a compiled call computed them: the sum itself, while the gradients there are
-        still those."""
+    def store_sum(self, summed: Any) -> bool:
+        """``summed``: (the gradients there, those plus a call's), as the call computed them.
+        The sum becomes the gradients, if they are still those: whether they were."""
         with self.lock:
-            if summed is not None and self.on_device["grad"] is summed[0]:
-                return self.changed_there("grad", summed[1])
+            if self.on_device["grad"] is not summed[0]:
+                return False
+            self.changed_there("grad", summed[1])
+            return True
+
+    def add_grad(self, grads: Any, index: Any = None) -> None:
+        """``.grad += grads``: ``grads`` the pieces here (``index`` None), or one array for the
+        parameters at ``index``."""
+        with self.lock:
             if index is None:
                 with self.jax.enable_x64(True):
                     return self.changed_there("grad", _add(self.jax)(self.there("grad"), tuple(grads)))
@@ -418,9 +423,12 @@ class _Placed:
         """The gradients there, in the same pieces (only if ``same_pieces``)."""
         return self.placement.there("grad")
 
-    def add_grad(self, grads: Any, summed: Any = None) -> None:
+    def store_sum(self, summed: Any) -> bool:
+        return self.same_pieces and self.placement.store_sum(summed)
+
+    def add_grad(self, grads: Any) -> None:
         if self.same_pieces:
-            return self.placement.add_grad(grads, None, summed)
+            return self.placement.add_grad(grads)
         index = self.index if self.index is not None else self.placement.np.arange(self.placement.n)
         self.placement.add_grad(_joined(self.placement.np, grads), index)
 

@@ -249,10 +249,8 @@ class _CompiledValue(Value):
             backend = replay.tape.backend
             seeds = replay.tape.np.zeros(len(backend.unique_outputs))
             seeds[backend.unique_outputs.index(position)] = seed
-            grads, summed = backend.device_gradients(replay.data, seeds)
-            if grads is not None:
+            if backend.add_on_device(replay.data, seeds, replay.placed):
                 engine._add_to_grads((self,), replay.tape.np.array([seed]))
-                replay.placed.add_grad(grads, summed)
                 return
         shares = replay.tape.backward(replay.data, replay.saved, position, seed)
         # The graph above the tape is just this node and the parameters (leaves): what the

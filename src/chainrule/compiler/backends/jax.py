@@ -591,11 +591,12 @@ class JaxProgram:
             return gradients(inputs, constants, externals, probe, jnp.zeros(n).at[0].set(1.0))
 
         def value_and_grad_into(inputs, constants, externals, probe, grad):
-            """value_and_grad, and ``grad`` (the parameters' gradients where chainrule.on_device
-            keeps them, in the same pieces) with these gradients added: what backward() will
-            store there, computed in the same call."""
+            """What value_and_grad's first result is, and ``grad`` (the parameters' gradients
+            where chainrule.on_device keeps them, in the same pieces) with the gradients added:
+            what backward() will store there, computed in the same call. (Not the gradients
+            themselves: a backward that needs them alone computes them again.)"""
             packed, grads = value_and_grad(inputs, constants, externals, probe)
-            return packed, grads, tuple(a + b for a, b in zip(grad, grads))
+            return packed, tuple(a + b for a, b in zip(grad, grads))
 
         options = {}
         if self.devices is not None:
@@ -640,10 +641,10 @@ class JaxProgram:
                 if on_device.has_tiny():
                     return False
             arguments = (data[: self.n_inputs], data[self.n_inputs : self.n_fixed], externals, 0.0)
-            summed = None
+            summed = grads = None
             if gradients and on_device is not None and on_device.same_pieces:
                 before = on_device.grad()
-                packed, grads, after = self.value_and_grad_into(*arguments, before)
+                packed, after = self.value_and_grad_into(*arguments, before)
                 summed = before, after
             elif gradients:
                 packed, grads = self.value_and_grad(*arguments)
@@ -656,7 +657,8 @@ class JaxProgram:
         data[self.unique_outputs] = packed[:n]
         data[self.index_positions] = packed[n + 1 + gradients :]
         if gradients or on_device is not None:
-            grads = grads if gradients and packed[n + 1] == 1.0 else None
+            if not (gradients and packed[n + 1] == 1.0):
+                grads = summed = None
             forget = functools.partial(_forget, self.pending, id(data))
             self.pending[id(data)] = (weakref.ref(data, forget), (grads, externals, on_device is not None, summed))
         return True
@@ -690,7 +692,7 @@ class JaxProgram:
         return tuple(externals) if self.order is None else tuple(externals[i] for i in self.order.tolist())
 
     def backward(self, data: numpy.ndarray, grad: numpy.ndarray, needed: numpy.ndarray | None) -> bool:
-        grads, _ = self.device_gradients(data, grad[self.unique_outputs])
+        grads = self.device_gradients(data, grad[self.unique_outputs])
         if grads is None:
             return False
         # Set, not added: grad is this pass's own, zero but for the seeds at the outputs, and the
@@ -698,23 +700,37 @@ class JaxProgram:
         grad[self.n_fixed : self.n_leaves] = self.joined(grads)
         return True
 
-    def device_gradients(self, data: numpy.ndarray, seeds: numpy.ndarray) -> tuple[Any, Any]:
-        """The externals' gradients (a jax array), seeded at the outputs with ``seeds``, of the
-        call whose numbers are ``data`` (None where one is not finite, or the call is unknown:
-        the numpy backend then redoes it, raising eager's error or passing the nan on); and,
-        for a call on parameters on a device with its own seeds, the pair (the gradients there
-        when it ran, those plus these), else None."""
+    def add_on_device(self, data: numpy.ndarray, seeds: numpy.ndarray, placed: Any) -> bool:
+        """Add the gradients of the call whose numbers are ``data`` (seeded at the outputs with
+        ``seeds``) into the parameters' gradients where chainrule.on_device keeps them
+        (``placed``); False where the numpy backend must compute them (see device_gradients)."""
+        kept = self.pending.get(id(data))
+        summed = kept[1][3] if kept is not None and kept[0]() is data else None
+        if summed is not None and seeds[0] == 1.0 and not seeds[1:].any() and placed.store_sum(summed):
+            return True  # (the call computed the new gradients: they were still those it read)
+        grads = self.device_gradients(data, seeds)
+        if grads is None:
+            return False
+        placed.add_grad(grads)
+        return True
+
+    def device_gradients(self, data: numpy.ndarray, seeds: numpy.ndarray) -> Any:
+        """The externals' gradients (jax arrays, in the pieces), seeded at the outputs with
+        ``seeds``, of the call whose numbers are ``data``; None where one is not finite (or the
+        call is unknown): the numpy backend then redoes it, raising eager's error or passing
+        the nan on."""
         kept = self.pending.get(id(data))
         if kept is None or kept[0]() is not data:
-            return None, None
-        grads, externals, _, summed = kept[1]
+            return None
+        grads, externals, _, _ = kept[1]
         if grads is not None and seeds[0] == 1.0 and not seeds[1:].any():
-            return grads, summed  # (the first output's, for the seed 1, came with the call)
-        # Another seed: scaling by it would round, or overflow, otherwise than eager.
+            return grads  # (the first output's, for the seed 1, came with the call)
+        # Another seed (scaling by it would round, or overflow, otherwise than eager), or a
+        # call that computed only the sum (see value_and_grad_into).
         arguments = (data[: self.n_inputs], data[self.n_inputs : self.n_fixed], externals, 0.0)
         with self.jax.enable_x64(True):
             packed, grads = self.grad(*arguments, seeds)
-        return (grads if self.np.asarray(packed)[len(seeds) + 1] == 1.0 else None), None
+        return grads if self.np.asarray(packed)[len(seeds) + 1] == 1.0 else None
 
     def lower(self):
         """JAX's Lowered object of a call (the same for any numbers): ``.as_text()`` shows the
