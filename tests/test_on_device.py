@@ -311,3 +311,72 @@ def test_gradients_that_change_between_a_call_and_its_backward():
             first2.backward(2.0)  # (another seed: its gradients are computed on their own)
         results.append([p.grad for p in params])
     assert results[0] == pytest.approx(results[1], rel=1e-12, abs=1e-15)
+
+
+def test_copies_and_pickles_inside_the_block_are_plain_values_with_current_numbers():
+    import copy
+    import pickle
+
+    model, X, y, loss = make()
+    optimizer = SGD(model.parameters(), lr=0.1)
+    fast = chainrule.compile(loss, backend="jax")
+    w = model.parameters()[0]
+    with chainrule.on_device(model, optimizer):
+        fast(X, y).backward()
+        optimizer.step()
+        now = w.data
+        for twin in (copy.deepcopy(w), pickle.loads(pickle.dumps(w)), w.detach()):
+            assert twin.data == now and type(twin) in (Value, Parameter)
+            twin.data = 123.0  # a copy's own number: the parameter's stays
+        assert w.data == now
+
+
+def test_a_subnormal_parameter_is_computed_as_eager_computes_it():
+    # XLA on CPU reads a subnormal number as 0: such a call is left to numpy, as off the device.
+    w, b = Value(5e-324), Value(1.0)
+    fast = chainrule.compile(lambda x: w * x[0] + b, backend="jax")
+    with chainrule.on_device([w, b]):
+        out = fast([2.0])
+        out.backward()
+        inside = (out.data, w.grad, b.grad)
+    w2, b2 = Value(5e-324), Value(1.0)
+    eager = w2 * 2.0 + b2
+    eager.backward()
+    assert inside == (eager.data, w2.grad, b2.grad)
+
+
+def test_create_graph_inside_the_block_brings_the_parameters_home():
+    x = Value(3.0)
+    with chainrule.on_device([x]):
+        y = x * x * x
+        with pytest.warns(RuntimeWarning, match="back on the host"):
+            y.backward(create_graph=True)
+        assert isinstance(x.grad, Value) and x.grad.data == 27.0  # 3x^2, a Value to differentiate again
+    assert type(x) is Value and x.grad.data == 27.0
+
+
+def test_another_thread_reads_current_numbers_while_the_block_trains():
+    import threading
+
+    model, X, y, loss = make()
+    optimizer = SGD(model.parameters(), lr=0.1)
+    fast = chainrule.compile(loss, backend="jax")
+    w = model.parameters()[0]
+    seen, stop = [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            seen.append(w.data)
+
+    thread = threading.Thread(target=reader)
+    with chainrule.on_device(model, optimizer):
+        thread.start()
+        for _ in range(20):
+            optimizer.zero_grad()
+            fast(X, y).backward()
+            optimizer.step()
+        stop.set()
+        thread.join()
+        final = w.data
+    assert seen and all(isinstance(v, float) and math.isfinite(v) for v in seen)
+    assert w.data == final and type(w) is Parameter
