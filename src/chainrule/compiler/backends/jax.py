@@ -1,7 +1,8 @@
 """The JAX backend: a Program as one XLA program, compiled by ``jax.jit``, on CPU, GPU or TPU.
 
-``compile(fn, backend="jax")``. The Program's groups become one function of three float64
-arrays (the inputs, the constants, the externals and a probe: see _op), built from the ops' own
+``compile(fn, backend="jax")``. The Program's groups become one function of float64 arrays
+(the inputs; the constants; the externals, in pieces, each layer's weight matrix and bias an
+array of its own, see _external_pieces; and a probe, see _op), built from the ops' own
 vectorized rules (``vforward(jnp, X)``, with each op's ``vbackward`` as its derivative through
 ``jax.custom_vjp``, so a kink such as relu's at 0 gets eager's slope, not JAX's), and
 ``jax.jit`` compiles it once per trace. Each ``map_rows`` call (a ``Mapped`` record of the
@@ -9,7 +10,9 @@ Program, see ir.py) runs the function traced on one row under ``jax.vmap``, inst
 copies for every row: the XLA program does not grow with the batch, and a layer over the rows is
 one matrix product. With ``devices`` (several, or a count), the rows of every ``map_rows`` call
 are split over them (``jax.sharding``: a Mesh with one axis, ``"rows"``) and XLA sums the
-parameters' gradients across them.
+parameters' gradients across them. Inside ``chainrule.on_device`` (devices.py) a call reads
+the parameters where they stay, on the device, in the same pieces, and computes their new
+``.grad`` there too.
 
 It keeps the other backends' contract (see ``__init__.py``): the parameters' numbers are read
 afresh at every call (the tape copies them in), the results' ``backward()`` adds into
