@@ -380,3 +380,68 @@ def test_another_thread_reads_current_numbers_while_the_block_trains():
         final = w.data
     assert seen and all(isinstance(v, float) and math.isfinite(v) for v in seen)
     assert w.data == final and type(w) is Parameter
+
+
+# ---------------------------------------------------------------------------------------------
+# Any sequence of what a training loop and its user do, inside the block and outside it: the
+# same numbers read along the way and left at the end.
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ACTIONS = st.lists(
+    st.one_of(
+        st.just(("zero_grad",)),
+        st.just(("call",)),
+        st.just(("step",)),
+        st.just(("eager",)),
+        st.tuples(st.just("read"), st.integers(0, 10**6)),
+        st.tuples(st.just("read grad"), st.integers(0, 10**6)),
+        st.tuples(st.just("write"), st.integers(0, 10**6), st.floats(-2, 2)),
+        st.tuples(st.just("write grad"), st.integers(0, 10**6), st.floats(-2, 2)),
+    ),
+    max_size=12,
+)
+
+
+def _run(actions, device, optimizer_class):
+    model, X, y, loss = make(rows=6)
+    params = model.parameters()
+    optimizer = optimizer_class(params, lr=0.05)
+    fast = chainrule.compile(loss, backend="jax")
+    seen = []
+    block = chainrule.on_device(model, optimizer) if device else _nothing()
+    with block:
+        for action in actions:
+            kind = action[0]
+            if kind == "zero_grad":
+                optimizer.zero_grad()
+            elif kind == "call":
+                out = fast(X, y)
+                out.backward()
+                seen.append(out.data)
+            elif kind == "step":
+                optimizer.step()
+            elif kind == "eager":
+                out = eager_loss(model, X[:3], y[:3])
+                out.backward()
+                seen.append(out.data)
+            elif kind == "read":
+                seen.append(params[action[1] % len(params)].data)
+            elif kind == "read grad":
+                seen.append(params[action[1] % len(params)].grad)
+            elif kind == "write":
+                params[action[1] % len(params)].data = action[2]
+            else:
+                params[action[1] % len(params)].grad = action[2]
+    return seen, [p.data for p in params], [p.grad for p in params]
+
+
+@settings(max_examples=25, deadline=None)
+@given(actions=ACTIONS, adam=st.booleans())
+def test_any_sequence_of_steps_reads_and_writes_matches_the_host(actions, adam):
+    optimizer_class = Adam if adam else SGD
+    on_device = _run(actions, True, optimizer_class)
+    on_host = _run(actions, False, optimizer_class)
+    for ours, theirs in zip(on_device, on_host):
+        assert ours == pytest.approx(theirs, rel=1e-10, abs=1e-13)
