@@ -43,8 +43,6 @@ from ..engine import Value
 from ..parameters import Parameter
 from .backends import jax as jax_backend
 
-_TINY = 2.2250738585072014e-308  # the smallest normal float64 (XLA on CPU reads less as 0)
-
 
 @contextlib.contextmanager
 def on_device(*holders: Any, device: Any = None) -> Iterator[None]:
@@ -215,8 +213,7 @@ class _Placement:
             if self.on_device[which] is None:
                 host = self.host[which]
                 if which == "data":
-                    tiny = self.np.abs(host) < _TINY
-                    self.tiny = bool(tiny.any() and host[tiny].any())
+                    self.tiny = jax_backend.has_subnormal(self.np, host)
                 with self.jax.enable_x64(True):
                     self.on_device[which] = self.put(host)
             return self.on_device[which]
@@ -408,9 +405,7 @@ class _Placed:
 
     def has_tiny(self) -> bool:
         if not self.same_pieces:
-            numbers = self.on_the_host()
-            tiny = self.placement.np.abs(numbers) < _TINY
-            return bool(tiny.any() and numbers[tiny].any())
+            return jax_backend.has_subnormal(self.placement.np, self.on_the_host())
         self.placement.there("data")
         return self.placement.tiny
 

@@ -632,9 +632,8 @@ class JaxProgram:
         backend. With ``on_device`` (devices.placed's answer), the externals are read there, and
         ``data`` gets them only if the call is left to numpy, or its backward is."""
         np = self.np
-        leaves = np.abs(data[: self.n_inputs] if on_device is not None else data[: self.n_leaves])
-        if (leaves < _TINY).any() and leaves[leaves < _TINY].any():
-            return False  # a subnormal number: XLA on CPU reads it as 0 (see the module's docstring)
+        if has_subnormal(np, data[: self.n_inputs] if on_device is not None else data[: self.n_leaves]):
+            return False  # XLA on CPU would read it as 0 (see the module's docstring)
         gradients = len(self.unique_outputs) > 0 and _mode.get().recording
         with self.jax.enable_x64(True):
             if on_device is None:
@@ -739,6 +738,13 @@ class JaxProgram:
         """JAX's Lowered object of a call (the same for any numbers): ``.as_text()`` shows the
         program and its shardings, ``.compile()`` compiles it."""
         return self.lowered
+
+
+def has_subnormal(np: ModuleType, numbers: numpy.ndarray) -> bool:
+    """Whether one of the numbers is subnormal (below 2.2e-308, but not 0)."""
+    magnitudes = np.abs(numbers)
+    tiny = magnitudes < _TINY
+    return bool(tiny.any() and magnitudes[tiny].any())
 
 
 def _tree(f, shapes):
