@@ -636,13 +636,28 @@ def train(
         loss_fn = compile_fn(loss_fn, backend=backend, devices=devices)
     batches = recipe.batches(data, settings, random.Random(seed))
 
-    losses: list[float] = []
-    accuracies: list[float] = []
+    losses, accuracies = [], []
     start = time.perf_counter()
+    first_batch = None
     with _parameters_kept(model, opt, backend, devices):
-        first_batch = _steps(recipe, loss_fn, opt, batches, steps, losses, accuracies, progress)
+        for step in range(steps):
+            inputs, batch = next(batches)
+            if first_batch is None:
+                first_batch = inputs
+            loss, outputs = loss_fn(*inputs)
+            if not math.isfinite(loss.data):
+                raise _diverged(f"at step {step + 1}", f"the loss is {loss.data}")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.data)
+            batch_accuracy = recipe.batch_accuracy(outputs, batch)
+            if batch_accuracy is not None:
+                accuracies.append(batch_accuracy)
+            if progress is not None:
+                progress(StepReport(step + 1, steps, losses[-1], batch_accuracy))
     seconds = time.perf_counter() - start
-    _check_the_last_update(model, loss_fn, first_batch, losses[0], lr)
+    _check_the_last_update(model, loss_fn, first_batch, losses[0], lr)  # type: ignore[arg-type]  # (steps >= 1)
 
     settings["samples"] = len(recipe.examples(data))
     report = {"train_accuracy": None, "test_accuracy": None, **recipe.report(model, data, settings)}
@@ -666,34 +681,3 @@ def _parameters_kept(model: Any, opt: Any, backend: str | None, devices: Any) ->
 
         return on_device(model, opt)
     return contextlib.nullcontext()
-
-
-def _steps(
-    recipe: Any,
-    loss_fn: Any,
-    opt: Any,
-    batches: Any,
-    steps: int,
-    losses: list[float],
-    accuracies: list[float],
-    progress: Any,
-) -> Any:
-    """The training loop: ``steps`` steps, their losses and accuracies appended; the first batch's inputs."""
-    first_batch = None
-    for step in range(steps):
-        inputs, batch = next(batches)
-        if first_batch is None:
-            first_batch = inputs
-        loss, outputs = loss_fn(*inputs)
-        if not math.isfinite(loss.data):
-            raise _diverged(f"at step {step + 1}", f"the loss is {loss.data}")
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.data)
-        batch_accuracy = recipe.batch_accuracy(outputs, batch)
-        if batch_accuracy is not None:
-            accuracies.append(batch_accuracy)
-        if progress is not None:
-            progress(StepReport(step + 1, steps, losses[-1], batch_accuracy))
-    return first_batch
