@@ -124,7 +124,7 @@ class Optimizer:
         if np is None:
             return self._update_one_by_one(lr)
         data, g, has_grad = _gathered(self, np)
-        state = {name: _view(np, kept) for name, kept in self._state.items()}
+        state = {name: _view(np, self._state[name]) for name in self._state_in_use()}
         with np.errstate(all="ignore"):  # overflow gives inf, as Python's float arithmetic does
             new, state = self._arrays(np, data, g, state, lr, has_grad)
         for name, updated in state.items():
@@ -145,6 +145,11 @@ class Optimizer:
 
     def _update_one_by_one(self, lr: float) -> None:
         raise NotImplementedError(f"{type(self).__name__} must define _update(lr), or _arrays and _update_one_by_one")
+
+    def _state_at_home(self) -> None:
+        """Bring the state back from the device (chainrule.on_device), where it may be newer."""
+        if self._device is not None:
+            self._device.state_home(self)
 
     def _on_device_too(self) -> bool:
         """Whether ``_arrays`` can run on a device (traced by JAX, with no error to raise)."""
@@ -291,8 +296,7 @@ class SGD(Optimizer):
     @property
     def buffers(self) -> list[float | None]:
         """The momentum of each parameter; None until the parameter's first gradient."""
-        if self._device is not None:
-            self._device.state_home(self)
+        self._state_at_home()
         return [b if started else None for b, started in zip(self._momenta, self._started)]
 
     def _state_in_use(self) -> list[str]:
@@ -372,22 +376,19 @@ class Adam(Optimizer):
     @property
     def m(self) -> list[float]:
         """The running mean of each parameter's gradient."""
-        if self._device is not None:
-            self._device.state_home(self)
+        self._state_at_home()
         return self._m.tolist()
 
     @property
     def v(self) -> list[float]:
         """The running mean of each parameter's squared gradient."""
-        if self._device is not None:
-            self._device.state_home(self)
+        self._state_at_home()
         return self._v.tolist()
 
     @property
     def t(self) -> list[int]:
         """The steps each parameter has taken."""
-        if self._device is not None:
-            self._device.state_home(self)
+        self._state_at_home()
         return self._t.tolist()
 
     def _arrays(
