@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..engine import Value
@@ -204,7 +204,7 @@ class _Placement:
         """The numbers (``which``: "data" or "grad") as one numpy array on the host, current."""
         with self.lock:
             if self.host[which] is None:
-                self.host[which] = _joined(self.np, self.on_device[which])
+                self.host[which] = jax_backend.concatenated(self.np, self.on_device[which])
             return self.host[which]
 
     def there(self, which: str) -> Any:
@@ -314,7 +314,7 @@ class _Placement:
             for name, numbers in self.state.get(id(optimizer), {}).items():
                 kept = optimizer._state[name]
                 if self.covers(optimizer):
-                    numbers = _joined(self.np, numbers)[self.places_of[id(optimizer)]]
+                    numbers = jax_backend.concatenated(self.np, numbers)[self.places_of[id(optimizer)]]
                 self.np.frombuffer(kept, dtype=_DTYPES[kept.typecode])[:] = self.np.asarray(numbers)
 
     def go_home(self, reason: str = "") -> None:
@@ -333,11 +333,6 @@ class _Placement:
                 self.state_home(optimizer)
                 optimizer._device = None
             self.home = True
-
-
-def _joined(np: Any, pieces: Sequence[Any]) -> Any:
-    """Pieces (jax or numpy arrays) as one new numpy array."""
-    return np.concatenate([np.asarray(piece) for piece in pieces]) if len(pieces) else np.zeros(0)
 
 
 _DTYPES = {"d": "float64", "q": "int64", "b": "int8"}
@@ -425,7 +420,7 @@ class _Placed:
         if self.same_pieces:
             return self.placement.add_grad(grads)
         index = self.index if self.index is not None else self.placement.np.arange(self.placement.n)
-        self.placement.add_grad(_joined(self.placement.np, grads), index)
+        self.placement.add_grad(jax_backend.concatenated(self.placement.np, grads), index)
 
 
 def placed(externals: Any, cache: dict, bounds: Any) -> _Placed | None:

@@ -556,8 +556,10 @@ class JaxProgram:
                 raise Unavailable(
                     f"the jax backend could not compile the op(s) {', '.join(sorted(own))} ({error})"
                 ) from None
-        # id(data) -> (a weak reference to data, (the externals' gradients, the externals)): what
-        # a call's backward needs, kept until its numbers (the result Values hold them) are gone.
+        # id(data) -> (a weak reference to data, (the externals' gradients or None, the
+        # externals as the call read them, whether it read them on a device, the (before, after)
+        # of .grad it computed there or None)): what a call's backward needs, kept until its
+        # numbers (the result Values hold them) are gone.
         self.pending: dict[int, tuple[weakref.ref, Any]] = {}
 
     def _compile(self):
@@ -681,11 +683,10 @@ class JaxProgram:
 
     def joined(self, pieces: Sequence[Any]) -> numpy.ndarray:
         """The function's pieces (jax or numpy arrays) as one array, in the Program's order."""
-        np = self.np
-        numbers = np.concatenate([np.asarray(piece) for piece in pieces]) if len(pieces) else np.zeros(0)
+        numbers = concatenated(self.np, pieces)
         if self.order is None:
             return numbers
-        out = np.empty_like(numbers)
+        out = self.np.empty_like(numbers)
         out[self.order] = numbers
         return out
 
@@ -738,6 +739,11 @@ class JaxProgram:
         """JAX's Lowered object of a call (the same for any numbers): ``.as_text()`` shows the
         program and its shardings, ``.compile()`` compiles it."""
         return self.lowered
+
+
+def concatenated(np: ModuleType, pieces: Sequence[Any]) -> numpy.ndarray:
+    """Pieces (jax or numpy arrays) as one new numpy array."""
+    return np.concatenate([np.asarray(piece) for piece in pieces]) if len(pieces) else np.zeros(0)
 
 
 def has_subnormal(np: ModuleType, numbers: numpy.ndarray) -> bool:
