@@ -72,7 +72,9 @@ OPTIMIZERS = [
 @pytest.mark.parametrize("optimizer_class, options", OPTIMIZERS)
 def test_training_on_the_device_gives_eagers_numbers(optimizer_class, options):
     model, optimizer, losses = train(optimizer_class, options, 8, device=True)
-    eager_model, eager_optimizer, eager_losses = train(optimizer_class, options, 8, device=False, compiled=False)
+    eager_model, eager_optimizer, eager_losses = train(
+        optimizer_class, options, 8, device=False, compiled=False
+    )
     assert losses == pytest.approx(eager_losses, rel=1e-10, abs=1e-12)
     for p, q in zip(model.parameters(), eager_model.parameters()):
         assert type(p) is Parameter  # home again, in its own class

@@ -141,10 +141,14 @@ class Optimizer:
     ) -> tuple[Any, dict[str, Any]]:
         """``(new data, new state)`` from the parameters' ``data``, their gradients ``g`` and the
         state's arrays; ``has_grad`` as ``_gathered`` gives it (None: every parameter has one)."""
-        raise NotImplementedError(f"{type(self).__name__} must define _update(lr), or _arrays and _update_one_by_one")
+        raise NotImplementedError(
+            f"{type(self).__name__} must define _update(lr), or _arrays and _update_one_by_one"
+        )
 
     def _update_one_by_one(self, lr: float) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must define _update(lr), or _arrays and _update_one_by_one")
+        raise NotImplementedError(
+            f"{type(self).__name__} must define _update(lr), or _arrays and _update_one_by_one"
+        )
 
     def _state_at_home(self) -> None:
         """Bring the state back from the device (chainrule.on_device), where it may be newer."""

@@ -137,7 +137,10 @@ class _Placement:
         self.tiny = False  # whether the numbers last put on the device hold a subnormal one
         self.zeros: Any = None  # zeros in the pieces there (jax arrays never change: they serve all)
         grads = [v._grad for v in values]
-        self.host: dict[str, Any] = {"data": np.array([v._data for v in values], dtype=np.float64), "grad": None}
+        self.host: dict[str, Any] = {
+            "data": np.array([v._data for v in values], dtype=np.float64),
+            "grad": None,
+        }
         self.on_device: dict[str, Any] = {"data": None, "grad": None}
         self.optimizers = optimizers
         self.state: dict[int, dict[str, Any]] = {}  # id(optimizer) -> its state's arrays on the device
@@ -288,7 +291,9 @@ class _Placement:
             with jax.enable_x64(True):
                 if id(optimizer) not in self.state:
                     self.state[id(optimizer)] = self._state_there(optimizer)
-                data, state = self.steps[key](self.there("data"), self.there("grad"), self.state[id(optimizer)], lr)
+                data, state = self.steps[key](
+                    self.there("data"), self.there("grad"), self.state[id(optimizer)], lr
+                )
             self.changed_there("data", data)
             self.state[id(optimizer)] = state
             return True
@@ -322,7 +327,9 @@ class _Placement:
         every optimizer's state back to the host: as without ``on_device``."""
         with self.lock:
             if reason and not self.home:
-                warnings.warn(f"on_device: {reason}; the parameters are back on the host", RuntimeWarning, stacklevel=4)
+                warnings.warn(
+                    f"on_device: {reason}; the parameters are back on the host", RuntimeWarning, stacklevel=4
+                )
             if not self.home:
                 data, grad = self.on_the_host("data").tolist(), self.on_the_host("grad").tolist()
                 for v, x, g in zip(self.values, data, grad):
@@ -346,7 +353,10 @@ def _settings_of(optimizer: Any) -> tuple:
         for name, x in sorted(vars(optimizer).items())
         if not name.startswith("_")
         and name not in ("lr", "step_count", "params")
-        and (isinstance(x, (int, float)) or (isinstance(x, tuple) and all(isinstance(y, (int, float)) for y in x)))
+        and (
+            isinstance(x, (int, float))
+            or (isinstance(x, tuple) and all(isinstance(y, (int, float)) for y in x))
+        )
     )
 
 
@@ -359,7 +369,10 @@ def _compiled_update(jax: Any, optimizer: Any, places: Any, bounds: Any) -> Any:
 
     def update(data, grad, state, lr):
         if places is None:
-            new = [optimizer._arrays(jnp, d, g, {k: s[i] for k, s in state.items()}, lr) for i, (d, g) in enumerate(zip(data, grad))]
+            new = [
+                optimizer._arrays(jnp, d, g, {k: s[i] for k, s in state.items()}, lr)
+                for i, (d, g) in enumerate(zip(data, grad))
+            ]
             return tuple(d for d, _ in new), {k: tuple(s[k] for _, s in new) for k in state}
         flat = jnp.concatenate(data)
         changed, state = optimizer._arrays(jnp, flat[places], jnp.concatenate(grad)[places], state, lr)

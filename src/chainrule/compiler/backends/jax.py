@@ -413,7 +413,7 @@ def _external_pieces(np: ModuleType, program: Program, mapped: Sequence[_MappedR
     pieces = []
 
     def take_layers(layout, n_fixed, n_leaves):
-        for rule, count, width, rows, vectors in layout:
+        for _, count, width, rows, vectors in layout:
             positions = np.frombuffer(rows, dtype=np.intp).reshape(count, width)
             parts = _layer_parts(np, positions, vectors)
             if parts is None:
@@ -617,7 +617,9 @@ class JaxProgram:
         # call on zeros: jax.jit's own calls dispatch in C++, several times faster than those
         # of the object .lower().compile() gives. The other two are compiled when first called.
         shapes = ((self.n_inputs,), (self.n_fixed - self.n_inputs,), [(len(p),) for p in self.pieces], ())
-        self.lowered = self.value_and_grad.lower(*_tree(lambda n: jax.ShapeDtypeStruct(n, jnp.float64), shapes))
+        self.lowered = self.value_and_grad.lower(
+            *_tree(lambda n: jax.ShapeDtypeStruct(n, jnp.float64), shapes)
+        )
         jax.block_until_ready(self.value_and_grad(*_tree(self.np.zeros, shapes)))
 
     @functools.cached_property
@@ -664,7 +666,10 @@ class JaxProgram:
             if not (gradients and packed[n + 1] == 1.0):
                 grads = summed = None
             forget = functools.partial(_forget, self.pending, id(data))
-            self.pending[id(data)] = (weakref.ref(data, forget), (grads, externals, on_device is not None, summed))
+            self.pending[id(data)] = (
+                weakref.ref(data, forget),
+                (grads, externals, on_device is not None, summed),
+            )
         return True
 
     def externals_of(self, data: numpy.ndarray) -> Any:
