@@ -402,8 +402,9 @@ def training_steps(repeats: int):
         )
     print("times in ms (median); ratio: jax over jax.jit; chainrule's step runs inside chainrule.on_device,")
     print("its phases: zero_grad (the gradients set to 0 on the device), call (the XLA call with the")
-    print("gradients, and the result), backward (the gradients added on the device), step (SGD's")
-    print("update, compiled, on the device); (XLA): the compiled call alone, on arrays on the device")
+    print("gradients and SGD's update, and the result), backward (the gradients stored on the device),")
+    print("step (SGD's step, taking the call's update); (XLA): the compiled call alone (the gradients,")
+    print("without the update), on arrays on the device")
 
 
 TRAINING_PHASES = ("zero_grad", "call", "backward", "step")

@@ -15,7 +15,7 @@ np = pytest.importorskip("numpy")
 
 import chainrule  # noqa: E402
 from chainrule import Parameter, Value, map_rows, nn  # noqa: E402
-from chainrule.optim import SGD, Adam  # noqa: E402
+from chainrule.optim import SGD, Adam, linear_decay  # noqa: E402
 
 
 def make(seed=0, rows=12):
@@ -315,6 +315,124 @@ def test_gradients_that_change_between_a_call_and_its_backward():
     assert results[0] == pytest.approx(results[1], rel=1e-12, abs=1e-15)
 
 
+# ---------------------------------------------------------------------------------------------
+# The next step, worked out by the call (devices._Plan): a training step is one XLA call.
+
+
+@pytest.mark.parametrize(
+    "optimizer_class, options",
+    [*OPTIMIZERS[:3], (SGD, {"lr": linear_decay(0.2, 0.02, 5), "momentum": 0.5})],
+)
+def test_a_training_steps_update_is_worked_out_by_its_call(optimizer_class, options):
+    model, X, y, loss = make()
+    optimizer = optimizer_class(model.parameters(), **options)
+    fast = chainrule.compile(loss, backend="jax")
+    with chainrule.on_device(model, optimizer):
+        placement = optimizer._device
+        for _ in range(6):
+            optimizer.zero_grad()
+            fast(X, y).backward()
+            optimizer.step()
+        # Every step took the call's numbers: the optimizer's own update was never compiled.
+        assert placement.steps == {}
+    eager_model, eager_optimizer, _ = train(optimizer_class, options, 6, device=False, compiled=False)
+    for p, q in zip(model.parameters(), eager_model.parameters()):
+        assert p.data == pytest.approx(q.data, rel=1e-10, abs=1e-12)
+        assert p.grad == pytest.approx(q.grad, rel=1e-10, abs=1e-12)
+
+
+def test_a_schedule_of_the_users_is_called_by_the_steps_alone():
+    calls = []
+
+    def schedule(k):
+        calls.append(k)
+        return 0.1 / (k + 1)
+
+    model, optimizer, _ = train(SGD, {"lr": schedule}, 5, device=True)
+    assert calls == [0, 1, 2, 3, 4]
+    eager_model, _, _ = train(SGD, {"lr": lambda k: 0.1 / (k + 1)}, 5, device=False, compiled=False)
+    for p, q in zip(model.parameters(), eager_model.parameters()):
+        assert p.data == pytest.approx(q.data, rel=1e-10, abs=1e-12)
+
+
+# What can happen between a training step's call and its optimizer step, each a reason for the
+# step not to take the call's numbers (or, for reads, no reason): the same numbers as the same
+# sequence on the host, read along the way and left at the end.
+BETWEEN = {
+    "nothing": [],
+    "a read of .grad": [("read grad", 3)],
+    "a read of .data": [("read", 5)],
+    "a write of .data": [("write", 2, 0.25)],
+    "a write of .grad": [("write grad", 4, -1.5)],
+    "a new learning rate": [("lr", 0.3)],
+    "a new momentum": [("momentum", 0.5)],
+    "zero_grad": [("zero_grad",)],
+    "a second backward": [("backward",)],
+    "another call": [("call",)],
+    "another call and its backward": [("call",), ("backward",)],
+    "an eager backward": [("eager",)],
+}
+
+
+@pytest.mark.parametrize("between", list(BETWEEN), ids=list(BETWEEN))
+@pytest.mark.parametrize("adam", [False, True], ids=["SGD", "Adam"])
+def test_what_happens_between_a_call_and_its_step(between, adam):
+    step = [("zero_grad",), ("call",), ("backward",)]
+    actions = [*step, ("step",), *step, *BETWEEN[between], ("step",), ("read", 0), ("read grad", 1)]
+    optimizer_class = Adam if adam else SGD
+    on_device, on_host = _run(actions, True, optimizer_class), _run(actions, False, optimizer_class)
+    for ours, theirs in zip(on_device, on_host):
+        assert ours == pytest.approx(theirs, rel=1e-10, abs=1e-13)
+
+
+def test_a_gradient_of_negative_zero_is_added_to_zero_as_eager_adds_it():
+    # .grad starts at 0.0, and 0.0 + -0.0 is 0.0: the step then leaves a parameter of -0.0 at
+    # -0.0 (x - lr * 0.0), where adding the gradient as it is would give 0.0.
+    results = []
+    for device in (True, False):
+        w, b = Parameter(-0.0), Parameter(1.0)
+        optimizer = SGD([w, b], lr=0.5)
+        fast = chainrule.compile(lambda x, w=w, b=b: -(w * x) + b, backend="jax")  # (JAX may give -0.0)
+        block = chainrule.on_device([w, b], optimizer) if device else _nothing()
+        with block:
+            optimizer.zero_grad()
+            fast(0.0).backward()
+            optimizer.step()
+            results.append((math.copysign(1.0, w.data), math.copysign(1.0, w.grad), b.data))
+    assert results[0] == results[1] == (-1.0, 1.0, 0.5)
+
+
+def test_a_gradient_that_is_not_finite_steps_as_on_the_host():
+    results = []
+    for device in (True, False):
+        a, b = Parameter(1.0), Parameter(2.0)
+        optimizer = SGD([a, b], lr=0.1)
+        fast = chainrule.compile(lambda x, a=a, b=b: a * 1e200 * 1e200 * x + b * x, backend="jax")
+        block = chainrule.on_device([a, b], optimizer) if device else _nothing()
+        with block:
+            optimizer.zero_grad()
+            out = fast(1.0)
+            out.backward()
+            optimizer.step()
+        results.append((out.data, a.grad, b.grad, a.data, b.data))
+    assert results[0] == results[1]
+    assert results[1][0] == math.inf and results[1][3] == -math.inf and results[1][4] == pytest.approx(1.9)
+
+
+def test_a_calls_numbers_are_let_go_after_its_step():
+    # The call's gradients, computed only if something reads them, keep the call's arguments:
+    # not its numbers, which would otherwise stay in the backend's pending calls for good.
+    model, X, y, loss = make()
+    optimizer = SGD(model.parameters(), lr=0.1)
+    fast = chainrule.compile(loss, backend="jax")
+    with chainrule.on_device(model, optimizer):
+        for _ in range(6):
+            optimizer.zero_grad()
+            fast(X, y).backward()
+            optimizer.step()
+        assert len(fast.last_tape.backend.pending) <= 1
+
+
 def test_copies_and_pickles_inside_the_block_are_plain_values_with_current_numbers():
     import copy
     import pickle
@@ -395,7 +513,9 @@ ACTIONS = st.lists(
     st.one_of(
         st.just(("zero_grad",)),
         st.just(("call",)),
+        st.just(("backward",)),
         st.just(("step",)),
+        st.tuples(st.just("lr"), st.floats(0, 0.2)),
         st.just(("eager",)),
         st.tuples(st.just("read"), st.integers(0, 10**6)),
         st.tuples(st.just("read grad"), st.integers(0, 10**6)),
@@ -412,6 +532,7 @@ def _run(actions, device, optimizer_class):
     optimizer = optimizer_class(params, lr=0.05)
     fast = chainrule.compile(loss, backend="jax")
     seen = []
+    out = None
     block = chainrule.on_device(model, optimizer) if device else _nothing()
     with block:
         for action in actions:
@@ -420,10 +541,15 @@ def _run(actions, device, optimizer_class):
                 optimizer.zero_grad()
             elif kind == "call":
                 out = fast(X, y)
-                out.backward()
                 seen.append(out.data)
+            elif kind == "backward":
+                if out is not None:
+                    out.backward()
             elif kind == "step":
                 optimizer.step()
+            elif kind in ("lr", "momentum"):
+                if hasattr(optimizer, kind):
+                    setattr(optimizer, kind, action[1])
             elif kind == "eager":
                 out = eager_loss(model, X[:3], y[:3])
                 out.backward()

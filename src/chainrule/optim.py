@@ -37,6 +37,7 @@ import collections
 import itertools
 import math
 import numbers
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -109,6 +110,16 @@ class Optimizer:
             return check_number(type(self).__name__, f"lr({self.step_count})", lr)
         except TypeError as error:
             raise TypeError(f"{error} (the schedule must return a number)") from None
+
+    def _next_lr_if_known(self) -> float | None:
+        """The learning rate of the next step, if working it out runs no code of the user's:
+        for a number, or a schedule of this module (``_PURE_SCHEDULES``); else None."""
+        if callable(self.lr) and self.lr not in _PURE_SCHEDULES:
+            return None
+        try:
+            return self.current_lr()
+        except (TypeError, ValueError):
+            return None  # (the step will raise it)
 
     def step(self) -> None:
         """Update every parameter from its current gradient."""
@@ -451,4 +462,10 @@ def linear_decay(start: float, end: float, steps: int) -> Callable[[int], float]
             return end
         return start + (end - start) * k / steps
 
+    _PURE_SCHEDULES.add(schedule)
     return schedule
+
+
+# The schedules made here: functions of k alone, which chainrule.on_device may call ahead of a
+# step (see Optimizer._next_lr_if_known).
+_PURE_SCHEDULES: weakref.WeakSet = weakref.WeakSet()

@@ -15,7 +15,8 @@ several milliseconds a step, more than XLA's own work. Inside ::
 the parameters' numbers and gradients live in two arrays on JAX's device instead: the compiled
 call reads them there, ``backward()`` adds into them there and the optimizer updates them there
 (its ``_arrays`` with jax.numpy, compiled by ``jax.jit``), and nothing comes back to the host
-unless something asks for it.
+unless something asks for it. For the usual loop above the call even works out the step ahead
+of it, in the same XLA program (see _Plan): a step is then one XLA call.
 
 Asking stays as it was. For the block, each parameter changes class to a twin of its own
 (``Value`` or ``Parameter``), made with the engine's ``numbers_elsewhere``: its ``data`` and
@@ -146,6 +147,7 @@ class _Placement:
         self.state: dict[int, dict[str, Any]] = {}  # id(optimizer) -> its state's arrays on the device
         self.steps: dict[Any, Any] = {}  # the optimizers' updates, compiled
         self.places_of: dict[int, Any] = {}  # id(optimizer) -> the places of its parameters here
+        self.plan: _Plan | None = None  # the next step, as the last call worked it out (see ahead)
         if not all(type(g) in (float, int) for g in grads):
             warnings.warn(
                 "on_device: a parameter's grad is None or a Value, which the device does not hold; "
@@ -201,13 +203,14 @@ class _Placement:
             self.on_device = {"data": None, "grad": None}
             self.zeros = None
             self.steps.clear()
+            self.plan = None
             self.version += 1
 
     def on_the_host(self, which: str) -> Any:
         """The numbers (``which``: "data" or "grad") as one numpy array on the host, current."""
         with self.lock:
             if self.host[which] is None:
-                self.host[which] = jax_backend.concatenated(self.np, self.on_device[which])
+                self.host[which] = jax_backend.concatenated(self.np, self.there(which))
             return self.host[which]
 
     def there(self, which: str) -> Any:
@@ -219,7 +222,8 @@ class _Placement:
                     self.tiny = jax_backend.has_subnormal(self.np, host)
                 with self.jax.enable_x64(True):
                     self.on_device[which] = self.put(host)
-            return self.on_device[which]
+            found = self.on_device[which]
+            return found.get() if isinstance(found, _Later) else found
 
     def put(self, numbers: Any) -> tuple:
         """Numbers in this order onto the device, in the pieces."""
@@ -257,7 +261,8 @@ class _Placement:
         """``summed``: (the gradients there, those plus a call's), as the call computed them.
         The sum becomes the gradients, if they are still those: whether they were."""
         with self.lock:
-            if self.on_device["grad"] is not summed[0]:
+            current = self.on_device["grad"]
+            if (current.value if isinstance(current, _Later) else current) is not summed[0]:
                 return False
             self.changed_there("grad", summed[1])
             return True
@@ -277,26 +282,62 @@ class _Placement:
         """The optimizer's step on the device: False (the host then steps) once home, or for
         an update that cannot run there."""
         with self.lock:
+            plan, self.plan = self.plan, None
             if self.home or not optimizer._on_device_too():
                 return False
-            jax = self.jax
             key = (id(optimizer), _settings_of(optimizer))
+            if plan is not None and plan.fits(self, key, lr):  # (the last call took this step)
+                self.changed_there("data", plan.new_data)
+                self.state[id(optimizer)] = plan.new_state
+                return True
+            jax = self.jax
             places = None if self.covers(optimizer) else self.places_of[id(optimizer)]
             if key not in self.steps:
-                self.steps[key] = _compiled_update(jax, optimizer, places, self.bounds)
-            kept = self.state.get(id(optimizer))
-            if kept is not None and sorted(kept) != sorted(optimizer._state_in_use()):  # (new settings)
-                self.state_home(optimizer)
-                del self.state[id(optimizer)]
+                self.steps[key] = jax.jit(_update(jax, optimizer, places, self.bounds))
             with jax.enable_x64(True):
-                if id(optimizer) not in self.state:
-                    self.state[id(optimizer)] = self._state_there(optimizer)
                 data, state = self.steps[key](
-                    self.there("data"), self.there("grad"), self.state[id(optimizer)], lr
+                    self.there("data"), self.there("grad"), self.state_for(optimizer), lr
                 )
             self.changed_there("data", data)
             self.state[id(optimizer)] = state
             return True
+
+    def ahead(self) -> _Plan | None:
+        """The next step, for a compiled call to work out along with its gradients (see
+        _Plan), when it can be known now: one optimizer, of all these parameters, whose
+        learning rate is a number or one of chainrule's schedules (a function of the user's is
+        called only by the step). Else None."""
+        with self.lock:
+            if self.home or len(self.optimizers) != 1:
+                return None
+            optimizer = self.optimizers[0]
+            if not (self.covers(optimizer) and optimizer._on_device_too()):
+                return None
+            lr = optimizer._next_lr_if_known()
+            if lr is None:
+                return None
+            key = (id(optimizer), _settings_of(optimizer))
+            with self.jax.enable_x64(True):
+                plan = _Plan(optimizer, key, lr, self.there("data"), self.state_for(optimizer))
+            plan.zero_grad = self.zeros is not None and self.on_device["grad"] is self.zeros
+            return plan
+
+    def planned(self, plan: _Plan) -> None:
+        """A call worked out ``plan``'s step, and its gradients are ``plan.later``."""
+        with self.lock:
+            self.plan = plan
+
+    def state_for(self, optimizer: Any) -> dict[str, Any]:
+        """The optimizer's state on the device (put there if it is not yet, or again if the
+        settings now use other state)."""
+        kept = self.state.get(id(optimizer))
+        if kept is not None and sorted(kept) != sorted(optimizer._state_in_use()):  # (new settings)
+            self.state_home(optimizer)
+            del self.state[id(optimizer)]
+        if id(optimizer) not in self.state:
+            with self.jax.enable_x64(True):
+                self.state[id(optimizer)] = self._state_there(optimizer)
+        return self.state[id(optimizer)]
 
     def _state_there(self, optimizer: Any) -> dict[str, Any]:
         """The optimizer's state on the device: in the pieces, in this order, for an optimizer
@@ -339,7 +380,7 @@ class _Placement:
             for optimizer in self.optimizers:
                 self.state_home(optimizer)
                 optimizer._device = None
-            self.home = True
+            self.home, self.plan = True, None
 
 
 _DTYPES = {"d": "float64", "q": "int64", "b": "int8"}
@@ -360,8 +401,8 @@ def _settings_of(optimizer: Any) -> tuple:
     )
 
 
-def _compiled_update(jax: Any, optimizer: Any, places: Any, bounds: Any) -> Any:
-    """The optimizer's ``_arrays`` on jax.numpy, compiled: (data, grad, state, lr) -> (data,
+def _update(jax: Any, optimizer: Any, places: Any, bounds: Any) -> Any:
+    """The optimizer's ``_arrays`` on jax.numpy, for jax.jit: (data, grad, state, lr) -> (data,
     state), data and grad in pieces. For an optimizer of all the parameters (``places`` None)
     the update runs piece by piece (it works number by number), its state in the same pieces;
     else on the numbers at ``places``, its state one array each."""
@@ -378,7 +419,64 @@ def _compiled_update(jax: Any, optimizer: Any, places: Any, bounds: Any) -> Any:
         changed, state = optimizer._arrays(jnp, flat[places], jnp.concatenate(grad)[places], state, lr)
         return tuple(jnp.split(flat.at[places].set(changed), bounds)), state
 
-    return jax.jit(update)
+    return update
+
+
+class _Plan:
+    """The next step of an optimizer, worked out by a compiled call ahead of it.
+
+    A training step's call (backend="jax") computes the gradients, backward adds them into
+    ``.grad``, and the optimizer's step reads both: two XLA calls, the second a pass over every
+    parameter that XLA could have fused into the first. Instead the call, given a plan by
+    ``_Placement.ahead``, also computes the step, with the gradients ``.grad`` will hold after
+    its backward, and returns the new numbers and state, not the gradients themselves:
+    ``later`` computes those (another call) only if something reads them. The step takes the
+    plan's numbers when nothing it read has changed since (``fits``); else it steps as usual.
+    """
+
+    __slots__ = ("optimizer", "key", "lr", "data", "state", "zero_grad", "new_data", "new_state", "later")
+
+    def __init__(self, optimizer: Any, key: tuple, lr: float, data: tuple, state: dict) -> None:
+        self.optimizer, self.key, self.lr, self.data, self.state = optimizer, key, lr, data, state
+        self.zero_grad = False  # whether .grad is zero_grad's zeros (the call then need not read it)
+        self.new_data: Any = None
+        self.new_state: Any = None
+        self.later: _Later | None = None
+
+    def gradients_from(self, compute: Any) -> _Later:
+        """The gradients the call computed into the step, as ``compute`` will give them."""
+        self.later = _Later(compute)
+        return self.later
+
+    def update(self, jax: Any) -> Any:
+        """The optimizer's update, for the call to compile into its own program."""
+        return _update(jax, self.optimizer, None, None)
+
+    def fits(self, placement: _Placement, key: tuple, lr: float) -> bool:
+        """Whether the step about to run is the one planned: the same optimizer, settings and
+        learning rate, on the numbers and state the call read and the gradients it computed."""
+        return (
+            self.later is not None
+            and key == self.key
+            and lr == self.lr
+            and placement.on_device["data"] is self.data
+            and placement.on_device["grad"] is self.later
+            and placement.state.get(id(self.optimizer)) is self.state
+        )
+
+
+class _Later:
+    """Gradients on the device that are computed when first asked for (see _Plan)."""
+
+    __slots__ = ("compute", "value")
+
+    def __init__(self, compute: Any) -> None:
+        self.compute, self.value = compute, None
+
+    def get(self) -> Any:
+        if self.value is None:
+            self.value, self.compute = self.compute(), None
+        return self.value
 
 
 _JITTED: dict[str, Any] = {}
@@ -428,6 +526,12 @@ class _Placed:
 
     def store_sum(self, summed: Any) -> bool:
         return self.same_pieces and self.placement.store_sum(summed)
+
+    def ahead(self) -> _Plan | None:
+        return self.placement.ahead() if self.same_pieces else None
+
+    def planned(self, plan: _Plan) -> None:
+        self.placement.planned(plan)
 
     def add_grad(self, grads: Any) -> None:
         if self.same_pieces:

@@ -143,7 +143,7 @@ class Tape:
         """_replay_into, with the parameters read where they are, on a device."""
         data[: self.n_inputs] = flat
         data[self.n_inputs : self.n_fixed] = self.constant_data
-        if self.backend.forward(data, placed):  # type: ignore[call-arg]  # (the jax backend's)
+        if self.backend.forward(data, placed, (flat, self.constant_data)):  # type: ignore[call-arg]  # (the jax backend's)
             return data, None  # (data lacks the parameters' numbers: see _complete)
         data[self.n_fixed : self.n_leaves] = self.backend.joined([placed.on_the_host()])  # type: ignore[attr-defined]
         return data, self.reference.run_forward(data, False)

@@ -561,6 +561,7 @@ class JaxProgram:
         # of .grad it computed there or None)): what a call's backward needs, kept until its
         # numbers (the result Values hold them) are gone.
         self.pending: dict[int, tuple[weakref.ref, Any]] = {}
+        self.stepping: dict[tuple, Any] = {}  # _value_and_step's, by optimizer and settings
 
     def _compile(self):
         jax = self.jax
@@ -585,9 +586,12 @@ class JaxProgram:
                 lambda e, p: outputs(inputs, constants, e, p), externals, probe, has_aux=True
             )
             grads, probe_grad = pullback(seeds)
-            # (x * 0 is 0 for a finite x and nan for nan and inf: one sum tells, which costs
-            # less than an all() over the gradients on CPU)
-            finite = (sum(jnp.sum(g * 0.0) for g in grads) == 0.0) & jnp.isfinite(probe_grad)
+            # (the largest magnitude is below inf only if every number is finite: jnp.max
+            # passes nan on. One reduction each, which costs less than an all() of isfinite on
+            # CPU; and, unlike a sum, XLA cannot move it into the matrix products it follows.)
+            finite = jnp.isfinite(probe_grad)
+            for g in grads:
+                finite = finite & (jnp.max(jnp.abs(g), initial=0.0) < jnp.inf)
             packed = jnp.concatenate([packed[: n + 1], finite.astype(packed.dtype)[None], packed[n + 1 :]])
             return packed, grads
 
@@ -631,12 +635,16 @@ class JaxProgram:
     def layout(self) -> list[tuple]:
         return list(self.program.layout)
 
-    def forward(self, data: numpy.ndarray, on_device: Any = None) -> bool:
+    def forward(self, data: numpy.ndarray, on_device: Any = None, fixed: tuple = ()) -> bool:
         """Every node's number into ``data``; False when the call must be left to the numpy
         backend. With ``on_device`` (devices.placed's answer), the externals are read there, and
-        ``data`` gets them only if the call is left to numpy, or its backward is."""
+        ``data`` gets them only if the call is left to numpy, or its backward is; and ``fixed``
+        is (the inputs' numbers, the constants'), as arrays of their own that stay as they are
+        (a plan may keep them: see below)."""
         np = self.np
-        if has_subnormal(np, data[: self.n_inputs] if on_device is not None else data[: self.n_leaves]):
+        if on_device is None:
+            fixed = (data[: self.n_inputs], data[self.n_inputs : self.n_fixed])
+        if has_subnormal(np, fixed[0] if on_device is not None else data[: self.n_leaves]):
             return False  # XLA on CPU would read it as 0 (see the module's docstring)
         gradients = len(self.unique_outputs) > 0 and _mode.get().recording
         with self.jax.enable_x64(True):
@@ -646,12 +654,21 @@ class JaxProgram:
                 externals = on_device.externals()
                 if on_device.has_tiny():
                     return False
-            arguments = (data[: self.n_inputs], data[self.n_inputs : self.n_fixed], externals, 0.0)
-            summed = grads = None
+            arguments = (*fixed, externals, 0.0)
+            summed = grads = plan = None
             if gradients and on_device is not None and on_device.same_pieces:
                 before = on_device.grad()
-                packed, after = self.value_and_grad_into(*arguments, before)
-                summed = before, after
+                plan = on_device.ahead()
+                stepping = plan is not None and self._value_and_step(plan)
+                if stepping:  # (the optimizer's next step, worked out too: see devices._Plan)
+                    # (plan.later keeps the arguments: not data, which the call's entry in
+                    # self.pending, that holds plan.later, would then outlive)
+                    grad = None if plan.zero_grad else before
+                    packed, plan.new_data, plan.new_state = stepping(*arguments, grad, plan.state, plan.lr)
+                    summed = before, plan.gradients_from(functools.partial(self._summed, arguments, before))
+                else:
+                    packed, after = self.value_and_grad_into(*arguments, before)
+                    summed, plan = (before, after), None
             elif gradients:
                 packed, grads = self.value_and_grad(*arguments)
             else:
@@ -664,13 +681,42 @@ class JaxProgram:
         data[self.index_positions] = packed[n + 1 + gradients :]
         if gradients or on_device is not None:
             if not (gradients and packed[n + 1] == 1.0):
-                grads = summed = None
+                grads = summed = plan = None
+            if plan is not None:
+                on_device.planned(plan)
             forget = functools.partial(_forget, self.pending, id(data))
             self.pending[id(data)] = (
                 weakref.ref(data, forget),
                 (grads, externals, on_device is not None, summed),
             )
         return True
+
+    def _value_and_step(self, plan: Any) -> Any:
+        """The call of value_and_grad_into, that also takes ``plan``'s optimizer step (see
+        devices._Plan), compiled for its optimizer and settings: (inputs, constants,
+        externals, probe, grad, state, lr) -> (packed, new numbers, new state), ``grad`` None
+        for zeros. None past a few settings (each compiles the whole program again)."""
+        stepping = self.stepping.get(plan.key)
+        if stepping is None and len(self.stepping) < 4:
+            value_and_grad, update, jax = self.value_and_grad, plan.update(self.jax), self.jax
+            jnp = jax.numpy
+
+            def value_and_step(inputs, constants, externals, probe, grad, state, lr):
+                packed, grads = value_and_grad(inputs, constants, externals, probe)
+                if grad is None:  # 0.0 + g, which XLA would simplify to g (not 0.0 for g = -0.0)
+                    summed = tuple(jnp.where(g == 0.0, 0.0, g) for g in grads)
+                else:
+                    summed = tuple(a + b for a, b in zip(grad, grads))
+                data, state = update(externals, summed, state, lr)
+                return packed, data, state
+
+            stepping = self.stepping[plan.key] = jax.jit(value_and_step)
+        return stepping
+
+    def _summed(self, arguments: tuple, grad: Any) -> Any:
+        """``grad`` plus the gradients of the call on ``arguments``, there (for a _Plan's later)."""
+        with self.jax.enable_x64(True):
+            return self.value_and_grad_into(*arguments, grad)[1]
 
     def externals_of(self, data: numpy.ndarray) -> Any:
         """The externals' numbers of the call whose numbers are ``data``, when it read them on a
