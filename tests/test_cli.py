@@ -175,8 +175,14 @@ def test_train_into_a_folder_of_other_files_says_nothing(tmp_path):
 
 def test_ctrl_c_stops_quietly_with_status_130(tmp_path):
     pytest.importorskip("sklearn")
+    # (Ctrl-C's own handler first: a child inherits an ignored SIGINT, as the tests have when
+    # a shell starts them in the background, and would then train on through the signal)
+    start = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'chainrule'; runpy.run_module('chainrule', run_name='__main__', alter_sys=True)"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "chainrule", "train", "digits", "--samples", "200", "--steps", "100000",
+        [sys.executable, "-c", start, "train", "digits", "--samples", "200", "--steps", "100000",
          "--out", str(tmp_path / "runs" / "digits")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
