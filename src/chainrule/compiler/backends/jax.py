@@ -586,12 +586,14 @@ class JaxProgram:
                 lambda e, p: outputs(inputs, constants, e, p), externals, probe, has_aux=True
             )
             grads, probe_grad = pullback(seeds)
-            # (the largest magnitude is below inf only if every number is finite: jnp.max
-            # passes nan on. One reduction each, which costs less than an all() of isfinite on
-            # CPU; and, unlike a sum, XLA cannot move it into the matrix products it follows.)
+            # (g . g, the sum of the squares, is nan or inf if one of them is, and one dot
+            # product each costs less on CPU than an all() of isfinite, or a reduction; unlike
+            # a plain sum, XLA cannot move it into the matrix products g comes from. A g . g
+            # that overflows says no as well: the numpy backend then redoes the call, with the
+            # same numbers.)
             finite = jnp.isfinite(probe_grad)
             for g in grads:
-                finite = finite & (jnp.max(jnp.abs(g), initial=0.0) < jnp.inf)
+                finite = finite & jnp.isfinite(jnp.dot(g, g))
             packed = jnp.concatenate([packed[: n + 1], finite.astype(packed.dtype)[None], packed[n + 1 :]])
             return packed, grads
 
