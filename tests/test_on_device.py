@@ -341,6 +341,29 @@ def test_a_training_steps_update_is_worked_out_by_its_call(optimizer_class, opti
         assert p.grad == pytest.approx(q.grad, rel=1e-10, abs=1e-12)
 
 
+def test_a_sweep_of_optimizers_over_one_compiled_function_steps_in_its_calls():
+    # Each optimizer (and each of its settings) compiles its own step into the call: a sweep of
+    # more of them than the backend keeps still gets one, and the numbers of eager training.
+    model, X, y, loss = make()
+    fast = chainrule.compile(loss, backend="jax")
+    start = [p.data for p in model.parameters()]
+    for momentum in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5):
+        for p, x in zip(model.parameters(), start):
+            p.data, p.grad = x, 0.0
+        optimizer = SGD(model.parameters(), lr=0.1, momentum=momentum)
+        with chainrule.on_device(model, optimizer):
+            placement = optimizer._device
+            for _ in range(2):
+                optimizer.zero_grad()
+                fast(X, y).backward()
+                optimizer.step()
+            assert placement.steps == {}
+        eager_model, _, _ = train(SGD, {"lr": 0.1, "momentum": momentum}, 2, device=False, compiled=False)
+        for p, q in zip(model.parameters(), eager_model.parameters()):
+            assert p.data == pytest.approx(q.data, rel=1e-10, abs=1e-12)
+    assert len(fast.last_tape.backend.stepping) == 4
+
+
 def test_a_schedule_of_the_users_is_called_by_the_steps_alone():
     calls = []
 

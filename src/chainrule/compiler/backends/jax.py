@@ -697,9 +697,11 @@ class JaxProgram:
         """The call of value_and_grad_into, that also takes ``plan``'s optimizer step (see
         devices._Plan), compiled for its optimizer and settings: (inputs, constants,
         externals, probe, grad, state, lr) -> (packed, new numbers, new state), ``grad`` None
-        for zeros. None past a few settings (each compiles the whole program again)."""
+        for zeros. (Each compiles the whole program again; the last four are kept.)"""
         stepping = self.stepping.get(plan.key)
-        if stepping is None and len(self.stepping) < 4:
+        if stepping is None:
+            if len(self.stepping) >= 4:  # (the oldest goes: a sweep's optimizers come one by one)
+                del self.stepping[next(iter(self.stepping))]
             value_and_grad, update, jax = self.value_and_grad, plan.update(self.jax), self.jax
             jnp = jax.numpy
 
