@@ -326,16 +326,24 @@ def test_gradients_that_change_between_a_call_and_its_backward():
 def test_a_training_steps_update_is_worked_out_by_its_call(optimizer_class, options):
     model, X, y, loss = make()
     optimizer = optimizer_class(model.parameters(), **options)
-    fast = chainrule.compile(loss, backend="jax")
+    assert _steps_taken_in_the_calls(model, optimizer, chainrule.compile(loss, backend="jax"), X, y, 6)
+    eager_model, _, _ = train(optimizer_class, options, 6, device=False, compiled=False)
+    _assert_same_numbers(model, eager_model)
+
+
+def _steps_taken_in_the_calls(model, optimizer, fast, X, y, steps):
+    """Train inside on_device; whether every step took its call's numbers (the optimizer's own
+    update was then never compiled)."""
     with chainrule.on_device(model, optimizer):
         placement = optimizer._device
-        for _ in range(6):
+        for _ in range(steps):
             optimizer.zero_grad()
             fast(X, y).backward()
             optimizer.step()
-        # Every step took the call's numbers: the optimizer's own update was never compiled.
-        assert placement.steps == {}
-    eager_model, eager_optimizer, _ = train(optimizer_class, options, 6, device=False, compiled=False)
+        return placement.steps == {}
+
+
+def _assert_same_numbers(model, eager_model):
     for p, q in zip(model.parameters(), eager_model.parameters()):
         assert p.data == pytest.approx(q.data, rel=1e-10, abs=1e-12)
         assert p.grad == pytest.approx(q.grad, rel=1e-10, abs=1e-12)
@@ -351,16 +359,9 @@ def test_a_sweep_of_optimizers_over_one_compiled_function_steps_in_its_calls():
         for p, x in zip(model.parameters(), start):
             p.data, p.grad = x, 0.0
         optimizer = SGD(model.parameters(), lr=0.1, momentum=momentum)
-        with chainrule.on_device(model, optimizer):
-            placement = optimizer._device
-            for _ in range(2):
-                optimizer.zero_grad()
-                fast(X, y).backward()
-                optimizer.step()
-            assert placement.steps == {}
+        assert _steps_taken_in_the_calls(model, optimizer, fast, X, y, 2)
         eager_model, _, _ = train(SGD, {"lr": 0.1, "momentum": momentum}, 2, device=False, compiled=False)
-        for p, q in zip(model.parameters(), eager_model.parameters()):
-            assert p.data == pytest.approx(q.data, rel=1e-10, abs=1e-12)
+        _assert_same_numbers(model, eager_model)
     assert len(fast.last_tape.backend.stepping) == 4
 
 
@@ -408,38 +409,41 @@ def test_what_happens_between_a_call_and_its_step(between, adam):
         assert ours == pytest.approx(theirs, rel=1e-10, abs=1e-13)
 
 
+def _one_step(fn, x, numbers, lr, device):
+    """Parameters with these numbers, and one SGD step of the compiled ``fn(x, *parameters)``,
+    inside on_device or not: (the loss, then each parameter's data and grad)."""
+    params = [Parameter(n) for n in numbers]
+    optimizer = SGD(params, lr=lr)
+    fast = chainrule.compile(lambda x: fn(x, *params), backend="jax")
+    with chainrule.on_device(params, optimizer) if device else _nothing():
+        optimizer.zero_grad()
+        out = fast(x)
+        out.backward()
+        optimizer.step()
+    return out.data, *[(p.data, p.grad) for p in params]
+
+
 def test_a_gradient_of_negative_zero_is_added_to_zero_as_eager_adds_it():
     # .grad starts at 0.0, and 0.0 + -0.0 is 0.0: the step then leaves a parameter of -0.0 at
     # -0.0 (x - lr * 0.0), where adding the gradient as it is would give 0.0.
-    results = []
-    for device in (True, False):
-        w, b = Parameter(-0.0), Parameter(1.0)
-        optimizer = SGD([w, b], lr=0.5)
-        fast = chainrule.compile(lambda x, w=w, b=b: -(w * x) + b, backend="jax")  # (JAX may give -0.0)
-        block = chainrule.on_device([w, b], optimizer) if device else _nothing()
-        with block:
-            optimizer.zero_grad()
-            fast(0.0).backward()
-            optimizer.step()
-            results.append((math.copysign(1.0, w.data), math.copysign(1.0, w.grad), b.data))
-    assert results[0] == results[1] == (-1.0, 1.0, 0.5)
+    def signs(result):
+        (w, w_grad), (b, _) = result[1:]
+        return math.copysign(1.0, w), math.copysign(1.0, w_grad), b
+
+    runs = [
+        _one_step(lambda x, w, b: -(w * x) + b, 0.0, [-0.0, 1.0], 0.5, device) for device in (True, False)
+    ]
+    assert signs(runs[0]) == signs(runs[1]) == (-1.0, 1.0, 0.5)
 
 
 def test_a_gradient_that_is_not_finite_steps_as_on_the_host():
-    results = []
-    for device in (True, False):
-        a, b = Parameter(1.0), Parameter(2.0)
-        optimizer = SGD([a, b], lr=0.1)
-        fast = chainrule.compile(lambda x, a=a, b=b: a * 1e200 * 1e200 * x + b * x, backend="jax")
-        block = chainrule.on_device([a, b], optimizer) if device else _nothing()
-        with block:
-            optimizer.zero_grad()
-            out = fast(1.0)
-            out.backward()
-            optimizer.step()
-        results.append((out.data, a.grad, b.grad, a.data, b.data))
-    assert results[0] == results[1]
-    assert results[1][0] == math.inf and results[1][3] == -math.inf and results[1][4] == pytest.approx(1.9)
+    def fn(x, a, b):
+        return a * 1e200 * 1e200 * x + b * x
+
+    ours, host = (_one_step(fn, 1.0, [1.0, 2.0], 0.1, device) for device in (True, False))
+    assert ours == host
+    loss, (a, a_grad), (b, _) = host
+    assert loss == math.inf and a_grad == math.inf and a == -math.inf and b == pytest.approx(1.9)
 
 
 def test_a_calls_numbers_are_let_go_after_its_step():
