@@ -349,6 +349,51 @@ def _assert_same_numbers(model, eager_model):
         assert p.grad == pytest.approx(q.grad, rel=1e-10, abs=1e-12)
 
 
+def _count_steps_taken_in_calls(monkeypatch):
+    """A list that gets a True for each optimizer step that takes its call's numbers."""
+    from chainrule.compiler import devices
+
+    taken, fits = [], devices._Plan.fits
+
+    def counted(plan, *args):
+        took = fits(plan, *args)
+        taken.append(took)
+        return took
+
+    monkeypatch.setattr(devices._Plan, "fits", counted)
+    return taken
+
+
+@pytest.mark.parametrize("adam", [False, True], ids=["SGD", "Adam"])
+def test_micrograds_order_zero_grad_after_the_call_also_steps_in_its_calls(monkeypatch, adam):
+    # micrograd's demo (and chainrule train) call the model first, then zero_grad, backward and
+    # step: from the second step on, the call must expect .grad to be zeroed before its backward.
+    taken = _count_steps_taken_in_calls(monkeypatch)
+    optimizer_class, options = (Adam, {"lr": 0.02}) if adam else (SGD, {"lr": 0.1, "momentum": 0.9})
+    model, X, y, loss = make()
+    optimizer = optimizer_class(model.parameters(), **options)
+    fast = chainrule.compile(loss, backend="jax")
+    with chainrule.on_device(model, optimizer):
+        for _ in range(5):
+            out = fast(X, y)
+            optimizer.zero_grad()
+            out.backward()
+            optimizer.step()
+    assert taken[1:] == [True] * 4
+    eager_model, _, _ = train(optimizer_class, options, 5, device=False, compiled=False)
+    _assert_same_numbers(model, eager_model)
+
+
+def test_chainrule_train_with_the_jax_backend_steps_in_its_calls(monkeypatch):
+    from chainrule.training import train as train_a_recipe
+
+    taken = _count_steps_taken_in_calls(monkeypatch)
+    ours = train_a_recipe("moons", steps=6, backend="jax", compile=True)
+    assert taken[1:] == [True] * 5
+    theirs = train_a_recipe("moons", steps=6)
+    assert ours.losses == pytest.approx(theirs.losses, rel=1e-10)
+
+
 def test_a_sweep_of_optimizers_over_one_compiled_function_steps_in_its_calls():
     # Each optimizer (and each of its settings) compiles its own step into the call: a sweep of
     # more of them than the backend keeps still gets one, and the numbers of eager training.
@@ -403,10 +448,7 @@ BETWEEN = {
 def test_what_happens_between_a_call_and_its_step(between, adam):
     step = [("zero_grad",), ("call",), ("backward",)]
     actions = [*step, ("step",), *step, *BETWEEN[between], ("step",), ("read", 0), ("read grad", 1)]
-    optimizer_class = Adam if adam else SGD
-    on_device, on_host = _run(actions, True, optimizer_class), _run(actions, False, optimizer_class)
-    for ours, theirs in zip(on_device, on_host):
-        assert ours == pytest.approx(theirs, rel=1e-10, abs=1e-13)
+    _assert_as_on_the_host(actions, Adam if adam else SGD)
 
 
 def _one_step(fn, x, numbers, lr, device):
@@ -421,6 +463,20 @@ def _one_step(fn, x, numbers, lr, device):
         out.backward()
         optimizer.step()
     return out.data, *[(p.data, p.grad) for p in params]
+
+
+LOOPS = {
+    "micrograd's order": [("call",), ("zero_grad",), ("backward",), ("step",)] * 3,
+    "no zero_grad at all": [("call",), ("backward",), ("step",)] * 3,  # (the call guesses wrong)
+    "two calls a step": [("zero_grad",), ("call",), ("backward",), ("call",), ("backward",), ("step",)] * 2,
+}
+
+
+@pytest.mark.parametrize("loop", list(LOOPS), ids=list(LOOPS))
+@pytest.mark.parametrize("adam", [False, True], ids=["SGD", "Adam"])
+def test_training_loops_in_any_order_match_the_host(loop, adam):
+    actions = [*LOOPS[loop], ("read", 0), ("read grad", 1)]
+    _assert_as_on_the_host(actions, Adam if adam else SGD)
 
 
 def test_a_gradient_of_negative_zero_is_added_to_zero_as_eager_adds_it():
@@ -595,8 +651,11 @@ def _run(actions, device, optimizer_class):
 @settings(max_examples=25, deadline=None)
 @given(actions=ACTIONS, adam=st.booleans())
 def test_any_sequence_of_steps_reads_and_writes_matches_the_host(actions, adam):
-    optimizer_class = Adam if adam else SGD
-    on_device = _run(actions, True, optimizer_class)
-    on_host = _run(actions, False, optimizer_class)
+    _assert_as_on_the_host(actions, Adam if adam else SGD)
+
+
+def _assert_as_on_the_host(actions, optimizer_class):
+    """The actions (see _run) inside on_device read and leave the numbers they do on the host."""
+    on_device, on_host = _run(actions, True, optimizer_class), _run(actions, False, optimizer_class)
     for ours, theirs in zip(on_device, on_host):
         assert ours == pytest.approx(theirs, rel=1e-10, abs=1e-13)

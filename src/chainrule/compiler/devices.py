@@ -148,6 +148,7 @@ class _Placement:
         self.steps: dict[Any, Any] = {}  # the optimizers' updates, compiled
         self.places_of: dict[int, Any] = {}  # id(optimizer) -> the places of its parameters here
         self.plan: _Plan | None = None  # the next step, as the last call worked it out (see ahead)
+        self.stepped_on: Any = None  # the gradients the last step read, as they were there
         if not all(type(g) in (float, int) for g in grads):
             warnings.warn(
                 "on_device: a parameter's grad is None or a Value, which the device does not hold; "
@@ -286,6 +287,7 @@ class _Placement:
             if self.home or not optimizer._on_device_too():
                 return False
             key = (id(optimizer), _settings_of(optimizer))
+            self.stepped_on = self.on_device["grad"]
             if plan is not None and plan.fits(self, key, lr):  # (the last call took this step)
                 self.changed_there("data", plan.new_data)
                 self.state[id(optimizer)] = plan.new_state
@@ -300,13 +302,20 @@ class _Placement:
                 )
             self.changed_there("data", data)
             self.state[id(optimizer)] = state
+            self.stepped_on = self.on_device["grad"]  # (there("grad") may have made them)
             return True
 
     def ahead(self) -> _Plan | None:
         """The next step, for a compiled call to work out along with its gradients (see
         _Plan), when it can be known now: one optimizer, of all these parameters, whose
         learning rate is a number or one of chainrule's schedules (a function of the user's is
-        called only by the step). Else None."""
+        called only by the step). Else None.
+
+        The plan says what ``.grad`` will be when the call's backward adds to it: zero_grad's
+        zeros if it is those now, or if it still holds the gradients the last step read (a loop
+        zeroes them before the next backward, micrograd's demo after the call); else what it
+        is now. A guess that proves wrong costs time, not numbers: backward then finds another
+        ``.grad`` than the plan's and adds its gradients to it as usual."""
         with self.lock:
             if self.home or len(self.optimizers) != 1:
                 return None
@@ -317,10 +326,17 @@ class _Placement:
             if lr is None:
                 return None
             key = (id(optimizer), _settings_of(optimizer))
+            grad = self.on_device["grad"]
+            zeroed = (
+                self.zeros is not None
+                and grad is not None
+                and (grad is self.zeros or grad is self.stepped_on)
+            )
             with self.jax.enable_x64(True):
-                plan = _Plan(optimizer, key, lr, self.there("data"), self.state_for(optimizer))
-            plan.zero_grad = self.zeros is not None and self.on_device["grad"] is self.zeros
-            return plan
+                before = self.zeros if zeroed else self.there("grad")
+                return _Plan(
+                    optimizer, key, lr, self.there("data"), self.state_for(optimizer), before, zeroed
+                )
 
     def planned(self, plan: _Plan) -> None:
         """A call worked out ``plan``'s step, and its gradients are ``plan.later``."""
@@ -434,11 +450,26 @@ class _Plan:
     plan's numbers when nothing it read has changed since (``fits``); else it steps as usual.
     """
 
-    __slots__ = ("optimizer", "key", "lr", "data", "state", "zero_grad", "new_data", "new_state", "later")
+    __slots__ = (
+        "optimizer",
+        "key",
+        "lr",
+        "data",
+        "state",
+        "before",
+        "zeroed",
+        "new_data",
+        "new_state",
+        "later",
+    )
 
-    def __init__(self, optimizer: Any, key: tuple, lr: float, data: tuple, state: dict) -> None:
+    def __init__(
+        self, optimizer: Any, key: tuple, lr: float, data: tuple, state: dict, before: Any, zeroed: bool
+    ) -> None:
         self.optimizer, self.key, self.lr, self.data, self.state = optimizer, key, lr, data, state
-        self.zero_grad = False  # whether .grad is zero_grad's zeros (the call then need not read it)
+        # .grad when the call's backward adds to it, as ahead expects it; whether that is
+        # zero_grad's zeros (then the call need not read them)
+        self.before, self.zeroed = before, zeroed
         self.new_data: Any = None
         self.new_state: Any = None
         self.later: _Later | None = None

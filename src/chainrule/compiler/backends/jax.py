@@ -659,18 +659,18 @@ class JaxProgram:
             arguments = (*fixed, externals, 0.0)
             summed = grads = plan = None
             if gradients and on_device is not None and on_device.same_pieces:
-                before = on_device.grad()
                 plan = on_device.ahead()
-                stepping = plan is not None and self._value_and_step(plan)
-                if stepping:  # (the optimizer's next step, worked out too: see devices._Plan)
+                if plan is not None:  # (the optimizer's next step, worked out too: see devices._Plan)
+                    before, stepping = plan.before, self._value_and_step(plan)
+                    grad = None if plan.zeroed else before
+                    packed, plan.new_data, plan.new_state = stepping(*arguments, grad, plan.state, plan.lr)
                     # (plan.later keeps the arguments: not data, which the call's entry in
                     # self.pending, that holds plan.later, would then outlive)
-                    grad = None if plan.zero_grad else before
-                    packed, plan.new_data, plan.new_state = stepping(*arguments, grad, plan.state, plan.lr)
                     summed = before, plan.gradients_from(functools.partial(self._summed, arguments, before))
                 else:
+                    before = on_device.grad()
                     packed, after = self.value_and_grad_into(*arguments, before)
-                    summed, plan = (before, after), None
+                    summed = before, after
             elif gradients:
                 packed, grads = self.value_and_grad(*arguments)
             else:
